@@ -1,0 +1,28 @@
+"""What route handlers get from the application: the session service and JSON responses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from starlette.responses import Response
+
+from app.config import Settings
+from app.sessions.service import SessionService
+
+
+def _sessions(request: Request) -> SessionService:
+    return request.app.state.sessions
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+Sessions = Annotated[SessionService, Depends(_sessions)]
+CurrentSettings = Annotated[Settings, Depends(_settings)]
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status, headers=headers, media_type="application/json")

@@ -1,0 +1,38 @@
+"""The hot path: one chunk of a session's sequence in, the model's outputs for it out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.api.deps import CurrentSettings, Sessions
+from app.api.parsing import parse_chunk, read_body
+from app.api.schemas import ChunkRequest, ChunkResponse, problems
+
+router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
+
+
+@router.post(
+    "/{session_id}/chunks",
+    response_model=ChunkResponse,
+    responses={
+        200: {"headers": {"X-Replayed": {"description": "true when this answers a repeated seq",
+                                         "schema": {"type": "string"}}}},
+        **problems(400, 404, 409, 413, 422, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ChunkRequest.model_json_schema()}},
+        }
+    },
+    summary="Push a chunk: T time steps continue the session's sequence",
+)
+async def push_chunk(session_id: str, request: Request, sessions: Sessions,
+                     settings: CurrentSettings) -> Response:
+    sessions.get(session_id)
+    body = await read_body(request, settings.max_body_bytes)
+    chunk = parse_chunk(body, sessions.spec.input_features, settings.max_chunk_steps)
+    result = await sessions.push(session_id, chunk.inputs, chunk.seq)
+    headers = {"X-Replayed": "true"} if result.replayed else None
+    return Response(result.body, headers=headers, media_type="application/json")

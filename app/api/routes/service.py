@@ -1,0 +1,55 @@
+"""The served model, health and readiness, metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from app.api.deps import CurrentSettings, Sessions, json_response
+from app.api.errors import problem
+from app.api.schemas import ModelInfo, problems
+
+router = APIRouter()
+
+
+@router.get("/v1/model", response_model=ModelInfo, tags=["model"], summary="Describe the served model")
+async def model_info(sessions: Sessions, settings: CurrentSettings) -> Response:
+    spec = sessions.spec
+    return json_response(
+        {
+            "name": spec.name,
+            "fingerprint": spec.fingerprint,
+            "input_features": spec.input_features,
+            "output": {"per_step": spec.per_step, "size": spec.output_size},
+            "recurrent_layers": [
+                {"name": r.name, "kind": r.kind, "units": r.units, "state_tensors": r.state_tensors}
+                for r in spec.recurrent
+            ],
+            "capacity": sessions.store.capacity,
+            "max_chunk_steps": settings.max_chunk_steps,
+            "backend": sessions.store.kind,
+        }
+    )
+
+
+@router.get("/healthz", tags=["operations"], summary="200 while the process is alive")
+async def healthz() -> Response:
+    return json_response({"status": "alive"})
+
+
+@router.get("/readyz", tags=["operations"], responses=problems(503),
+            summary="200 once the model is warm and the state store answers")
+async def readyz(sessions: Sessions) -> Response:
+    if not sessions.engine.ready:
+        return problem(503, "the model is still compiling and warming up",
+                       headers={"Retry-After": "1"}, slug="unavailable")
+    if not await sessions.store.ping():
+        return problem(503, "the state store does not answer", headers={"Retry-After": "1"},
+                       slug="unavailable")
+    return json_response({"status": "ready"})
+
+
+@router.get("/metrics", tags=["operations"], summary="Prometheus text exposition")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

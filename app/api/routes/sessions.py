@@ -1,0 +1,86 @@
+"""Creating, reading, resetting, deleting and listing sessions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from app.api.deps import CurrentSettings, Sessions, json_response
+from app.api.parsing import load_json, read_body
+from app.api.schemas import CreateSession, SessionInfo, SessionList, problems
+from app.errors import InvalidInput
+from app.sessions.service import session_info
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SessionInfo,
+    responses=problems(400, 409, 413, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": CreateSession.model_json_schema()}},
+        }
+    },
+    summary="Create a session (one state row)",
+)
+async def create_session(request: Request, sessions: Sessions, settings: CurrentSettings) -> Response:
+    body = await read_body(request, settings.max_body_bytes)
+    options = _create_options(body)
+    record = sessions.create(options.session_id, options.ttl_s)
+    location = f"/v1/sessions/{record.session_id}"
+    return json_response(session_info(record), 201, headers={"Location": location})
+
+
+@router.get("", response_model=SessionList, responses=problems(401, 403, 422),
+            summary="List sessions (admin)")
+async def list_sessions(
+    sessions: Sessions,
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = Query(None, max_length=512),
+) -> Response:
+    records, next_cursor = sessions.page(limit, cursor)
+    return json_response(
+        {
+            "sessions": [session_info(r) for r in records],
+            "capacity": sessions.store.capacity,
+            "active": len(sessions.store),
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+@router.get("/{session_id}", response_model=SessionInfo, responses=problems(404),
+            summary="Get a session")
+async def get_session(session_id: str, sessions: Sessions) -> Response:
+    return json_response(session_info(sessions.get(session_id)))
+
+
+@router.delete("/{session_id}", status_code=204, responses=problems(404),
+               summary="Delete a session and free its slot")
+async def delete_session(session_id: str, sessions: Sessions) -> Response:
+    await sessions.delete(session_id)
+    return Response(status_code=204)
+
+
+@router.post("/{session_id}/reset", response_model=SessionInfo, responses=problems(404),
+             summary="Zero the session's state, as Keras reset_states() does")
+async def reset_session(session_id: str, sessions: Sessions) -> Response:
+    return json_response(session_info(await sessions.reset(session_id)))
+
+
+def _create_options(body: bytes) -> CreateSession:
+    """The optional body, read whatever Content-Type the client sent (curl -d sends a form's)."""
+    if not body.strip():
+        return CreateSession()
+    try:
+        return CreateSession.model_validate(load_json(body))
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        where = "; ".join(".".join(map(str, e["loc"][1:])) + ": " + e["msg"] for e in errors)
+        raise InvalidInput(f"invalid session options: {where or 'expected a JSON object'}",
+                           errors=errors) from None

@@ -1,0 +1,38 @@
+"""A session's recurrent state, as Keras's ``layer.states`` shows it: read it, or set it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.api.deps import CurrentSettings, Sessions, json_response
+from app.api.parsing import load_json, read_body
+from app.api.schemas import SessionInfo, StateDocument, StateUpdate, problems
+from app.sessions.service import session_info
+
+router = APIRouter(prefix="/v1/sessions", tags=["state"])
+
+
+@router.get("/{session_id}/state", response_model=StateDocument, responses=problems(404),
+            summary="Read the session's state")
+async def get_state(session_id: str, sessions: Sessions) -> Response:
+    return json_response(sessions.state(session_id))
+
+
+@router.put(
+    "/{session_id}/state",
+    response_model=SessionInfo,
+    responses=problems(400, 404, 409, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": StateUpdate.model_json_schema()}},
+        }
+    },
+    summary="Set the session's state (import, migrate, fork)",
+)
+async def put_state(session_id: str, request: Request, sessions: Sessions,
+                    settings: CurrentSettings) -> Response:
+    sessions.get(session_id)
+    document = load_json(await read_body(request, settings.max_body_bytes))
+    return json_response(session_info(await sessions.set_state(session_id, document)))

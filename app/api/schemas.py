@@ -1,0 +1,111 @@
+"""Request and response shapes, for validation of small bodies and for the OpenAPI document.
+
+Responses are written with orjson directly; these models describe them rather than build them, so the
+hot path pays nothing for documentation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CreateSession(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    session_id: str | None = Field(None, description="1 to 128 of A-Z a-z 0-9 . _ : -; omitted: random")
+    ttl_s: float | None = Field(None, description="Idle seconds before expiry; 0: never; omitted: server default")
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    seq: int = Field(description="Number of the last chunk applied; 0: none yet")
+    steps: int = Field(description="Time steps since creation or the last reset")
+    created_at: str
+    last_active_at: str
+    expires_at: str | None
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+    capacity: int
+    active: int
+    next_cursor: str | None
+
+
+class ChunkRequest(BaseModel):
+    inputs: list[list[float]] | list[float] = Field(
+        description="T rows of F numbers (a flat list of T numbers when F = 1)"
+    )
+    seq: int | None = Field(None, ge=0, description="last + 1 applies; last replays; else 409")
+
+
+class ChunkResponse(BaseModel):
+    session_id: str
+    seq: int
+    steps: int
+    outputs: list[list[float]] | list[float] = Field(
+        description="T rows when the model's output is per time step, else the output after the last step"
+    )
+
+
+class LayerState(BaseModel):
+    name: str
+    kind: Literal["GRU", "LSTM", "SimpleRNN"]
+    states: list[list[float]] = Field(description="This session's row of layer.states (LSTM: h, c)")
+
+
+class ModelRef(BaseModel):
+    name: str | None = None
+    fingerprint: str | None = None
+
+
+class StateDocument(BaseModel):
+    session_id: str
+    seq: int
+    steps: int
+    model: ModelRef
+    layers: list[LayerState]
+
+
+class StateUpdate(BaseModel):
+    model: ModelRef | None = None
+    layers: list[LayerState]
+
+
+class OutputInfo(BaseModel):
+    per_step: bool
+    size: int
+
+
+class RecurrentLayerInfo(BaseModel):
+    name: str
+    kind: str
+    units: int
+    state_tensors: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    fingerprint: str
+    input_features: int
+    output: OutputInfo
+    recurrent_layers: list[RecurrentLayerInfo]
+    capacity: int
+    max_chunk_steps: int
+    backend: Literal["memory", "redis"]
+
+
+class Problem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def problems(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for the given error statuses."""
+    return {
+        status: {"model": Problem, "content": {"application/problem+json": {}}} for status in statuses
+    }

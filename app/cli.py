@@ -1,0 +1,68 @@
+"""``stateful-rnn``: the command line. ``serve`` flags are generated from :class:`Settings`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from app.config import Settings
+
+
+def _serve_parser(subcommands: argparse._SubParsersAction) -> None:
+    serve = subcommands.add_parser(
+        "serve",
+        help="run the HTTP server",
+        description="Run the server. Every flag can also be set as SRNN_<FLAG> in the environment.",
+    )
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = field.default
+        choices = getattr(field.annotation, "__args__", None) if "Literal" in str(field.annotation) else None
+        serve.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            choices=choices,
+            metavar=None if choices else name.upper(),
+            help=f"{field.description} (default: {default}; env SRNN_{name.upper()})",
+        )
+
+
+def serve(overrides: dict[str, str]) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from app.errors import ModelError
+    from app.main import create_app
+    from app.model.loader import load_model
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"stateful-rnn: bad configuration:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(settings.model)
+    except ModelError as exc:
+        print(f"stateful-rnn: cannot serve model {settings.model!r}: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, model)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=30)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stateful-rnn", description=__doc__.splitlines()[0])
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(subcommands)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+        return serve(overrides)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

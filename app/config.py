@@ -1,0 +1,45 @@
+"""All configuration in one place.
+
+Every field is a command-line flag of ``stateful-rnn serve`` (``max_batch`` -> ``--max-batch``) and an
+environment variable (``SRNN_MAX_BATCH``). Precedence: flag, then environment, then the default here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SRNN_", extra="ignore")
+
+    model: str = Field(
+        "default",
+        description="Path to a Keras .keras file, or a built-in model: 'default' or 'seed'.",
+    )
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
+    capacity: int = Field(1024, ge=1, description="State slots: how many sessions are held at once.")
+    backend: Literal["memory"] = Field(
+        "memory", description="Where session state lives: 'memory' (this process)."
+    )
+    session_ttl: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds an idle session lives unless it asks for its own ttl_s; 0: forever.",
+    )
+    max_chunk_steps: int = Field(512, ge=1, description="Most time steps one chunk may carry.")
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    max_batch: int = Field(256, ge=1, description="Most chunks run together in one model call.")
+    max_queue: int = Field(
+        4096,
+        ge=1,
+        description="Most chunks waiting for the model; beyond it requests are shed with 503.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Server log level."
+    )

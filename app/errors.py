@@ -1,0 +1,59 @@
+"""Errors every layer may raise, each knowing how the API reports it.
+
+The API turns any :class:`ServiceError` into an RFC 9457 problem document, so the layer that finds a
+problem names it once, here, and nobody keeps a second table of statuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status: int = 500
+    title: str = "Internal error"
+    slug: str = "internal"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class BadRequest(ServiceError):
+    status, title, slug = 400, "Bad request", "bad-request"
+
+
+class InvalidInput(ServiceError):
+    status, title, slug = 422, "Invalid input", "invalid-input"
+
+
+class TooLarge(ServiceError):
+    status, title, slug = 413, "Too large", "too-large"
+
+
+class NotFound(ServiceError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class SessionNotFound(NotFound):
+    def __init__(self, session_id: str):
+        super().__init__(f"session {session_id!r} does not exist (or has expired)")
+
+
+class Conflict(ServiceError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class Unavailable(ServiceError):
+    """The request may succeed later: the client should wait ``retry_after`` seconds and retry."""
+
+    status, title, slug = 503, "Service unavailable", "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, **extra: Any):
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)
+
+
+class ModelError(Exception):
+    """The model cannot be loaded or cannot be streamed; raised at start-up, never per request."""

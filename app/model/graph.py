@@ -1,0 +1,244 @@
+"""Which Keras models can be streamed, and how to run one chunk through the model's own layers.
+
+A model streams when every layer between its input and its recurrent layers works on each time step on
+its own: then feeding a sequence in chunks, carrying the recurrent states across, gives exactly what
+feeding it whole gives. Anything that looks across time steps (convolutions, attention, pooling,
+bidirectional or backwards recurrence) is refused by name before the server starts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from app.errors import ModelError
+
+RECURRENT_KINDS = {"GRU": keras.layers.GRU, "LSTM": keras.layers.LSTM, "SimpleRNN": keras.layers.SimpleRNN}
+
+# Layers that act on each time step independently (or are the identity at inference).
+PER_STEP = {
+    "InputLayer", "Dense", "EinsumDense", "Dropout", "SpatialDropout1D", "GaussianDropout",
+    "GaussianNoise", "AlphaDropout", "ActivityRegularization", "LayerNormalization",
+    "BatchNormalization", "UnitNormalization", "Normalization", "Rescaling", "TimeDistributed",
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Masking", "Identity",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+}
+# Per-step only when they normalise or join along the feature axis, not along time.
+FEATURE_AXIS_ONLY = {"BatchNormalization", "LayerNormalization", "UnitNormalization", "Softmax",
+                     "Concatenate", "Normalization"}
+
+WHY_NOT = {
+    "Bidirectional": "it reads the sequence backwards, so it needs the whole sequence at once",
+    "Conv1D": "a convolution mixes neighbouring time steps across chunk boundaries",
+    "SeparableConv1D": "a convolution mixes neighbouring time steps across chunk boundaries",
+    "DepthwiseConv1D": "a convolution mixes neighbouring time steps across chunk boundaries",
+    "Conv1DTranspose": "a convolution mixes neighbouring time steps across chunk boundaries",
+    "MultiHeadAttention": "attention mixes time steps within a chunk",
+    "Attention": "attention mixes time steps within a chunk",
+    "AdditiveAttention": "attention mixes time steps within a chunk",
+    "GroupQueryAttention": "attention mixes time steps within a chunk",
+    "GlobalAveragePooling1D": "pooling over time depends on how the sequence is chunked",
+    "GlobalMaxPooling1D": "pooling over time depends on how the sequence is chunked",
+    "AveragePooling1D": "pooling over time depends on how the sequence is chunked",
+    "MaxPooling1D": "pooling over time depends on how the sequence is chunked",
+    "Flatten": "flattening the time axis depends on the chunk length",
+    "Reshape": "reshaping across the time axis depends on the chunk length",
+    "RepeatVector": "it invents a fixed number of time steps",
+    "Cropping1D": "cropping removes time steps at chunk boundaries",
+    "ZeroPadding1D": "padding adds time steps at chunk boundaries",
+    "RNN": "only GRU, LSTM and SimpleRNN layers are supported, not a custom cell",
+    "ConvLSTM1D": "a convolution mixes neighbouring time steps across chunk boundaries",
+}
+
+
+@dataclass(frozen=True)
+class RecurrentLayer:
+    name: str
+    kind: str
+    units: int
+    state_tensors: int
+
+
+@dataclass
+class _Step:
+    """One operation of the model, with where its inputs come from."""
+
+    layer: Any
+    inputs: list[int]  # ids of the symbolic tensors it reads
+    outputs: list[int]
+    takes_mask: bool
+    recurrent: RecurrentLayer | None = None
+    runner: Any = None  # for recurrent layers: a copy that also returns its final states
+
+
+def _layer_name(layer: Any) -> str:
+    return f"layer {layer.name!r} ({type(layer).__name__})"
+
+
+def _has_time_axis(tensor: Any) -> bool:
+    return len(tensor.shape) == 3
+
+
+def _check_axis(layer: Any) -> None:
+    axis = getattr(layer, "axis", -1)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    if any(a not in (-1, 2) for a in axes):
+        raise ModelError(
+            f"{_layer_name(layer)} cannot be streamed: it works along axis {axis}, "
+            "which mixes time steps; only the feature axis (-1) is supported"
+        )
+
+
+def _check_recurrent(layer: Any) -> RecurrentLayer:
+    if getattr(layer, "go_backwards", False):
+        raise ModelError(
+            f"{_layer_name(layer)} cannot be streamed: go_backwards=True needs the whole sequence"
+        )
+    size = layer.cell.state_size
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+    return RecurrentLayer(layer.name, type(layer).__name__, int(layer.units), len(sizes))
+
+
+def _recurrent_runner(layer: Any) -> Any:
+    """The same layer, rebuilt to take initial states and hand back its final states.
+
+    It shares the original's configuration and weights, so the math is Keras's own; it is built
+    stateless because the service, not the layer, keeps one state row per session.
+    """
+    config = dict(layer.get_config(), return_state=True, stateful=False, unroll=False)
+    runner = type(layer).from_config(config)
+    runner.build(layer.input.shape)
+    runner.set_weights(layer.get_weights())
+    return runner
+
+
+def _operations(model: Any) -> tuple[list[tuple[Any, list[Any], list[Any]]], Any]:
+    """Each layer with the symbolic tensors it reads and writes, in the order they run, and the
+    model's output tensor."""
+    if isinstance(model, keras.Sequential):
+        # A Sequential is a chain; its layers' node lists also hold calls from earlier builds.
+        tensor, chain = model.inputs[0], []
+        for layer in model.layers:
+            output = layer.compute_output_spec(tensor)
+            if not isinstance(output, keras.KerasTensor):
+                raise ModelError(f"{_layer_name(layer)} returns several tensors; one is supported")
+            chain.append((layer, [tensor], [output]))
+            tensor = output
+        return chain, tensor
+    chain = []
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        nodes = layer._inbound_nodes
+        if len(nodes) != 1:
+            raise ModelError(
+                f"{_layer_name(layer)} is called {len(nodes)} times; shared layers are not supported"
+            )
+        node = nodes[0]
+        if len(node.output_tensors) != 1:
+            raise ModelError(f"{_layer_name(layer)} returns several tensors; one is supported")
+        chain.append((layer, list(node.input_tensors), list(node.output_tensors)))
+    return chain, model.outputs[0]
+
+
+class StreamGraph:
+    """The model's operations in order, checked for streaming; :meth:`forward` runs one chunk."""
+
+    def __init__(self, model: Any):
+        if len(model.inputs) != 1:
+            raise ModelError(
+                f"the model has {len(model.inputs)} inputs; only models with exactly one input "
+                "(a sequence of feature vectors) can be streamed"
+            )
+        if len(model.outputs) != 1:
+            raise ModelError(f"the model has {len(model.outputs)} outputs; exactly one is supported")
+        source = model.inputs[0]
+        if len(source.shape) != 3 or source.shape[-1] is None:
+            raise ModelError(
+                f"the model's input has shape {tuple(source.shape)}; expected (batch, time, "
+                "features) with a known number of features"
+            )
+        self.input_features = int(source.shape[-1])
+        self._input_id = id(source)
+        operations, out = _operations(model)
+        if len(out.shape) not in (2, 3) or out.shape[-1] is None:
+            raise ModelError(
+                f"the model's output has shape {tuple(out.shape)}; expected (batch, size) or "
+                "(batch, time, size)"
+            )
+        self._output_id = id(out)
+        self.per_step = len(out.shape) == 3
+        self.output_size = int(out.shape[-1])
+        self.steps: list[_Step] = []
+        self.recurrent: list[RecurrentLayer] = []
+        for layer, inputs, outputs in operations:
+            self._add(layer, inputs, outputs)
+        if not self.recurrent:
+            raise ModelError("the model has no GRU, LSTM or SimpleRNN layer: there is no state to keep")
+
+    def _add(self, layer: Any, inputs: list[Any], outputs: list[Any]) -> None:
+        kind = type(layer).__name__
+        time_axis = any(_has_time_axis(t) for t in inputs)
+        recurrent = None
+        if kind in RECURRENT_KINDS and type(layer) is RECURRENT_KINDS[kind]:
+            recurrent = _check_recurrent(layer)
+            self.recurrent.append(recurrent)
+        elif time_axis:
+            if kind not in PER_STEP:
+                reason = WHY_NOT.get(kind, "it is not known to act on each time step independently")
+                raise ModelError(f"{_layer_name(layer)} cannot be streamed: {reason}")
+            if kind in FEATURE_AXIS_ONLY:
+                _check_axis(layer)
+        elif kind in WHY_NOT and kind in {"RepeatVector", "RNN", "Bidirectional", "ConvLSTM1D"}:
+            raise ModelError(f"{_layer_name(layer)} cannot be streamed: {WHY_NOT[kind]}")
+        takes_mask = "mask" in inspect.signature(layer.call).parameters
+        self.steps.append(
+            _Step(
+                layer=layer,
+                inputs=[id(t) for t in inputs],
+                outputs=[id(t) for t in outputs],
+                takes_mask=takes_mask,
+                recurrent=recurrent,
+                runner=_recurrent_runner(layer) if recurrent else None,
+            )
+        )
+
+    def forward(self, x: Any, step_mask: Any, states: list[Any]) -> tuple[Any, list[Any]]:
+        """Run a padded chunk batch: ``x`` [n, T, F], ``step_mask`` [n, T] (False on padding).
+
+        Padding is masked in every recurrent layer, so a padded step moves no state; per-step layers
+        compute garbage on padding, which the caller drops.
+        """
+        import tensorflow as tf
+
+        values: dict[int, tuple[Any, Any]] = {self._input_id: (x, None)}
+        new_states: list[Any] = []
+        cursor = 0
+        for step in self.steps:
+            args = [values[i] for i in step.inputs]
+            tensors = [a[0] for a in args]
+            masks = [a[1] for a in args]
+            inputs = tensors[0] if len(tensors) == 1 else tensors
+            mask = masks[0] if len(masks) == 1 else masks
+            if step.recurrent is not None:
+                n = step.recurrent.state_tensors
+                own = mask if mask is not None else None
+                combined = step_mask if own is None else tf.logical_and(step_mask, tf.cast(own, tf.bool))
+                result = step.runner(
+                    inputs, initial_state=states[cursor : cursor + n], mask=combined, training=False
+                )
+                output, finals = result[0], list(result[1:])
+                new_states.extend(finals)
+                cursor += n
+                out_mask = combined if step.runner.return_sequences else None
+            else:
+                kwargs = {"training": False}
+                if step.takes_mask and mask is not None:
+                    kwargs["mask"] = mask
+                output = step.layer(inputs, **kwargs)
+                out_mask = step.layer.compute_mask(inputs, mask)
+            values[step.outputs[0]] = (output, out_mask)
+        return values[self._output_id][0], new_states

@@ -1,0 +1,43 @@
+"""Loading the served model: a ``.keras`` file (safe mode) or a built-in by name."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+from app.errors import ModelError
+from app.model.builtin import BUILTINS, build_builtin
+from app.model.step import StreamingModel
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def load_keras_file(path: Path):
+    """Load with ``safe_mode=True``: a file cannot smuggle in Python code (Lambda layers)."""
+    import keras
+
+    if not path.is_file():
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise ModelError(f"model file {str(path)!r} is not a Keras 3 .keras archive")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for bad files; all mean the same to us.
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            message = (
+                "it contains Python code (a Lambda layer or similar), which safe mode refuses to "
+                "load; rewrite the layer as a registered Keras layer"
+            )
+        raise ModelError(f"cannot load model file {str(path)!r}: {message}") from exc
+
+
+def load_model(spec: str) -> StreamingModel:
+    """Load ``spec`` (a built-in name or a path) and check that it can be streamed."""
+    if spec in BUILTINS:
+        model, name = build_builtin(spec), spec
+    else:
+        path = Path(spec)
+        model, name = load_keras_file(path), path.stem
+    return StreamingModel(model, name=name)

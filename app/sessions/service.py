@@ -1,0 +1,225 @@
+"""Sessions: ids, lifetimes and the documents that describe them; chunks go on to the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from app.engine.batcher import ChunkResult, Engine
+from app.errors import Conflict, InvalidInput, SessionNotFound, Unavailable
+from app.store.records import SessionRecord
+
+log = logging.getLogger(__name__)
+
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_TTL_S = 10 * 365 * 86400.0
+
+
+def new_session_id() -> str:
+    """128 random bits in URL-safe text (22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def session_info(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "session_id": record.session_id,
+        "seq": record.seq,
+        "steps": record.steps,
+        "created_at": rfc3339(record.created_at),
+        "last_active_at": rfc3339(record.last_active_at),
+        "expires_at": rfc3339(record.expires_at),
+    }
+
+
+class SessionService:
+    def __init__(self, engine: Engine, default_ttl_s: float):
+        self.engine = engine
+        self.store = engine.store
+        self.spec = engine.model.spec
+        self.default_ttl_s = default_ttl_s
+        self._sweeper: asyncio.Task | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+
+    async def _sweep_forever(self, every_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Delete sessions idle past their TTL; a session with work in flight is not idle."""
+        expired = 0
+        for record in list(self.store.due(time.time())):
+            if self.engine.busy(record.session_id):
+                self.store.watch(record)
+            else:
+                self.store.delete(record.session_id)
+                expired += 1
+        if expired:
+            log.info("expired %d idle sessions", expired)
+        return expired
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def create(self, session_id: str | None = None, ttl_s: float | None = None) -> SessionRecord:
+        if session_id is None:
+            session_id = new_session_id()
+        elif not SESSION_ID.fullmatch(session_id):
+            raise InvalidInput(
+                "session_id must be 1 to 128 characters from A-Z a-z 0-9 . _ : -",
+                errors=[{"loc": ["body", "session_id"], "msg": "bad session id"}],
+            )
+        if ttl_s is None:
+            ttl_s = self.default_ttl_s
+        elif not (math.isfinite(ttl_s) and 0 <= ttl_s <= MAX_TTL_S):
+            raise InvalidInput(
+                f"ttl_s must be a number of seconds from 0 (never expire) to {MAX_TTL_S:.0f}",
+                errors=[{"loc": ["body", "ttl_s"], "msg": "bad ttl"}],
+            )
+        now = time.time()
+        try:
+            return self.store.create(session_id, float(ttl_s), now)
+        except Unavailable:
+            if not self.sweep():  # expired sessions may still hold slots: free them, try again
+                raise
+            return self.store.create(session_id, float(ttl_s), now)
+
+    def get(self, session_id: str) -> SessionRecord:
+        record = self.store.get(session_id)
+        if record is None:
+            raise SessionNotFound(session_id)
+        if record.expired(time.time()) and not self.engine.busy(session_id):
+            self.store.delete(session_id)
+            raise SessionNotFound(session_id)
+        return record
+
+    async def delete(self, session_id: str) -> None:
+        self.get(session_id)
+
+        def delete() -> None:
+            if not self.store.delete(session_id):
+                raise SessionNotFound(session_id)
+
+        await self.engine.exclusive(session_id, delete)
+
+    async def reset(self, session_id: str) -> SessionRecord:
+        self.get(session_id)
+
+        def reset() -> SessionRecord:
+            record = self.get(session_id)
+            self.store.reset(record, time.time())
+            return record
+
+        return await self.engine.exclusive(session_id, reset)
+
+    def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
+        after = None
+        if cursor:
+            try:
+                after = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidInput("cursor is not one this server handed out") from None
+        records, following = self.store.page(limit, after)
+        next_cursor = base64.urlsafe_b64encode(following.encode()).decode().rstrip("=") if following else None
+        return records, next_cursor
+
+    # -- chunks and state ---------------------------------------------------------------------
+
+    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None) -> ChunkResult:
+        self.get(session_id)
+        return await self.engine.push(session_id, inputs, seq)
+
+    def state(self, session_id: str) -> dict[str, Any]:
+        """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
+        record = self.get(session_id)
+        rows = iter(self.store.state(record))
+        layers = []
+        for layer in self.spec.recurrent:
+            states = [next(rows).tolist() for _ in range(layer.state_tensors)]
+            layers.append({"name": layer.name, "kind": layer.kind, "states": states})
+        return {
+            "session_id": record.session_id,
+            "seq": record.seq,
+            "steps": record.steps,
+            "model": {"name": self.spec.name, "fingerprint": self.spec.fingerprint},
+            "layers": layers,
+        }
+
+    async def set_state(self, session_id: str, document: Any) -> SessionRecord:
+        """Replace the session's state with ``document`` (the shape GET state returns)."""
+        self.get(session_id)
+        values = self._parse_state(document)
+
+        def write() -> SessionRecord:
+            record = self.get(session_id)
+            self.store.set_state(record, values)
+            self.store.touch(record, time.time())
+            return record
+
+        return await self.engine.exclusive(session_id, write)
+
+    def _parse_state(self, document: Any) -> list[np.ndarray]:
+        if not isinstance(document, dict):
+            raise InvalidInput("the state document must be a JSON object with a 'layers' list")
+        model = document.get("model")
+        if isinstance(model, dict) and model.get("fingerprint") not in (None, self.spec.fingerprint):
+            raise Conflict(
+                "the state was made by a different model (fingerprint "
+                f"{model.get('fingerprint')!r}); this server runs {self.spec.fingerprint!r}",
+                fingerprint=self.spec.fingerprint,
+            )
+        layers = document.get("layers")
+        expected = [layer.name for layer in self.spec.recurrent]
+        if not isinstance(layers, list) or [
+            layer.get("name") if isinstance(layer, dict) else None for layer in layers
+        ] != expected:
+            raise InvalidInput(f"'layers' must list the recurrent layers {expected} in this order")
+        values = []
+        for layer, given in zip(self.spec.recurrent, layers):
+            states = given.get("states")
+            try:
+                array = np.array(states, dtype=np.float32)
+            except (TypeError, ValueError):
+                array = None
+            if (
+                array is None
+                or not _numbers_only(states)
+                or array.shape != (layer.state_tensors, layer.units)
+            ):
+                raise InvalidInput(
+                    f"layer {layer.name!r} needs 'states' as {layer.state_tensors} list(s) of "
+                    f"{layer.units} numbers"
+                )
+            if not np.isfinite(array).all():
+                raise InvalidInput(f"layer {layer.name!r} has a state that is NaN or infinite")
+            values.extend(array)
+        return values
+
+
+def _numbers_only(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_numbers_only(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,27 @@
+"""What the service knows about one session, whatever store keeps it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(eq=False)
+class SessionRecord:
+    session_id: str
+    slot: int
+    created_at: float
+    last_active_at: float
+    ttl_s: float  # 0: never expires
+    seq: int = 0  # number of the last chunk applied
+    steps: int = 0  # time steps since creation or the last reset
+    # The exact bytes answered for chunk ``seq``, kept so a retry of that chunk gets them again.
+    last_response: bytes | None = None
+    tenant: str | None = None
+
+    @property
+    def expires_at(self) -> float | None:
+        return self.last_active_at + self.ttl_s if self.ttl_s > 0 else None
+
+    def expired(self, now: float) -> bool:
+        expires = self.expires_at
+        return expires is not None and now >= expires

@@ -1,0 +1,67 @@
+"""Random small recurrent models and sequences, as hypothesis strategies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import keras
+from hypothesis import strategies as st
+
+
+@dataclass(frozen=True)
+class Architecture:
+    features: int
+    layers: tuple[tuple[str, int, bool], ...]  # (kind, units, reset_after) from input to output
+    last_returns_sequences: bool
+    dense_head: int  # 0: no Dense head
+    seed: int
+
+    def build(self):
+        keras.utils.set_random_seed(self.seed)
+        inputs = keras.Input(shape=(None, self.features))
+        x = inputs
+        for i, (kind, units, reset_after) in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            options = {"return_sequences": self.last_returns_sequences if last else True,
+                       "name": f"{kind.lower()}_{i}"}
+            if kind == "GRU":
+                options["reset_after"] = reset_after
+            # Biases are zero by default; random ones make sure they are carried correctly too.
+            options["bias_initializer"] = keras.initializers.RandomUniform(-0.5, 0.5, seed=self.seed + i)
+            x = getattr(keras.layers, kind)(units, **options)(x)
+        if self.dense_head:
+            x = keras.layers.Dense(self.dense_head, name="head")(x)
+        return keras.Model(inputs, x)
+
+
+architectures = st.builds(
+    Architecture,
+    features=st.integers(1, 3),
+    layers=st.lists(
+        st.tuples(st.sampled_from(["GRU", "LSTM", "SimpleRNN"]), st.integers(1, 6), st.booleans()),
+        min_size=1,
+        max_size=3,
+    ).map(tuple),
+    last_returns_sequences=st.booleans(),
+    dense_head=st.sampled_from([0, 1, 3]),
+    seed=st.integers(0, 2**16),
+)
+
+
+@st.composite
+def chunked_sequences(draw, features: int, max_length: int = 24, max_chunk: int = 8):
+    """A sequence [L, F] with values in [-3, 3] and the chunk lengths that cut it up."""
+    length = draw(st.integers(1, max_length))
+    seed = draw(st.integers(0, 2**32 - 1))
+    sequence = np.random.default_rng(seed).uniform(-3, 3, (length, features)).astype(np.float32)
+    cuts, left = [], length
+    while left:
+        size = draw(st.integers(1, min(left, max_chunk)))
+        cuts.append(size)
+        left -= size
+    return sequence, cuts
+
+
+def split(sequence: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
+    return np.split(sequence, np.cumsum(cuts)[:-1])

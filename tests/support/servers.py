@@ -1,0 +1,84 @@
+"""Real servers for tests: a uvicorn in a thread of this process, or ``stateful-rnn serve`` as its own
+process. Both listen on a real socket on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import uvicorn
+
+from app.config import Settings
+from app.main import create_app
+from app.model.step import StreamingModel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} was not ready within {timeout} s")
+
+
+@contextmanager
+def serve_in_thread(model: StreamingModel, **settings) -> Iterator[str]:
+    """uvicorn serving ``model`` on a free port, in a thread: real HTTP, without a new process."""
+    port = free_port()
+    config = Settings(port=port, **settings)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config, model), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@contextmanager
+def serve_process(*args: str, env: dict[str, str] | None = None, timeout: float = 90.0) -> Iterator[str]:
+    """``python -m app serve ARGS`` on a free port, as its own process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--log-level", "warning", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, timeout, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
