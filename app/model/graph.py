@@ -102,7 +102,7 @@ def _check_recurrent(layer: Any) -> RecurrentLayer:
     return RecurrentLayer(layer.name, type(layer).__name__, int(layer.units), len(sizes))
 
 
-def _recurrent_runner(layer: Any) -> Any:
+def _recurrent_runner(layer: Any, input_shape: tuple) -> Any:
     """The same layer, rebuilt to take initial states and hand back its final states.
 
     It shares the original's configuration and weights, so the math is Keras's own; it is built
@@ -110,7 +110,7 @@ def _recurrent_runner(layer: Any) -> Any:
     """
     config = dict(layer.get_config(), return_state=True, stateful=False, unroll=False)
     runner = type(layer).from_config(config)
-    runner.build(layer.input.shape)
+    runner.build(input_shape)
     runner.set_weights(layer.get_weights())
     return runner
 
@@ -140,7 +140,10 @@ def _operations(model: Any) -> tuple[list[tuple[Any, list[Any], list[Any]]], Any
         node = nodes[0]
         if len(node.output_tensors) != 1:
             raise ModelError(f"{_layer_name(layer)} returns several tensors; one is supported")
-        chain.append((layer, list(node.input_tensors), list(node.output_tensors)))
+        # Positional arguments only: a mask passed along is a symbolic tensor too, and masks are
+        # recomputed as the chunk runs.
+        inputs = [t for arg in node.arguments.args for t in (arg if isinstance(arg, (list, tuple)) else [arg])]
+        chain.append((layer, inputs, list(node.output_tensors)))
     return chain, model.outputs[0]
 
 
@@ -192,6 +195,11 @@ class StreamGraph:
                 raise ModelError(f"{_layer_name(layer)} cannot be streamed: {reason}")
             if kind in FEATURE_AXIS_ONLY:
                 _check_axis(layer)
+            if kind == "TimeDistributed" and type(layer.layer).__name__ not in PER_STEP:
+                raise ModelError(
+                    f"{_layer_name(layer)} cannot be streamed: it wraps "
+                    f"{type(layer.layer).__name__}, which is not known to be a per-step layer"
+                )
         elif kind in WHY_NOT and kind in {"RepeatVector", "RNN", "Bidirectional", "ConvLSTM1D"}:
             raise ModelError(f"{_layer_name(layer)} cannot be streamed: {WHY_NOT[kind]}")
         takes_mask = "mask" in inspect.signature(layer.call).parameters
@@ -202,7 +210,7 @@ class StreamGraph:
                 outputs=[id(t) for t in outputs],
                 takes_mask=takes_mask,
                 recurrent=recurrent,
-                runner=_recurrent_runner(layer) if recurrent else None,
+                runner=_recurrent_runner(layer, tuple(inputs[0].shape)) if recurrent else None,
             )
         )
 
@@ -234,6 +242,9 @@ class StreamGraph:
                 new_states.extend(finals)
                 cursor += n
                 out_mask = combined if step.runner.return_sequences else None
+            elif isinstance(step.layer, keras.layers.TimeDistributed):
+                output = _each_time_step(step.layer.layer, inputs)
+                out_mask = mask
             else:
                 kwargs = {"training": False}
                 if step.takes_mask and mask is not None:
@@ -242,3 +253,17 @@ class StreamGraph:
                 out_mask = step.layer.compute_mask(inputs, mask)
             values[step.outputs[0]] = (output, out_mask)
         return values[self._output_id][0], new_states
+
+
+def _each_time_step(layer: Any, inputs: Any) -> Any:
+    """What ``TimeDistributed(layer)`` means: ``layer`` on every (row, step) pair as one batch.
+
+    Done here rather than by the wrapper because its path for a time axis of unknown length (ours:
+    one graph serves every chunk length) maps over the wrong axis in Keras 3 and gives wrong numbers.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(inputs)
+    flat = tf.reshape(inputs, tf.concat([[-1], shape[2:]], axis=0))
+    output = layer(flat, training=False)
+    return tf.reshape(output, tf.concat([shape[:2], tf.shape(output)[1:]], axis=0))

@@ -68,7 +68,7 @@ class StreamingModel:
             mask = tf.sequence_mask(lengths, maxlen=tf.shape(inputs)[1])
             return self._graph.forward(inputs, mask, list(states))
 
-        self._step = tf.function(step, input_signature=signature, reduce_retracing=True)
+        self._step = tf.function(step, input_signature=signature, autograph=False)
 
     def run(
         self, inputs: np.ndarray, lengths: np.ndarray, states: list[np.ndarray]

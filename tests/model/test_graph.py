@@ -1,0 +1,116 @@
+"""Which models stream: every supported layer kind gives Keras's numbers; the rest are refused by name."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from app.errors import ModelError
+from app.model.loader import load_model
+from app.model.step import StreamingModel
+from tests.support.reference import StatefulReference
+from tests.support.servers import ROOT
+
+
+def sequential(*layers, features=2):
+    return keras.Sequential([keras.Input(shape=(None, features)), *layers])
+
+
+UNSTREAMABLE = {
+    "bidirectional": (lambda: sequential(keras.layers.Bidirectional(keras.layers.GRU(3), name="both_ways")),
+                      ["both_ways", "Bidirectional", "whole sequence"]),
+    "conv1d": (lambda: sequential(keras.layers.Conv1D(4, 3, name="conv"), keras.layers.GRU(3)),
+               ["conv", "Conv1D", "neighbouring time steps"]),
+    "pooling": (lambda: sequential(keras.layers.GRU(3, return_sequences=True),
+                           keras.layers.GlobalAveragePooling1D(name="pool")),
+                ["pool", "GlobalAveragePooling1D", "pooling over time"]),
+    "backwards": (lambda: sequential(keras.layers.LSTM(3, go_backwards=True, name="rev")),
+                  ["rev", "go_backwards"]),
+    "no_state": (lambda: sequential(keras.layers.Dense(3)), ["no GRU, LSTM or SimpleRNN"]),
+    "time_axis_softmax": (lambda: sequential(keras.layers.GRU(3, return_sequences=True),
+                                             keras.layers.Softmax(axis=1, name="soft_time")),
+                          ["soft_time", "axis 1"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSTREAMABLE))
+def test_unstreamable_models_are_refused_with_the_layer_and_the_reason(case):
+    model, phrases = UNSTREAMABLE[case]
+    with pytest.raises(ModelError) as refused:
+        StreamingModel(model(), name=case)
+    for phrase in phrases:
+        assert phrase in str(refused.value)
+
+
+def test_attention_and_two_inputs_are_refused():
+    x = keras.Input(shape=(None, 4))
+    attended = keras.layers.MultiHeadAttention(2, 2, name="attend")(x, x)
+    with pytest.raises(ModelError, match="attend.*attention mixes time steps"):
+        StreamingModel(keras.Model(x, keras.layers.GRU(2)(attended)), "attention")
+    a, b = keras.Input(shape=(None, 1)), keras.Input(shape=(None, 1))
+    two = keras.Model([a, b], keras.layers.GRU(2)(keras.layers.Concatenate()([a, b])))
+    with pytest.raises(ModelError, match="2 inputs"):
+        StreamingModel(two, "two")
+
+
+def test_every_supported_layer_kind_streams_exactly():
+    """Masking (with masked steps inside chunks), normalisations, dropout, TimeDistributed,
+    activations and a residual branch, around stacked LSTM, GRU (both reset_after) and SimpleRNN."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input(shape=(None, 3))
+    x = keras.layers.Masking(mask_value=0.0)(inputs)
+    x = keras.layers.LSTM(4, return_sequences=True)(x)
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.GRU(5, return_sequences=True, reset_after=False)(x)
+    y = keras.layers.TimeDistributed(keras.layers.Dense(5))(x)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.GRU(3, return_sequences=True, reset_after=True)(x)
+    x = keras.layers.SimpleRNN(2)(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)][0]
+    bn.set_weights([w + np.random.default_rng(1).uniform(0.5, 1.5, w.shape) for w in bn.get_weights()])
+
+    streaming = StreamingModel(model, "zoo")
+    reference = StatefulReference(model)
+    sequence = np.random.default_rng(2).normal(size=(17, 3)).astype(np.float32)
+    sequence[[2, 3, 9, 16]] = 0.0  # masked steps, one at a chunk's end
+    states = [np.zeros((1, u), np.float32) for u in streaming.spec.state_units]
+    for chunk in np.split(sequence, [4, 10, 11]):
+        outputs, states = streaming.run(chunk[None], np.array([len(chunk)]), states)
+        np.testing.assert_allclose(outputs[0], reference.feed(chunk), atol=1e-5)
+        for got, want in zip(states, reference.states()):
+            np.testing.assert_allclose(got[0], want, atol=1e-5)
+
+
+def test_lambda_file_is_refused_in_safe_mode(tmp_path):
+    model = sequential(keras.layers.Lambda(lambda t: t * 2), keras.layers.GRU(2))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ModelError, match="Lambda"):
+        load_model(str(path))
+
+
+def test_corrupt_or_missing_files_are_refused(tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ModelError, match="not a Keras 3 .keras archive|cannot load"):
+        load_model(str(corrupt))
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(str(tmp_path / "missing.keras"))
+
+
+def test_serve_refuses_an_unstreamable_file_at_start(tmp_path):
+    path = tmp_path / "bidi.keras"
+    UNSTREAMABLE["bidirectional"][0]().save(path)
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--model", str(path), "--port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert "both_ways" in done.stderr and "Bidirectional" in done.stderr
