@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
+from app import metrics
 from app.errors import Conflict, ServiceError, SessionNotFound, Unavailable
 from app.model.step import StreamingModel
 from app.store.memory import MemoryStore
@@ -117,6 +118,7 @@ class Engine:
         if len(self._queue) >= self.max_queue:
             raise Unavailable(f"{len(self._queue)} chunks are already waiting; retry shortly")
         self._queue.append(work)
+        metrics.QUEUE_DEPTH.set(len(self._queue))
         self._load[work.session_id] += 1
         self._wakeup.set()
         return await work.future
@@ -167,6 +169,7 @@ class Engine:
                 rows.append(row)
                 waiting.add(work.session_id)
         self._queue = kept
+        metrics.QUEUE_DEPTH.set(len(kept))
         return rows
 
     def _run_action(self, work: _Work) -> None:
@@ -183,6 +186,7 @@ class Engine:
             return None
         if work.seq is not None and work.seq != record.seq + 1:
             if work.seq == record.seq and record.last_response is not None:
+                metrics.REPLAYS.inc()
                 self._finish(work, ChunkResult(record.last_response, replayed=True))
             else:
                 self._finish(
@@ -200,6 +204,8 @@ class Engine:
         slots = np.fromiter((row.record.slot for row in rows), np.intp, len(rows))
         states = self.store.slots.gather(slots)
         loop = asyncio.get_running_loop()
+        metrics.BATCH_SIZE.observe(len(rows))
+        started = time.perf_counter()
         try:
             bodies, outputs, new_states = await loop.run_in_executor(
                 self._executor, self._compute, rows, states
@@ -209,6 +215,7 @@ class Engine:
             for row in rows:
                 self._finish(row.work, error=ServiceError("the model call failed"))
             return
+        metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
         # A session deleted (or expired) while its chunk ran must not have its old slot written.
         current = [self.store.is_current(row.record) for row in rows]
         if all(current):
@@ -224,6 +231,8 @@ class Engine:
             record = row.record
             record.seq, record.steps, record.last_response = row.seq, row.steps, body
             self.store.touch(record, now)
+            metrics.CHUNKS.inc()
+            metrics.TIME_STEPS.inc(len(row.work.inputs))
             self._finish(row.work, ChunkResult(body, outputs=output))
 
     def _compute(self, rows: list[_Row], states: list[np.ndarray]):

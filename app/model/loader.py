@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
@@ -10,7 +9,6 @@ from app.errors import ModelError
 from app.model.builtin import BUILTINS, build_builtin
 from app.model.step import StreamingModel
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def load_keras_file(path: Path):

@@ -139,7 +139,8 @@ class SessionService:
         after = None
         if cursor:
             try:
-                after = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+                padded = cursor + "=" * (-len(cursor) % 4)
+                after = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
             except (ValueError, UnicodeDecodeError):
                 raise InvalidInput("cursor is not one this server handed out") from None
         records, following = self.store.page(limit, after)

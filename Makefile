@@ -1,0 +1,28 @@
+# Two commands for a newcomer: `make serve` and `make test`. Both set up .venv first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install serve test model clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+serve: install  ## start the server on the default model (flags: make serve ARGS="--model seed")
+	$(BIN)/stateful-rnn serve $(ARGS)
+
+test: install  ## run the whole test suite
+	$(BIN)/pytest $(ARGS)
+
+model: install  ## retrain the built-in default model (app/model/default.keras)
+	$(BIN)/python scripts/train_default_model.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

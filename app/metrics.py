@@ -1,0 +1,18 @@
+"""Prometheus metrics, defined once and updated by the layer that sees the event."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CHUNKS = Counter("srnn_chunks_total", "Chunks applied to a session's state")
+TIME_STEPS = Counter("srnn_time_steps_total", "Time steps applied, over all chunks")
+REPLAYS = Counter("srnn_replays_total", "Chunks answered from the stored response (repeated seq)")
+BATCH_SIZE = Histogram(
+    "srnn_batch_size", "Chunks per model call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+)
+MODEL_SECONDS = Histogram(
+    "srnn_model_call_seconds",
+    "Time of one batched model call, padding and encoding included",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)
+QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine")

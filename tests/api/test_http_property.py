@@ -1,0 +1,48 @@
+"""The core property through a real server: random models, sequences, chunkings and concurrency,
+every output and final state equal to Keras ``stateful=True`` fed the same chunks."""
+
+import asyncio
+
+import httpx
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.model.step import StreamingModel
+from tests.support.models import architectures, chunked_sequences, split
+from tests.support.reference import StatefulReference, state_rows
+from tests.support.servers import serve_in_thread
+
+
+@settings(max_examples=8)
+@given(architecture=architectures, data=st.data())
+def test_random_models_over_http_equal_keras_stateful(architecture, data):
+    model = architecture.build()
+    streams = data.draw(st.lists(chunked_sequences(architecture.features), min_size=1, max_size=4))
+    flat = architecture.features == 1 and data.draw(st.booleans())
+
+    async def stream(client, index, sequence, cuts):
+        sid = f"prop-{index}"
+        assert (await client.post("/v1/sessions", json={"session_id": sid})).status_code == 201
+        answers = []
+        for chunk in split(sequence, cuts):
+            inputs = chunk[:, 0].tolist() if flat else chunk.tolist()
+            answer = await client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": inputs})
+            assert answer.status_code == 200, answer.text
+            answers.append(np.array(answer.json()["outputs"], np.float32))
+        return answers, (await client.get(f"/v1/sessions/{sid}/state")).json()
+
+    async def run_all(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            return await asyncio.gather(*(stream(client, i, *s) for i, s in enumerate(streams)))
+
+    with serve_in_thread(StreamingModel(model, "random"), max_chunk_steps=16) as url:
+        results = asyncio.run(run_all(url))
+
+    for (sequence, cuts), (answers, state) in zip(streams, results):
+        reference = StatefulReference(model)
+        for got, chunk in zip(answers, split(sequence, cuts)):
+            np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
+        assert state["steps"] == len(sequence) and state["seq"] == len(cuts)
+        for got, want in zip(state_rows(state), reference.states()):
+            np.testing.assert_allclose(got, want, atol=1e-5)

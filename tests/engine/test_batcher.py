@@ -1,0 +1,125 @@
+"""The micro-batcher in process: ordering of a session's work, and what a vanished client leaves."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from app.engine.batcher import Engine
+from app.errors import Conflict, SessionNotFound, Unavailable
+from app.model.loader import load_model
+from app.store.memory import MemoryStore
+from tests.support.reference import StatefulReference
+from app.model.builtin import build_seed_model
+
+
+@pytest.fixture(scope="module")
+def seed():
+    return load_model("seed")
+
+
+def run(seed, scenario, **options):
+    async def main():
+        store = MemoryStore(8, seed.spec.state_units)
+        engine = Engine(seed, store, max_batch=options.get("max_batch", 8), max_queue=options.get("max_queue", 64))
+        await engine.start((8, 8))
+        try:
+            return await scenario(engine, store)
+        finally:
+            await engine.stop()
+
+    return asyncio.run(main())
+
+
+def chunk(*values):
+    return np.array(values, np.float32)[:, None]
+
+
+def test_a_sessions_chunks_and_reset_apply_in_arrival_order(seed):
+    async def scenario(engine, store):
+        record = store.create("s", 0, 0.0)
+        first = asyncio.ensure_future(engine.push("s", chunk(1, 2)))
+        second = asyncio.ensure_future(engine.push("s", chunk(3)))
+        reset = asyncio.ensure_future(engine.exclusive("s", lambda: store.reset(record, 0.0)))
+        third = asyncio.ensure_future(engine.push("s", chunk(4, 5)))
+        await asyncio.gather(first, second, reset, third)
+        return (await first), (await third), store.state(record), record
+
+    first, third, state, record = run(seed, scenario)
+    reference = StatefulReference(build_seed_model())
+    np.testing.assert_allclose(first.outputs, reference.feed(chunk(1, 2)), atol=1e-5)
+    reference.reset()
+    np.testing.assert_allclose(third.outputs, reference.feed(chunk(4, 5)), atol=1e-5)
+    np.testing.assert_allclose(state[0], reference.states()[0], atol=1e-5)
+    assert (record.seq, record.steps) == (3, 2)
+
+
+def test_chunks_that_arrive_after_a_delete_get_404(seed):
+    async def scenario(engine, store):
+        store.create("gone", 0, 0.0)
+        before = [asyncio.ensure_future(engine.push("gone", chunk(1))) for _ in range(2)]
+        await asyncio.sleep(0)  # they arrive, and the first is already running
+        delete = asyncio.ensure_future(engine.exclusive("gone", lambda: store.delete("gone")))
+        await asyncio.sleep(0)
+        after = [asyncio.ensure_future(engine.push("gone", chunk(1))) for _ in range(2)]
+        return await asyncio.gather(*before, delete, *after, return_exceptions=True)
+
+    first, second, deleted, *late = run(seed, scenario)
+    assert first.body and second.body and deleted is True
+    assert all(isinstance(r, SessionNotFound) for r in late)
+
+
+def test_a_cancelled_waiter_leaves_the_session_consistent(seed):
+    values = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5]
+
+    async def scenario(engine, store):
+        record = store.create("c", 0, 0.0)
+        pushes = [asyncio.ensure_future(engine.push("c", chunk(v))) for v in values]
+        await asyncio.sleep(0)
+        pushes[2].cancel()
+        pushes[4].cancel()
+        await asyncio.gather(*pushes, return_exceptions=True)
+        return record, store.state(record)
+
+    record, state = run(seed, scenario)
+    # A chunk whose client left is applied whole or not at all; the state must be one of those.
+    assert record.seq == record.steps
+    candidates = []
+    for skip2 in (False, True):
+        for skip4 in (False, True):
+            reference = StatefulReference(build_seed_model())
+            fed = [v for i, v in enumerate(values) if not ((i == 2 and skip2) or (i == 4 and skip4))]
+            reference.feed(chunk(*fed)) if fed else None
+            candidates.append((len(fed), reference.states()[0]))
+    assert any(n == record.seq and np.allclose(s, state[0], atol=1e-5) for n, s in candidates)
+
+
+def test_overload_and_warm_up_are_503(seed):
+    async def scenario(engine, store):
+        store.create("q", 0, 0.0)
+        engine.ready = False
+        with pytest.raises(Unavailable):
+            await engine.push("q", chunk(1))
+        engine.ready = True
+        pushes = [asyncio.ensure_future(engine.push("q", chunk(1))) for _ in range(4)]
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable) as shed:
+            await engine.push("q", chunk(1))
+        await asyncio.gather(*pushes)
+        return shed.value
+
+    shed = run(seed, scenario, max_queue=4)
+    assert shed.headers["Retry-After"]
+
+
+def test_seq_checks_happen_in_order(seed):
+    async def scenario(engine, store):
+        store.create("o", 0, 0.0)
+        a = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))
+        b = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))  # a retry of a, queued behind it
+        c = asyncio.ensure_future(engine.push("o", chunk(2), seq=3))
+        return await asyncio.gather(a, b, c, return_exceptions=True)
+
+    a, b, c = run(seed, scenario)
+    assert b.replayed and b.body == a.body
+    assert isinstance(c, Conflict) and c.extra["expected_seq"] == 2
