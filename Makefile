@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install serve test model clean
+.PHONY: install serve test bench model clean
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ serve: install  ## start the server on the default model (flags: make serve ARGS
 
 test: install  ## run the whole test suite
 	$(BIN)/pytest $(ARGS)
+
+bench: install  ## chunk throughput, 1 session against 64 (needs wrk)
+	$(BIN)/python bench/throughput.py $(ARGS)
 
 model: install  ## retrain the built-in default model (app/model/default.keras)
 	$(BIN)/python scripts/train_default_model.py

@@ -12,11 +12,13 @@ from app.config import Settings
 from app.sessions.service import SessionService
 
 
-def _sessions(request: Request) -> SessionService:
+# Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop per
+# request on the hot path.
+async def _sessions(request: Request) -> SessionService:
     return request.app.state.sessions
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

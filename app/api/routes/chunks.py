@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.deps import CurrentSettings, Sessions
+from app.config import Settings
 from app.api.parsing import parse_chunk, read_body
 from app.api.schemas import ChunkRequest, ChunkResponse, problems
+from app.sessions.service import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
 
@@ -28,8 +29,10 @@ router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
     },
     summary="Push a chunk: T time steps continue the session's sequence",
 )
-async def push_chunk(session_id: str, request: Request, sessions: Sessions,
-                     settings: CurrentSettings) -> Response:
+async def push_chunk(session_id: str, request: Request) -> Response:
+    # The application's state is read directly, not through Depends: this is the hottest route.
+    sessions: SessionService = request.app.state.sessions
+    settings: Settings = request.app.state.settings
     sessions.get(session_id)
     body = await read_body(request, settings.max_body_bytes)
     chunk = parse_chunk(body, sessions.spec.input_features, settings.max_chunk_steps)
