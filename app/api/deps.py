@@ -27,4 +27,5 @@ CurrentSettings = Annotated[Settings, Depends(_settings)]
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status, headers=headers, media_type="application/json")
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status, headers=headers, media_type="application/json")

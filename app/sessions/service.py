@@ -159,7 +159,8 @@ class SessionService:
         rows = iter(self.store.state(record))
         layers = []
         for layer in self.spec.recurrent:
-            states = [next(rows).tolist() for _ in range(layer.state_tensors)]
+            # float32 arrays: written in float32's shortest form, which reads back bit for bit.
+            states = np.stack([next(rows) for _ in range(layer.state_tensors)])
             layers.append({"name": layer.name, "kind": layer.kind, "states": states})
         return {
             "session_id": record.session_id,
