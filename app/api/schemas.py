@@ -109,3 +109,9 @@ def problems(*statuses: int) -> dict[int | str, dict]:
     return {
         status: {"model": Problem, "content": {"application/problem+json": {}}} for status in statuses
     }
+
+
+def json_body(model: type[BaseModel], required: bool = True) -> dict:
+    """``openapi_extra`` documenting a body that the route reads and checks by hand."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from app.config import Settings
 from app.api.parsing import parse_chunk, read_body
-from app.api.schemas import ChunkRequest, ChunkResponse, problems
+from app.api.schemas import ChunkRequest, ChunkResponse, json_body, problems
 from app.sessions.service import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
@@ -21,12 +21,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
                                          "schema": {"type": "string"}}}},
         **problems(400, 404, 409, 413, 422, 503),
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ChunkRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=json_body(ChunkRequest),
     summary="Push a chunk: T time steps continue the session's sequence",
 )
 async def push_chunk(session_id: str, request: Request) -> Response:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from app.api.deps import CurrentSettings, Sessions, json_response
 from app.api.parsing import load_json, read_body
-from app.api.schemas import CreateSession, SessionInfo, SessionList, problems
+from app.api.schemas import CreateSession, SessionInfo, SessionList, json_body, problems
 from app.errors import InvalidInput
 from app.sessions.service import session_info
 
@@ -20,12 +20,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     status_code=201,
     response_model=SessionInfo,
     responses=problems(400, 409, 413, 422, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": CreateSession.model_json_schema()}},
-        }
-    },
+    openapi_extra=json_body(CreateSession, required=False),
     summary="Create a session (one state row)",
 )
 async def create_session(request: Request, sessions: Sessions, settings: CurrentSettings) -> Response:

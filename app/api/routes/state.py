@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from app.api.deps import CurrentSettings, Sessions, json_response
 from app.api.parsing import load_json, read_body
-from app.api.schemas import SessionInfo, StateDocument, StateUpdate, problems
+from app.api.schemas import SessionInfo, StateDocument, StateUpdate, json_body, problems
 from app.sessions.service import session_info
 
 router = APIRouter(prefix="/v1/sessions", tags=["state"])
@@ -23,12 +23,7 @@ async def get_state(session_id: str, sessions: Sessions) -> Response:
     "/{session_id}/state",
     response_model=SessionInfo,
     responses=problems(400, 404, 409, 413, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": StateUpdate.model_json_schema()}},
-        }
-    },
+    openapi_extra=json_body(StateUpdate),
     summary="Set the session's state (import, migrate, fork)",
 )
 async def put_state(session_id: str, request: Request, sessions: Sessions,
