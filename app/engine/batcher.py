@@ -6,7 +6,10 @@ waits for company. A session has at most one chunk in a batch, and its work item
 the order they arrived, so a session's chunks, resets and deletes apply in arrival order.
 
 Threads: the queue, the state table and the session records are touched only on the event loop; the
-TensorFlow thread sees copies of the gathered rows and returns new ones, which the loop writes back.
+TensorFlow thread sees copies of the gathered rows and returns new ones, which the store commits.
+
+A commit that finds the session changed by someone else (another replica, on a shared store) sends
+the chunk back to the head of its session's line: it is checked out again and recomputed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,8 +29,7 @@ import orjson
 from app import metrics
 from app.errors import Conflict, ServiceError, SessionNotFound, Unavailable
 from app.model.step import StreamingModel
-from app.store.memory import MemoryStore
-from app.store.records import SessionRecord
+from app.store.base import Checkout, Commit, Outcome, StateStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,19 +48,23 @@ class _Work:
     future: asyncio.Future
     inputs: np.ndarray | None = None  # [T, F] for a chunk
     seq: int | None = None
-    action: Callable[[], Any] | None = None  # for anything else that must wait its turn
+    action: Callable[[], Awaitable[Any]] | None = None  # anything else that must wait its turn
+    conflicts: int = 0
 
 
 @dataclass(eq=False)
 class _Row:
     work: _Work
-    record: SessionRecord
+    checkout: Checkout
     seq: int
     steps: int
 
 
+MAX_CONFLICTS = 32
+
+
 class Engine:
-    def __init__(self, model: StreamingModel, store: MemoryStore, *, max_batch: int, max_queue: int):
+    def __init__(self, model: StreamingModel, store: StateStore, *, max_batch: int, max_queue: int):
         self.model = model
         self.store = store
         self.max_batch = max_batch
@@ -66,6 +72,7 @@ class Engine:
         self.ready = False
         self._queue: deque[_Work] = deque()
         self._load: Counter[str] = Counter()  # work items queued or running, per session
+        self._acting: set[str] = set()  # sessions whose action is running
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -84,16 +91,19 @@ class Engine:
     async def stop(self) -> None:
         """Finish every queued item, then stop."""
         self.ready = False
-        while self._queue or not self._idle.is_set():
+        while self._queue or self._acting or not self._idle.is_set():
             self._wakeup.set()
-            await self._idle.wait()
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
         if self._worker:
             self._worker.cancel()
         self._executor.shutdown(wait=True)
 
     def busy(self, session_id: str) -> bool:
         return self._load[session_id] > 0
+
+    @property
+    def busy_sessions(self) -> set[str]:
+        return set(self._load)
 
     @property
     def depth(self) -> int:
@@ -105,11 +115,14 @@ class Engine:
             raise Unavailable("the model is still warming up", retry_after=1)
         return await self._enqueue(_Work(session_id, self._future(), inputs=inputs, seq=seq))
 
-    async def exclusive(self, session_id: str, action: Callable[[], T]) -> T:
-        """Run ``action`` on the loop once the session's earlier work is done, before later work."""
-        if not self.busy(session_id):
-            return action()
-        return await self._enqueue(_Work(session_id, self._future(), action=action))
+    async def exclusive(self, session_id: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` once the session's earlier work is done and before its later work."""
+        work = _Work(session_id, self._future(), action=action)
+        if self.busy(session_id):
+            return await self._enqueue(work)
+        self._load[session_id] += 1
+        self._act(work)
+        return await work.future
 
     def _future(self) -> asyncio.Future:
         return asyncio.get_running_loop().create_future()
@@ -134,6 +147,23 @@ class Engine:
         else:
             work.future.set_result(result)
 
+    def _act(self, work: _Work) -> None:
+        """Start an action; its session takes no other work until the action is done."""
+        self._acting.add(work.session_id)
+
+        async def run() -> None:
+            try:
+                result = await work.action()
+            except Exception as exc:
+                self._finish(work, error=exc)
+            else:
+                self._finish(work, result)
+            finally:
+                self._acting.discard(work.session_id)
+                self._wakeup.set()
+
+        asyncio.create_task(run())
+
     async def _work(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -141,48 +171,104 @@ class Engine:
             self._idle.clear()
             try:
                 while self._queue:
-                    rows = self._take()
-                    if rows:
-                        await self._run(rows)
+                    works = self._take()
+                    if not works:
+                        break  # what is left waits for running actions, which wake us
+                    await self._run(works)
+            except Exception:
+                log.exception("the engine's batch loop failed; it carries on")
             finally:
                 self._idle.set()
 
-    def _take(self) -> list[_Row]:
+    def _take(self) -> list[_Work]:
         """The next batch: each session's first waiting chunk. Actions that reach the head of
-        their session's line run here, between two model calls."""
-        rows: list[_Row] = []
-        waiting: set[str] = set()  # sessions with an earlier item still in the queue
+        their session's line start here."""
+        batch: list[_Work] = []
+        waiting: set[str] = set(self._acting)  # sessions that must not move yet
         kept: deque[_Work] = deque()
         for work in self._queue:
-            if work.session_id in waiting or (work.action is None and len(rows) >= self.max_batch):
+            if work.session_id in waiting or (work.action is None and len(batch) >= self.max_batch):
                 waiting.add(work.session_id)
                 kept.append(work)
-                continue
-            if work.action is not None:
-                self._run_action(work)
-                continue
-            if work.future.cancelled():  # nobody is waiting for it: skip it, nothing was applied
+            elif work.action is not None:
+                self._act(work)
+                waiting.add(work.session_id)
+            elif work.future.cancelled():  # nobody waits for it: skip it, nothing was applied
                 self._finish(work)
-                continue
-            row = self._admit(work)
-            if row is not None:
-                rows.append(row)
+            else:
+                batch.append(work)
                 waiting.add(work.session_id)
         self._queue = kept
         metrics.QUEUE_DEPTH.set(len(kept))
-        return rows
+        return batch
 
-    def _run_action(self, work: _Work) -> None:
+    async def _run(self, works: list[_Work]) -> None:
         try:
-            self._finish(work, work.action())
-        except Exception as exc:
-            self._finish(work, error=exc)
+            checkouts = await self.store.checkout(
+                [(w.session_id, w.seq) for w in works], pinned={w.session_id for w in works}
+            )
+        except ServiceError as exc:
+            for work in works:
+                self._finish(work, error=exc)
+            return
+        rows = [row for work, found in zip(works, checkouts) if (row := self._admit(work, found))]
+        if not rows:
+            return
+        slots = np.fromiter((row.checkout.slot for row in rows), np.intp, len(rows))
+        states = self.store.slots.gather(slots)
+        loop = asyncio.get_running_loop()
+        metrics.BATCH_SIZE.observe(len(rows))
+        started = time.perf_counter()
+        try:
+            bodies, outputs, new_states = await loop.run_in_executor(
+                self._executor, self._compute, rows, states
+            )
+        except Exception:
+            log.exception("model call failed for a batch of %d", len(rows))
+            for row in rows:
+                self._finish(row.work, error=ServiceError("the model call failed"))
+            return
+        metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+        now = time.time()
+        commits = [
+            Commit(row.checkout, row.seq, row.steps, now, body, [s[i] for s in new_states])
+            for i, (row, body) in enumerate(zip(rows, bodies))
+        ]
+        try:
+            outcomes = await self.store.commit(commits)
+        except ServiceError as exc:
+            for row in rows:
+                self._finish(row.work, error=exc)
+            return
+        retry = []
+        for row, commit, outcome, output in zip(rows, commits, outcomes, outputs):
+            if outcome is Outcome.APPLIED:
+                metrics.CHUNKS.inc()
+                metrics.TIME_STEPS.inc(len(row.work.inputs))
+                self._finish(row.work, ChunkResult(commit.response, outputs=output))
+            elif outcome is Outcome.GONE:
+                self._finish(row.work, error=SessionNotFound(row.work.session_id))
+            elif row.work.conflicts >= MAX_CONFLICTS:
+                self._finish(row.work, error=Unavailable("the session is too contended; retry"))
+            else:
+                row.work.conflicts += 1
+                retry.append(row.work)
+        if retry:  # back to the head of their sessions' lines, in order
+            self._queue.extendleft(reversed(retry))
 
-    def _admit(self, work: _Work) -> _Row | None:
-        """Check a chunk against its session as it is now; answer replays and refusals at once."""
-        record = self.store.get(work.session_id)
-        if record is None:
+    def _admit(self, work: _Work, found: Checkout | None) -> _Row | None:
+        """Check a chunk against its session as the store has it now; answer replays and
+        refusals at once."""
+        if found is None:
             self._finish(work, error=SessionNotFound(work.session_id))
+            return None
+        record = found.record
+        if record.fingerprint is not None and record.fingerprint != self.model.spec.fingerprint:
+            self._finish(work, error=Conflict(
+                f"session {work.session_id!r} holds state of a different model "
+                f"({record.fingerprint}); this server runs {self.model.spec.fingerprint}",
+                fingerprint=self.model.spec.fingerprint,
+            ))
             return None
         if work.seq is not None and work.seq != record.seq + 1:
             if work.seq == record.seq and record.last_response is not None:
@@ -198,42 +284,7 @@ class Engine:
                     ),
                 )
             return None
-        return _Row(work, record, seq=record.seq + 1, steps=record.steps + len(work.inputs))
-
-    async def _run(self, rows: list[_Row]) -> None:
-        slots = np.fromiter((row.record.slot for row in rows), np.intp, len(rows))
-        states = self.store.slots.gather(slots)
-        loop = asyncio.get_running_loop()
-        metrics.BATCH_SIZE.observe(len(rows))
-        started = time.perf_counter()
-        try:
-            bodies, outputs, new_states = await loop.run_in_executor(
-                self._executor, self._compute, rows, states
-            )
-        except Exception as exc:
-            log.exception("model call failed for a batch of %d", len(rows))
-            for row in rows:
-                self._finish(row.work, error=ServiceError("the model call failed"))
-            return
-        metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
-        # A session deleted (or expired) while its chunk ran must not have its old slot written.
-        current = [self.store.is_current(row.record) for row in rows]
-        if all(current):
-            self.store.slots.scatter(slots, new_states)
-        else:
-            keep = np.array(current)
-            self.store.slots.scatter(slots[keep], [s[keep] for s in new_states])
-        now = time.time()
-        for row, body, output, ok in zip(rows, bodies, outputs, current):
-            if not ok:
-                self._finish(row.work, error=SessionNotFound(row.record.session_id))
-                continue
-            record = row.record
-            record.seq, record.steps, record.last_response = row.seq, row.steps, body
-            self.store.touch(record, now)
-            metrics.CHUNKS.inc()
-            metrics.TIME_STEPS.inc(len(row.work.inputs))
-            self._finish(row.work, ChunkResult(body, outputs=output))
+        return _Row(work, found, seq=record.seq + 1, steps=record.steps + len(work.inputs))
 
     def _compute(self, rows: list[_Row], states: list[np.ndarray]):
         """On the model thread: pad, run, cut each row's outputs back out and encode its answer."""
@@ -249,7 +300,7 @@ class Engine:
         bodies = [
             orjson.dumps(
                 {
-                    "session_id": row.record.session_id,
+                    "session_id": row.work.session_id,
                     "seq": row.seq,
                     "steps": row.steps,
                     "outputs": out,

@@ -67,24 +67,21 @@ class SessionService:
     async def _sweep_forever(self, every_s: float = 1.0) -> None:
         while True:
             await asyncio.sleep(every_s)
-            self.sweep()
+            try:
+                await self.sweep()
+            except Exception:  # a store that is down now may be back at the next sweep
+                log.warning("expiring idle sessions failed", exc_info=True)
 
-    def sweep(self) -> int:
+    async def sweep(self) -> int:
         """Delete sessions idle past their TTL; a session with work in flight is not idle."""
-        expired = 0
-        for record in list(self.store.due(time.time())):
-            if self.engine.busy(record.session_id):
-                self.store.watch(record)
-            else:
-                self.store.delete(record.session_id)
-                expired += 1
+        expired = await self.store.expire(time.time(), self.engine.busy_sessions)
         if expired:
             log.info("expired %d idle sessions", expired)
         return expired
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def create(self, session_id: str | None = None, ttl_s: float | None = None) -> SessionRecord:
+    async def create(self, session_id: str | None = None, ttl_s: float | None = None) -> SessionRecord:
         if session_id is None:
             session_id = new_session_id()
         elif not SESSION_ID.fullmatch(session_id):
@@ -99,43 +96,41 @@ class SessionService:
                 f"ttl_s must be a number of seconds from 0 (never expire) to {MAX_TTL_S:.0f}",
                 errors=[{"loc": ["body", "ttl_s"], "msg": "bad ttl"}],
             )
-        now = time.time()
         try:
-            return self.store.create(session_id, float(ttl_s), now)
+            return await self.store.create(session_id, float(ttl_s), time.time())
         except Unavailable:
-            if not self.sweep():  # expired sessions may still hold slots: free them, try again
+            if not await self.sweep():  # expired sessions may still hold slots: free them, retry
                 raise
-            return self.store.create(session_id, float(ttl_s), now)
+            return await self.store.create(session_id, float(ttl_s), time.time())
 
-    def get(self, session_id: str) -> SessionRecord:
-        record = self.store.get(session_id)
+    async def get(self, session_id: str) -> SessionRecord:
+        record = await self.store.get(session_id)
         if record is None:
             raise SessionNotFound(session_id)
         if record.expired(time.time()) and not self.engine.busy(session_id):
-            self.store.delete(session_id)
+            await self.store.delete(session_id)
             raise SessionNotFound(session_id)
         return record
 
     async def delete(self, session_id: str) -> None:
-        self.get(session_id)
-
-        def delete() -> None:
-            if not self.store.delete(session_id):
+        async def delete() -> None:
+            if not await self.store.delete(session_id):
                 raise SessionNotFound(session_id)
 
+        await self.get(session_id)
         await self.engine.exclusive(session_id, delete)
 
     async def reset(self, session_id: str) -> SessionRecord:
-        self.get(session_id)
-
-        def reset() -> SessionRecord:
-            record = self.get(session_id)
-            self.store.reset(record, time.time())
+        async def reset() -> SessionRecord:
+            record = await self.store.reset(session_id, time.time())
+            if record is None:
+                raise SessionNotFound(session_id)
             return record
 
+        await self.get(session_id)
         return await self.engine.exclusive(session_id, reset)
 
-    def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
+    async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
         after = None
         if cursor:
             try:
@@ -143,20 +138,28 @@ class SessionService:
                 after = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
             except (ValueError, UnicodeDecodeError):
                 raise InvalidInput("cursor is not one this server handed out") from None
-        records, following = self.store.page(limit, after)
+        records, following = await self.store.page(limit, after)
         next_cursor = base64.urlsafe_b64encode(following.encode()).decode().rstrip("=") if following else None
         return records, next_cursor
 
     # -- chunks and state ---------------------------------------------------------------------
 
     async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None) -> ChunkResult:
-        self.get(session_id)
         return await self.engine.push(session_id, inputs, seq)
 
-    def state(self, session_id: str) -> dict[str, Any]:
+    async def state(self, session_id: str) -> dict[str, Any]:
         """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
-        record = self.get(session_id)
-        rows = iter(self.store.state(record))
+        async def read() -> tuple[SessionRecord, list[np.ndarray]]:
+            found = await self.store.read_state(session_id)
+            if found is None:
+                raise SessionNotFound(session_id)
+            return found
+
+        await self.get(session_id)
+        # In line with the session's chunks, so seq, steps and the state belong together.
+        record, values = await self.engine.exclusive(session_id, read)
+        self._check_model(record)
+        rows = iter(values)
         layers = []
         for layer in self.spec.recurrent:
             # float32 arrays: written in float32's shortest form, which reads back bit for bit.
@@ -172,16 +175,24 @@ class SessionService:
 
     async def set_state(self, session_id: str, document: Any) -> SessionRecord:
         """Replace the session's state with ``document`` (the shape GET state returns)."""
-        self.get(session_id)
         values = self._parse_state(document)
 
-        def write() -> SessionRecord:
-            record = self.get(session_id)
-            self.store.set_state(record, values)
-            self.store.touch(record, time.time())
+        async def write() -> SessionRecord:
+            record = await self.store.write_state(session_id, values, time.time())
+            if record is None:
+                raise SessionNotFound(session_id)
             return record
 
+        self._check_model(await self.get(session_id))
         return await self.engine.exclusive(session_id, write)
+
+    def _check_model(self, record: SessionRecord) -> None:
+        if record.fingerprint is not None and record.fingerprint != self.spec.fingerprint:
+            raise Conflict(
+                f"session {record.session_id!r} holds state of a different model "
+                f"({record.fingerprint}); this server runs {self.spec.fingerprint}",
+                fingerprint=self.spec.fingerprint,
+            )
 
     def _parse_state(self, document: Any) -> list[np.ndarray]:
         if not isinstance(document, dict):

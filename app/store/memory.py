@@ -1,17 +1,17 @@
 """The embedded store: session records and the state table in this process's memory.
 
-All methods run on the event loop thread, so none needs a lock; the engine only hands copies of rows
-to the TensorFlow thread and writes results back here, on the loop.
+All methods run on the event loop thread and none awaits anything, so each is atomic without a
+lock; the engine hands copies of rows to the TensorFlow thread and commits results here, on the loop.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
 
 import numpy as np
 
 from app.errors import Conflict, Unavailable
+from app.store.base import Checkout, Commit, Outcome
 from app.store.records import SessionRecord
 from app.store.slots import SlotTable
 
@@ -22,6 +22,7 @@ class MemoryStore:
     def __init__(self, capacity: int, state_units: list[int]):
         self.slots = SlotTable(capacity, state_units)
         self._records: dict[str, SessionRecord] = {}
+        self._slot_of: dict[str, int] = {}
         # (expiry time, id), one entry per session with a TTL. Use moves a session's expiry later
         # without touching the heap (a push per chunk would grow it without bound); an entry that
         # comes up early is pushed back with the session's current expiry.
@@ -31,13 +32,18 @@ class MemoryStore:
     def capacity(self) -> int:
         return self.slots.capacity
 
-    def __len__(self) -> int:
-        return len(self._records)
-
     async def ping(self) -> bool:
         return True
 
-    def create(self, session_id: str, ttl_s: float, now: float) -> SessionRecord:
+    async def count(self) -> int:
+        return len(self._records)
+
+    async def close(self) -> None:
+        pass
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    async def create(self, session_id: str, ttl_s: float, now: float) -> SessionRecord:
         if session_id in self._records:
             raise Conflict(f"session {session_id!r} already exists")
         slot = self.slots.allocate()
@@ -46,59 +52,104 @@ class MemoryStore:
                 f"all {self.capacity} session slots are in use; delete an idle session or retry later",
                 retry_after=5,
             )
-        record = SessionRecord(session_id, slot, created_at=now, last_active_at=now, ttl_s=ttl_s)
-        self._records[session_id] = record
-        self.watch(record)
+        record = SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s)
+        self.insert(record, slot)
         return record
 
-    def get(self, session_id: str) -> SessionRecord | None:
+    def insert(self, record: SessionRecord, slot: int) -> None:
+        self._records[record.session_id] = record
+        self._slot_of[record.session_id] = slot
+        self._watch(record)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
         return self._records.get(session_id)
 
-    def delete(self, session_id: str) -> bool:
-        record = self._records.pop(session_id, None)
-        if record is None:
+    async def delete(self, session_id: str) -> bool:
+        if self._records.pop(session_id, None) is None:
             return False
-        self.slots.release(record.slot)
+        self.slots.release(self._slot_of.pop(session_id))
         return True
 
-    def reset(self, record: SessionRecord, now: float) -> None:
-        self.slots.zero(record.slot)
-        record.steps = 0
-        self.touch(record, now)
+    async def reset(self, session_id: str, now: float) -> SessionRecord | None:
+        record = self._records.get(session_id)
+        if record is not None:
+            self.slots.zero(self._slot_of[session_id])
+            record.steps = 0
+            self._touch(record, now)
+        return record
 
-    def touch(self, record: SessionRecord, now: float) -> None:
-        record.last_active_at = now
+    async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None:
+        record = self._records.get(session_id)
+        if record is None:
+            return None
+        return record, self.slots.row(self._slot_of[session_id])
 
-    def is_current(self, record: SessionRecord) -> bool:
-        """Whether ``record`` still owns its slot (not deleted or expired since it was read)."""
-        return self._records.get(record.session_id) is record
+    async def write_state(
+        self, session_id: str, values: list[np.ndarray], now: float
+    ) -> SessionRecord | None:
+        record = self._records.get(session_id)
+        if record is not None:
+            self.slots.set_row(self._slot_of[session_id], values)
+            self._touch(record, now)
+        return record
 
-    def state(self, record: SessionRecord) -> list[np.ndarray]:
-        return self.slots.row(record.slot)
-
-    def set_state(self, record: SessionRecord, values: list[np.ndarray]) -> None:
-        self.slots.set_row(record.slot, values)
-
-    def page(self, limit: int, after: str | None) -> tuple[list[SessionRecord], str | None]:
-        """Sessions in id order, ``limit`` at most, starting after id ``after``."""
-        ids = sorted(i for i in self._records if after is None or i > after)
+    async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
+        """Sessions in id order, ``limit`` at most, after id ``cursor``."""
+        ids = sorted(i for i in self._records if cursor is None or i > cursor)
         chosen = ids[:limit]
         following = chosen[-1] if len(ids) > limit else None
         return [self._records[i] for i in chosen], following
 
-    def due(self, now: float) -> Iterator[SessionRecord]:
-        """Sessions whose TTL has run out, each once (the caller decides whether to expire them)."""
+    def items(self) -> list[tuple[SessionRecord, int]]:
+        """Every session with its slot (for snapshots)."""
+        return [(record, self._slot_of[sid]) for sid, record in self._records.items()]
+
+    # -- the engine's batch -------------------------------------------------------------------
+
+    async def checkout(
+        self, requests: list[tuple[str, int | None]], pinned: set[str]
+    ) -> list[Checkout | None]:
+        found = []
+        for session_id, _ in requests:
+            record = self._records.get(session_id)
+            found.append(None if record is None else Checkout(record, self._slot_of[session_id], 0))
+        return found
+
+    async def commit(self, commits: list[Commit]) -> list[Outcome]:
+        outcomes = []
+        for commit in commits:
+            record = commit.checkout.record
+            # Deleted (or expired, and the slot maybe handed on) while the chunk ran.
+            if self._records.get(record.session_id) is not record:
+                outcomes.append(Outcome.GONE)
+                continue
+            self.slots.set_row(commit.checkout.slot, commit.states)
+            record.seq, record.steps, record.last_response = commit.seq, commit.steps, commit.response
+            self._touch(record, commit.now)
+            outcomes.append(Outcome.APPLIED)
+        return outcomes
+
+    # -- expiry -------------------------------------------------------------------------------
+
+    async def expire(self, now: float, busy: set[str]) -> int:
+        expired = 0
         while self._expiries and self._expiries[0][0] <= now:
             _, session_id = heapq.heappop(self._expiries)
             record = self._records.get(session_id)
             if record is None:
                 continue
-            if record.expired(now):
-                yield record
+            if record.expired(now) and session_id not in busy:
+                await self.delete(session_id)
+                expired += 1
             else:
-                self.watch(record)
+                self._watch(record, later_than=now)
+        return expired
 
-    def watch(self, record: SessionRecord) -> None:
+    def _touch(self, record: SessionRecord, now: float) -> None:
+        record.last_active_at = now
+
+    def _watch(self, record: SessionRecord, later_than: float = 0.0) -> None:
         expires = record.expires_at
         if expires is not None:
-            heapq.heappush(self._expiries, (expires, record.session_id))
+            # A busy session past its time is looked at again in a second, not in a hot loop.
+            heapq.heappush(self._expiries, (max(expires, later_than + 1.0), record.session_id))

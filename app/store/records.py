@@ -8,7 +8,6 @@ from dataclasses import dataclass
 @dataclass(eq=False)
 class SessionRecord:
     session_id: str
-    slot: int
     created_at: float
     last_active_at: float
     ttl_s: float  # 0: never expires
@@ -17,6 +16,8 @@ class SessionRecord:
     # The exact bytes answered for chunk ``seq``, kept so a retry of that chunk gets them again.
     last_response: bytes | None = None
     tenant: str | None = None
+    fingerprint: str | None = None  # of the model whose state this is; None: this process's
+    version: int = 0  # moves on with every change; a commit applies only on the version it read
 
     @property
     def expires_at(self) -> float | None:

@@ -37,13 +37,13 @@ def chunk(*values):
 
 def test_a_sessions_chunks_and_reset_apply_in_arrival_order(seed):
     async def scenario(engine, store):
-        record = store.create("s", 0, 0.0)
+        record = await store.create("s", 0, 0.0)
         first = asyncio.ensure_future(engine.push("s", chunk(1, 2)))
         second = asyncio.ensure_future(engine.push("s", chunk(3)))
-        reset = asyncio.ensure_future(engine.exclusive("s", lambda: store.reset(record, 0.0)))
+        reset = asyncio.ensure_future(engine.exclusive("s", lambda: store.reset("s", 0.0)))
         third = asyncio.ensure_future(engine.push("s", chunk(4, 5)))
         await asyncio.gather(first, second, reset, third)
-        return (await first), (await third), store.state(record), record
+        return (await first), (await third), (await store.read_state("s"))[1], record
 
     first, third, state, record = run(seed, scenario)
     reference = StatefulReference(build_seed_model())
@@ -56,7 +56,7 @@ def test_a_sessions_chunks_and_reset_apply_in_arrival_order(seed):
 
 def test_chunks_that_arrive_after_a_delete_get_404(seed):
     async def scenario(engine, store):
-        store.create("gone", 0, 0.0)
+        await store.create("gone", 0, 0.0)
         before = [asyncio.ensure_future(engine.push("gone", chunk(1))) for _ in range(2)]
         await asyncio.sleep(0)  # they arrive, and the first is already running
         delete = asyncio.ensure_future(engine.exclusive("gone", lambda: store.delete("gone")))
@@ -73,13 +73,13 @@ def test_a_cancelled_waiter_leaves_the_session_consistent(seed):
     values = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5]
 
     async def scenario(engine, store):
-        record = store.create("c", 0, 0.0)
+        record = await store.create("c", 0, 0.0)
         pushes = [asyncio.ensure_future(engine.push("c", chunk(v))) for v in values]
         await asyncio.sleep(0)
         pushes[2].cancel()
         pushes[4].cancel()
         await asyncio.gather(*pushes, return_exceptions=True)
-        return record, store.state(record)
+        return record, (await store.read_state("c"))[1]
 
     record, state = run(seed, scenario)
     # A chunk whose client left is applied whole or not at all; the state must be one of those.
@@ -96,7 +96,7 @@ def test_a_cancelled_waiter_leaves_the_session_consistent(seed):
 
 def test_overload_and_warm_up_are_503(seed):
     async def scenario(engine, store):
-        store.create("q", 0, 0.0)
+        await store.create("q", 0, 0.0)
         engine.ready = False
         with pytest.raises(Unavailable):
             await engine.push("q", chunk(1))
@@ -114,7 +114,7 @@ def test_overload_and_warm_up_are_503(seed):
 
 def test_seq_checks_happen_in_order(seed):
     async def scenario(engine, store):
-        store.create("o", 0, 0.0)
+        await store.create("o", 0, 0.0)
         a = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))
         b = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))  # a retry of a, queued behind it
         c = asyncio.ensure_future(engine.push("o", chunk(2), seq=3))

@@ -28,7 +28,6 @@ async def push_chunk(session_id: str, request: Request) -> Response:
     # The application's state is read directly, not through Depends: this is the hottest route.
     sessions: SessionService = request.app.state.sessions
     settings: Settings = request.app.state.settings
-    sessions.get(session_id)
     body = await read_body(request, settings.max_body_bytes)
     chunk = parse_chunk(body, sessions.spec.input_features, settings.max_chunk_steps)
     result = await sessions.push(session_id, chunk.inputs, chunk.seq)

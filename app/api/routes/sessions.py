@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 async def create_session(request: Request, sessions: Sessions, settings: CurrentSettings) -> Response:
     body = await read_body(request, settings.max_body_bytes)
     options = _create_options(body)
-    record = sessions.create(options.session_id, options.ttl_s)
+    record = await sessions.create(options.session_id, options.ttl_s)
     location = f"/v1/sessions/{record.session_id}"
     return json_response(session_info(record), 201, headers={"Location": location})
 
@@ -38,12 +38,12 @@ async def list_sessions(
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None, max_length=512),
 ) -> Response:
-    records, next_cursor = sessions.page(limit, cursor)
+    records, next_cursor = await sessions.page(limit, cursor)
     return json_response(
         {
             "sessions": [session_info(r) for r in records],
             "capacity": sessions.store.capacity,
-            "active": len(sessions.store),
+            "active": await sessions.store.count(),
             "next_cursor": next_cursor,
         }
     )
@@ -52,7 +52,7 @@ async def list_sessions(
 @router.get("/{session_id}", response_model=SessionInfo, responses=problems(404),
             summary="Get a session")
 async def get_session(session_id: str, sessions: Sessions) -> Response:
-    return json_response(session_info(sessions.get(session_id)))
+    return json_response(session_info(await sessions.get(session_id)))
 
 
 @router.delete("/{session_id}", status_code=204, responses=problems(404),

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["state"])
 @router.get("/{session_id}/state", response_model=StateDocument, responses=problems(404),
             summary="Read the session's state")
 async def get_state(session_id: str, sessions: Sessions) -> Response:
-    return json_response(sessions.state(session_id))
+    return json_response(await sessions.state(session_id))
 
 
 @router.put(
@@ -28,6 +28,6 @@ async def get_state(session_id: str, sessions: Sessions) -> Response:
 )
 async def put_state(session_id: str, request: Request, sessions: Sessions,
                     settings: CurrentSettings) -> Response:
-    sessions.get(session_id)
+    await sessions.get(session_id)
     document = load_json(await read_body(request, settings.max_body_bytes))
     return json_response(session_info(await sessions.set_state(session_id, document)))

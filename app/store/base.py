@@ -1,0 +1,90 @@
+"""What every state store offers the layers above it.
+
+The engine runs a batch in three steps: ``checkout`` the batch's sessions (fresh records, state rows
+in the slot table), compute, ``commit`` the new states. A commit is atomic per session and applies
+only if nobody changed the session since its checkout; otherwise the engine checks out again and
+recomputes. The memory store is the only writer of its sessions, so its commits never conflict; the
+Redis store is shared by replicas, and its commits compare versions.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from app.store.records import SessionRecord
+from app.store.slots import SlotTable
+
+
+@dataclass(eq=False)
+class Checkout:
+    """A session ready to run: its record as the store has it now, its state in ``slot``."""
+
+    record: SessionRecord
+    slot: int
+    version: int
+
+
+@dataclass(eq=False)
+class Commit:
+    checkout: Checkout
+    seq: int
+    steps: int
+    now: float
+    response: bytes
+    states: list[np.ndarray]  # the session's new row of each state tensor
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    CONFLICT = "conflict"  # someone else changed the session first: check out again, recompute
+    GONE = "gone"  # deleted or expired meanwhile
+
+
+class StateStore(Protocol):
+    kind: str
+    slots: SlotTable
+
+    @property
+    def capacity(self) -> int: ...
+
+    async def ping(self) -> bool: ...
+
+    async def count(self) -> int: ...
+
+    async def create(self, session_id: str, ttl_s: float, now: float) -> SessionRecord: ...
+
+    async def get(self, session_id: str) -> SessionRecord | None: ...
+
+    async def delete(self, session_id: str) -> bool: ...
+
+    async def reset(self, session_id: str, now: float) -> SessionRecord | None: ...
+
+    async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None: ...
+
+    async def write_state(
+        self, session_id: str, values: list[np.ndarray], now: float
+    ) -> SessionRecord | None: ...
+
+    async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]: ...
+
+    async def checkout(
+        self, requests: list[tuple[str, int | None]], pinned: set[str]
+    ) -> list[Checkout | None]:
+        """Check out each (session id, requested seq); None for a session that does not exist.
+
+        The record's ``last_response`` must be filled when the requested seq equals the session's
+        ``seq`` (a replay). Sessions in ``pinned`` hold slots that must not be given up now.
+        """
+        ...
+
+    async def commit(self, commits: list[Commit]) -> list[Outcome]: ...
+
+    async def expire(self, now: float, busy: set[str]) -> int:
+        """Delete sessions idle past their TTL, except ``busy`` ones; how many were deleted."""
+        ...
+
+    async def close(self) -> None: ...
