@@ -33,7 +33,7 @@ def serve(overrides: dict[str, str]) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from app.errors import ModelError
+    from app.errors import StartupError
     from app.main import create_app
     from app.model.loader import load_model
 
@@ -44,10 +44,14 @@ def serve(overrides: dict[str, str]) -> int:
         return 2
     try:
         model = load_model(settings.model)
-    except ModelError as exc:
+    except StartupError as exc:
         print(f"stateful-rnn: cannot serve model {settings.model!r}: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, model)
+    try:
+        app = create_app(settings, model)
+    except StartupError as exc:
+        print(f"stateful-rnn: cannot start: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=30)
     return 0

@@ -6,6 +6,7 @@ environment variable (``SRNN_MAX_BATCH``). Precedence: flag, then environment, t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -22,9 +23,20 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
     capacity: int = Field(1024, ge=1, description="State slots: how many sessions are held at once.")
-    backend: Literal["memory"] = Field(
-        "memory", description="Where session state lives: 'memory' (this process)."
+    backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="Where session state lives: 'memory' (this process) or 'redis' (shared by replicas).",
     )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis to use with --backend redis.")
+    redis_prefix: str = Field(
+        "srnn", pattern=r"^[A-Za-z0-9._:-]{1,64}$", description="Prefix of every Redis key this service writes."
+    )
+    snapshot: Path | None = Field(
+        None,
+        description="Memory backend: file to load sessions from at start and save them to "
+        "periodically and at shutdown.",
+    )
+    snapshot_interval: float = Field(30.0, gt=0, description="Seconds between snapshots.")
     session_ttl: float = Field(
         3600.0,
         ge=0,

@@ -55,5 +55,9 @@ class Unavailable(ServiceError):
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)
 
 
-class ModelError(Exception):
-    """The model cannot be loaded or cannot be streamed; raised at start-up, never per request."""
+class StartupError(Exception):
+    """The service cannot start as configured; raised at start-up, never per request."""
+
+
+class ModelError(StartupError):
+    """The model cannot be loaded or cannot be streamed."""

@@ -15,7 +15,10 @@ from app.engine.batcher import Engine
 from app.model.loader import load_model
 from app.model.step import StreamingModel
 from app.sessions.service import SessionService
+from app.store import snapshot
+from app.store.base import StateStore
 from app.store.memory import MemoryStore
+from app.store.redis import RedisStore
 
 log = logging.getLogger("app")
 
@@ -27,24 +30,59 @@ documents.
 """
 
 
+def create_store(settings: Settings, model: StreamingModel) -> StateStore:
+    units, fingerprint = model.spec.state_units, model.spec.fingerprint
+    if settings.backend == "redis":
+        return RedisStore(settings.redis_url, settings.redis_prefix, settings.capacity, units, fingerprint)
+    store = MemoryStore(settings.capacity, units)
+    if settings.snapshot is not None:
+        restored = snapshot.restore(store, fingerprint, settings.snapshot)
+        log.info("restored %d sessions from %s", restored, settings.snapshot)
+    return store
+
+
 def create_app(settings: Settings | None = None, model: StreamingModel | None = None) -> FastAPI:
     settings = settings or Settings()
     model = model or load_model(settings.model)
-    store = MemoryStore(settings.capacity, model.spec.state_units)
-    engine = Engine(model, store, max_batch=settings.max_batch, max_queue=settings.max_queue)
+    store = create_store(settings, model)
+    # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
+    max_batch = min(settings.max_batch, settings.capacity)
+    engine = Engine(model, store, max_batch=max_batch, max_queue=settings.max_queue)
     session_service = SessionService(engine, default_ttl_s=settings.session_ttl)
+
+    async def save_snapshot() -> None:
+        data = snapshot.capture(store, model.spec.fingerprint)
+        await asyncio.to_thread(snapshot.write, settings.snapshot, data)
+
+    async def snapshot_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.snapshot_interval)
+            try:
+                await save_snapshot()
+            except OSError:
+                log.exception("writing the snapshot to %s failed", settings.snapshot)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        warming = asyncio.create_task(engine.start((settings.max_batch, settings.max_chunk_steps)))
+        warming = asyncio.create_task(engine.start((max_batch, settings.max_chunk_steps)))
         warming.add_done_callback(_report_warm_failure)
         session_service.start()
+        snapshots = None
+        if isinstance(store, MemoryStore) and settings.snapshot is not None:
+            snapshots = asyncio.create_task(snapshot_forever())
         try:
             yield
         finally:
+            # Uvicorn has stopped accepting and finished the requests in flight; the engine
+            # finishes what is queued, then the last snapshot holds every acknowledged chunk.
             await session_service.stop()
             await engine.stop()
             warming.cancel()
+            if snapshots is not None:
+                snapshots.cancel()
+                await save_snapshot()
+                log.info("saved %d sessions to %s", await store.count(), settings.snapshot)
+            await store.close()
 
     app = FastAPI(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

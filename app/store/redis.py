@@ -1,0 +1,359 @@
+"""The shared store: sessions in Redis, so that any replica serves any session and none holds the
+only copy; the slot table in front of it is a cache of hot sessions.
+
+Layout: one hash per session, key ``<prefix>:{<session id>}``. The braces are a Redis Cluster hash
+tag, so everything a session owns hashes to one slot. Fields: ``ver`` (bumped by every change),
+``seq``, ``steps``, ``created``, ``active`` (last use, epoch seconds), ``ttl`` (seconds, 0: none),
+``fp`` (model fingerprint), ``tenant``, ``resp`` (the last chunk's response, for replays) and
+``s0``, ``s1``, ... (each state tensor's row, raw float32 little-endian). The key expires ``ttl``
+seconds after the last use (PEXPIRE, refreshed by every change).
+
+Every change is one Lua script, so it is atomic; a chunk's commit applies only if ``ver`` is still
+the one its checkout read. A batch costs one pipelined round trip to read and one to write.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.errors import Conflict, ServiceError, Unavailable
+from app.store.base import Checkout, Commit, Outcome
+from app.store.records import SessionRecord
+from app.store.slots import SlotTable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+META = ("ver", "seq", "steps", "created", "active", "ttl", "fp", "tenant")
+
+# KEYS[1] session; ARGV: ttl ms, then field/value pairs. 1 if created, 0 if the id is taken.
+CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# KEYS[1] session; ARGV: cached version ('' if none), requested seq ('' if none), state fields.
+# Returns nil if absent, else {meta, response or '', states or {}}: the states only when the cached
+# copy is stale, the response only for a replay.
+READ = """
+local meta = redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
+if not meta[1] then return nil end
+local response = ''
+if ARGV[2] ~= '' and ARGV[2] == meta[2] then response = redis.call('HGET', KEYS[1], 'resp') or '' end
+local states = {}
+if ARGV[1] ~= meta[1] then states = redis.call('HMGET', KEYS[1], unpack(ARGV, 3)) end
+return {meta, response, states}
+"""
+
+# KEYS[1] session; ARGV: expected version, ttl ms, then field/value pairs.
+# 1 applied, 0 changed since it was read, -1 gone.
+COMMIT = """
+local ver = redis.call('HGET', KEYS[1], 'ver')
+if not ver then return -1 end
+if ver ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'ver', tonumber(ver) + 1, unpack(ARGV, 3))
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# KEYS[1] session; ARGV: field/value pairs to set (a reset or an imported state).
+# Returns nil if absent, else the meta fields after the change.
+OVERWRITE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('HSET', KEYS[1], unpack(ARGV))
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.floor(ttl * 1000)) end
+return redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
+"""
+
+SCRIPTS = {"create": CREATE, "read": READ, "commit": COMMIT, "overwrite": OVERWRITE}
+
+
+def _unreachable(operation: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Redis down, restarting or too slow is a 503 the client may retry, never a 500."""
+
+    @functools.wraps(operation)
+    async def guarded(self: RedisStore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return await operation(self, *args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("Redis unreachable during %s: %s", operation.__name__, exc)
+            raise Unavailable("the state store (Redis) is unreachable; retry shortly") from None
+        except ResponseError as exc:
+            if "LOADING" in str(exc) or "MASTERDOWN" in str(exc) or "TRYAGAIN" in str(exc):
+                raise Unavailable("the state store (Redis) is starting; retry shortly") from None
+            raise
+
+    return guarded
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(self, url: str, prefix: str, capacity: int, state_units: list[int], fingerprint: str):
+        self.slots = SlotTable(capacity, state_units)
+        self.prefix = prefix
+        self.fingerprint = fingerprint
+        self._units = state_units
+        self._state_fields = [f"s{i}" for i in range(len(state_units))]
+        self._zeros = [np.zeros(u, np.float32).tobytes() for u in state_units]
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=1.0, retry_on_timeout=False,
+            health_check_interval=10,
+        )
+        self._sha: dict[str, str] = {}
+        # Hot sessions: id -> (slot, the version of the row held there), least recently used first.
+        self._hot: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    @property
+    def capacity(self) -> int:
+        return self.slots.capacity
+
+    def key(self, session_id: str) -> str:
+        return f"{self.prefix}:{{{session_id}}}"
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # -- scripts ------------------------------------------------------------------------------
+
+    async def _load_scripts(self) -> None:
+        for name, source in SCRIPTS.items():
+            self._sha[name] = await self._redis.script_load(source)
+
+    async def _run(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
+        """Run scripts (name, key, args) in one pipelined round trip; reload them once if Redis
+        lost them (a restart), which is safe because a script that is missing did not run."""
+        if not self._sha:
+            await self._load_scripts()
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            for name, key, args in calls:
+                pipe.evalsha(self._sha[name], 1, key, *args)
+            results = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                await self._load_scripts()
+                continue
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
+        raise AssertionError("unreachable")
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _record(self, session_id: str, meta: list[Any], response: bytes | None = None) -> SessionRecord:
+        ver, seq, steps, created, active, ttl, fp, tenant = meta
+        return SessionRecord(
+            session_id,
+            created_at=float(created),
+            last_active_at=float(active),
+            ttl_s=float(ttl),
+            seq=int(seq),
+            steps=int(steps),
+            last_response=response or None,
+            tenant=tenant.decode() if tenant else None,
+            fingerprint=fp.decode() if fp else None,
+            version=int(ver),
+        )
+
+    def _state_pairs(self, values: list[bytes]) -> list[Any]:
+        return [x for pair in zip(self._state_fields, values) for x in pair]
+
+    @_unreachable
+    async def count(self) -> int:
+        total = 0
+        async for _ in self._redis.scan_iter(match=f"{self.prefix}:{{*}}", count=1000):
+            total += 1
+        return total
+
+    @_unreachable
+    async def create(self, session_id: str, ttl_s: float, now: float) -> SessionRecord:
+        fields = {"ver": 1, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
+                  "ttl": repr(ttl_s), "fp": self.fingerprint, "resp": b""}
+        pairs = [x for item in fields.items() for x in item] + self._state_pairs(self._zeros)
+        (created,) = await self._run([("create", self.key(session_id), [int(ttl_s * 1000), *pairs])])
+        if not created:
+            raise Conflict(f"session {session_id!r} already exists")
+        return SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s,
+                             fingerprint=self.fingerprint, version=1)
+
+    @_unreachable
+    async def get(self, session_id: str) -> SessionRecord | None:
+        meta = await self._redis.hmget(self.key(session_id), META)
+        return None if meta[0] is None else self._record(session_id, meta)
+
+    @_unreachable
+    async def delete(self, session_id: str) -> bool:
+        self._drop(session_id)
+        return bool(await self._redis.delete(self.key(session_id)))
+
+    @_unreachable
+    async def reset(self, session_id: str, now: float) -> SessionRecord | None:
+        return await self._overwrite(session_id, ["steps", 0, "active", repr(now),
+                                                  *self._state_pairs(self._zeros)])
+
+    @_unreachable
+    async def write_state(
+        self, session_id: str, values: list[np.ndarray], now: float
+    ) -> SessionRecord | None:
+        blobs = [np.ascontiguousarray(v, np.float32).tobytes() for v in values]
+        return await self._overwrite(session_id, ["active", repr(now), *self._state_pairs(blobs)])
+
+    async def _overwrite(self, session_id: str, pairs: list[Any]) -> SessionRecord | None:
+        self._drop(session_id)  # the cached row is stale from now on
+        (meta,) = await self._run([("overwrite", self.key(session_id), pairs)])
+        return None if meta is None else self._record(session_id, meta)
+
+    @_unreachable
+    async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None:
+        (found,) = await self._run([("read", self.key(session_id), ["", "", *self._state_fields])])
+        if found is None:
+            return None
+        meta, _, states = found
+        return self._record(session_id, meta), self._decode(session_id, states)
+
+    @_unreachable
+    async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
+        """Sessions in Redis SCAN order. The cursor is the SCAN cursor plus how many keys of that
+        step were already handed out, so a page never exceeds ``limit``."""
+        scan, skip = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
+        keys: list[bytes] = []
+        following = None
+        while True:
+            after, found = await self._redis.scan(scan, match=f"{self.prefix}:{{*}}", count=max(limit, 100))
+            found = found[skip:]
+            room = limit - len(keys)
+            if len(found) > room:
+                keys += found[:room]
+                following = f"{scan}:{skip + room}"
+                break
+            keys += found
+            scan, skip = after, 0
+            if after == 0:
+                break
+            if len(keys) == limit:
+                following = f"{after}:0"
+                break
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, META)
+        records = []
+        for key, meta in zip(keys, await pipe.execute()):
+            if meta[0] is not None:  # expired between SCAN and now
+                session_id = key.decode()[len(self.prefix) + 2 : -1]
+                records.append(self._record(session_id, meta))
+        return records, following
+
+    async def expire(self, now: float, busy: set[str]) -> int:
+        return 0  # Redis expires keys itself; a cached row of an expired session is evicted in time
+
+    # -- the engine's batch -------------------------------------------------------------------
+
+    @_unreachable
+    async def checkout(
+        self, requests: list[tuple[str, int | None]], pinned: set[str]
+    ) -> list[Checkout | None]:
+        calls = []
+        for session_id, seq in requests:
+            cached = self._hot.get(session_id)
+            args = [str(cached[1]) if cached else "", "" if seq is None else str(seq), *self._state_fields]
+            calls.append(("read", self.key(session_id), args))
+        found = []
+        for (session_id, _), result in zip(requests, await self._run(calls)):
+            if result is None:
+                self._drop(session_id)
+                found.append(None)
+                continue
+            meta, response, states = result
+            record = self._record(session_id, meta, response)
+            slot = self._hot_slot(session_id, pinned)
+            if states:  # the cached row is missing or stale
+                self.slots.set_row(slot, self._decode(session_id, states))
+            self._hot[session_id] = (slot, record.version)
+            found.append(Checkout(record, slot, record.version))
+        return found
+
+    @_unreachable
+    async def commit(self, commits: list[Commit]) -> list[Outcome]:
+        calls = []
+        for commit in commits:
+            record = commit.checkout.record
+            blobs = [np.ascontiguousarray(s, np.float32).tobytes() for s in commit.states]
+            pairs = ["seq", commit.seq, "steps", commit.steps, "active", repr(commit.now),
+                     "resp", commit.response, *self._state_pairs(blobs)]
+            calls.append(("commit", self.key(record.session_id),
+                          [commit.checkout.version, int(record.ttl_s * 1000), *pairs]))
+        try:
+            results = await self._run(calls)
+        except BaseException:
+            for commit in commits:  # the outcome is unknown: trust nothing cached for them
+                self._drop(commit.checkout.record.session_id)
+            raise
+        outcomes = []
+        for commit, result in zip(commits, results):
+            session_id = commit.checkout.record.session_id
+            if result == 1:
+                self.slots.set_row(commit.checkout.slot, commit.states)
+                self._hot[session_id] = (commit.checkout.slot, commit.checkout.version + 1)
+                outcomes.append(Outcome.APPLIED)
+            elif result == 0:
+                self._drop(session_id)
+                outcomes.append(Outcome.CONFLICT)
+            else:
+                self._drop(session_id)
+                outcomes.append(Outcome.GONE)
+        return outcomes
+
+    # -- the cache ----------------------------------------------------------------------------
+
+    def _hot_slot(self, session_id: str, pinned: set[str]) -> int:
+        """The session's slot, taking one (from the least recently used unpinned session if the
+        table is full: its state is safe in Redis)."""
+        if session_id in self._hot:
+            self._hot.move_to_end(session_id)
+            return self._hot[session_id][0]
+        slot = self.slots.allocate()
+        if slot is None:
+            victim = next((sid for sid in self._hot if sid not in pinned), None)
+            if victim is None:
+                raise ServiceError("every slot is held by the running batch; raise --capacity")
+            slot, _ = self._hot.pop(victim)
+        self._hot[session_id] = (slot, -1)
+        return slot
+
+    def _drop(self, session_id: str) -> None:
+        hot = self._hot.pop(session_id, None)
+        if hot is not None:
+            self.slots.release(hot[0])
+
+    def _decode(self, session_id: str, states: list[bytes | None]) -> list[np.ndarray]:
+        rows = []
+        for units, blob in zip(self._units, states):
+            if blob is None or len(blob) != 4 * units:
+                raise ServiceError(f"session {session_id!r} has a malformed state in Redis")
+            rows.append(np.frombuffer(blob, np.float32).copy())
+        return rows
+
+    @property
+    def hot(self) -> int:
+        return len(self._hot)

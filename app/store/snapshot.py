@@ -1,0 +1,83 @@
+"""Snapshots of the memory store: every session in one file, written atomically.
+
+The file is an ``.npz`` archive: ``meta`` (JSON: the model fingerprint and each session's record),
+and ``s0``, ``s1``, ... (each state tensor's rows, in the order of ``meta``). It is written to a
+temporary file in the same folder, flushed to disk, then renamed over the old one, so a crash while
+writing leaves the previous snapshot whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import StartupError
+from app.store.memory import MemoryStore
+from app.store.records import SessionRecord
+
+
+def capture(store: MemoryStore, fingerprint: str) -> bytes:
+    """The store as snapshot bytes; runs on the event loop, so it sees no half-applied chunk."""
+    items = store.items()
+    meta = {
+        "fingerprint": fingerprint,
+        "sessions": [
+            {
+                "id": r.session_id, "created": r.created_at, "active": r.last_active_at,
+                "ttl": r.ttl_s, "seq": r.seq, "steps": r.steps, "tenant": r.tenant,
+                "response": base64.b64encode(r.last_response).decode() if r.last_response else None,
+            }
+            for r, _ in items
+        ],
+    }
+    slots = np.array([slot for _, slot in items], np.intp)
+    arrays = {f"s{i}": tensor[slots] for i, tensor in enumerate(store.slots.tensors)}
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    return buffer.getvalue()
+
+
+def write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def restore(store: MemoryStore, fingerprint: str, path: Path) -> int:
+    """Load the sessions of the snapshot at ``path`` into an empty store; how many were loaded."""
+    if not path.exists():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(archive["meta"].tobytes())
+            tensors = [archive[f"s{i}"] for i in range(len(store.slots.tensors))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise StartupError(f"snapshot {str(path)!r} is unreadable: {exc}") from exc
+    if meta["fingerprint"] != fingerprint:
+        raise StartupError(
+            f"snapshot {str(path)!r} holds state of another model ({meta['fingerprint']}); this "
+            f"server runs {fingerprint}. Serve that model, or move the snapshot away."
+        )
+    sessions = meta["sessions"]
+    if len(sessions) > store.capacity:
+        raise StartupError(
+            f"snapshot {str(path)!r} holds {len(sessions)} sessions; --capacity is {store.capacity}"
+        )
+    for index, entry in enumerate(sessions):
+        record = SessionRecord(
+            entry["id"], created_at=entry["created"], last_active_at=entry["active"],
+            ttl_s=entry["ttl"], seq=entry["seq"], steps=entry["steps"], tenant=entry["tenant"],
+            last_response=base64.b64decode(entry["response"]) if entry["response"] else None,
+        )
+        slot = store.slots.allocate()
+        store.slots.set_row(slot, [tensor[index] for tensor in tensors])
+        store.insert(record, slot)
+    return len(sessions)
