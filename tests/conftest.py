@@ -11,3 +11,27 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+import pytest  # noqa: E402
+
+from tests.support.redis import SHARED_URL, delete_prefix, new_prefix, own_redis, reachable  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """The machine's Redis if it answers (CI and the dev machine start one on 6379), else one
+    started for this run (a laptop with redis-server installed)."""
+    if reachable(SHARED_URL):
+        yield SHARED_URL
+    else:
+        with own_redis(appendonly=False) as server:
+            yield server.url
+
+
+@pytest.fixture()
+def redis_prefix(redis_url):
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = new_prefix()
+    yield prefix
+    delete_prefix(redis_url, prefix)

@@ -15,7 +15,8 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 
-from app.errors import BadRequest, InvalidInput, TooLarge
+from app.errors import BadRequest, Conflict, InvalidInput, TooLarge
+from app.model.step import ModelSpec
 
 
 @dataclass
@@ -45,9 +46,10 @@ def load_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+            # Decoded here as UTF-8 only: json.loads would guess UTF-16 or UTF-32 from bytes.
+            return json.loads(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise BadRequest(f"the body is not valid UTF-8 JSON (or nests too deep): {exc}") from None
 
 
 def parse_chunk(body: bytes, features: int, max_steps: int) -> Chunk:
@@ -72,7 +74,9 @@ def parse_inputs(inputs: Any, features: int, max_steps: int, body: bytes = b"") 
     except ValueError:
         raise InvalidInput(f'"inputs" is ragged: every row must have {features} numbers') from None
     if array.dtype.kind not in "iuf":
-        raise InvalidInput('"inputs" must hold numbers only; found a string, null or object')
+        raise InvalidInput(
+            '"inputs" must hold numbers only; found a string, null, object or an integer too long'
+        )
     if array.ndim == 1 and features == 1:
         array = array[:, None]
     if array.ndim != 2 or array.shape[1] != features:
@@ -92,6 +96,48 @@ def parse_inputs(inputs: Any, features: int, max_steps: int, body: bytes = b"") 
 
 
 def _has_bool(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_has_bool(v) for v in value)
-    return isinstance(value, bool)
+    pending = [value]  # a loop, not recursion: the nesting depth is the client's to choose
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, bool):
+            return True
+    return False
+
+
+def parse_state(document: Any, spec: ModelSpec) -> list[np.ndarray]:
+    """A PUT state document as one float32 row per state tensor, in model order."""
+    if not isinstance(document, dict):
+        raise InvalidInput("the state document must be a JSON object with a 'layers' list")
+    model = document.get("model")
+    if isinstance(model, dict) and model.get("fingerprint") not in (None, spec.fingerprint):
+        raise Conflict(
+            f"the state was made by a different model (fingerprint {model.get('fingerprint')!r}); "
+            f"this server runs {spec.fingerprint!r}",
+            fingerprint=spec.fingerprint,
+        )
+    layers = document.get("layers")
+    expected = [layer.name for layer in spec.recurrent]
+    if not isinstance(layers, list) or [
+        layer.get("name") if isinstance(layer, dict) else None for layer in layers
+    ] != expected:
+        raise InvalidInput(f"'layers' must list the recurrent layers {expected} in this order")
+    values = []
+    for layer, given in zip(spec.recurrent, layers):
+        states = given.get("states")
+        shape = (layer.state_tensors, layer.units)
+        try:
+            array = np.array(states)
+        except (ValueError, RecursionError):
+            array = None
+        if array is None or array.shape != shape or array.dtype.kind not in "iuf" or _has_bool(states):
+            raise InvalidInput(
+                f"layer {layer.name!r} needs 'states' as {shape[0]} list(s) of {shape[1]} numbers"
+            )
+        with np.errstate(over="ignore"):
+            array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise InvalidInput(f"layer {layer.name!r} has a state that is NaN or infinite")
+        values.extend(array)
+    return values

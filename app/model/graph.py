@@ -140,9 +140,27 @@ def _operations(model: Any) -> tuple[list[tuple[Any, list[Any], list[Any]]], Any
         node = nodes[0]
         if len(node.output_tensors) != 1:
             raise ModelError(f"{_layer_name(layer)} returns several tensors; one is supported")
-        # Positional arguments only: a mask passed along is a symbolic tensor too, and masks are
-        # recomputed as the chunk runs.
+        # Positional arguments only: masks are recomputed as the chunk runs, and a tensor given by
+        # keyword (an explicit mask or initial_state) would be silently dropped, so it is refused.
         inputs = [t for arg in node.arguments.args for t in (arg if isinstance(arg, (list, tuple)) else [arg])]
+        if not inputs:
+            raise ModelError(f"{_layer_name(layer)} takes its input by keyword; pass it positionally")
+        for keyword, value in node.arguments.kwargs.items():
+            if keyword == "mask" and value is getattr(inputs[0], "_keras_mask", None):
+                continue  # the mask Keras passes along by itself
+            if any(isinstance(v, keras.KerasTensor) for v in keras.tree.flatten(value)):
+                raise ModelError(
+                    f"{_layer_name(layer)} is given a tensor as {keyword}=...; only positional "
+                    "inputs can be streamed (masks come from Masking layers, states from the session)"
+                )
+        for tensor in inputs:
+            producer = tensor._keras_history.operation
+            if not isinstance(producer, keras.layers.Layer):
+                raise ModelError(
+                    f"operation {producer.name!r} ({type(producer).__name__}) feeding "
+                    f"{_layer_name(layer)} is a bare keras.ops call; only layers can be checked "
+                    "for streaming (use a layer such as Rescaling, Add or Activation)"
+                )
         chain.append((layer, inputs, list(node.output_tensors)))
     return chain, model.outputs[0]
 
@@ -167,6 +185,12 @@ class StreamGraph:
         self.input_features = int(source.shape[-1])
         self._input_id = id(source)
         operations, out = _operations(model)
+        producer = getattr(getattr(out, "_keras_history", None), "operation", None)
+        if producer is not None and not isinstance(producer, keras.layers.Layer):
+            raise ModelError(
+                f"the model's output comes from {producer.name!r} ({type(producer).__name__}), a bare "
+                "keras.ops call; only layers can be checked for streaming"
+            )
         if len(out.shape) not in (2, 3) or out.shape[-1] is None:
             raise ModelError(
                 f"the model's output has shape {tuple(out.shape)}; expected (batch, size) or "
@@ -185,6 +209,12 @@ class StreamGraph:
     def _add(self, layer: Any, inputs: list[Any], outputs: list[Any]) -> None:
         kind = type(layer).__name__
         time_axis = any(_has_time_axis(t) for t in inputs)
+        if not time_axis and any(_has_time_axis(t) for t in outputs):
+            raise ModelError(
+                f"{_layer_name(layer)} cannot be streamed: it makes a time axis out of the output "
+                "of a recurrent layer that returns only its last step, so its meaning depends on "
+                "how the sequence is chunked"
+            )
         recurrent = None
         if kind in RECURRENT_KINDS and type(layer) is RECURRENT_KINDS[kind]:
             recurrent = _check_recurrent(layer)
@@ -250,7 +280,8 @@ class StreamGraph:
                 if step.takes_mask and mask is not None:
                     kwargs["mask"] = mask
                 output = step.layer(inputs, **kwargs)
-                out_mask = step.layer.compute_mask(inputs, mask)
+                # As in Keras: a layer that does not support masking ends the mask.
+                out_mask = step.layer.compute_mask(inputs, mask) if step.layer.supports_masking else None
             values[step.outputs[0]] = (output, out_mask)
         return values[self._output_id][0], new_states
 

@@ -9,10 +9,12 @@ masked (see :meth:`StreamGraph.forward`).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
+from app.errors import ModelError
 from app.model.graph import RecurrentLayer, StreamGraph
 
 
@@ -33,12 +35,32 @@ class ModelSpec:
         return [layer.units for layer in self.recurrent for _ in range(layer.state_tensors)]
 
 
-def fingerprint(model) -> str:
-    """A hash of the architecture and every weight: equal fingerprints compute equal functions."""
-    digest = hashlib.sha256(model.to_json(sort_keys=True).encode())
-    for weight in model.weights:
+def fingerprint(model, recurrent_names: set[str]) -> str:
+    """A hash of the architecture and every weight: equal fingerprints compute equal functions.
+
+    Names Keras makes up (``dense_3``, ``input_layer_7``) depend on what the process built before,
+    so every layer name is replaced by its position; recurrent layers keep theirs, which the state
+    documents show.
+    """
+    config = json.loads(model.to_json())
+    aliases = {model.name: "model"}
+    for index, layer in enumerate(config["config"].get("layers", [])):
+        name = layer.get("config", {}).get("name")
+        if name is not None and name not in recurrent_names:
+            aliases[name] = f"layer{index}"
+
+    def canonical(value):
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [canonical(v) for v in value]
+        return aliases.get(value, value) if isinstance(value, str) else value
+
+    architecture = json.dumps(canonical(config), sort_keys=True)
+    digest = hashlib.sha256(architecture.encode())
+    for index, weight in enumerate(model.weights):
         value = np.ascontiguousarray(weight.numpy())
-        digest.update(f"{weight.path}:{value.dtype}:{value.shape}".encode())
+        digest.update(f"{index}:{value.dtype}:{value.shape}".encode())
         digest.update(value.tobytes())
     return "sha256:" + digest.hexdigest()
 
@@ -52,7 +74,7 @@ class StreamingModel:
         self._graph = StreamGraph(model)
         self.spec = ModelSpec(
             name=name,
-            fingerprint=fingerprint(model),
+            fingerprint=fingerprint(model, {r.name for r in self._graph.recurrent}),
             input_features=self._graph.input_features,
             per_step=self._graph.per_step,
             output_size=self._graph.output_size,
@@ -71,6 +93,22 @@ class StreamingModel:
         # Calling the concrete function skips tf.function's per-call signature matching (about
         # 0.2 ms a call here); the signature's ``None`` dimensions make one graph serve every shape.
         self._step = tf.function(step, input_signature=signature, autograph=False).get_concrete_function()
+        self._check_chunk_lengths()
+
+    def _check_chunk_lengths(self) -> None:
+        """Run two chunk lengths now: a layer whose weights are tied to a fixed time length (the
+        model's Input had one) fails here, at start, rather than on a request."""
+        features = self.spec.input_features
+        for steps in (1, 3):
+            states = [np.zeros((2, units), np.float32) for units in self.spec.state_units]
+            try:
+                self.run(np.zeros((2, steps, features), np.float32), np.array([steps, 1]), states)
+            except Exception as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelError(
+                    f"the model cannot run on a chunk of {steps} time step(s): {message}. Its "
+                    "layers must act on each time step alone, whatever the chunk's length."
+                ) from exc
 
     def run(
         self, inputs: np.ndarray, lengths: np.ndarray, states: list[np.ndarray]

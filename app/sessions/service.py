@@ -158,7 +158,7 @@ class SessionService:
         await self.get(session_id)
         # In line with the session's chunks, so seq, steps and the state belong together.
         record, values = await self.engine.exclusive(session_id, read)
-        self._check_model(record)
+        self.check_model(record)
         rows = iter(values)
         layers = []
         for layer in self.spec.recurrent:
@@ -173,9 +173,9 @@ class SessionService:
             "layers": layers,
         }
 
-    async def set_state(self, session_id: str, document: Any) -> SessionRecord:
-        """Replace the session's state with ``document`` (the shape GET state returns)."""
-        values = self._parse_state(document)
+    async def set_state(self, session_id: str, values: list[np.ndarray]) -> SessionRecord:
+        """Replace the session's state: one row per state tensor, in model order."""
+        self.check_model(await self.get(session_id))
 
         async def write() -> SessionRecord:
             record = await self.store.write_state(session_id, values, time.time())
@@ -183,56 +183,12 @@ class SessionService:
                 raise SessionNotFound(session_id)
             return record
 
-        self._check_model(await self.get(session_id))
         return await self.engine.exclusive(session_id, write)
 
-    def _check_model(self, record: SessionRecord) -> None:
+    def check_model(self, record: SessionRecord) -> None:
         if record.fingerprint is not None and record.fingerprint != self.spec.fingerprint:
             raise Conflict(
                 f"session {record.session_id!r} holds state of a different model "
                 f"({record.fingerprint}); this server runs {self.spec.fingerprint}",
                 fingerprint=self.spec.fingerprint,
             )
-
-    def _parse_state(self, document: Any) -> list[np.ndarray]:
-        if not isinstance(document, dict):
-            raise InvalidInput("the state document must be a JSON object with a 'layers' list")
-        model = document.get("model")
-        if isinstance(model, dict) and model.get("fingerprint") not in (None, self.spec.fingerprint):
-            raise Conflict(
-                "the state was made by a different model (fingerprint "
-                f"{model.get('fingerprint')!r}); this server runs {self.spec.fingerprint!r}",
-                fingerprint=self.spec.fingerprint,
-            )
-        layers = document.get("layers")
-        expected = [layer.name for layer in self.spec.recurrent]
-        if not isinstance(layers, list) or [
-            layer.get("name") if isinstance(layer, dict) else None for layer in layers
-        ] != expected:
-            raise InvalidInput(f"'layers' must list the recurrent layers {expected} in this order")
-        values = []
-        for layer, given in zip(self.spec.recurrent, layers):
-            states = given.get("states")
-            try:
-                array = np.array(states, dtype=np.float32)
-            except (TypeError, ValueError):
-                array = None
-            if (
-                array is None
-                or not _numbers_only(states)
-                or array.shape != (layer.state_tensors, layer.units)
-            ):
-                raise InvalidInput(
-                    f"layer {layer.name!r} needs 'states' as {layer.state_tensors} list(s) of "
-                    f"{layer.units} numbers"
-                )
-            if not np.isfinite(array).all():
-                raise InvalidInput(f"layer {layer.name!r} has a state that is NaN or infinite")
-            values.extend(array)
-        return values
-
-
-def _numbers_only(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(_numbers_only(v) for v in value)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -28,6 +28,10 @@ BAD_CHUNKS = {
     "T = 0": (b'{"inputs": []}', 422),
     "T too large": (json.dumps({"inputs": [0.5] * (MAX_STEPS + 1)}).encode(), 413),
     "body too large": (b'{"inputs": [1.0]' + b" " * MAX_BODY + b"}", 413),
+    "nested too deep": (b'{"inputs": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400),
+    "deep with a boolean": (b'{"x": true, "inputs": ' + b"[" * 900 + b"1" + b"]" * 900 + b"}", 422),
+    "UTF-16 body": ('{"inputs": [1, true]}'.encode("utf-16"), 400),
+    "object in a row": (b'{"inputs": [[{"a": 1}]]}', 422),
     "seq not an integer": (b'{"inputs": [1.0], "seq": "1"}', 422),
     "negative seq": (b'{"inputs": [1.0], "seq": -1}', 422),
 }

@@ -114,3 +114,53 @@ def test_serve_refuses_an_unstreamable_file_at_start(tmp_path):
     )
     assert done.returncode == 2
     assert "both_ways" in done.stderr and "Bidirectional" in done.stderr
+
+
+def functional(build, features=3, time=None):
+    inputs = keras.Input(shape=(time, features))
+    return keras.Model(inputs, build(inputs))
+
+
+MORE_UNSTREAMABLE = {
+    "explicit mask": (lambda: functional(lambda x: keras.layers.GRU(3, name="g")(
+        x, mask=keras.ops.any(keras.ops.not_equal(x, 0.0), -1))), ["g", "mask="]),
+    "initial state from another layer": (lambda: functional(lambda x: keras.layers.GRU(3, name="g2")(
+        x, initial_state=[keras.layers.GRU(3)(x)])), ["g2", "initial_state="]),
+    "time axis re-made": (lambda: functional(lambda x: keras.layers.GRU(2)(
+        keras.layers.Reshape((1, 3), name="again")(keras.layers.GRU(3)(x)))), ["again", "time axis"]),
+    "bare op": (lambda: functional(lambda x: keras.layers.GRU(3)(x * 2.0)), ["bare keras.ops"]),
+    "bare op at the output": (lambda: functional(lambda x: keras.layers.GRU(3)(x) * 2.0), ["bare keras.ops"]),
+    "weights tied to a fixed length": (lambda: functional(lambda x: keras.layers.GRU(2)(
+        keras.layers.PReLU()(x)), time=10), ["chunk of 1 time step"]),
+    "einsum over time": (lambda: functional(lambda x: keras.layers.GRU(2)(
+        keras.layers.EinsumDense("abc,bd->adc", (10, 3))(x)), time=10), ["chunk of 1 time step"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE_UNSTREAMABLE))
+def test_subtler_unstreamable_models_are_refused(case):
+    build, phrases = MORE_UNSTREAMABLE[case]
+    with pytest.raises(ModelError) as refused:
+        StreamingModel(build(), name="x")
+    for phrase in phrases:
+        assert phrase in str(refused.value)
+
+
+def test_a_layer_without_mask_support_ends_the_mask_as_in_keras():
+    keras.utils.set_random_seed(5)
+    model = sequential(keras.layers.Masking(0.0), keras.layers.EinsumDense("abc,cd->abd", (None, 4)),
+                       keras.layers.GRU(3, return_sequences=True), features=3)
+    streaming, reference = StreamingModel(model, "einsum"), StatefulReference(model)
+    sequence = np.random.default_rng(0).normal(size=(9, 3)).astype(np.float32)
+    sequence[[1, 5]] = 0.0
+    states = [np.zeros((1, 3), np.float32)]
+    for chunk in np.split(sequence, [4]):
+        outputs, states = streaming.run(chunk[None], np.array([len(chunk)]), states)
+        np.testing.assert_allclose(outputs[0], reference.feed(chunk), atol=1e-5)
+
+
+def test_the_same_model_built_twice_has_the_same_fingerprint():
+    from app.model.builtin import build_seed_model
+
+    assert StreamingModel(build_seed_model(), "a").spec.fingerprint == \
+        StreamingModel(build_seed_model(), "b").spec.fingerprint

@@ -62,23 +62,65 @@ def serve_in_thread(model: StreamingModel, **settings) -> Iterator[str]:
         thread.join(30)
 
 
-@contextmanager
-def serve_process(*args: str, env: dict[str, str] | None = None, timeout: float = 90.0) -> Iterator[str]:
-    """``python -m app serve ARGS`` on a free port, as its own process."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--log-level", "warning", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, timeout, process)
-        yield url
-    finally:
-        process.terminate()
+class ServerProcess:
+    """``python -m app serve ARGS`` on a port of its own, as its own process."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None):
+        self.args, self.env = args, env
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ServerProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--log-level", "warning",
+             *self.args],
+            cwd=ROOT,
+            env={**os.environ, **(self.env or {})},
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> ServerProcess:
+        wait_ready(self.url, timeout, self.process)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then wait for a graceful exit (SIGKILL if it does not come)."""
+        if self.process is None:
+            return None
+        self.process.terminate()
         try:
-            process.wait(30)
+            return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            self.process.kill()
+            return self.process.wait()
+        finally:
+            self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@contextmanager
+def serve_processes(count: int, *args: str, env: dict[str, str] | None = None) -> Iterator[list[ServerProcess]]:
+    """``count`` server processes with the same arguments, started side by side."""
+    servers = [ServerProcess(*args, env=env) for _ in range(count)]
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@contextmanager
+def serve_process(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """One server process; yields its URL."""
+    with serve_processes(1, *args, env=env) as (server,):
+        yield server.url

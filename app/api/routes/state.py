@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.deps import CurrentSettings, Sessions, json_response
-from app.api.parsing import load_json, read_body
+from app.api.parsing import load_json, parse_state, read_body
 from app.api.schemas import SessionInfo, StateDocument, StateUpdate, json_body, problems
 from app.sessions.service import session_info
 
@@ -28,6 +28,8 @@ async def get_state(session_id: str, sessions: Sessions) -> Response:
 )
 async def put_state(session_id: str, request: Request, sessions: Sessions,
                     settings: CurrentSettings) -> Response:
-    await sessions.get(session_id)
+    # A session of another model is 409 whatever the document says.
+    sessions.check_model(await sessions.get(session_id))
     document = load_json(await read_body(request, settings.max_body_bytes))
-    return json_response(session_info(await sessions.set_state(session_id, document)))
+    values = parse_state(document, sessions.spec)
+    return json_response(session_info(await sessions.set_state(session_id, values)))
