@@ -2,9 +2,11 @@
 every output and final state equal to Keras ``stateful=True`` fed the same chunks."""
 
 import asyncio
+import uuid
 
 import httpx
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,15 +16,16 @@ from tests.support.reference import StatefulReference, state_rows
 from tests.support.servers import serve_in_thread
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
 @settings(max_examples=8)
 @given(architecture=architectures, data=st.data())
-def test_random_models_over_http_equal_keras_stateful(architecture, data):
+def test_random_models_over_http_equal_keras_stateful(backend, redis_url, redis_prefix, architecture, data):
     model = architecture.build()
     streams = data.draw(st.lists(chunked_sequences(architecture.features), min_size=1, max_size=4))
     flat = architecture.features == 1 and data.draw(st.booleans())
 
     async def stream(client, index, sequence, cuts):
-        sid = f"prop-{index}"
+        sid = f"prop-{uuid.uuid4().hex}"
         assert (await client.post("/v1/sessions", json={"session_id": sid})).status_code == 201
         answers = []
         for chunk in split(sequence, cuts):
@@ -36,7 +39,8 @@ def test_random_models_over_http_equal_keras_stateful(architecture, data):
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             return await asyncio.gather(*(stream(client, i, *s) for i, s in enumerate(streams)))
 
-    with serve_in_thread(StreamingModel(model, "random"), max_chunk_steps=16) as url:
+    options = dict(backend=backend, redis_url=redis_url, redis_prefix=redis_prefix)
+    with serve_in_thread(StreamingModel(model, "random"), max_chunk_steps=16, **options) as url:
         results = asyncio.run(run_all(url))
 
     for (sequence, cuts), (answers, state) in zip(streams, results):
