@@ -30,11 +30,10 @@ def _serve_parser(subcommands: argparse._SubParsersAction) -> None:
 
 
 def serve(overrides: dict[str, str]) -> int:
-    import uvicorn
     from pydantic import ValidationError
 
     from app.errors import StartupError
-    from app.main import create_app
+    from app.main import create_app, server_config
     from app.model.loader import load_model
 
     try:
@@ -52,8 +51,9 @@ def serve(overrides: dict[str, str]) -> int:
     except StartupError as exc:
         print(f"stateful-rnn: cannot start: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30)
+    import uvicorn
+
+    uvicorn.Server(server_config(app, settings)).run()
     return 0
 
 

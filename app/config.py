@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Most chunks waiting for the model; beyond it requests are shed with 503.",
     )
+    ws_max_in_flight: int = Field(
+        32, ge=1, description="WebSocket: most messages of one connection in flight before reading pauses."
+    )
+    ws_ping_interval: float = Field(
+        20.0, gt=0, description="WebSocket: seconds between pings, to notice dead peers."
+    )
+    ws_ping_timeout: float = Field(20.0, gt=0, description="WebSocket: seconds to wait for a pong.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )

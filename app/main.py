@@ -6,10 +6,11 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 
 from app.api import errors
-from app.api.routes import chunks, service, sessions, state
+from app.api.routes import chunks, service, sessions, state, stream
 from app.config import Settings
 from app.engine.batcher import Engine
 from app.model.loader import load_model
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     app.state.settings = settings
     app.state.sessions = session_service
     errors.install(app)
-    for module in (sessions, chunks, state, service):
+    for module in (sessions, chunks, state, stream, service):
         app.include_router(module.router)
     return app
 
@@ -96,3 +97,19 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
 def _report_warm_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("warming the model failed; /readyz stays 503", exc_info=task.exception())
+
+
+def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """How uvicorn serves ``app``: the one place its options are chosen."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        # A message over the protocol limit closes the connection (1009); up to it, the stream
+        # route answers an over-long chunk with an error and carries on.
+        ws_max_size=4 * settings.max_body_bytes,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
+    )

@@ -53,13 +53,33 @@ def load_json(body: bytes) -> Any:
 
 
 def parse_chunk(body: bytes, features: int, max_steps: int) -> Chunk:
-    document = load_json(body)
+    return chunk_from_document(load_json(body), features, max_steps, body)
+
+
+def chunk_from_document(document: Any, features: int, max_steps: int, body: bytes = b"") -> Chunk:
     if not isinstance(document, dict) or "inputs" not in document:
         raise InvalidInput('the body must be a JSON object with "inputs": T rows of F numbers')
     seq = document.get("seq")
     if seq is not None and (type(seq) is not int or seq < 0):
         raise InvalidInput('"seq" must be a non-negative integer')
     return Chunk(parse_inputs(document["inputs"], features, max_steps, body), seq)
+
+
+def parse_frame(frame: bytes, features: int, max_steps: int) -> np.ndarray:
+    """A binary WebSocket chunk: float32 little-endian, T x F row-major."""
+    row = 4 * features
+    if not frame or len(frame) % row:
+        raise InvalidInput(
+            f"a binary chunk must be a positive multiple of {row} bytes (T rows of {features} "
+            f"float32); got {len(frame)}"
+        )
+    steps = len(frame) // row
+    if steps > max_steps:
+        raise TooLarge(f"the chunk has {steps} time steps; the limit is {max_steps}")
+    array = np.frombuffer(frame, "<f4").reshape(steps, features).astype(np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidInput("the chunk holds NaN or infinity")
+    return array
 
 
 def parse_inputs(inputs: Any, features: int, max_steps: int, body: bytes = b"") -> np.ndarray:

@@ -25,7 +25,7 @@ class Checkout:
 
     record: SessionRecord
     slot: int
-    version: int
+    version: str
 
 
 @dataclass(eq=False)

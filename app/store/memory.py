@@ -112,7 +112,7 @@ class MemoryStore:
         found = []
         for session_id, _ in requests:
             record = self._records.get(session_id)
-            found.append(None if record is None else Checkout(record, self._slot_of[session_id], 0))
+            found.append(None if record is None else Checkout(record, self._slot_of[session_id], ""))
         return found
 
     async def commit(self, commits: list[Commit]) -> list[Outcome]:

@@ -17,7 +17,7 @@ class SessionRecord:
     last_response: bytes | None = None
     tenant: str | None = None
     fingerprint: str | None = None  # of the model whose state this is; None: this process's
-    version: int = 0  # moves on with every change; a commit applies only on the version it read
+    version: str = ""  # new with every change (shared stores); a commit applies only on the one it read
 
     @property
     def expires_at(self) -> float | None:

@@ -2,7 +2,9 @@
 only copy; the slot table in front of it is a cache of hot sessions.
 
 Layout: one hash per session, key ``<prefix>:{<session id>}``. The braces are a Redis Cluster hash
-tag, so everything a session owns hashes to one slot. Fields: ``ver`` (bumped by every change),
+tag, so everything a session owns hashes to one slot. Fields: ``ver`` (a random token, new with
+every change: a counter would start again at 1 if Redis lost its data, and a replica's cache could
+then take an old row for a new one),
 ``seq``, ``steps``, ``created``, ``active`` (last use, epoch seconds), ``ttl`` (seconds, 0: none),
 ``fp`` (model fingerprint), ``tenant``, ``resp`` (the last chunk's response, for replays) and
 ``s0``, ``s1``, ... (each state tensor's row, raw float32 little-endian). The key expires ``ttl``
@@ -15,6 +17,7 @@ the one its checkout read. A batch costs one pipelined round trip to read and on
 from __future__ import annotations
 
 import functools
+import secrets
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -33,6 +36,10 @@ from app.store.slots import SlotTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+def new_version() -> str:
+    return secrets.token_hex(8)
+
 
 META = ("ver", "seq", "steps", "created", "active", "ttl", "fp", "tenant")
 
@@ -57,22 +64,21 @@ if ARGV[1] ~= meta[1] then states = redis.call('HMGET', KEYS[1], unpack(ARGV, 3)
 return {meta, response, states}
 """
 
-# KEYS[1] session; ARGV: expected version, ttl ms, then field/value pairs.
+# KEYS[1] session; ARGV: expected version, ttl ms, then field/value pairs (a new 'ver' among them).
 # 1 applied, 0 changed since it was read, -1 gone.
 COMMIT = """
 local ver = redis.call('HGET', KEYS[1], 'ver')
 if not ver then return -1 end
 if ver ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'ver', tonumber(ver) + 1, unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
-# KEYS[1] session; ARGV: field/value pairs to set (a reset or an imported state).
+# KEYS[1] session; ARGV: field/value pairs to set (a reset or an imported state; a new 'ver').
 # Returns nil if absent, else the meta fields after the change.
 OVERWRITE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
-redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('HSET', KEYS[1], unpack(ARGV))
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.floor(ttl * 1000)) end
@@ -116,7 +122,7 @@ class RedisStore:
         )
         self._sha: dict[str, str] = {}
         # Hot sessions: id -> (slot, the version of the row held there), least recently used first.
-        self._hot: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._hot: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
     @property
     def capacity(self) -> int:
@@ -173,7 +179,7 @@ class RedisStore:
             last_response=response or None,
             tenant=tenant.decode() if tenant else None,
             fingerprint=fp.decode() if fp else None,
-            version=int(ver),
+            version=ver.decode(),
         )
 
     def _state_pairs(self, values: list[bytes]) -> list[Any]:
@@ -188,14 +194,15 @@ class RedisStore:
 
     @_unreachable
     async def create(self, session_id: str, ttl_s: float, now: float) -> SessionRecord:
-        fields = {"ver": 1, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
+        version = new_version()
+        fields = {"ver": version, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
                   "ttl": repr(ttl_s), "fp": self.fingerprint, "resp": b""}
         pairs = [x for item in fields.items() for x in item] + self._state_pairs(self._zeros)
         (created,) = await self._run([("create", self.key(session_id), [int(ttl_s * 1000), *pairs])])
         if not created:
             raise Conflict(f"session {session_id!r} already exists")
         return SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s,
-                             fingerprint=self.fingerprint, version=1)
+                             fingerprint=self.fingerprint, version=version)
 
     @_unreachable
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -209,7 +216,7 @@ class RedisStore:
 
     @_unreachable
     async def reset(self, session_id: str, now: float) -> SessionRecord | None:
-        return await self._overwrite(session_id, ["steps", 0, "active", repr(now),
+        return await self._overwrite(session_id, ["ver", new_version(), "steps", 0, "active", repr(now),
                                                   *self._state_pairs(self._zeros)])
 
     @_unreachable
@@ -217,7 +224,9 @@ class RedisStore:
         self, session_id: str, values: list[np.ndarray], now: float
     ) -> SessionRecord | None:
         blobs = [np.ascontiguousarray(v, np.float32).tobytes() for v in values]
-        return await self._overwrite(session_id, ["active", repr(now), *self._state_pairs(blobs)])
+        return await self._overwrite(
+            session_id, ["ver", new_version(), "active", repr(now), *self._state_pairs(blobs)]
+        )
 
     async def _overwrite(self, session_id: str, pairs: list[Any]) -> SessionRecord | None:
         self._drop(session_id)  # the cached row is stale from now on
@@ -276,7 +285,7 @@ class RedisStore:
         calls = []
         for session_id, seq in requests:
             cached = self._hot.get(session_id)
-            args = [str(cached[1]) if cached else "", "" if seq is None else str(seq), *self._state_fields]
+            args = [cached[1] if cached else "", "" if seq is None else str(seq), *self._state_fields]
             calls.append(("read", self.key(session_id), args))
         found = []
         for (session_id, _), result in zip(requests, await self._run(calls)):
@@ -295,11 +304,12 @@ class RedisStore:
 
     @_unreachable
     async def commit(self, commits: list[Commit]) -> list[Outcome]:
-        calls = []
+        calls, versions = [], []
         for commit in commits:
             record = commit.checkout.record
             blobs = [np.ascontiguousarray(s, np.float32).tobytes() for s in commit.states]
-            pairs = ["seq", commit.seq, "steps", commit.steps, "active", repr(commit.now),
+            versions.append(new_version())
+            pairs = ["ver", versions[-1], "seq", commit.seq, "steps", commit.steps, "active", repr(commit.now),
                      "resp", commit.response, *self._state_pairs(blobs)]
             calls.append(("commit", self.key(record.session_id),
                           [commit.checkout.version, int(record.ttl_s * 1000), *pairs]))
@@ -310,11 +320,11 @@ class RedisStore:
                 self._drop(commit.checkout.record.session_id)
             raise
         outcomes = []
-        for commit, result in zip(commits, results):
+        for commit, version, result in zip(commits, versions, results):
             session_id = commit.checkout.record.session_id
             if result == 1:
                 self.slots.set_row(commit.checkout.slot, commit.states)
-                self._hot[session_id] = (commit.checkout.slot, commit.checkout.version + 1)
+                self._hot[session_id] = (commit.checkout.slot, version)
                 outcomes.append(Outcome.APPLIED)
             elif result == 0:
                 self._drop(session_id)
@@ -338,7 +348,7 @@ class RedisStore:
             if victim is None:
                 raise ServiceError("every slot is held by the running batch; raise --capacity")
             slot, _ = self._hot.pop(victim)
-        self._hot[session_id] = (slot, -1)
+        self._hot[session_id] = (slot, "")
         return slot
 
     def _drop(self, session_id: str) -> None:

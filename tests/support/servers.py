@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from app.config import Settings
-from app.main import create_app
+from app.main import create_app, server_config
 from app.model.step import StreamingModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,14 +46,11 @@ def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None
 @contextmanager
 def serve_in_thread(model: StreamingModel, **settings) -> Iterator[str]:
     """uvicorn serving ``model`` on a free port, in a thread: real HTTP, without a new process."""
-    port = free_port()
-    config = Settings(port=port, **settings)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, model), host="127.0.0.1", port=port, log_level="warning")
-    )
+    config = Settings(port=free_port(), log_level="warning", **settings)
+    server = uvicorn.Server(server_config(create_app(config, model), config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{config.port}"
     try:
         wait_ready(url)
         yield url

@@ -1,0 +1,130 @@
+"""Streaming over WebSocket: the same chunks as HTTP, without a request per chunk.
+
+A binary message is one chunk (float32 little-endian, T x F row-major) answered by the outputs in
+the same form; a text message is a JSON chunk or command answered in JSON. Messages are handled
+concurrently (they join the engine's batches like HTTP chunks) but answered in the order they came.
+At most ``ws_max_in_flight`` messages of one connection are in flight: beyond that the server stops
+reading, so a fast sender is slowed down rather than queued without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from app.api.parsing import chunk_from_document, load_json, parse_frame
+from app.config import Settings
+from app.errors import InvalidInput, ServiceError, SessionNotFound, TooLarge
+from app.sessions.service import SessionService, session_info
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["streaming"])
+
+CLOSE_UNKNOWN_SESSION = 4404
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TRY_AGAIN = 1013
+
+Reply = tuple[str, Any]  # ("bytes", payload) or ("text", payload)
+
+
+@router.websocket("/v1/sessions/{session_id}/stream")
+async def stream(websocket: WebSocket, session_id: str) -> None:
+    sessions: SessionService = websocket.app.state.sessions
+    settings: Settings = websocket.app.state.settings
+    await websocket.accept()
+    try:
+        await sessions.get(session_id)
+    except SessionNotFound as exc:
+        await websocket.close(CLOSE_UNKNOWN_SESSION, exc.detail[:120])
+        return
+    except ServiceError as exc:
+        await websocket.close(CLOSE_TRY_AGAIN, exc.detail[:120])
+        return
+    connection = _Connection(websocket, sessions, settings, session_id)
+    await connection.run()
+
+
+class _Connection:
+    def __init__(self, websocket: WebSocket, sessions: SessionService, settings: Settings, session_id: str):
+        self.websocket = websocket
+        self.sessions = sessions
+        self.settings = settings
+        self.session_id = session_id
+        self.replies: asyncio.Queue[asyncio.Task[Reply] | None] = asyncio.Queue(settings.ws_max_in_flight)
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write())
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                handler = (self._binary(message["bytes"]) if message.get("bytes") is not None
+                           else self._text(message.get("text") or ""))
+                # Blocks when the connection has too much in flight: backpressure.
+                await self.replies.put(asyncio.create_task(handler))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await self.replies.put(None)
+            await writer
+
+    async def _write(self) -> None:
+        """Send replies in message order; after a disconnect, let the work finish unanswered
+        (a chunk that was applied stays applied: the session is consistent either way)."""
+        while (task := await self.replies.get()) is not None:
+            try:
+                kind, payload = await task
+            except Exception:
+                log.exception("a WebSocket message of session %r failed", self.session_id)
+                kind, payload = _error(ServiceError("the server failed to handle this message"))
+            if self.websocket.application_state is not WebSocketState.CONNECTED:
+                continue
+            try:
+                if kind == "bytes":
+                    await self.websocket.send_bytes(payload)
+                else:
+                    await self.websocket.send_text(payload)
+            except (WebSocketDisconnect, RuntimeError):
+                continue
+
+    async def _binary(self, frame: bytes) -> Reply:
+        try:
+            inputs = parse_frame(frame, self.sessions.spec.input_features, self.settings.max_chunk_steps)
+            result = await self.sessions.push(self.session_id, inputs)
+        except ServiceError as exc:
+            return _error(exc)
+        return "bytes", result.outputs.astype("<f4", copy=False).tobytes()
+
+    async def _text(self, text: str) -> Reply:
+        try:
+            body = text.encode()
+            if len(body) > self.settings.max_body_bytes:
+                raise TooLarge(f"the message is {len(body)} bytes; the limit is {self.settings.max_body_bytes}")
+            document = load_json(body)
+            if isinstance(document, dict) and "op" in document:
+                return "text", await self._command(document["op"])
+            spec = self.sessions.spec
+            chunk = chunk_from_document(document, spec.input_features, self.settings.max_chunk_steps, body)
+            result = await self.sessions.push(self.session_id, chunk.inputs, chunk.seq)
+        except ServiceError as exc:
+            return _error(exc)
+        return "text", result.body.decode()
+
+    async def _command(self, op: Any) -> str:
+        if op == "reset":
+            record = await self.sessions.reset(self.session_id)
+            return orjson.dumps({"op": "reset", "session": session_info(record)}).decode()
+        if op == "state":
+            state = await self.sessions.state(self.session_id)
+            return orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        raise InvalidInput(f"unknown op {op!r}; the ops are 'reset' and 'state'")
+
+
+def _error(exc: ServiceError) -> Reply:
+    return "text", orjson.dumps({"op": "error", "status": exc.status, "detail": exc.detail, **exc.extra}).decode()
