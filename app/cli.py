@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from app.client.commands import add_commands
+from app.client.commands import run as run_client_command
 from app.config import Settings
 
 
@@ -61,11 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stateful-rnn", description=__doc__.splitlines()[0])
     subcommands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subcommands)
+    add_commands(subcommands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
         return serve(overrides)
-    return 2
+    return run_client_command(args)
 
 
 if __name__ == "__main__":

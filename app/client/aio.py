@@ -1,0 +1,247 @@
+"""The asynchronous client: sessions, chunks and streams, with NumPy arrays in and out.
+
+Every chunk carries a ``seq`` that the client numbers itself, so a chunk whose answer was lost (a
+dropped connection, a replica that died, a 503) is simply sent again: the server applies it once and
+answers a repeat with the stored response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from app.client.errors import SeqConflict, ServerError, SessionGone
+
+
+class AsyncClient:
+    """A connection to one stateful-rnn server (or a load balancer in front of replicas).
+
+    ``retries`` bounds how often one call is tried again after a connection error or a 503, with
+    exponential backoff (honouring ``Retry-After``) from ``backoff`` up to ``max_backoff`` seconds.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
+                 retries: int = 10, backoff: float = 0.05, max_backoff: float = 5.0):
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
+        self._model: dict[str, Any] | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def model(self) -> dict[str, Any]:
+        """The served model: features, output, recurrent layers, limits (asked once)."""
+        if self._model is None:
+            self._model = (await self.request("GET", "/v1/model")).json()
+        return self._model
+
+    async def create_session(self, session_id: str | None = None, ttl_s: float | None = None) -> AsyncSession:
+        """A new session (random id unless ``session_id`` is given)."""
+        body = {k: v for k, v in (("session_id", session_id), ("ttl_s", ttl_s)) if v is not None}
+        info = (await self.request("POST", "/v1/sessions", json=body)).json()
+        return AsyncSession(self, info)
+
+    async def session(self, session_id: str) -> AsyncSession:
+        """An existing session, continuing from its last applied chunk."""
+        return AsyncSession(self, (await self.request("GET", f"/v1/sessions/{session_id}")).json())
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call, retried on connection errors and 503; other errors raise ServerError."""
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(self.delay(attempt))
+                continue
+            if response.status_code == 503 and attempt < self.retries:
+                await asyncio.sleep(self.delay(attempt, response.headers.get("retry-after")))
+                continue
+            if response.status_code >= 400:
+                raise ServerError.from_problem(response.status_code, _problem(response))
+            return response
+        raise AssertionError("unreachable")
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        wait = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
+        if retry_after and retry_after.isdigit():
+            wait = max(wait, min(float(retry_after), self.max_backoff))
+        return wait
+
+    def ws_url(self, path: str) -> str:
+        return "ws" + self.url[len("http"):] + path
+
+
+class AsyncSession:
+    """One stream's session. ``seq`` is the number of the last chunk applied."""
+
+    def __init__(self, client: AsyncClient, info: dict[str, Any]):
+        self.client = client
+        self.id: str = info["session_id"]
+        self.info = info
+
+    @property
+    def seq(self) -> int:
+        return self.info["seq"]
+
+    async def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Apply ``chunk`` ([T, F], or [T] for one feature) and return the model's outputs for it:
+        [T, size] for a per-step model, else [size]. Safe to call again after any failure."""
+        seq = self.seq + 1
+        body = orjson.dumps({"inputs": np.asarray(chunk, np.float32), "seq": seq},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+        response = await self.client.request(
+            "POST", f"/v1/sessions/{self.id}/chunks", content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        answer = response.json()
+        self.info.update(seq=answer["seq"], steps=answer["steps"])
+        return np.asarray(answer["outputs"], np.float32)
+
+    async def reset(self) -> dict[str, Any]:
+        """Zero the state (as Keras ``reset_states()``); ``seq`` goes on counting."""
+        self.info = (await self.client.request("POST", f"/v1/sessions/{self.id}/reset")).json()
+        return self.info
+
+    async def refresh(self) -> dict[str, Any]:
+        self.info = (await self.client.request("GET", f"/v1/sessions/{self.id}")).json()
+        return self.info
+
+    async def state(self) -> dict[str, Any]:
+        """The state document: per recurrent layer, its row of ``layer.states``."""
+        return (await self.client.request("GET", f"/v1/sessions/{self.id}/state")).json()
+
+    async def set_state(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Set the state from a document of ``state()``'s shape (for example another session's)."""
+        self.info = (await self.client.request("PUT", f"/v1/sessions/{self.id}/state", json=document)).json()
+        return self.info
+
+    async def delete(self) -> None:
+        await self.client.request("DELETE", f"/v1/sessions/{self.id}")
+
+    def stream(self, binary: bool = False) -> AsyncStream:
+        """A WebSocket stream of this session: ``async with session.stream() as s: await s.send(x)``.
+
+        JSON messages carry ``seq``: a dropped connection is reopened and the chunk in flight sent
+        again, applied once. ``binary=True`` sends raw float32 frames (fastest, no ``seq``): a
+        dropped connection then raises, since whether the chunk in flight was applied is unknown.
+        """
+        return AsyncStream(self, binary)
+
+
+class AsyncStream:
+    def __init__(self, session: AsyncSession, binary: bool):
+        self.session = session
+        self.binary = binary
+        self._socket: Any = None
+        self._features: int | None = None
+
+    async def __aenter__(self) -> AsyncStream:
+        await self._connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()
+            self._socket = None
+
+    async def _connect(self) -> None:
+        client = self.client
+        headers = {"Authorization": f"Bearer {client.api_key}"} if client.api_key else None
+        url = client.ws_url(f"/v1/sessions/{self.session.id}/stream")
+        for attempt in range(client.retries + 1):
+            try:
+                self._socket = await websockets.connect(url, additional_headers=headers, max_size=None)
+                return
+            except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError):
+                if attempt == client.retries:
+                    raise
+                await asyncio.sleep(client.delay(attempt))
+
+    @property
+    def client(self) -> AsyncClient:
+        return self.session.client
+
+    async def send(self, chunk: np.ndarray) -> np.ndarray:
+        """Apply ``chunk`` and return its outputs, as :meth:`AsyncSession.push` does."""
+        array = np.asarray(chunk, np.float32)
+        if self.binary:
+            output = (await self.client.model())["output"]
+            reply = await self._exchange(array.astype("<f4").tobytes(), retry=False)
+            if isinstance(reply, bytes):
+                self.session.info["seq"] += 1  # binary frames carry no seq: counted, not checked
+                values = np.frombuffer(reply, "<f4").copy()
+                return values.reshape(-1, output["size"]) if output["per_step"] else values
+            _raise(orjson.loads(reply))
+        seq = self.session.seq + 1
+        message = orjson.dumps({"inputs": array, "seq": seq}, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        answer = orjson.loads(await self._exchange(message, retry=True))
+        if answer.get("op") == "error":
+            _raise(answer)
+        self.session.info.update(seq=answer["seq"], steps=answer["steps"])
+        return np.asarray(answer["outputs"], np.float32)
+
+    async def command(self, op: str) -> dict[str, Any]:
+        """``reset`` or ``state`` over the stream."""
+        answer = orjson.loads(await self._exchange(orjson.dumps({"op": op}).decode(), retry=True))
+        if answer.get("op") == "error":
+            _raise(answer)
+        if op == "reset":
+            self.session.info = answer["session"]
+        return answer
+
+    async def _exchange(self, message: str | bytes, retry: bool) -> str | bytes:
+        for attempt in range(self.client.retries + 1):
+            try:
+                if self._socket is None:
+                    await self._connect()
+                await self._socket.send(message)
+                reply = await self._socket.recv()
+            except ConnectionClosed as closed:
+                self._socket = None
+                code = closed.rcvd.code if closed.rcvd else None
+                if code == 4404:
+                    raise SessionGone(404, {"detail": closed.rcvd.reason}) from None
+                if code == 4401:
+                    raise ServerError(401, {"detail": closed.rcvd.reason}) from None
+                if not retry or attempt == self.client.retries:
+                    raise
+                await asyncio.sleep(self.client.delay(attempt))
+                continue
+            if retry and isinstance(reply, str) and '"status":503' in reply and attempt < self.client.retries:
+                await asyncio.sleep(self.client.delay(attempt))
+                continue
+            return reply
+        raise AssertionError("unreachable")
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {"detail": response.text[:500]}
+
+
+def _raise(error: dict[str, Any]) -> None:
+    raise ServerError.from_problem(error.get("status", 500), error)

@@ -1,0 +1,163 @@
+"""``stateful-rnn stream`` and ``stateful-rnn demo``: the client from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.client.aio import AsyncClient, AsyncSession
+from app.client.errors import SessionGone
+
+NOTEBOOK = [-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    stream = subcommands.add_parser(
+        "stream", help="stream a CSV or .npy file through a session",
+        description="Stream INPUT's rows (one time step each) through a session, chunk by chunk, "
+        "and write the model's outputs. Chunks are numbered, so a dropped connection is resumed "
+        "without losing or doubling one.",
+    )
+    stream.add_argument("input", type=Path, help="a .csv (numbers, optional header) or .npy file: T rows of F")
+    stream.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
+    stream.add_argument("--session", help="session id; created if it does not exist (default: a new one)")
+    stream.add_argument("--chunk", type=int, default=10, help="rows per chunk (default: %(default)s)")
+    stream.add_argument("--rate", type=float, help="pace the stream at this many rows per second, like a live feed")
+    stream.add_argument("--out", type=Path, help="write the outputs here (.csv or .npy)")
+    stream.add_argument("--transport", choices=["ws", "http"], default="ws", help="default: %(default)s")
+    stream.add_argument("--api-key", help="bearer key, when the server wants one")
+    demo = subcommands.add_parser(
+        "demo", help="replay the seed notebook against a running server",
+        description="Feed the notebook's sequence to one session in three chunks and to another "
+        "whole, and print their states side by side (best with --model seed).",
+    )
+    demo.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
+    demo.add_argument("--api-key", help="bearer key, when the server wants one")
+
+
+def run(args: argparse.Namespace) -> int:
+    command = stream_file if args.command == "stream" else demo
+    return asyncio.run(command(args))
+
+
+def read_rows(path: Path) -> np.ndarray:
+    """A file's rows as float32 [T, F]."""
+    if path.suffix == ".npy":
+        rows = np.load(path, allow_pickle=False)
+    else:
+        lines = path.read_text().splitlines()
+        try:
+            float(lines[0].split(",")[0])
+            skip = 0
+        except (ValueError, IndexError):
+            skip = 1  # a header line
+        rows = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+    rows = np.asarray(rows, np.float32)
+    return rows[:, None] if rows.ndim == 1 else rows
+
+
+def write_rows(path: Path, rows: np.ndarray) -> None:
+    if path.suffix == ".npy":
+        np.save(path, rows)
+    else:
+        np.savetxt(path, rows, delimiter=",", fmt="%.9g")
+
+
+async def open_session(client: AsyncClient, session_id: str | None) -> AsyncSession:
+    if session_id is None:
+        return await client.create_session()
+    try:
+        return await client.session(session_id)
+    except SessionGone:
+        return await client.create_session(session_id)
+
+
+async def stream_file(args: argparse.Namespace) -> int:
+    rows = read_rows(args.input)
+    chunks = [rows[i : i + args.chunk] for i in range(0, len(rows), args.chunk)]
+    console = Console(stderr=True)
+    outputs: list[np.ndarray] = []
+    latencies: list[float] = []
+    async with AsyncClient(args.url, args.api_key) as client:
+        session = await open_session(client, args.session)
+        console.print(f"session [bold]{session.id}[/] (seq {session.seq}), {len(rows)} rows in "
+                      f"{len(chunks)} chunks of {args.chunk}, over {args.transport}")
+        stream = session.stream() if args.transport == "ws" else None
+        if stream is not None:
+            await stream.__aenter__()
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]:>8.0f} rows/s  p50 {task.fields[p50]:6.2f} ms"),
+                   TimeElapsedColumn()]
+        started = time.perf_counter()
+        try:
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task("streaming", total=len(rows), rate=0.0, p50=0.0)
+                sent = 0
+                for chunk in chunks:
+                    if args.rate:  # a live feed: chunk k leaves when its last row is due
+                        due = started + (sent + len(chunk)) / args.rate
+                        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    begin = time.perf_counter()
+                    output = await (stream.send(chunk) if stream else session.push(chunk))
+                    latencies.append(time.perf_counter() - begin)
+                    outputs.append(output)
+                    sent += len(chunk)
+                    elapsed = time.perf_counter() - started
+                    progress.update(task, advance=len(chunk), rate=sent / elapsed,
+                                    p50=1000 * float(np.median(latencies[-200:])))
+        finally:
+            if stream is not None:
+                await stream.close()
+    per_step = outputs and outputs[0].ndim == 2
+    result = np.concatenate(outputs) if per_step else np.stack(outputs)
+    if args.out:
+        write_rows(args.out, result)
+    console.print(f"done: {len(rows)} rows, seq {session.seq}, "
+                  f"{len(rows) / (time.perf_counter() - started):.0f} rows/s, "
+                  f"p50 {1000 * np.median(latencies):.2f} ms, p99 {1000 * np.quantile(latencies, 0.99):.2f} ms"
+                  + (f", outputs in {args.out}" if args.out else ""))
+    return 0
+
+
+async def demo(args: argparse.Namespace) -> int:
+    console = Console()
+    async with AsyncClient(args.url, args.api_key) as client:
+        model: dict[str, Any] = await client.model()
+        if model["input_features"] != 1:
+            console.print(f"the demo needs a model with one input feature; {model['name']} has "
+                          f"{model['input_features']} (serve --model seed)")
+            return 2
+        chunked, whole = await client.create_session(), await client.create_session()
+        for start in (0, 3, 6):
+            part = np.array(NOTEBOOK[start : start + 3])
+            console.print(f"chunked <- {part.tolist()}")
+            await chunked.push(part)
+        console.print(f"whole   <- {NOTEBOOK}")
+        await whole.push(np.array(NOTEBOOK))
+        a, b = await chunked.state(), await whole.state()
+        table = Table(title=f"{model['name']}: states after the same sequence")
+        for column in ("layer", "chunked (3 x 3 steps)", "whole (9 steps)", "max |diff|"):
+            table.add_column(column)
+        worst = 0.0
+        for la, lb in zip(a["layers"], b["layers"]):
+            for sa, sb in zip(la["states"], lb["states"]):
+                diff = float(np.max(np.abs(np.subtract(sa, sb))))
+                worst = max(worst, diff)
+                table.add_row(la["name"], _vector(sa), _vector(sb), f"{diff:.1e}")
+        console.print(table)
+        console.print("equal within 1e-5" if worst <= 1e-5 else f"DIFFERENT by {worst}")
+        await chunked.delete()
+        await whole.delete()
+        return 0 if worst <= 1e-5 else 1
+
+
+def _vector(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:+.4f}" for v in values[:8]) + (", ..." if len(values) > 8 else "") + "]"
