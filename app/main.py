@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import asynccontextmanager
 
@@ -51,13 +52,20 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     engine = Engine(model, store, max_batch=max_batch, max_queue=settings.max_queue)
     session_service = SessionService(engine, default_ttl_s=settings.session_ttl)
 
+    stopping = asyncio.Event()
+
     async def save_snapshot() -> None:
         data = snapshot.capture(store, model.spec.fingerprint)
         await asyncio.to_thread(snapshot.write, settings.snapshot, data)
 
-    async def snapshot_forever() -> None:
-        while True:
-            await asyncio.sleep(settings.snapshot_interval)
+    async def snapshot_until_stopped() -> None:
+        # Not cancelled at shutdown but told to stop, so that a write in progress finishes
+        # before the last one starts.
+        while not stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), settings.snapshot_interval)
+            if stopping.is_set():
+                break
             try:
                 await save_snapshot()
             except OSError:
@@ -70,7 +78,7 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
         session_service.start()
         snapshots = None
         if isinstance(store, MemoryStore) and settings.snapshot is not None:
-            snapshots = asyncio.create_task(snapshot_forever())
+            snapshots = asyncio.create_task(snapshot_until_stopped())
         try:
             yield
         finally:
@@ -80,7 +88,8 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
             await engine.stop()
             warming.cancel()
             if snapshots is not None:
-                snapshots.cancel()
+                stopping.set()
+                await snapshots
                 await save_snapshot()
                 log.info("saved %d sessions to %s", await store.count(), settings.snapshot)
             await store.close()

@@ -73,6 +73,7 @@ class Engine:
         self._queue: deque[_Work] = deque()
         self._load: Counter[str] = Counter()  # work items queued or running, per session
         self._acting: set[str] = set()  # sessions whose action is running
+        self._tasks: set[asyncio.Task] = set()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -142,7 +143,9 @@ class Engine:
             del self._load[work.session_id]
         if work.future.done():  # the client went away; the work itself is complete
             return
-        if error is not None:
+        if isinstance(error, asyncio.CancelledError):
+            work.future.cancel()
+        elif error is not None:
             work.future.set_exception(error)
         else:
             work.future.set_result(result)
@@ -152,17 +155,19 @@ class Engine:
         self._acting.add(work.session_id)
 
         async def run() -> None:
+            result, error = None, None
             try:
                 result = await work.action()
-            except Exception as exc:
-                self._finish(work, error=exc)
-            else:
-                self._finish(work, result)
+            except BaseException as exc:  # the waiter gets it, whatever it is
+                error = exc
             finally:
+                self._finish(work, result, error)
                 self._acting.discard(work.session_id)
+                self._tasks.discard(task)
                 self._wakeup.set()
 
-        asyncio.create_task(run())
+        task = asyncio.create_task(run())
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
 
     async def _work(self) -> None:
         while True:
@@ -207,9 +212,9 @@ class Engine:
             checkouts = await self.store.checkout(
                 [(w.session_id, w.seq) for w in works], pinned={w.session_id for w in works}
             )
-        except ServiceError as exc:
+        except Exception as exc:
             for work in works:
-                self._finish(work, error=exc)
+                self._finish(work, error=_as_service_error(exc, "reading the sessions"))
             return
         rows = [row for work, found in zip(works, checkouts) if (row := self._admit(work, found))]
         if not rows:
@@ -236,13 +241,15 @@ class Engine:
         ]
         try:
             outcomes = await self.store.commit(commits)
-        except ServiceError as exc:
+        except Exception as exc:
             for row in rows:
-                self._finish(row.work, error=exc)
+                self._finish(row.work, error=_as_service_error(exc, "writing the sessions"))
             return
         retry = []
         for row, commit, outcome, output in zip(rows, commits, outcomes, outputs):
-            if outcome is Outcome.APPLIED:
+            if isinstance(outcome, ServiceError):
+                self._finish(row.work, error=outcome)
+            elif outcome is Outcome.APPLIED:
                 metrics.CHUNKS.inc()
                 metrics.TIME_STEPS.inc(len(row.work.inputs))
                 self._finish(row.work, ChunkResult(commit.response, outputs=output))
@@ -256,11 +263,14 @@ class Engine:
         if retry:  # back to the head of their sessions' lines, in order
             self._queue.extendleft(reversed(retry))
 
-    def _admit(self, work: _Work, found: Checkout | None) -> _Row | None:
+    def _admit(self, work: _Work, found: Checkout | ServiceError | None) -> _Row | None:
         """Check a chunk against its session as the store has it now; answer replays and
         refusals at once."""
         if found is None:
             self._finish(work, error=SessionNotFound(work.session_id))
+            return None
+        if isinstance(found, ServiceError):  # this session alone could not be read
+            self._finish(work, error=found)
             return None
         record = found.record
         if record.fingerprint is not None and record.fingerprint != self.model.spec.fingerprint:
@@ -310,3 +320,11 @@ class Engine:
             for row, out in zip(rows, cut)
         ]
         return bodies, cut, new_states
+
+
+def _as_service_error(exc: Exception, doing: str) -> ServiceError:
+    """A store failure as the client should see it; anything unforeseen is logged as a 500."""
+    if isinstance(exc, ServiceError):
+        return exc
+    log.error("unexpected failure %s", doing, exc_info=exc)
+    return ServiceError(f"the server failed while {doing}; it has been logged")

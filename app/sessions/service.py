@@ -105,29 +105,32 @@ class SessionService:
 
     async def get(self, session_id: str) -> SessionRecord:
         record = await self.store.get(session_id)
-        if record is None:
-            raise SessionNotFound(session_id)
-        if record.expired(time.time()) and not self.engine.busy(session_id):
-            await self.store.delete(session_id)
+        # An expired session is gone to its clients at once; the store removes it in its own time
+        # (the sweep, or Redis's own expiry), never on a read that could race another replica.
+        if record is None or record.expired(time.time()):
             raise SessionNotFound(session_id)
         return record
 
+    # Each change below reaches engine.exclusive before it awaits anything, so it takes its place
+    # in the session's line in the order it arrived (a WebSocket's reset between two chunks stays
+    # between them); what it checks, it checks inside its turn.
+
     async def delete(self, session_id: str) -> None:
         async def delete() -> None:
+            await self.get(session_id)
             if not await self.store.delete(session_id):
                 raise SessionNotFound(session_id)
 
-        await self.get(session_id)
         await self.engine.exclusive(session_id, delete)
 
     async def reset(self, session_id: str) -> SessionRecord:
         async def reset() -> SessionRecord:
+            await self.get(session_id)
             record = await self.store.reset(session_id, time.time())
             if record is None:
                 raise SessionNotFound(session_id)
             return record
 
-        await self.get(session_id)
         return await self.engine.exclusive(session_id, reset)
 
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
@@ -149,16 +152,16 @@ class SessionService:
 
     async def state(self, session_id: str) -> dict[str, Any]:
         """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
+
         async def read() -> tuple[SessionRecord, list[np.ndarray]]:
             found = await self.store.read_state(session_id)
-            if found is None:
+            if found is None or found[0].expired(time.time()):
                 raise SessionNotFound(session_id)
+            self.check_model(found[0])
             return found
 
-        await self.get(session_id)
         # In line with the session's chunks, so seq, steps and the state belong together.
         record, values = await self.engine.exclusive(session_id, read)
-        self.check_model(record)
         rows = iter(values)
         layers = []
         for layer in self.spec.recurrent:
@@ -175,9 +178,9 @@ class SessionService:
 
     async def set_state(self, session_id: str, values: list[np.ndarray]) -> SessionRecord:
         """Replace the session's state: one row per state tensor, in model order."""
-        self.check_model(await self.get(session_id))
 
         async def write() -> SessionRecord:
+            self.check_model(await self.get(session_id))
             record = await self.store.write_state(session_id, values, time.time())
             if record is None:
                 raise SessionNotFound(session_id)

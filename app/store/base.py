@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from app.errors import ServiceError
 from app.store.records import SessionRecord
 from app.store.slots import SlotTable
 
@@ -73,15 +74,16 @@ class StateStore(Protocol):
 
     async def checkout(
         self, requests: list[tuple[str, int | None]], pinned: set[str]
-    ) -> list[Checkout | None]:
-        """Check out each (session id, requested seq); None for a session that does not exist.
+    ) -> list[Checkout | ServiceError | None]:
+        """Check out each (session id, requested seq); None for a session that does not exist,
+        an error for one that cannot be run (another model's state, Redis failing for it).
 
         The record's ``last_response`` must be filled when the requested seq equals the session's
         ``seq`` (a replay). Sessions in ``pinned`` hold slots that must not be given up now.
         """
         ...
 
-    async def commit(self, commits: list[Commit]) -> list[Outcome]: ...
+    async def commit(self, commits: list[Commit]) -> list[Outcome | ServiceError]: ...
 
     async def expire(self, now: float, busy: set[str]) -> int:
         """Delete sessions idle past their TTL, except ``busy`` ones; how many were deleted."""

@@ -23,10 +23,12 @@ class MemoryStore:
         self.slots = SlotTable(capacity, state_units)
         self._records: dict[str, SessionRecord] = {}
         self._slot_of: dict[str, int] = {}
-        # (expiry time, id), one entry per session with a TTL. Use moves a session's expiry later
-        # without touching the heap (a push per chunk would grow it without bound); an entry that
-        # comes up early is pushed back with the session's current expiry.
+        # (expiry time, id) for sessions with a TTL. Use moves a session's expiry later without
+        # touching the heap (a push per chunk would grow it without bound); an entry that comes up
+        # early is pushed back with the session's current expiry. ``_due`` names each session's
+        # one live entry, so entries left by deleted or re-created sessions are dropped.
         self._expiries: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}
 
     @property
     def capacity(self) -> int:
@@ -44,7 +46,10 @@ class MemoryStore:
     # -- sessions -----------------------------------------------------------------------------
 
     async def create(self, session_id: str, ttl_s: float, now: float) -> SessionRecord:
-        if session_id in self._records:
+        existing = self._records.get(session_id)
+        if existing is not None and existing.expired(now):
+            await self.delete(session_id)  # gone to its clients already; the sweep had not come
+        elif existing is not None:
             raise Conflict(f"session {session_id!r} already exists")
         slot = self.slots.allocate()
         if slot is None:
@@ -68,6 +73,7 @@ class MemoryStore:
         if self._records.pop(session_id, None) is None:
             return False
         self.slots.release(self._slot_of.pop(session_id))
+        self._due.pop(session_id, None)
         return True
 
     async def reset(self, session_id: str, now: float) -> SessionRecord | None:
@@ -134,10 +140,10 @@ class MemoryStore:
     async def expire(self, now: float, busy: set[str]) -> int:
         expired = 0
         while self._expiries and self._expiries[0][0] <= now:
-            _, session_id = heapq.heappop(self._expiries)
+            when, session_id = heapq.heappop(self._expiries)
             record = self._records.get(session_id)
-            if record is None:
-                continue
+            if record is None or self._due.get(session_id) != when:
+                continue  # an entry of a deleted session, or one pushed again since
             if record.expired(now) and session_id not in busy:
                 await self.delete(session_id)
                 expired += 1
@@ -152,4 +158,6 @@ class MemoryStore:
         expires = record.expires_at
         if expires is not None:
             # A busy session past its time is looked at again in a second, not in a hot loop.
-            heapq.heappush(self._expiries, (max(expires, later_than + 1.0), record.session_id))
+            when = max(expires, later_than + 1.0)
+            self._due[record.session_id] = when
+            heapq.heappush(self._expiries, (when, record.session_id))

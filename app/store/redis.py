@@ -25,11 +25,20 @@ from typing import Any, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    BusyLoadingError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
-from app.errors import Conflict, ServiceError, Unavailable
+from app.errors import Conflict, InvalidInput, ServiceError, Unavailable
 from app.store.base import Checkout, Commit, Outcome
 from app.store.records import SessionRecord
 from app.store.slots import SlotTable
@@ -75,17 +84,41 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
-# KEYS[1] session; ARGV: field/value pairs to set (a reset or an imported state; a new 'ver').
-# Returns nil if absent, else the meta fields after the change.
+# KEYS[1] session; ARGV: the fingerprint it must have, then field/value pairs to set (a reset or an
+# imported state; a new 'ver'). Returns nil if absent, 0 if it holds another model's state, else
+# the meta fields after the change.
 OVERWRITE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if not fp then return nil end
+if fp ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.floor(ttl * 1000)) end
 return redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
 """
 
 SCRIPTS = {"create": CREATE, "read": READ, "commit": COMMIT, "overwrite": OVERWRITE}
+
+
+# Redis cannot serve now, but may soon: down, too slow, loading its data, a read-only replica,
+# out of memory, busy with a script, a cluster failing over. Each is a 503 the client may retry.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError,
+             OutOfMemoryError, OSError)
+TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT):
+        return True
+    if isinstance(exc, ResponseError):  # redis-py drops some reply prefixes from the message
+        return type(exc).__name__ in ("MasterDownError", "TryAgainError", "ClusterDownError") or \
+            str(exc).startswith(TRANSIENT_REPLIES)
+    return False
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    log.warning("Redis cannot serve: %s: %s", type(exc).__name__, exc)
+    return Unavailable(f"the state store (Redis) cannot serve now ({type(exc).__name__}); retry shortly")
 
 
 def _unreachable(operation: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -95,12 +128,9 @@ def _unreachable(operation: Callable[..., Awaitable[T]]) -> Callable[..., Awaita
     async def guarded(self: RedisStore, *args: Any, **kwargs: Any) -> T:
         try:
             return await operation(self, *args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            log.warning("Redis unreachable during %s: %s", operation.__name__, exc)
-            raise Unavailable("the state store (Redis) is unreachable; retry shortly") from None
-        except ResponseError as exc:
-            if "LOADING" in str(exc) or "MASTERDOWN" in str(exc) or "TRYAGAIN" in str(exc):
-                raise Unavailable("the state store (Redis) is starting; retry shortly") from None
+        except Exception as exc:
+            if _transient(exc):
+                raise _unavailable(exc) from None
             raise
 
     return guarded
@@ -116,9 +146,11 @@ class RedisStore:
         self._units = state_units
         self._state_fields = [f"s{i}" for i in range(len(state_units))]
         self._zeros = [np.zeros(u, np.float32).tobytes() for u in state_units]
+        # No retries inside redis-py: a commit sent again after a timeout could apply twice.
+        # Retrying is the engine's business, after reading the session again.
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=1.0, retry_on_timeout=False,
-            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0), health_check_interval=10,
         )
         self._sha: dict[str, str] = {}
         # Hot sessions: id -> (slot, the version of the row held there), least recently used first.
@@ -147,23 +179,30 @@ class RedisStore:
             self._sha[name] = await self._redis.script_load(source)
 
     async def _run(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
-        """Run scripts (name, key, args) in one pipelined round trip; reload them once if Redis
-        lost them (a restart), which is safe because a script that is missing did not run."""
+        """Run scripts (name, key, args) in one pipelined round trip. Each result is the
+        script's answer or the exception it met. Calls that found their script missing (Redis
+        restarted) did not run: they alone are sent again, once the scripts are loaded."""
         if not self._sha:
             await self._load_scripts()
-        for attempt in (1, 2):
-            pipe = self._redis.pipeline(transaction=False)
-            for name, key, args in calls:
-                pipe.evalsha(self._sha[name], 1, key, *args)
-            results = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
-                await self._load_scripts()
-                continue
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
-            return results
-        raise AssertionError("unreachable")
+        results = await self._pipeline(calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self._load_scripts()
+            for i, result in zip(missing, await self._pipeline([calls[i] for i in missing])):
+                results[i] = result
+        return results
+
+    async def _pipeline(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for name, key, args in calls:
+            pipe.evalsha(self._sha[name], 1, key, *args)
+        return await pipe.execute(raise_on_error=False)
+
+    async def _run_one(self, name: str, key: str, args: list[Any]) -> Any:
+        (result,) = await self._run([(name, key, args)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     # -- records ------------------------------------------------------------------------------
 
@@ -198,7 +237,7 @@ class RedisStore:
         fields = {"ver": version, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
                   "ttl": repr(ttl_s), "fp": self.fingerprint, "resp": b""}
         pairs = [x for item in fields.items() for x in item] + self._state_pairs(self._zeros)
-        (created,) = await self._run([("create", self.key(session_id), [int(ttl_s * 1000), *pairs])])
+        created = await self._run_one("create", self.key(session_id), [int(ttl_s * 1000), *pairs])
         if not created:
             raise Conflict(f"session {session_id!r} already exists")
         return SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s,
@@ -230,22 +269,38 @@ class RedisStore:
 
     async def _overwrite(self, session_id: str, pairs: list[Any]) -> SessionRecord | None:
         self._drop(session_id)  # the cached row is stale from now on
-        (meta,) = await self._run([("overwrite", self.key(session_id), pairs)])
+        meta = await self._run_one("overwrite", self.key(session_id), [self.fingerprint, *pairs])
+        if meta == 0:
+            raise self._foreign(session_id, await self.get(session_id))
         return None if meta is None else self._record(session_id, meta)
+
+    def _foreign(self, session_id: str, record: SessionRecord | None) -> Conflict:
+        theirs = record.fingerprint if record else "another model"
+        return Conflict(
+            f"session {session_id!r} holds state of a different model ({theirs}); this server "
+            f"runs {self.fingerprint}",
+            fingerprint=self.fingerprint,
+        )
 
     @_unreachable
     async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None:
-        (found,) = await self._run([("read", self.key(session_id), ["", "", *self._state_fields])])
+        found = await self._run_one("read", self.key(session_id), ["", "", *self._state_fields])
         if found is None:
             return None
         meta, _, states = found
-        return self._record(session_id, meta), self._decode(session_id, states)
+        record = self._record(session_id, meta)
+        if record.fingerprint != self.fingerprint:
+            raise self._foreign(session_id, record)
+        return record, self._decode(session_id, states)
 
     @_unreachable
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
         """Sessions in Redis SCAN order. The cursor is the SCAN cursor plus how many keys of that
         step were already handed out, so a page never exceeds ``limit``."""
-        scan, skip = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
+        try:
+            scan, skip = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
+        except ValueError:
+            raise InvalidInput("cursor is not one this server handed out") from None
         keys: list[bytes] = []
         following = None
         while True:
@@ -281,29 +336,40 @@ class RedisStore:
     @_unreachable
     async def checkout(
         self, requests: list[tuple[str, int | None]], pinned: set[str]
-    ) -> list[Checkout | None]:
+    ) -> list[Checkout | ServiceError | None]:
         calls = []
         for session_id, seq in requests:
             cached = self._hot.get(session_id)
             args = [cached[1] if cached else "", "" if seq is None else str(seq), *self._state_fields]
             calls.append(("read", self.key(session_id), args))
-        found = []
+        found: list[Checkout | ServiceError | None] = []
         for (session_id, _), result in zip(requests, await self._run(calls)):
-            if result is None:
+            try:
+                found.append(self._checkout_one(session_id, result, pinned))
+            except ServiceError as exc:  # this session's problem, not the batch's
                 self._drop(session_id)
-                found.append(None)
-                continue
-            meta, response, states = result
-            record = self._record(session_id, meta, response)
-            slot = self._hot_slot(session_id, pinned)
-            if states:  # the cached row is missing or stale
-                self.slots.set_row(slot, self._decode(session_id, states))
-            self._hot[session_id] = (slot, record.version)
-            found.append(Checkout(record, slot, record.version))
+                found.append(exc)
         return found
 
+    def _checkout_one(self, session_id: str, result: Any, pinned: set[str]) -> Checkout | None:
+        if isinstance(result, Exception):
+            raise _unavailable(result) if _transient(result) else result
+        if result is None:
+            self._drop(session_id)
+            return None
+        meta, response, states = result
+        record = self._record(session_id, meta, response)
+        if record.fingerprint != self.fingerprint:
+            raise self._foreign(session_id, record)  # before decoding: its shapes may differ
+        rows = self._decode(session_id, states) if states else None
+        slot = self._hot_slot(session_id, pinned)
+        if rows is not None:  # the cached row is missing or stale
+            self.slots.set_row(slot, rows)
+        self._hot[session_id] = (slot, record.version)
+        return Checkout(record, slot, record.version)
+
     @_unreachable
-    async def commit(self, commits: list[Commit]) -> list[Outcome]:
+    async def commit(self, commits: list[Commit]) -> list[Outcome | ServiceError]:
         calls, versions = [], []
         for commit in commits:
             record = commit.checkout.record
@@ -319,10 +385,14 @@ class RedisStore:
             for commit in commits:  # the outcome is unknown: trust nothing cached for them
                 self._drop(commit.checkout.record.session_id)
             raise
-        outcomes = []
+        outcomes: list[Outcome | ServiceError] = []
         for commit, version, result in zip(commits, versions, results):
             session_id = commit.checkout.record.session_id
-            if result == 1:
+            if isinstance(result, Exception):  # this session's outcome is unknown
+                self._drop(session_id)
+                outcomes.append(_unavailable(result) if _transient(result)
+                                else ServiceError(f"writing session {session_id!r} failed: {result}"))
+            elif result == 1:
                 self.slots.set_row(commit.checkout.slot, commit.states)
                 self._hot[session_id] = (commit.checkout.slot, version)
                 outcomes.append(Outcome.APPLIED)

@@ -9,9 +9,11 @@ writing leaves the previous snapshot whole.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +45,19 @@ def capture(store: MemoryStore, fingerprint: str) -> bytes:
 
 
 def write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    # A temporary file of its own in the same folder (a rename is atomic only within one file
+    # system), so two writers can never rename each other's half-written file.
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def restore(store: MemoryStore, fingerprint: str, path: Path) -> int:

@@ -45,13 +45,15 @@ def test_full_table_is_503_until_a_delete_frees_a_slot(client):
 
 
 def test_idle_session_expires_after_its_ttl_and_frees_its_slot(client):
-    short = client.post("/v1/sessions", json={"ttl_s": 1}).json()
+    short = client.post("/v1/sessions", json={"ttl_s": 2}).json()
     forever = client.post("/v1/sessions", json={"ttl_s": 0}).json()
     assert short["expires_at"] is not None and forever["expires_at"] is None
     # Use keeps a session alive: its expiry moves on with each chunk.
     for _ in range(3):
         time.sleep(0.5)
         assert client.post(f"/v1/sessions/{short['session_id']}/chunks", json={"inputs": [1.0]}).status_code == 200
+    time.sleep(1.0)
+    assert client.get(f"/v1/sessions/{short['session_id']}").status_code == 200  # used 1 s ago
     time.sleep(2.5)
     assert client.get(f"/v1/sessions/{short['session_id']}").status_code == 404
     assert client.get(f"/v1/sessions/{forever['session_id']}").status_code == 200
