@@ -21,8 +21,9 @@ serve: install  ## start the server on the default model (flags: make serve ARGS
 test: install  ## run the whole test suite
 	$(BIN)/pytest $(ARGS)
 
-bench: install  ## chunk throughput, 1 session against 64 (needs wrk)
+bench: install  ## throughput: 1 against 64 sessions, memory against Redis, WebSocket against HTTP (needs wrk)
 	$(BIN)/python bench/throughput.py $(ARGS)
+	$(BIN)/python bench/streams.py
 
 model: install  ## retrain the built-in default model (app/model/default.keras)
 	$(BIN)/python scripts/train_default_model.py

@@ -76,6 +76,7 @@ class AsyncClient:
                 continue
             if response.status_code >= 400:
                 raise ServerError.from_problem(response.status_code, _problem(response))
+            response.extensions["attempts"] = attempt + 1
             return response
         raise AssertionError("unreachable")
 
@@ -111,6 +112,10 @@ class AsyncSession:
             "POST", f"/v1/sessions/{self.id}/chunks", content=body,
             headers={"Content-Type": "application/json"},
         )
+        if response.headers.get("x-replayed") == "true" and response.extensions["attempts"] == 1:
+            # A replay of a seq this client had not sent before: another writer took it.
+            raise SeqConflict(409, {"detail": f"chunk {seq} was applied by another writer",
+                                    "expected_seq": seq + 1})
         answer = response.json()
         self.info.update(seq=answer["seq"], steps=answer["steps"])
         return np.asarray(answer["outputs"], np.float32)
