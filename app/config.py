@@ -52,8 +52,25 @@ class Settings(BaseSettings):
         ge=1,
         description="Most chunks waiting for the model; beyond it requests are shed with 503.",
     )
+    max_session_queue: int = Field(
+        32, ge=1, description="Most chunks of one session waiting at once; beyond it 503."
+    )
+    api_keys: str = Field(
+        "",
+        description="Tenant keys as TENANT:KEY,... (none: open dev mode, for 127.0.0.1 only).",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of TENANT:KEY lines (# comments), read with --api-keys."
+    )
+    admin_keys: str = Field("", description="Admin keys as KEY,...: every session, and the listing.")
+    max_sessions_per_tenant: int = Field(
+        0, ge=0, description="Most live sessions one tenant may hold (429 beyond); 0: no limit."
+    )
+    max_in_flight: int = Field(
+        2048, ge=1, description="Most HTTP requests in progress at once; beyond it 503 at once."
+    )
     ws_max_in_flight: int = Field(
-        32, ge=1, description="WebSocket: most messages of one connection in flight before reading pauses."
+        16, ge=1, description="WebSocket: most messages of one connection in flight before reading pauses."
     )
     ws_ping_interval: float = Field(
         20.0, gt=0, description="WebSocket: seconds between pings, to notice dead peers."
@@ -61,4 +78,7 @@ class Settings(BaseSettings):
     ws_ping_timeout: float = Field(20.0, gt=0, description="WebSocket: seconds to wait for a pong.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as JSON objects (one per line)."
     )

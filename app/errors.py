@@ -42,6 +42,24 @@ class SessionNotFound(NotFound):
         super().__init__(f"session {session_id!r} does not exist (or has expired)")
 
 
+class Unauthorized(ServiceError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str = "a valid API key is needed: Authorization: Bearer <key>"):
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServiceError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class TooManyRequests(ServiceError):
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+    def __init__(self, detail: str, *, retry_after: int = 30, **extra: Any):
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)
+
+
 class Conflict(ServiceError):
     status, title, slug = 409, "Conflict", "conflict"
 

@@ -11,9 +11,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.api import errors
+from app.api.auth import KeyRing
+from app.api.middleware import Admission
 from app.api.routes import chunks, service, sessions, state, stream
 from app.config import Settings
 from app.engine.batcher import Engine
+from app.logs import log_config
 from app.model.loader import load_model
 from app.model.step import StreamingModel
 from app.sessions.service import SessionService
@@ -34,9 +37,11 @@ documents.
 
 def create_store(settings: Settings, model: StreamingModel) -> StateStore:
     units, fingerprint = model.spec.state_units, model.spec.fingerprint
+    quota = settings.max_sessions_per_tenant
     if settings.backend == "redis":
-        return RedisStore(settings.redis_url, settings.redis_prefix, settings.capacity, units, fingerprint)
-    store = MemoryStore(settings.capacity, units)
+        return RedisStore(settings.redis_url, settings.redis_prefix, settings.capacity, units,
+                          fingerprint, tenant_quota=quota)
+    store = MemoryStore(settings.capacity, units, tenant_quota=quota)
     if settings.snapshot is not None:
         restored = snapshot.restore(store, fingerprint, settings.snapshot)
         log.info("restored %d sessions from %s", restored, settings.snapshot)
@@ -45,11 +50,16 @@ def create_store(settings: Settings, model: StreamingModel) -> StateStore:
 
 def create_app(settings: Settings | None = None, model: StreamingModel | None = None) -> FastAPI:
     settings = settings or Settings()
+    keys = KeyRing.from_settings(settings)
+    if keys.open:
+        log.warning("no API keys configured: the service is open to anyone who can reach %s:%s "
+                    "(dev mode; set --api-keys and --admin-keys before exposing it)", settings.host, settings.port)
     model = model or load_model(settings.model)
     store = create_store(settings, model)
     # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
     max_batch = min(settings.max_batch, settings.capacity)
-    engine = Engine(model, store, max_batch=max_batch, max_queue=settings.max_queue)
+    engine = Engine(model, store, max_batch=max_batch, max_queue=settings.max_queue,
+                    max_session_queue=settings.max_session_queue)
     session_service = SessionService(engine, default_ttl_s=settings.session_ttl)
 
     stopping = asyncio.Event()
@@ -95,8 +105,10 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
             await store.close()
 
     app = FastAPI(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.add_middleware(Admission, max_in_flight=settings.max_in_flight)
     app.state.settings = settings
     app.state.sessions = session_service
+    app.state.keys = keys
     errors.install(app)
     for module in (sessions, chunks, state, stream, service):
         app.include_router(module.router)
@@ -115,7 +127,11 @@ def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level, settings.log_format),
+        access_log=False,  # ours (app.access) leaves out query strings, where keys may be
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=30,  # an idle keep-alive connection is closed after this
+        h11_max_incomplete_event_size=64 * 1024,  # headers beyond this are refused
         # A message over the protocol limit closes the connection (1009); up to it, the stream
         # route answers an over-long chunk with an error and carries on.
         ws_max_size=4 * settings.max_body_bytes,

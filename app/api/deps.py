@@ -8,6 +8,7 @@ import orjson
 from fastapi import Depends, Request
 from starlette.responses import Response
 
+from app.api.auth import Caller, caller_of
 from app.config import Settings
 from app.sessions.service import SessionService
 
@@ -22,7 +23,12 @@ async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+async def _caller(request: Request) -> Caller:
+    return caller_of(request)
+
+
 Sessions = Annotated[SessionService, Depends(_sessions)]
+CurrentCaller = Annotated[Caller, Depends(_caller)]
 CurrentSettings = Annotated[Settings, Depends(_settings)]
 
 

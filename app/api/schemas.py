@@ -10,11 +10,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_TTL_S = 10 * 365 * 86400.0
+
 
 class CreateSession(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    session_id: str | None = Field(None, description="1 to 128 of A-Z a-z 0-9 . _ : -; omitted: random")
-    ttl_s: float | None = Field(None, description="Idle seconds before expiry; 0: never; omitted: server default")
+    session_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1 to 128 of A-Z a-z 0-9 . _ : -; omitted: random"
+    )
+    ttl_s: float | None = Field(
+        None, ge=0, le=MAX_TTL_S, allow_inf_nan=False,
+        description="Idle seconds before expiry; 0: never; omitted: server default",
+    )
 
 
 class SessionInfo(BaseModel):

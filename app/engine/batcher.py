@@ -49,6 +49,7 @@ class _Work:
     inputs: np.ndarray | None = None  # [T, F] for a chunk
     seq: int | None = None
     action: Callable[[], Awaitable[Any]] | None = None  # anything else that must wait its turn
+    scope: str | None = None  # the tenant the caller acts for; None: any session
     conflicts: int = 0
 
 
@@ -64,11 +65,13 @@ MAX_CONFLICTS = 32
 
 
 class Engine:
-    def __init__(self, model: StreamingModel, store: StateStore, *, max_batch: int, max_queue: int):
+    def __init__(self, model: StreamingModel, store: StateStore, *, max_batch: int, max_queue: int,
+                 max_session_queue: int = 32):
         self.model = model
         self.store = store
         self.max_batch = max_batch
         self.max_queue = max_queue
+        self.max_session_queue = max_session_queue
         self.ready = False
         self._queue: deque[_Work] = deque()
         self._load: Counter[str] = Counter()  # work items queued or running, per session
@@ -110,11 +113,15 @@ class Engine:
     def depth(self) -> int:
         return len(self._queue)
 
-    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None) -> ChunkResult:
-        """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work."""
+    async def push(
+        self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None
+    ) -> ChunkResult:
+        """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work.
+        With ``scope``, only a session of that tenant (another's is 'not found')."""
         if not self.ready:
             raise Unavailable("the model is still warming up", retry_after=1)
-        return await self._enqueue(_Work(session_id, self._future(), inputs=inputs, seq=seq))
+        work = _Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope)
+        return await self._enqueue(work)
 
     async def exclusive(self, session_id: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` once the session's earlier work is done and before its later work."""
@@ -131,6 +138,11 @@ class Engine:
     async def _enqueue(self, work: _Work) -> Any:
         if len(self._queue) >= self.max_queue:
             raise Unavailable(f"{len(self._queue)} chunks are already waiting; retry shortly")
+        if self._load[work.session_id] >= self.max_session_queue:
+            # A session's chunks run one at a time: more of them waiting only adds latency, and
+            # one hot session must not fill the queue that every session shares.
+            raise Unavailable(f"{self._load[work.session_id]} items of this session are already "
+                              "waiting; send the next chunk when one is answered")
         self._queue.append(work)
         metrics.QUEUE_DEPTH.set(len(self._queue))
         self._load[work.session_id] += 1
@@ -266,11 +278,11 @@ class Engine:
     def _admit(self, work: _Work, found: Checkout | ServiceError | None) -> _Row | None:
         """Check a chunk against its session as the store has it now; answer replays and
         refusals at once."""
-        if found is None:
-            self._finish(work, error=SessionNotFound(work.session_id))
-            return None
         if isinstance(found, ServiceError):  # this session alone could not be read
             self._finish(work, error=found)
+            return None
+        if found is None or (work.scope is not None and found.record.tenant != work.scope):
+            self._finish(work, error=SessionNotFound(work.session_id))
             return None
         record = found.record
         if record.fingerprint is not None and record.fingerprint != self.model.spec.fingerprint:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.batcher import ChunkResult, Engine
-from app.errors import Conflict, InvalidInput, SessionNotFound, Unavailable
+from app.errors import Conflict, InvalidInput, SessionNotFound, TooManyRequests, Unavailable
 from app.store.records import SessionRecord
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,10 @@ class SessionService:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    async def create(self, session_id: str | None = None, ttl_s: float | None = None) -> SessionRecord:
+    async def create(
+        self, session_id: str | None = None, ttl_s: float | None = None, tenant: str | None = None
+    ) -> SessionRecord:
+        """A new session, owned by ``tenant`` (None: by no tenant, for admins only)."""
         if session_id is None:
             session_id = new_session_id()
         elif not SESSION_ID.fullmatch(session_id):
@@ -97,17 +100,21 @@ class SessionService:
                 errors=[{"loc": ["body", "ttl_s"], "msg": "bad ttl"}],
             )
         try:
-            return await self.store.create(session_id, float(ttl_s), time.time())
-        except Unavailable:
+            return await self.store.create(session_id, float(ttl_s), time.time(), tenant)
+        except (Unavailable, TooManyRequests):
             if not await self.sweep():  # expired sessions may still hold slots: free them, retry
                 raise
-            return await self.store.create(session_id, float(ttl_s), time.time())
+            return await self.store.create(session_id, float(ttl_s), time.time(), tenant)
 
-    async def get(self, session_id: str) -> SessionRecord:
-        record = await self.store.get(session_id)
+    async def get(self, session_id: str, scope: str | None = None) -> SessionRecord:
+        """The session, if it exists for a caller of tenant ``scope`` (None: any caller)."""
+        return self._visible(session_id, await self.store.get(session_id), scope)
+
+    def _visible(self, session_id: str, record: SessionRecord | None, scope: str | None) -> SessionRecord:
+        # Another tenant's session is "not found", not "forbidden": its existence does not leak.
         # An expired session is gone to its clients at once; the store removes it in its own time
         # (the sweep, or Redis's own expiry), never on a read that could race another replica.
-        if record is None or record.expired(time.time()):
+        if record is None or record.expired(time.time()) or (scope is not None and record.tenant != scope):
             raise SessionNotFound(session_id)
         return record
 
@@ -115,17 +122,17 @@ class SessionService:
     # in the session's line in the order it arrived (a WebSocket's reset between two chunks stays
     # between them); what it checks, it checks inside its turn.
 
-    async def delete(self, session_id: str) -> None:
+    async def delete(self, session_id: str, scope: str | None = None) -> None:
         async def delete() -> None:
-            await self.get(session_id)
+            await self.get(session_id, scope)
             if not await self.store.delete(session_id):
                 raise SessionNotFound(session_id)
 
         await self.engine.exclusive(session_id, delete)
 
-    async def reset(self, session_id: str) -> SessionRecord:
+    async def reset(self, session_id: str, scope: str | None = None) -> SessionRecord:
         async def reset() -> SessionRecord:
-            await self.get(session_id)
+            await self.get(session_id, scope)
             record = await self.store.reset(session_id, time.time())
             if record is None:
                 raise SessionNotFound(session_id)
@@ -147,15 +154,18 @@ class SessionService:
 
     # -- chunks and state ---------------------------------------------------------------------
 
-    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None) -> ChunkResult:
-        return await self.engine.push(session_id, inputs, seq)
+    async def push(
+        self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None
+    ) -> ChunkResult:
+        return await self.engine.push(session_id, inputs, seq, scope)
 
-    async def state(self, session_id: str) -> dict[str, Any]:
+    async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
 
         async def read() -> tuple[SessionRecord, list[np.ndarray]]:
+            await self.get(session_id, scope)  # visibility first: another model's state is 404 too
             found = await self.store.read_state(session_id)
-            if found is None or found[0].expired(time.time()):
+            if found is None:
                 raise SessionNotFound(session_id)
             self.check_model(found[0])
             return found
@@ -176,11 +186,13 @@ class SessionService:
             "layers": layers,
         }
 
-    async def set_state(self, session_id: str, values: list[np.ndarray]) -> SessionRecord:
+    async def set_state(
+        self, session_id: str, values: list[np.ndarray], scope: str | None = None
+    ) -> SessionRecord:
         """Replace the session's state: one row per state tensor, in model order."""
 
         async def write() -> SessionRecord:
-            self.check_model(await self.get(session_id))
+            self.check_model(await self.get(session_id, scope))
             record = await self.store.write_state(session_id, values, time.time())
             if record is None:
                 raise SessionNotFound(session_id)

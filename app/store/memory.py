@@ -7,10 +7,11 @@ lock; the engine hands copies of rows to the TensorFlow thread and commits resul
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 
 import numpy as np
 
-from app.errors import Conflict, Unavailable
+from app.errors import Conflict, TooManyRequests, Unavailable
 from app.store.base import Checkout, Commit, Outcome
 from app.store.records import SessionRecord
 from app.store.slots import SlotTable
@@ -19,8 +20,10 @@ from app.store.slots import SlotTable
 class MemoryStore:
     kind = "memory"
 
-    def __init__(self, capacity: int, state_units: list[int]):
+    def __init__(self, capacity: int, state_units: list[int], tenant_quota: int = 0):
         self.slots = SlotTable(capacity, state_units)
+        self.tenant_quota = tenant_quota
+        self._per_tenant: Counter[str] = Counter()
         self._records: dict[str, SessionRecord] = {}
         self._slot_of: dict[str, int] = {}
         # (expiry time, id) for sessions with a TTL. Use moves a session's expiry later without
@@ -45,24 +48,32 @@ class MemoryStore:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    async def create(self, session_id: str, ttl_s: float, now: float) -> SessionRecord:
+    async def create(
+        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None
+    ) -> SessionRecord:
         existing = self._records.get(session_id)
         if existing is not None and existing.expired(now):
             await self.delete(session_id)  # gone to its clients already; the sweep had not come
         elif existing is not None:
             raise Conflict(f"session {session_id!r} already exists")
+        if tenant is not None and self.tenant_quota and self._per_tenant[tenant] >= self.tenant_quota:
+            raise TooManyRequests(
+                f"tenant {tenant!r} holds {self.tenant_quota} sessions, its limit; delete one first"
+            )
         slot = self.slots.allocate()
         if slot is None:
             raise Unavailable(
                 f"all {self.capacity} session slots are in use; delete an idle session or retry later",
                 retry_after=5,
             )
-        record = SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s)
+        record = SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s, tenant=tenant)
         self.insert(record, slot)
         return record
 
     def insert(self, record: SessionRecord, slot: int) -> None:
         self._records[record.session_id] = record
+        if record.tenant is not None:
+            self._per_tenant[record.tenant] += 1
         self._slot_of[record.session_id] = slot
         self._watch(record)
 
@@ -70,8 +81,13 @@ class MemoryStore:
         return self._records.get(session_id)
 
     async def delete(self, session_id: str) -> bool:
-        if self._records.pop(session_id, None) is None:
+        record = self._records.pop(session_id, None)
+        if record is None:
             return False
+        if record.tenant is not None:
+            self._per_tenant[record.tenant] -= 1
+            if not self._per_tenant[record.tenant]:
+                del self._per_tenant[record.tenant]
         self.slots.release(self._slot_of.pop(session_id))
         self._due.pop(session_id, None)
         return True

@@ -38,7 +38,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from app.errors import Conflict, InvalidInput, ServiceError, Unavailable
+from app.errors import Conflict, InvalidInput, ServiceError, TooManyRequests, Unavailable
 from app.store.base import Checkout, Commit, Outcome
 from app.store.records import SessionRecord
 from app.store.slots import SlotTable
@@ -139,8 +139,10 @@ def _unreachable(operation: Callable[..., Awaitable[T]]) -> Callable[..., Awaita
 class RedisStore:
     kind = "redis"
 
-    def __init__(self, url: str, prefix: str, capacity: int, state_units: list[int], fingerprint: str):
+    def __init__(self, url: str, prefix: str, capacity: int, state_units: list[int], fingerprint: str,
+                 tenant_quota: int = 0):
         self.slots = SlotTable(capacity, state_units)
+        self.tenant_quota = tenant_quota
         self.prefix = prefix
         self.fingerprint = fingerprint
         self._units = state_units
@@ -232,16 +234,47 @@ class RedisStore:
         return total
 
     @_unreachable
-    async def create(self, session_id: str, ttl_s: float, now: float) -> SessionRecord:
+    async def create(
+        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None
+    ) -> SessionRecord:
+        await self._admit_tenant(tenant, session_id, now)
         version = new_version()
         fields = {"ver": version, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
-                  "ttl": repr(ttl_s), "fp": self.fingerprint, "resp": b""}
+                  "ttl": repr(ttl_s), "fp": self.fingerprint, "tenant": tenant or "", "resp": b""}
         pairs = [x for item in fields.items() for x in item] + self._state_pairs(self._zeros)
         created = await self._run_one("create", self.key(session_id), [int(ttl_s * 1000), *pairs])
         if not created:
+            if tenant and self.tenant_quota:
+                await self._redis.zrem(self._tenant_key(tenant), session_id)
             raise Conflict(f"session {session_id!r} already exists")
         return SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s,
-                             fingerprint=self.fingerprint, version=version)
+                             tenant=tenant, fingerprint=self.fingerprint, version=version)
+
+    def _tenant_key(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{{{tenant}}}"
+
+    async def _admit_tenant(self, tenant: str | None, session_id: str, now: float) -> None:
+        """Count the tenant's sessions in a sorted set of their ids. Redis expires sessions by
+        itself, so when the set looks full, the members whose sessions are gone are dropped first.
+        Two creates racing at the limit may both pass: the quota is a guard, not an exact count."""
+        if not tenant or not self.tenant_quota:
+            return
+        key = self._tenant_key(tenant)
+        count = await self._redis.zcard(key)
+        if count >= self.tenant_quota:
+            members = await self._redis.zrange(key, 0, -1)
+            pipe = self._redis.pipeline(transaction=False)
+            for member in members:
+                pipe.exists(self.key(member.decode()))
+            gone = [m for m, alive in zip(members, await pipe.execute()) if not alive]
+            if gone:
+                await self._redis.zrem(key, *gone)
+            count -= len(gone)
+        if count >= self.tenant_quota:
+            raise TooManyRequests(
+                f"tenant {tenant!r} holds {self.tenant_quota} sessions, its limit; delete one first"
+            )
+        await self._redis.zadd(key, {session_id: now})
 
     @_unreachable
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -251,7 +284,11 @@ class RedisStore:
     @_unreachable
     async def delete(self, session_id: str) -> bool:
         self._drop(session_id)
-        return bool(await self._redis.delete(self.key(session_id)))
+        tenant = await self._redis.hget(self.key(session_id), "tenant") if self.tenant_quota else None
+        deleted = bool(await self._redis.delete(self.key(session_id)))
+        if tenant:
+            await self._redis.zrem(self._tenant_key(tenant.decode()), session_id)
+        return deleted
 
     @_unreachable
     async def reset(self, session_id: str, now: float) -> SessionRecord | None:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.config import Settings
+from app.api.auth import caller_of
 from app.api.parsing import parse_chunk, read_body
 from app.api.schemas import ChunkRequest, ChunkResponse, json_body, problems
 from app.sessions.service import SessionService
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
     responses={
         200: {"headers": {"X-Replayed": {"description": "true when this answers a repeated seq",
                                          "schema": {"type": "string"}}}},
-        **problems(400, 404, 409, 413, 422, 503),
+        **problems(400, 401, 404, 409, 413, 422, 503),
     },
     openapi_extra=json_body(ChunkRequest),
     summary="Push a chunk: T time steps continue the session's sequence",
@@ -28,8 +29,9 @@ async def push_chunk(session_id: str, request: Request) -> Response:
     # The application's state is read directly, not through Depends: this is the hottest route.
     sessions: SessionService = request.app.state.sessions
     settings: Settings = request.app.state.settings
+    caller = caller_of(request)
     body = await read_body(request, settings.max_body_bytes)
     chunk = parse_chunk(body, sessions.spec.input_features, settings.max_chunk_steps)
-    result = await sessions.push(session_id, chunk.inputs, chunk.seq)
+    result = await sessions.push(session_id, chunk.inputs, chunk.seq, caller.scope)
     headers = {"X-Replayed": "true"} if result.replayed else None
     return Response(result.body, headers=headers, media_type="application/json")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from app.api.deps import CurrentSettings, Sessions, json_response
+from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.errors import problem
 from app.api.schemas import ModelInfo, problems
 
 router = APIRouter()
 
 
-@router.get("/v1/model", response_model=ModelInfo, tags=["model"], summary="Describe the served model")
-async def model_info(sessions: Sessions, settings: CurrentSettings) -> Response:
+@router.get("/v1/model", response_model=ModelInfo, tags=["model"], responses=problems(401),
+            summary="Describe the served model")
+async def model_info(sessions: Sessions, settings: CurrentSettings, caller: CurrentCaller) -> Response:
     spec = sessions.spec
     return json_response(
         {
@@ -50,6 +51,12 @@ async def readyz(sessions: Sessions) -> Response:
     return json_response({"status": "ready"})
 
 
-@router.get("/metrics", tags=["operations"], summary="Prometheus text exposition")
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus text exposition",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

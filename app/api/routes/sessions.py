@@ -6,10 +6,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from app.api.deps import CurrentSettings, Sessions, json_response
+from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.parsing import load_json, read_body
 from app.api.schemas import CreateSession, SessionInfo, SessionList, json_body, problems
-from app.errors import InvalidInput
+from app.errors import Forbidden, InvalidInput
 from app.sessions.service import session_info
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -19,25 +19,29 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     "",
     status_code=201,
     response_model=SessionInfo,
-    responses=problems(400, 409, 413, 422, 503),
+    responses=problems(400, 401, 409, 413, 422, 429, 503),
     openapi_extra=json_body(CreateSession, required=False),
     summary="Create a session (one state row)",
 )
-async def create_session(request: Request, sessions: Sessions, settings: CurrentSettings) -> Response:
+async def create_session(request: Request, sessions: Sessions, settings: CurrentSettings,
+                         caller: CurrentCaller) -> Response:
     body = await read_body(request, settings.max_body_bytes)
     options = _create_options(body)
-    record = await sessions.create(options.session_id, options.ttl_s)
+    record = await sessions.create(options.session_id, options.ttl_s, tenant=caller.tenant)
     location = f"/v1/sessions/{record.session_id}"
     return json_response(session_info(record), 201, headers={"Location": location})
 
 
-@router.get("", response_model=SessionList, responses=problems(401, 403, 422),
+@router.get("", response_model=SessionList, responses=problems(401, 403, 422, 503),
             summary="List sessions (admin)")
 async def list_sessions(
     sessions: Sessions,
+    caller: CurrentCaller,
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None, max_length=512),
 ) -> Response:
+    if not caller.admin:
+        raise Forbidden("listing sessions takes an admin key")
     records, next_cursor = await sessions.page(limit, cursor)
     return json_response(
         {
@@ -49,23 +53,23 @@ async def list_sessions(
     )
 
 
-@router.get("/{session_id}", response_model=SessionInfo, responses=problems(404),
+@router.get("/{session_id}", response_model=SessionInfo, responses=problems(401, 404, 503),
             summary="Get a session")
-async def get_session(session_id: str, sessions: Sessions) -> Response:
-    return json_response(session_info(await sessions.get(session_id)))
+async def get_session(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
+    return json_response(session_info(await sessions.get(session_id, caller.scope)))
 
 
-@router.delete("/{session_id}", status_code=204, responses=problems(404),
+@router.delete("/{session_id}", status_code=204, responses=problems(401, 404, 503),
                summary="Delete a session and free its slot")
-async def delete_session(session_id: str, sessions: Sessions) -> Response:
-    await sessions.delete(session_id)
+async def delete_session(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
+    await sessions.delete(session_id, caller.scope)
     return Response(status_code=204)
 
 
-@router.post("/{session_id}/reset", response_model=SessionInfo, responses=problems(404),
+@router.post("/{session_id}/reset", response_model=SessionInfo, responses=problems(401, 404, 409, 503),
              summary="Zero the session's state, as Keras reset_states() does")
-async def reset_session(session_id: str, sessions: Sessions) -> Response:
-    return json_response(session_info(await sessions.reset(session_id)))
+async def reset_session(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
+    return json_response(session_info(await sessions.reset(session_id, caller.scope)))
 
 
 def _create_options(body: bytes) -> CreateSession:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.deps import CurrentSettings, Sessions, json_response
+from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.parsing import load_json, parse_state, read_body
 from app.api.schemas import SessionInfo, StateDocument, StateUpdate, json_body, problems
 from app.sessions.service import session_info
@@ -13,23 +13,23 @@ from app.sessions.service import session_info
 router = APIRouter(prefix="/v1/sessions", tags=["state"])
 
 
-@router.get("/{session_id}/state", response_model=StateDocument, responses=problems(404),
+@router.get("/{session_id}/state", response_model=StateDocument, responses=problems(401, 404, 409, 503),
             summary="Read the session's state")
-async def get_state(session_id: str, sessions: Sessions) -> Response:
-    return json_response(await sessions.state(session_id))
+async def get_state(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
+    return json_response(await sessions.state(session_id, caller.scope))
 
 
 @router.put(
     "/{session_id}/state",
     response_model=SessionInfo,
-    responses=problems(400, 404, 409, 413, 422),
+    responses=problems(400, 401, 404, 409, 413, 422, 503),
     openapi_extra=json_body(StateUpdate),
     summary="Set the session's state (import, migrate, fork)",
 )
 async def put_state(session_id: str, request: Request, sessions: Sessions,
-                    settings: CurrentSettings) -> Response:
+                    settings: CurrentSettings, caller: CurrentCaller) -> Response:
     # A session of another model is 409 whatever the document says.
-    sessions.check_model(await sessions.get(session_id))
+    sessions.check_model(await sessions.get(session_id, caller.scope))
     document = load_json(await read_body(request, settings.max_body_bytes))
     values = parse_state(document, sessions.spec)
-    return json_response(session_info(await sessions.set_state(session_id, values)))
+    return json_response(session_info(await sessions.set_state(session_id, values, caller.scope)))

@@ -19,7 +19,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app.api.parsing import chunk_from_document, load_json, parse_frame
 from app.config import Settings
-from app.errors import InvalidInput, ServiceError, SessionNotFound, TooLarge
+from app.api.auth import caller_of
+from app.errors import InvalidInput, ServiceError, SessionNotFound, TooLarge, Unauthorized
 from app.sessions.service import SessionService, session_info
 
 log = logging.getLogger(__name__)
@@ -38,19 +39,26 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     settings: Settings = websocket.app.state.settings
     await websocket.accept()
     try:
-        await sessions.get(session_id)
+        caller = caller_of(websocket, allow_query=True)
+    except Unauthorized as exc:
+        await websocket.close(CLOSE_UNAUTHORIZED, exc.detail[:120])
+        return
+    try:
+        await sessions.get(session_id, caller.scope)
     except SessionNotFound as exc:
         await websocket.close(CLOSE_UNKNOWN_SESSION, exc.detail[:120])
         return
     except ServiceError as exc:
         await websocket.close(CLOSE_TRY_AGAIN, exc.detail[:120])
         return
-    connection = _Connection(websocket, sessions, settings, session_id)
+    connection = _Connection(websocket, sessions, settings, session_id, caller.scope)
     await connection.run()
 
 
 class _Connection:
-    def __init__(self, websocket: WebSocket, sessions: SessionService, settings: Settings, session_id: str):
+    def __init__(self, websocket: WebSocket, sessions: SessionService, settings: Settings,
+                 session_id: str, scope: str | None):
+        self.scope = scope
         self.websocket = websocket
         self.sessions = sessions
         self.settings = settings
@@ -96,7 +104,7 @@ class _Connection:
     async def _binary(self, frame: bytes) -> Reply:
         try:
             inputs = parse_frame(frame, self.sessions.spec.input_features, self.settings.max_chunk_steps)
-            result = await self.sessions.push(self.session_id, inputs)
+            result = await self.sessions.push(self.session_id, inputs, scope=self.scope)
         except ServiceError as exc:
             return _error(exc)
         return "bytes", result.outputs.astype("<f4", copy=False).tobytes()
@@ -111,17 +119,17 @@ class _Connection:
                 return "text", await self._command(document["op"])
             spec = self.sessions.spec
             chunk = chunk_from_document(document, spec.input_features, self.settings.max_chunk_steps, body)
-            result = await self.sessions.push(self.session_id, chunk.inputs, chunk.seq)
+            result = await self.sessions.push(self.session_id, chunk.inputs, chunk.seq, self.scope)
         except ServiceError as exc:
             return _error(exc)
         return "text", result.body.decode()
 
     async def _command(self, op: Any) -> str:
         if op == "reset":
-            record = await self.sessions.reset(self.session_id)
+            record = await self.sessions.reset(self.session_id, self.scope)
             return orjson.dumps({"op": "reset", "session": session_info(record)}).decode()
         if op == "state":
-            state = await self.sessions.state(self.session_id)
+            state = await self.sessions.state(self.session_id, self.scope)
             return orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY).decode()
         raise InvalidInput(f"unknown op {op!r}; the ops are 'reset' and 'state'")
 

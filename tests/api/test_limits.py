@@ -1,0 +1,134 @@
+"""Floods are shed, not queued; logs carry no input data and no keys."""
+
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+
+from app.model.loader import load_model
+from tests.support.servers import ROOT, free_port, serve_in_thread, wait_ready
+
+
+FLOOD_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"inputs": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}'
+SESSIONS = %d
+function request()
+  return wrk.format(nil, "/v1/sessions/flood-" .. math.random(0, SESSIONS - 1) .. "/chunks")
+end
+"""
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+
+
+def probe(client, sid, count):
+    results = []
+    for _ in range(count):
+        started = time.perf_counter()
+        answer = client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [0.5] * 10})
+        results.append((answer, time.perf_counter() - started))
+    return results
+
+
+def flood(url, sessions, seconds, tmp_path):
+    script = tmp_path / "flood.lua"
+    script.write_text(FLOOD_LUA % sessions)
+    return subprocess.Popen(["wrk", "-t2", "-c100", f"-d{seconds}s", "-s", str(script), url],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def assert_shed_properly(answers):
+    for answer in answers:
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert answer.headers["content-type"] == "application/problem+json"
+
+
+@needs_wrk
+def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency(tmp_path):
+    with serve_in_thread(load_model("default"), max_in_flight=64, max_session_queue=8) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        client.post("/v1/sessions", json={"session_id": "flood-0"})
+        mine = client.post("/v1/sessions").json()["session_id"]
+        baseline = probe(client, mine, 40)
+        wrk = flood(url, 1, 5, tmp_path)
+        time.sleep(1.0)
+        during = probe(client, mine, 40)
+        report = wrk.communicate(timeout=60)[0]
+        assert "Non-2xx or 3xx responses" in report, report  # the hot session's excess was shed
+    assert all(a.status_code == 200 for a, _ in baseline + during)  # never starved, never shed
+    # It never waits behind the hot session's backlog (bounded at --max-session-queue), but it does
+    # wait behind the flood's requests in the event loop: measured here about 3 ms alone, 100+ ms
+    # under a closed-loop flood of 100 connections on 2 cores. Bounded, not kept.
+    assert statistics.median(t for _, t in during) < 1.0
+
+
+@needs_wrk
+def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers(tmp_path):
+    with serve_in_thread(load_model("default"), max_in_flight=8) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        for i in range(50):
+            client.post("/v1/sessions", json={"session_id": f"flood-{i}"})
+        mine = client.post("/v1/sessions").json()["session_id"]
+        baseline = probe(client, mine, 40)
+        wrk = flood(url, 50, 4, tmp_path)
+        time.sleep(1.0)
+        during = probe(client, mine, 40)
+        health = client.get("/healthz")
+        report = wrk.communicate(timeout=60)[0]
+        after = probe(client, mine, 40)
+    assert "Non-2xx or 3xx responses" in report, report
+    shed = [a for a, _ in during if a.status_code != 200]
+    assert shed, "the probe was never shed: the flood did not reach the limit"
+    assert_shed_properly(shed)
+    assert health.status_code == 200  # probes are never shed
+    assert all(a.status_code == 200 for a, _ in after)  # the flood is over: all is served again
+    typical = statistics.median(t for _, t in baseline)
+    assert statistics.median(t for _, t in after) < max(0.02, 5 * typical)
+
+
+def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tmp_path):
+    key, secret_value = "tenant-key-do-not-log-1", 123.456789
+    port = free_port()
+    log_file = tmp_path / "server.log"
+    with open(log_file, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--model", "seed", "--port", str(port),
+             "--log-format", "json", "--api-keys", f"t:{key}"],
+            cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, process=process)
+            headers = {"Authorization": f"Bearer {key}"}
+            sid = httpx.post(f"{url}/v1/sessions", headers=headers).json()["session_id"]
+            httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [secret_value]}, headers=headers)
+            httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [secret_value, "x"]}, headers=headers)
+            httpx.get(f"{url}/v1/sessions/{sid}", headers={"Authorization": "Bearer wrong-key-also-secret"})
+
+            async def stream():
+                async with websockets.connect(url.replace("http", "ws") + f"/v1/sessions/{sid}/stream?token={key}") as ws:
+                    await ws.send(np.array([secret_value], "<f4").tobytes())
+                    await ws.recv()
+
+            asyncio.run(stream())
+        finally:
+            process.terminate()
+            process.wait(30)
+    text = log_file.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["logger"] == "app.access"]
+    chunks = [line for line in requests if line["path"].endswith("/chunks")]
+    assert [c["status"] for c in chunks] == [200, 422]
+    assert all(c["session_id"] == sid and c["latency_ms"] > 0 for c in chunks)
+    assert any(line["path"].endswith("/stream") for line in requests)
+    assert any(line["status"] == 401 for line in requests)
+    for secret in (key, "wrong-key-also-secret", "123.45"):
+        assert secret not in text, secret
