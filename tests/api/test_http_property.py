@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from app.model.step import StreamingModel
 from tests.support.models import architectures, chunked_sequences, split
-from tests.support.reference import StatefulReference, state_rows
+from tests.support.reference import assert_streamed_like_keras
 from tests.support.servers import serve_in_thread
 
 
@@ -44,9 +44,4 @@ def test_random_models_over_http_equal_keras_stateful(backend, redis_url, redis_
         results = asyncio.run(run_all(url))
 
     for (sequence, cuts), (answers, state) in zip(streams, results):
-        reference = StatefulReference(model)
-        for got, chunk in zip(answers, split(sequence, cuts)):
-            np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
-        assert state["steps"] == len(sequence) and state["seq"] == len(cuts)
-        for got, want in zip(state_rows(state), reference.states()):
-            np.testing.assert_allclose(got, want, atol=1e-5)
+        assert_streamed_like_keras(model, sequence, split(sequence, cuts), answers, state)

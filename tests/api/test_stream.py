@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from app.model.loader import load_model
 from app.model.step import StreamingModel
 from tests.support.models import architectures, chunked_sequences, split
-from tests.support.reference import StatefulReference, state_rows
+from tests.support.reference import StatefulReference, assert_streamed_like_keras
 from tests.support.servers import serve_in_thread
 
 
@@ -54,12 +54,7 @@ def test_random_models_over_websocket_equal_keras_stateful(architecture, data, b
 
         results = asyncio.run(all_streams())
     for (sequence, cuts), (answers, state) in zip(streams, results):
-        reference = StatefulReference(model)
-        for got, chunk in zip(answers, split(sequence, cuts)):
-            np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
-        assert state["seq"] == len(cuts) and state["steps"] == len(sequence)
-        for got, want in zip(state_rows(state), reference.states()):
-            np.testing.assert_allclose(got, want, atol=1e-5)
+        assert_streamed_like_keras(model, sequence, split(sequence, cuts), answers, state)
 
 
 def test_http_and_websocket_sessions_batched_together_each_get_what_they_get_alone():

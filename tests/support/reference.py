@@ -42,3 +42,15 @@ class StatefulReference:
 def state_rows(document: dict) -> list[np.ndarray]:
     """The state vectors of a GET state document, flattened in model order."""
     return [np.asarray(s, np.float32) for layer in document["layers"] for s in layer["states"]]
+
+
+def assert_streamed_like_keras(model, sequence: np.ndarray, chunks: list[np.ndarray],
+                               answers: list[np.ndarray], state: dict) -> None:
+    """A session fed ``chunks`` of ``sequence`` answered ``answers`` and ended in ``state``: each
+    must equal a Keras ``stateful=True`` copy of ``model`` fed the same chunks, within 1e-5."""
+    reference = StatefulReference(model)
+    for got, chunk in zip(answers, chunks, strict=True):
+        np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
+    assert (state["seq"], state["steps"]) == (len(chunks), len(sequence))
+    for got, want in zip(state_rows(state), reference.states(), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
