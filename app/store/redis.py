@@ -16,35 +16,25 @@ the one its checkout read. A batch costs one pipelined round trip to read and on
 
 from __future__ import annotations
 
-import functools
-import secrets
 import logging
+import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import (
-    BusyLoadingError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-    ResponseError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from app.errors import Conflict, InvalidInput, ServiceError, TooManyRequests, Unavailable
+from app.errors import Conflict, InvalidInput, ServiceError, TooManyRequests
 from app.store.base import Checkout, Commit, Outcome
 from app.store.records import SessionRecord
+from app.store.redis_errors import transient, unavailable, unreachable
+from app.store.redis_scripts import SCRIPTS
 from app.store.slots import SlotTable
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 def new_version() -> str:
     return secrets.token_hex(8)
@@ -52,88 +42,6 @@ def new_version() -> str:
 
 META = ("ver", "seq", "steps", "created", "active", "ttl", "fp", "tenant")
 
-# KEYS[1] session; ARGV: ttl ms, then field/value pairs. 1 if created, 0 if the id is taken.
-CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return 1
-"""
-
-# KEYS[1] session; ARGV: cached version ('' if none), requested seq ('' if none), state fields.
-# Returns nil if absent, else {meta, response or '', states or {}}: the states only when the cached
-# copy is stale, the response only for a replay.
-READ = """
-local meta = redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
-if not meta[1] then return nil end
-local response = ''
-if ARGV[2] ~= '' and ARGV[2] == meta[2] then response = redis.call('HGET', KEYS[1], 'resp') or '' end
-local states = {}
-if ARGV[1] ~= meta[1] then states = redis.call('HMGET', KEYS[1], unpack(ARGV, 3)) end
-return {meta, response, states}
-"""
-
-# KEYS[1] session; ARGV: expected version, ttl ms, then field/value pairs (a new 'ver' among them).
-# 1 applied, 0 changed since it was read, -1 gone.
-COMMIT = """
-local ver = redis.call('HGET', KEYS[1], 'ver')
-if not ver then return -1 end
-if ver ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-"""
-
-# KEYS[1] session; ARGV: the fingerprint it must have, then field/value pairs to set (a reset or an
-# imported state; a new 'ver'). Returns nil if absent, 0 if it holds another model's state, else
-# the meta fields after the change.
-OVERWRITE = """
-local fp = redis.call('HGET', KEYS[1], 'fp')
-if not fp then return nil end
-if fp ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.floor(ttl * 1000)) end
-return redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
-"""
-
-SCRIPTS = {"create": CREATE, "read": READ, "commit": COMMIT, "overwrite": OVERWRITE}
-
-
-# Redis cannot serve now, but may soon: down, too slow, loading its data, a read-only replica,
-# out of memory, busy with a script, a cluster failing over. Each is a 503 the client may retry.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError,
-             OutOfMemoryError, OSError)
-TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSIENT):
-        return True
-    if isinstance(exc, ResponseError):  # redis-py drops some reply prefixes from the message
-        return type(exc).__name__ in ("MasterDownError", "TryAgainError", "ClusterDownError") or \
-            str(exc).startswith(TRANSIENT_REPLIES)
-    return False
-
-
-def _unavailable(exc: BaseException) -> Unavailable:
-    log.warning("Redis cannot serve: %s: %s", type(exc).__name__, exc)
-    return Unavailable(f"the state store (Redis) cannot serve now ({type(exc).__name__}); retry shortly")
-
-
-def _unreachable(operation: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Redis down, restarting or too slow is a 503 the client may retry, never a 500."""
-
-    @functools.wraps(operation)
-    async def guarded(self: RedisStore, *args: Any, **kwargs: Any) -> T:
-        try:
-            return await operation(self, *args, **kwargs)
-        except Exception as exc:
-            if _transient(exc):
-                raise _unavailable(exc) from None
-            raise
-
-    return guarded
 
 
 class RedisStore:
@@ -226,14 +134,14 @@ class RedisStore:
     def _state_pairs(self, values: list[bytes]) -> list[Any]:
         return [x for pair in zip(self._state_fields, values) for x in pair]
 
-    @_unreachable
+    @unreachable
     async def count(self) -> int:
         total = 0
         async for _ in self._redis.scan_iter(match=f"{self.prefix}:{{*}}", count=1000):
             total += 1
         return total
 
-    @_unreachable
+    @unreachable
     async def create(
         self, session_id: str, ttl_s: float, now: float, tenant: str | None = None
     ) -> SessionRecord:
@@ -276,12 +184,12 @@ class RedisStore:
             )
         await self._redis.zadd(key, {session_id: now})
 
-    @_unreachable
+    @unreachable
     async def get(self, session_id: str) -> SessionRecord | None:
         meta = await self._redis.hmget(self.key(session_id), META)
         return None if meta[0] is None else self._record(session_id, meta)
 
-    @_unreachable
+    @unreachable
     async def delete(self, session_id: str) -> bool:
         self._drop(session_id)
         tenant = await self._redis.hget(self.key(session_id), "tenant") if self.tenant_quota else None
@@ -290,12 +198,12 @@ class RedisStore:
             await self._redis.zrem(self._tenant_key(tenant.decode()), session_id)
         return deleted
 
-    @_unreachable
+    @unreachable
     async def reset(self, session_id: str, now: float) -> SessionRecord | None:
         return await self._overwrite(session_id, ["ver", new_version(), "steps", 0, "active", repr(now),
                                                   *self._state_pairs(self._zeros)])
 
-    @_unreachable
+    @unreachable
     async def write_state(
         self, session_id: str, values: list[np.ndarray], now: float
     ) -> SessionRecord | None:
@@ -319,7 +227,7 @@ class RedisStore:
             fingerprint=self.fingerprint,
         )
 
-    @_unreachable
+    @unreachable
     async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None:
         found = await self._run_one("read", self.key(session_id), ["", "", *self._state_fields])
         if found is None:
@@ -330,7 +238,7 @@ class RedisStore:
             raise self._foreign(session_id, record)
         return record, self._decode(session_id, states)
 
-    @_unreachable
+    @unreachable
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
         """Sessions in Redis SCAN order. The cursor is the SCAN cursor plus how many keys of that
         step were already handed out, so a page never exceeds ``limit``."""
@@ -370,7 +278,7 @@ class RedisStore:
 
     # -- the engine's batch -------------------------------------------------------------------
 
-    @_unreachable
+    @unreachable
     async def checkout(
         self, requests: list[tuple[str, int | None]], pinned: set[str]
     ) -> list[Checkout | ServiceError | None]:
@@ -390,7 +298,7 @@ class RedisStore:
 
     def _checkout_one(self, session_id: str, result: Any, pinned: set[str]) -> Checkout | None:
         if isinstance(result, Exception):
-            raise _unavailable(result) if _transient(result) else result
+            raise unavailable(result) if transient(result) else result
         if result is None:
             self._drop(session_id)
             return None
@@ -405,7 +313,7 @@ class RedisStore:
         self._hot[session_id] = (slot, record.version)
         return Checkout(record, slot, record.version)
 
-    @_unreachable
+    @unreachable
     async def commit(self, commits: list[Commit]) -> list[Outcome | ServiceError]:
         calls, versions = [], []
         for commit in commits:
@@ -427,7 +335,7 @@ class RedisStore:
             session_id = commit.checkout.record.session_id
             if isinstance(result, Exception):  # this session's outcome is unknown
                 self._drop(session_id)
-                outcomes.append(_unavailable(result) if _transient(result)
+                outcomes.append(unavailable(result) if transient(result)
                                 else ServiceError(f"writing session {session_id!r} failed: {result}"))
             elif result == 1:
                 self.slots.set_row(commit.checkout.slot, commit.states)

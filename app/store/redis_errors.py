@@ -1,0 +1,52 @@
+"""Which Redis failures are worth a retry: those become 503 with Retry-After, never a 500."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.errors import Unavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Redis cannot serve now, but may soon: down, too slow, loading its data, a read-only replica,
+# out of memory, busy with a script, a cluster failing over. Each is a 503 the client may retry.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError,
+             OutOfMemoryError, OSError)
+TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+
+
+def transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT):
+        return True
+    if isinstance(exc, ResponseError):  # redis-py drops some reply prefixes from the message
+        return type(exc).__name__ in ("MasterDownError", "TryAgainError", "ClusterDownError") or \
+            str(exc).startswith(TRANSIENT_REPLIES)
+    return False
+
+
+def unavailable(exc: BaseException) -> Unavailable:
+    log.warning("Redis cannot serve: %s: %s", type(exc).__name__, exc)
+    return Unavailable(f"the state store (Redis) cannot serve now ({type(exc).__name__}); retry shortly")
+
+
+def unreachable(operation: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Redis down, restarting or too slow is a 503 the client may retry, never a 500."""
+
+    @functools.wraps(operation)
+    async def guarded(self: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return await operation(self, *args, **kwargs)
+        except Exception as exc:
+            if transient(exc):
+                raise unavailable(exc) from None
+            raise
+
+    return guarded
