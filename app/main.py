@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from app import metrics
 from app.api import errors
 from app.api.auth import KeyRing
 from app.api.middleware import Admission
@@ -61,6 +62,11 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     engine = Engine(model, store, max_batch=max_batch, max_queue=settings.max_queue,
                     max_session_queue=settings.max_session_queue)
     session_service = SessionService(engine, default_ttl_s=settings.session_ttl)
+    # Read when /metrics is scraped, so they cost nothing per request.
+    metrics.CAPACITY.set(settings.capacity)
+    metrics.HOT_SESSIONS.set_function(lambda: store.slots.used)
+    if isinstance(store, MemoryStore):
+        metrics.SESSIONS.set_function(lambda: len(store))
 
     stopping = asyncio.Event()
 

@@ -16,3 +16,18 @@ MODEL_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
 QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine")
+REQUEST_SECONDS = Histogram(
+    "srnn_request_seconds",
+    "Time from a request's arrival in the app to its last byte (a WebSocket: its whole life)",
+    ["route", "transport", "status"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
+)
+CAPACITY = Gauge("srnn_capacity", "State slots")
+HOT_SESSIONS = Gauge("srnn_hot_sessions", "Sessions holding a state slot now")
+SESSIONS = Gauge("srnn_sessions", "Sessions in this process's store (memory backend)")
+EVICTIONS = Counter("srnn_evictions_total", "Hot sessions that gave up their slot to another (Redis backend)")
+REDIS_SECONDS = Histogram(
+    "srnn_redis_round_trip_seconds", "One pipelined round trip to Redis",
+    buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0),
+)
+REDIS_ERRORS = Counter("srnn_redis_errors_total", "Redis calls that failed", ["kind"])

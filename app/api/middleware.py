@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from app import metrics
 from app.api.errors import problem_document
 
 log = logging.getLogger("app.access")
@@ -55,6 +56,10 @@ class Admission:
         finally:
             if counted:
                 self.in_flight -= 1
+            route = scope.get("route")
+            metrics.REQUEST_SECONDS.labels(
+                getattr(route, "path", "unmatched"), scope["type"], str(outcome.get("status", "none"))
+            ).observe(time.perf_counter() - started)
             self._log(scope, outcome, started)
 
     def _log(self, scope: dict, outcome: dict[str, int], started: float) -> None:

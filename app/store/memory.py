@@ -43,6 +43,9 @@ class MemoryStore:
     async def count(self) -> int:
         return len(self._records)
 
+    def __len__(self) -> int:
+        return len(self._records)
+
     async def close(self) -> None:
         pass
 

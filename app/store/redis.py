@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
+from app import metrics
 from app.errors import Conflict, InvalidInput, ServiceError, TooManyRequests
 from app.store.base import Checkout, Commit, Outcome
 from app.store.records import SessionRecord
@@ -106,7 +107,8 @@ class RedisStore:
         pipe = self._redis.pipeline(transaction=False)
         for name, key, args in calls:
             pipe.evalsha(self._sha[name], 1, key, *args)
-        return await pipe.execute(raise_on_error=False)
+        with metrics.REDIS_SECONDS.time():
+            return await pipe.execute(raise_on_error=False)
 
     async def _run_one(self, name: str, key: str, args: list[Any]) -> Any:
         (result,) = await self._run([(name, key, args)])
@@ -363,6 +365,7 @@ class RedisStore:
             if victim is None:
                 raise ServiceError("every slot is held by the running batch; raise --capacity")
             slot, _ = self._hot.pop(victim)
+            metrics.EVICTIONS.inc()
         self._hot[session_id] = (slot, "")
         return slot
 

@@ -11,6 +11,7 @@ from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app import metrics
 from app.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def transient(exc: BaseException) -> bool:
 
 
 def unavailable(exc: BaseException) -> Unavailable:
+    metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
     log.warning("Redis cannot serve: %s: %s", type(exc).__name__, exc)
     return Unavailable(f"the state store (Redis) cannot serve now ({type(exc).__name__}); retry shortly")
 

@@ -1,0 +1,43 @@
+"""/metrics moves as requests are served."""
+
+import re
+
+import httpx
+
+from app.model.loader import load_model
+from tests.support.servers import serve_in_thread
+
+
+def scrape(client: httpx.Client) -> dict[str, float]:
+    samples = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_count_what_was_served(redis_url, redis_prefix):
+    options = dict(backend="redis", redis_url=redis_url, redis_prefix=redis_prefix, capacity=2)
+    with serve_in_thread(load_model("seed"), **options) as url, httpx.Client(base_url=url) as client:
+        before = scrape(client)
+        ids = [client.post("/v1/sessions").json()["session_id"] for _ in range(3)]
+        for sid in ids:  # three sessions through two slots: one eviction at least
+            client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0, 3.0], "seq": 1})
+        client.post(f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0, 2.0, 3.0], "seq": 1})  # replay
+        client.post(f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0], "seq": 7})  # 409
+        after = scrape(client)
+
+    def moved(name):
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    route = 'route="/v1/sessions/{session_id}/chunks"'
+    assert moved("srnn_chunks_total") == 3 and moved("srnn_time_steps_total") == 9
+    assert moved("srnn_replays_total") == 1
+    assert moved(f'srnn_request_seconds_count{{{route},status="200",transport="http"}}') == 4
+    assert moved(f'srnn_request_seconds_count{{{route},status="409",transport="http"}}') == 1
+    assert moved("srnn_batch_size_count") >= 3 and moved("srnn_model_call_seconds_count") >= 3
+    assert moved("srnn_evictions_total") >= 1
+    assert moved("srnn_redis_round_trip_seconds_count") >= 6
+    assert after["srnn_capacity"] == 2 and after["srnn_hot_sessions"] == 2
+    assert any(re.match(r"srnn_queue_depth", name) for name in after)
