@@ -29,6 +29,10 @@ class InvalidInput(ServiceError):
     status, title, slug = 422, "Invalid input", "invalid-input"
 
 
+class RequestTimeout(ServiceError):
+    status, title, slug = 408, "Request timeout", "request-timeout"
+
+
 class TooLarge(ServiceError):
     status, title, slug = 413, "Too large", "too-large"
 

@@ -10,6 +10,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.errors import ServiceError
@@ -66,6 +67,11 @@ def install(app: FastAPI) -> None:
         where = ", ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors)
         return problem(422, f"invalid request: {where}", slug="invalid-input",
                        title="Invalid input", errors=errors)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_disconnect(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left while sending its body: nobody reads this answer, and nothing changed.
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:

@@ -65,7 +65,8 @@ class Admission:
     def _log(self, scope: dict, outcome: dict[str, int], started: float) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
-        path = scope["path"]
+        # Escaped, so a path with a line break in it cannot forge a log line.
+        path = scope["path"].encode("unicode_escape").decode("ascii")
         match = SESSION_PATH.match(path)
         log.info(
             "%s %s %s %.2f ms",

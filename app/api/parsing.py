@@ -7,6 +7,7 @@ problem; nothing is applied before parsing succeeds.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 
-from app.errors import BadRequest, Conflict, InvalidInput, TooLarge
+from app.errors import BadRequest, Conflict, InvalidInput, RequestTimeout, TooLarge
 from app.model.step import ModelSpec
 
 
@@ -25,18 +26,29 @@ class Chunk:
     seq: int | None
 
 
+BODY_TIMEOUT_S = 10.0
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and
+    with 408 if it takes over 10 s to arrive (a stalled body would hold an in-flight slot)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    parts, size = [], 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise TooLarge(f"the body exceeds the limit of {limit} bytes")
-        parts.append(part)
-    return b"".join(parts)
+
+    async def read() -> bytes:
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise TooLarge(f"the body exceeds the limit of {limit} bytes")
+            parts.append(part)
+        return b"".join(parts)
+
+    try:
+        return await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
 
 
 def load_json(body: bytes) -> Any:

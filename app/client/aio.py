@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -52,31 +54,44 @@ class AsyncClient:
         return self._model
 
     async def create_session(self, session_id: str | None = None, ttl_s: float | None = None) -> AsyncSession:
-        """A new session (random id unless ``session_id`` is given)."""
-        body = {k: v for k, v in (("session_id", session_id), ("ttl_s", ttl_s)) if v is not None}
-        info = (await self.request("POST", "/v1/sessions", json=body)).json()
+        """A new session (a random id unless ``session_id`` is given)."""
+        # The id is chosen here, so that a retry after a lost answer cannot make a second session:
+        # a 409 after an uncertain attempt is the session that attempt made.
+        chosen = session_id or secrets.token_urlsafe(16)
+        body = {k: v for k, v in (("session_id", chosen), ("ttl_s", ttl_s)) if v is not None}
+        attempt = Attempt()
+        try:
+            info = (await self.request("POST", "/v1/sessions", attempt, json=body)).json()
+        except ServerError as exc:
+            if exc.status != 409 or not attempt.uncertain or session_id is not None:
+                raise
+            info = (await self.request("GET", f"/v1/sessions/{chosen}")).json()
         return AsyncSession(self, info)
 
     async def session(self, session_id: str) -> AsyncSession:
         """An existing session, continuing from its last applied chunk."""
         return AsyncSession(self, (await self.request("GET", f"/v1/sessions/{session_id}")).json())
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One API call, retried on connection errors and 503; other errors raise ServerError."""
-        for attempt in range(self.retries + 1):
+    async def request(self, method: str, path: str, attempt: Attempt | None = None,
+                      **kwargs: Any) -> httpx.Response:
+        """One API call, retried on connection errors and 503; other errors raise ServerError.
+        ``attempt`` learns whether a try may have reached the server and been lost on the way back."""
+        attempt = attempt or Attempt()
+        for attempt_number in range(self.retries + 1):
             try:
                 response = await self._http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if attempt == self.retries:
+            except httpx.TransportError as exc:
+                if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+                    attempt.uncertain = True  # sent, perhaps applied, answer lost
+                if attempt_number == self.retries:
                     raise
-                await asyncio.sleep(self.delay(attempt))
+                await asyncio.sleep(self.delay(attempt_number))
                 continue
-            if response.status_code == 503 and attempt < self.retries:
-                await asyncio.sleep(self.delay(attempt, response.headers.get("retry-after")))
+            if response.status_code == 503 and attempt_number < self.retries:
+                await asyncio.sleep(self.delay(attempt_number, response.headers.get("retry-after")))
                 continue
             if response.status_code >= 400:
                 raise ServerError.from_problem(response.status_code, _problem(response))
-            response.extensions["attempts"] = attempt + 1
             return response
         raise AssertionError("unreachable")
 
@@ -97,6 +112,8 @@ class AsyncSession:
         self.client = client
         self.id: str = info["session_id"]
         self.info = info
+        # The seq of a chunk sent whose answer was lost: a replay of it is ours.
+        self.uncertain_seq: int | None = None
 
     @property
     def seq(self) -> int:
@@ -106,14 +123,20 @@ class AsyncSession:
         """Apply ``chunk`` ([T, F], or [T] for one feature) and return the model's outputs for it:
         [T, size] for a per-step model, else [size]. Safe to call again after any failure."""
         seq = self.seq + 1
-        body = orjson.dumps({"inputs": np.asarray(chunk, np.float32), "seq": seq},
-                            option=orjson.OPT_SERIALIZE_NUMPY)
-        response = await self.client.request(
-            "POST", f"/v1/sessions/{self.id}/chunks", content=body,
-            headers={"Content-Type": "application/json"},
-        )
-        if response.headers.get("x-replayed") == "true" and response.extensions["attempts"] == 1:
-            # A replay of a seq this client had not sent before: another writer took it.
+        body = orjson.dumps({"inputs": _floats(chunk), "seq": seq}, option=orjson.OPT_SERIALIZE_NUMPY)
+        attempt = Attempt(uncertain=self.uncertain_seq == seq)
+        try:
+            response = await self.client.request(
+                "POST", f"/v1/sessions/{self.id}/chunks", attempt, content=body,
+                headers={"Content-Type": "application/json"},
+            )
+        except (httpx.TransportError, ServerError):
+            if attempt.uncertain:
+                self.uncertain_seq = seq  # a later push of this chunk may meet its own replay
+            raise
+        self.uncertain_seq = None
+        if response.headers.get("x-replayed") == "true" and not attempt.uncertain:
+            # A replay of a seq no attempt of ours can have applied: another writer took it.
             raise SeqConflict(409, {"detail": f"chunk {seq} was applied by another writer",
                                     "expected_seq": seq + 1})
         answer = response.json()
@@ -139,7 +162,12 @@ class AsyncSession:
         return self.info
 
     async def delete(self) -> None:
-        await self.client.request("DELETE", f"/v1/sessions/{self.id}")
+        attempt = Attempt()
+        try:
+            await self.client.request("DELETE", f"/v1/sessions/{self.id}", attempt)
+        except SessionGone:
+            if not attempt.uncertain:  # else an earlier try deleted it and the answer was lost
+                raise
 
     def stream(self, binary: bool = False) -> AsyncStream:
         """A WebSocket stream of this session: ``async with session.stream() as s: await s.send(x)``.
@@ -156,7 +184,7 @@ class AsyncStream:
         self.session = session
         self.binary = binary
         self._socket: Any = None
-        self._features: int | None = None
+        self._lock = asyncio.Lock()  # one message in flight: replies must pair with their sends
 
     async def __aenter__(self) -> AsyncStream:
         await self._connect()
@@ -189,10 +217,10 @@ class AsyncStream:
 
     async def send(self, chunk: np.ndarray) -> np.ndarray:
         """Apply ``chunk`` and return its outputs, as :meth:`AsyncSession.push` does."""
-        array = np.asarray(chunk, np.float32)
+        array = _floats(chunk)
         if self.binary:
             output = (await self.client.model())["output"]
-            reply = await self._exchange(array.astype("<f4").tobytes(), retry=False)
+            reply = await self._exchange(array.astype("<f4").tobytes(), resend=False)
             if isinstance(reply, bytes):
                 self.session.info["seq"] += 1  # binary frames carry no seq: counted, not checked
                 values = np.frombuffer(reply, "<f4").copy()
@@ -200,44 +228,70 @@ class AsyncStream:
             _raise(orjson.loads(reply))
         seq = self.session.seq + 1
         message = orjson.dumps({"inputs": array, "seq": seq}, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        answer = orjson.loads(await self._exchange(message, retry=True))
+        answer = orjson.loads(await self._exchange(message, resend=True))
         if answer.get("op") == "error":
             _raise(answer)
+        if answer["seq"] != seq:
+            raise SeqConflict(409, {"detail": f"sent chunk {seq}, got the answer of {answer['seq']}",
+                                    "expected_seq": answer["seq"] + 1})
         self.session.info.update(seq=answer["seq"], steps=answer["steps"])
         return np.asarray(answer["outputs"], np.float32)
 
     async def command(self, op: str) -> dict[str, Any]:
         """``reset`` or ``state`` over the stream."""
-        answer = orjson.loads(await self._exchange(orjson.dumps({"op": op}).decode(), retry=True))
+        answer = orjson.loads(await self._exchange(orjson.dumps({"op": op}).decode(), resend=True))
         if answer.get("op") == "error":
             _raise(answer)
         if op == "reset":
             self.session.info = answer["session"]
         return answer
 
-    async def _exchange(self, message: str | bytes, retry: bool) -> str | bytes:
+    async def _exchange(self, message: str | bytes, resend: bool) -> str | bytes:
+        """Send one message and take its reply. A dropped connection is reopened and, if
+        ``resend`` (the message carries a seq), the message sent again; a 503 is always retried
+        (nothing was applied)."""
+        async with self._lock:
+            return await self._exchange_locked(message, resend)
+
+    async def _exchange_locked(self, message: str | bytes, resend: bool) -> str | bytes:
         for attempt in range(self.client.retries + 1):
             try:
                 if self._socket is None:
                     await self._connect()
                 await self._socket.send(message)
                 reply = await self._socket.recv()
-            except ConnectionClosed as closed:
-                self._socket = None
+            except BaseException as exc:
+                # Whatever broke between send and reply (a drop, a cancellation, a timeout), the
+                # reply may still come: this socket is no longer in step, so it is dropped.
+                socket, self._socket = self._socket, None
+                if socket is not None and not isinstance(exc, ConnectionClosed):
+                    await asyncio.shield(socket.close())
+                if not isinstance(exc, ConnectionClosed):
+                    raise
+                closed = exc
                 code = closed.rcvd.code if closed.rcvd else None
                 if code == 4404:
                     raise SessionGone(404, {"detail": closed.rcvd.reason}) from None
                 if code == 4401:
                     raise ServerError(401, {"detail": closed.rcvd.reason}) from None
-                if not retry or attempt == self.client.retries:
+                if not resend or attempt == self.client.retries:
                     raise
                 await asyncio.sleep(self.client.delay(attempt))
                 continue
-            if retry and isinstance(reply, str) and '"status":503' in reply and attempt < self.client.retries:
+            if isinstance(reply, str) and '"status":503' in reply and attempt < self.client.retries:
                 await asyncio.sleep(self.client.delay(attempt))
                 continue
             return reply
         raise AssertionError("unreachable")
+
+
+@dataclass
+class Attempt:
+    uncertain: bool = False  # a try was sent and its answer lost: it may have been applied
+
+
+def _floats(chunk: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(chunk, np.float32)  # orjson writes C-ordered arrays only
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

@@ -53,15 +53,20 @@ def read_rows(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         rows = np.load(path, allow_pickle=False)
     else:
-        lines = path.read_text().splitlines()
+        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         try:
             float(lines[0].split(",")[0])
             skip = 0
-        except (ValueError, IndexError):
+        except ValueError:
             skip = 1  # a header line
-        rows = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
-    rows = np.asarray(rows, np.float32)
-    return rows[:, None] if rows.ndim == 1 else rows
+        except IndexError:
+            raise SystemExit(f"{path} has no rows") from None
+        rows = np.loadtxt(lines[skip:], delimiter=",", ndmin=2, dtype=np.float64)
+    rows = np.ascontiguousarray(rows, np.float32)
+    rows = rows[:, None] if rows.ndim == 1 else rows
+    if not len(rows):
+        raise SystemExit(f"{path} has no rows")
+    return rows
 
 
 def write_rows(path: Path, rows: np.ndarray) -> None:

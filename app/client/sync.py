@@ -36,6 +36,7 @@ class Client:
     def __init__(self, url: str, api_key: str | None = None, **options: Any):
         self._loop = _Loop()
         self._async = self._loop.run(_make(url, api_key, options))
+        self._closed = False
 
     def __enter__(self) -> Client:
         return self
@@ -44,6 +45,9 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._loop.run(self._async.aclose())
         self._loop.stop()
 

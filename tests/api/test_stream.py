@@ -153,9 +153,10 @@ def test_replies_come_in_message_order_even_when_pipelined(seed_server):
     assert [i for i, r in enumerate(replies) if r.get("op") == "error"] == [9, 19, 29, 39]
 
 
-def test_unknown_session_is_closed_with_4404(seed_server):
+@pytest.mark.parametrize("name", ["nobody", "é" * 100])
+def test_unknown_session_is_closed_with_4404(seed_server, name):
     async def run():
-        async with websockets.connect(ws(seed_server, f"nobody-{uuid.uuid4().hex}")) as socket:
+        async with websockets.connect(ws(seed_server, f"{name}-{uuid.uuid4().hex}")) as socket:
             await socket.recv()
 
     with pytest.raises(websockets.ConnectionClosed) as closed:

@@ -119,3 +119,52 @@ def test_demo_prints_equal_states(seed_url):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "equal within 1e-5" in done.stdout
+
+
+def test_a_cancelled_send_does_not_leave_the_stream_out_of_step(seed_url):
+    import asyncio
+
+    from app.client import AsyncClient
+
+    async def run():
+        async with AsyncClient(seed_url) as client:
+            session = await client.create_session()
+            async with session.stream() as stream:
+                first = asyncio.ensure_future(stream.send(np.array([1.0])))
+                await asyncio.sleep(0)
+                await asyncio.sleep(0.0005)
+                first.cancel()
+                try:
+                    await first
+                except asyncio.CancelledError:
+                    pass
+                applied = (await session.refresh())["seq"]
+                session.info["seq"] = applied  # the client learns where the session is
+                second = await stream.send(np.array([2.0]))
+            return session.id, applied, second, await session.state()
+
+    sid, applied, second, state = asyncio.run(run())
+    reference = StatefulReference(build_seed_model())
+    if applied:
+        reference.feed(np.array([[1.0]]))
+    np.testing.assert_allclose(second, reference.feed(np.array([[2.0]])), atol=1e-5)
+    assert state["seq"] == applied + 1
+
+
+def test_odd_arrays_and_files_are_read_right(seed_url, tmp_path):
+    with Client(seed_url) as client:
+        session = client.create_session()
+        wide = np.arange(6, dtype=np.float32).reshape(3, 2)
+        reference = StatefulReference(build_seed_model())
+        np.testing.assert_allclose(session.push(wide[:, :1]), reference.feed(wide[:, :1]), atol=1e-5)
+        client.close()
+        client.close()  # twice is fine
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeff0.5\n0.25\n".encode())
+    empty = tmp_path / "empty.csv"
+    empty.write_text("value\n")
+    from app.client.commands import read_rows
+
+    assert read_rows(bom).tolist() == [[0.5], [0.25]]
+    with pytest.raises(SystemExit):
+        read_rows(empty)

@@ -41,15 +41,15 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     try:
         caller = caller_of(websocket, allow_query=True)
     except Unauthorized as exc:
-        await websocket.close(CLOSE_UNAUTHORIZED, exc.detail[:120])
+        await websocket.close(CLOSE_UNAUTHORIZED, _reason(exc.detail))
         return
     try:
         await sessions.get(session_id, caller.scope)
     except SessionNotFound as exc:
-        await websocket.close(CLOSE_UNKNOWN_SESSION, exc.detail[:120])
+        await websocket.close(CLOSE_UNKNOWN_SESSION, _reason(exc.detail))
         return
     except ServiceError as exc:
-        await websocket.close(CLOSE_TRY_AGAIN, exc.detail[:120])
+        await websocket.close(CLOSE_TRY_AGAIN, _reason(exc.detail))
         return
     connection = _Connection(websocket, sessions, settings, session_id, caller.scope)
     await connection.run()
@@ -88,7 +88,7 @@ class _Connection:
         while (task := await self.replies.get()) is not None:
             try:
                 kind, payload = await task
-            except Exception:
+            except (Exception, asyncio.CancelledError):
                 log.exception("a WebSocket message of session %r failed", self.session_id)
                 kind, payload = _error(ServiceError("the server failed to handle this message"))
             if self.websocket.application_state is not WebSocketState.CONNECTED:
@@ -132,6 +132,11 @@ class _Connection:
             state = await self.sessions.state(self.session_id, self.scope)
             return orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY).decode()
         raise InvalidInput(f"unknown op {op!r}; the ops are 'reset' and 'state'")
+
+
+def _reason(detail: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8 (a session id may be longer)."""
+    return detail.encode()[:123].decode(errors="ignore")
 
 
 def _error(exc: ServiceError) -> Reply:
