@@ -185,6 +185,9 @@ class AsyncStream:
         self.binary = binary
         self._socket: Any = None
         self._lock = asyncio.Lock()  # one message in flight: replies must pair with their sends
+        # A chunk message whose send was cancelled: it may have been applied. The next send
+        # settles it first (it is then applied exactly once; its outputs are lost).
+        self._unsettled: str | None = None
 
     async def __aenter__(self) -> AsyncStream:
         await self._connect()
@@ -226,9 +229,19 @@ class AsyncStream:
                 values = np.frombuffer(reply, "<f4").copy()
                 return values.reshape(-1, output["size"]) if output["per_step"] else values
             _raise(orjson.loads(reply))
+        if self._unsettled is not None:
+            settled = orjson.loads(await self._exchange(self._unsettled, resend=True))
+            self._unsettled = None
+            if settled.get("op") == "error":
+                _raise(settled)
+            self.session.info.update(seq=settled["seq"], steps=settled["steps"])
         seq = self.session.seq + 1
         message = orjson.dumps({"inputs": array, "seq": seq}, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        answer = orjson.loads(await self._exchange(message, resend=True))
+        try:
+            answer = orjson.loads(await self._exchange(message, resend=True))
+        except asyncio.CancelledError:
+            self._unsettled = message
+            raise
         if answer.get("op") == "error":
             _raise(answer)
         if answer["seq"] != seq:
