@@ -57,24 +57,26 @@ class Forbidden(ServiceError):
     status, title, slug = 403, "Forbidden", "forbidden"
 
 
-class TooManyRequests(ServiceError):
-    status, title, slug = 429, "Too many requests", "too-many-requests"
+class RetryLater(ServiceError):
+    """The request may succeed later: the client should wait ``retry_after`` seconds and retry."""
 
-    def __init__(self, detail: str, *, retry_after: int = 30, **extra: Any):
-        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)
+    retry_after = 1
+
+    def __init__(self, detail: str, *, retry_after: int | None = None, **extra: Any):
+        wait = self.retry_after if retry_after is None else retry_after
+        super().__init__(detail, headers={"Retry-After": str(wait)}, **extra)
+
+
+class TooManyRequests(RetryLater):
+    status, title, slug, retry_after = 429, "Too many requests", "too-many-requests", 30
 
 
 class Conflict(ServiceError):
     status, title, slug = 409, "Conflict", "conflict"
 
 
-class Unavailable(ServiceError):
-    """The request may succeed later: the client should wait ``retry_after`` seconds and retry."""
-
+class Unavailable(RetryLater):
     status, title, slug = 503, "Service unavailable", "unavailable"
-
-    def __init__(self, detail: str, *, retry_after: int = 1, **extra: Any):
-        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)
 
 
 class StartupError(Exception):
