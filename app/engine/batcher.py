@@ -5,6 +5,10 @@ takes everything that queued (up to ``max_batch``), so batches grow with load an
 waits for company. A session has at most one chunk in a batch, and its work items leave the queue in
 the order they arrived, so a session's chunks, resets and deletes apply in arrival order.
 
+Batches overlap: the next one is taken and computed as soon as the model thread is free, while the
+last one is still being committed and answered on the event loop. A session is in at most one batch
+in flight, so its chunks still apply one after the other.
+
 Threads: the queue, the state table and the session records are touched only on the event loop; the
 TensorFlow thread sees copies of the gathered rows and returns new ones, which the store commits.
 
@@ -76,6 +80,9 @@ class Engine:
         self._queue: deque[_Work] = deque()
         self._load: Counter[str] = Counter()  # work items queued or running, per session
         self._acting: set[str] = set()  # sessions whose action is running
+        self._running: set[str] = set()  # sessions with a chunk in a batch in flight
+        self._batches: set[asyncio.Task] = set()
+        self._computing = False  # a batch is being read or computed: the next one waits for it
         self._tasks: set[asyncio.Task] = set()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -185,26 +192,48 @@ class Engine:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            self._idle.clear()
             try:
-                while self._queue:
+                while self._queue and not self._computing:
                     works = self._take()
                     if not works:
-                        break  # what is left waits for running actions, which wake us
-                    await self._run(works)
+                        break  # what is left waits for running actions or batches, which wake us
+                    self._start(works)
             except Exception:
                 log.exception("the engine's batch loop failed; it carries on")
-            finally:
+
+    def _start(self, works: list[_Work]) -> None:
+        self._idle.clear()
+        self._computing = True
+        self._running.update(w.session_id for w in works)
+        batch = asyncio.create_task(self._run(works))
+        self._batches.add(batch)
+
+        def finished(task: asyncio.Task) -> None:
+            self._batches.discard(task)
+            self._running.difference_update(w.session_id for w in works)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("a batch of %d failed", len(works), exc_info=task.exception())
+            if not self._batches:
                 self._idle.set()
+            self._wakeup.set()
+
+        batch.add_done_callback(finished)
+
+    def _computed(self) -> None:
+        """The model thread is free: the next batch may start while this one commits."""
+        self._computing = False
+        self._wakeup.set()
 
     def _take(self) -> list[_Work]:
         """The next batch: each session's first waiting chunk. Actions that reach the head of
         their session's line start here."""
         batch: list[_Work] = []
-        waiting: set[str] = set(self._acting)  # sessions that must not move yet
+        waiting: set[str] = self._acting | self._running  # sessions that must not move yet
+        # Every session of a batch in flight holds a slot, so together they never outgrow the table.
+        limit = min(self.max_batch, self.store.capacity - len(self._running))
         kept: deque[_Work] = deque()
         for work in self._queue:
-            if work.session_id in waiting or (work.action is None and len(batch) >= self.max_batch):
+            if work.session_id in waiting or (work.action is None and len(batch) >= limit):
                 waiting.add(work.session_id)
                 kept.append(work)
             elif work.action is not None:
@@ -221,16 +250,24 @@ class Engine:
 
     async def _run(self, works: list[_Work]) -> None:
         try:
+            computed = await self._read_and_compute(works)
+        finally:
+            self._computed()
+        if computed is not None:
+            await self._commit(*computed)
+
+    async def _read_and_compute(self, works: list[_Work]):
+        try:
             checkouts = await self.store.checkout(
-                [(w.session_id, w.seq) for w in works], pinned={w.session_id for w in works}
+                [(w.session_id, w.seq) for w in works], pinned=set(self._running)
             )
         except Exception as exc:
             for work in works:
                 self._finish(work, error=_as_service_error(exc, "reading the sessions"))
-            return
+            return None
         rows = [row for work, found in zip(works, checkouts) if (row := self._admit(work, found))]
         if not rows:
-            return
+            return None
         slots = np.fromiter((row.checkout.slot for row in rows), np.intp, len(rows))
         states = self.store.slots.gather(slots)
         loop = asyncio.get_running_loop()
@@ -244,8 +281,12 @@ class Engine:
             log.exception("model call failed for a batch of %d", len(rows))
             for row in rows:
                 self._finish(row.work, error=ServiceError("the model call failed"))
-            return
+            return None
         metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+        return rows, bodies, outputs, new_states
+
+    async def _commit(self, rows: list[_Row], bodies: list[bytes], outputs: list[np.ndarray],
+                      new_states: list[np.ndarray]) -> None:
         now = time.time()
         commits = [
             Commit(row.checkout, row.seq, row.steps, now, body, [s[i] for s in new_states])
@@ -270,6 +311,7 @@ class Engine:
             elif row.work.conflicts >= MAX_CONFLICTS:
                 self._finish(row.work, error=Unavailable("the session is too contended; retry"))
             else:
+                metrics.COMMIT_RACES.inc()
                 row.work.conflicts += 1
                 retry.append(row.work)
         if retry:  # back to the head of their sessions' lines, in order
@@ -286,6 +328,7 @@ class Engine:
             return None
         record = found.record
         if record.fingerprint is not None and record.fingerprint != self.model.spec.fingerprint:
+            metrics.CONFLICTS.labels("model").inc()
             self._finish(work, error=Conflict(
                 f"session {work.session_id!r} holds state of a different model "
                 f"({record.fingerprint}); this server runs {self.model.spec.fingerprint}",
@@ -297,6 +340,7 @@ class Engine:
                 metrics.REPLAYS.inc()
                 self._finish(work, ChunkResult(record.last_response, replayed=True))
             else:
+                metrics.CONFLICTS.labels("seq").inc()
                 self._finish(
                     work,
                     error=Conflict(
