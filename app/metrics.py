@@ -7,6 +7,13 @@ from prometheus_client import Counter, Gauge, Histogram
 CHUNKS = Counter("srnn_chunks_total", "Chunks applied to a session's state")
 TIME_STEPS = Counter("srnn_time_steps_total", "Time steps applied, over all chunks")
 REPLAYS = Counter("srnn_replays_total", "Chunks answered from the stored response (repeated seq)")
+CONFLICTS = Counter(
+    "srnn_conflicts_total", "Chunks refused with 409, by reason: seq out of order, or another model's session",
+    ["reason"],
+)
+COMMIT_RACES = Counter(
+    "srnn_commit_races_total", "Chunks recomputed because another replica changed their session first"
+)
 BATCH_SIZE = Histogram(
     "srnn_batch_size", "Chunks per model call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 )

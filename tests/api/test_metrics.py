@@ -34,6 +34,7 @@ def test_metrics_count_what_was_served(redis_url, redis_prefix):
     route = 'route="/v1/sessions/{session_id}/chunks"'
     assert moved("srnn_chunks_total") == 3 and moved("srnn_time_steps_total") == 9
     assert moved("srnn_replays_total") == 1
+    assert moved('srnn_conflicts_total{reason="seq"}') == 1
     assert moved(f'srnn_request_seconds_count{{{route},status="200",transport="http"}}') == 4
     assert moved(f'srnn_request_seconds_count{{{route},status="409",transport="http"}}') == 1
     assert moved("srnn_batch_size_count") >= 3 and moved("srnn_model_call_seconds_count") >= 3
