@@ -68,10 +68,13 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--log-level", "warning",
+                *self.args]
+
     def start(self) -> ServerProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--log-level", "warning",
-             *self.args],
+            self.command(),
             cwd=ROOT,
             env={**os.environ, **(self.env or {})},
         )

@@ -1,0 +1,87 @@
+"""The HTTP and WebSocket ceiling: the service's own stack with the model taken out.
+
+Same uvicorn options, same admission middleware and access log, same key check, same body reading and
+JSON/frame parsing, same response encoding; a chunk is answered at once with zeros of the model's
+output size instead of going through sessions, the engine and TensorFlow. Whatever the service does
+beyond this is the price of the model and the state.
+
+    python -m bench.ceiling --port 8100 --features 16 --outputs 4 [--per-step]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request, WebSocket
+from starlette.responses import Response
+from starlette.websockets import WebSocketDisconnect
+
+from app.api import errors
+from app.api.auth import KeyRing, caller_of
+from app.api.middleware import Admission
+from app.api.parsing import parse_chunk, parse_frame, read_body
+from app.config import Settings
+from app.main import freeze_heap, server_config
+
+
+def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step: bool) -> FastAPI:
+    app = FastAPI(title="stateful-rnn ceiling")
+    app.add_middleware(Admission, max_in_flight=settings.max_in_flight)
+    app.state.keys = KeyRing.from_settings(settings)
+    errors.install(app)
+
+    def zeros(steps: int) -> np.ndarray:
+        return np.zeros((steps, outputs) if per_step else (outputs,), np.float32)
+
+    @app.get("/readyz")
+    async def ready() -> dict:
+        return {"status": "ready"}
+
+    @app.post("/v1/sessions", status_code=201)
+    async def create(request: Request) -> Response:
+        caller_of(request)
+        await read_body(request, settings.max_body_bytes)
+        return Response(b'{"session_id":"ceiling"}', 201, media_type="application/json")
+
+    @app.post("/v1/sessions/{session_id}/chunks")
+    async def push(session_id: str, request: Request) -> Response:
+        caller_of(request)
+        body = await read_body(request, settings.max_body_bytes)
+        chunk = parse_chunk(body, features, settings.max_chunk_steps)
+        answer = {"session_id": session_id, "seq": 1, "steps": len(chunk.inputs),
+                  "outputs": zeros(len(chunk.inputs))}
+        return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+    @app.websocket("/v1/sessions/{session_id}/stream")
+    async def echo(websocket: WebSocket, session_id: str) -> None:
+        await websocket.accept()
+        caller_of(websocket, allow_query=True)
+        try:
+            while True:
+                frame = await websocket.receive_bytes()
+                inputs = parse_frame(frame, features, settings.max_chunk_steps)
+                await websocket.send_bytes(zeros(len(inputs)).astype("<f4").tobytes())
+        except WebSocketDisconnect:
+            pass
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--features", type=int, required=True)
+    parser.add_argument("--outputs", type=int, required=True)
+    parser.add_argument("--per-step", action="store_true")
+    args = parser.parse_args()
+    settings = Settings(port=args.port, log_level="warning")
+    app = create_ceiling_app(settings, args.features, args.outputs, args.per_step)
+    freeze_heap()  # as the service does
+    uvicorn.Server(server_config(app, settings)).run()
+
+
+if __name__ == "__main__":
+    main()

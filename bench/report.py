@@ -1,0 +1,122 @@
+"""The benchmark's results as a Markdown table and two PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAMES = {"ceiling": "ceiling (a): no model", "naive": "naive (b): Keras per session", "memory": "service, memory",
+         "redis": "service, Redis"}
+
+
+def _rows(results: dict) -> list[str]:
+    rows = []
+    compute = results.get("large", {}).get("compute")
+    for key, transport_of in (("small", None), ("frames", "websocket"), ("large", None)):
+        found = results.get(key)
+        if not found:
+            continue
+        scenario = found["scenario"]
+        n, steps = scenario["sessions"], scenario["steps"]
+        groups = [("HTTP", found["closed"])] if transport_of is None else [("WebSocket", found["closed"])]
+        if "http" in found:
+            groups.append(("HTTP", found["http"]))
+        if "websocket" in found:
+            groups.append(("WebSocket", found["websocket"]))
+        for transport, closed in groups:
+            base = closed.get("ceiling", {}).get(n)
+            naive = closed.get("naive", {}).get(n)
+            for name, by_n in closed.items():
+                run = by_n[n]
+                rate = run["chunks_per_s"]
+                ratios = [f"{rate / base['chunks_per_s']:.2f}" if base and base["chunks_per_s"] else "",
+                          f"{rate / naive['chunks_per_s']:,.0f}" if naive and naive["chunks_per_s"] else "",
+                          f"{rate / compute['chunks_per_s']:.2f}" if compute and key == "large" else ""]
+                rows.append(
+                    f"| {key} | {NAMES[name]} | {transport} | {n} | {rate:,.0f} | {rate * steps:,.0f} | "
+                    f"{run['p50_ms']:.1f} | {run['p90_ms']:.1f} | {run['p99_ms']:.1f} | {run['server_cpu']:.2f} | "
+                    f"{run['client_cpu']:.2f} | {run['server_rss_mb']:,.0f} | " + " | ".join(ratios) + " |"
+                )
+    if compute:
+        rows.append(f"| large | compute ceiling (d): step in a loop | none | {compute['batch']} | "
+                    f"{compute['chunks_per_s']:,.0f} | {compute['time_steps_per_s']:,.0f} | "
+                    f"{compute['call_ms']:.1f} per call | | | {compute['cpu']:.2f} | | | | | 1.00 |")
+    return rows
+
+
+def markdown(results: dict) -> str:
+    settings = results["settings"]
+    lines = [
+        f"Run {results['started']}, {results['machine']['cpus']} CPUs (load average before: "
+        f"{results['machine']['load_before']:.2f}); closed loop: median of {settings['rounds']} rounds x "
+        f"{settings['seconds']:g} s.",
+        "",
+        "| target | measured | needed | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for t in results["targets"]:
+        value = "n/a" if t["value"] is None else f"{t['value']:,.2f} {t['unit']}"
+        need = f"{'>=' if t['at_least'] else '<='} {t['limit']:g} {t['unit']}"
+        lines.append(f"| {t['name']} ({t['how']}) | {value} | {need} | {'yes' if t['met'] else 'NO'} |")
+    lines += [
+        "",
+        "| scenario | server | transport | sessions | chunks/s | time steps/s | p50 ms | p90 ms | p99 ms "
+        "| server CPU | client CPU | server RSS MB | / (a) | / (b) | / (d) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *_rows(results),
+    ]
+    small = results.get("small")
+    if small:
+        lines += ["", "Open loop (small, HTTP, 64 sessions), rates as fractions of each backend's closed-loop peak:",
+                  "", "| backend | offered/s | served/s | p50 ms | p90 ms | p99 ms | sent late | server CPU |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for backend, points in small["open"].items():
+            for p in points:
+                lines.append(f"| {backend} | {p['offered_per_s']:,.0f} | {p['chunks_per_s']:,.0f} | {p['p50_ms']:.1f} "
+                             f"| {p['p90_ms']:.1f} | {p['p99_ms']:.1f} | {p['late']} | {p['server_cpu']:.2f} |")
+    idle = results.get("idle")
+    if idle:
+        lines += ["", f"Idle sessions (small model, memory backend): {idle['sessions']:,} created in "
+                      f"{idle['seconds']:.1f} s ({idle['per_s']:,.0f}/s); resident memory "
+                      f"{idle['rss_before_mb']:,.0f} -> {idle['rss_after_mb']:,.0f} MB "
+                      f"(+{idle['rss_growth_mb']:,.0f} MB, {idle['bytes_per_session']:,.0f} bytes a session)."]
+    start = results.get("start")
+    if start:
+        tries = ", ".join(f"{t:.1f}" for t in start["tries"])
+        lines += ["", f"Start to ready (default model): {start['seconds']:.1f} s (median of {tries} s)."]
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    small = results.get("small")
+    if not small:
+        return
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for name, by_n in small["closed"].items():
+        counts = sorted(by_n)
+        axes.plot(counts, [by_n[n]["chunks_per_s"] for n in counts], marker="o", label=NAMES[name])
+    axes.set(xscale="log", yscale="log", xlabel="concurrent sessions (closed loop)", ylabel="chunks/s",
+             title="small: GRU 64, F=16, T=10, HTTP")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "throughput.png", dpi=110)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for backend, points in small["open"].items():
+        offered = [p["offered_per_s"] for p in points]
+        for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
+            axes.plot(offered, [p[key] for p in points], style, marker="o", label=f"{backend} {key[:3]}")
+    axes.axhline(10, color="grey", lw=0.8)
+    axes.set(yscale="log", xlabel="offered chunks/s (open loop)", ylabel="latency, ms",
+             title="small: latency against offered load, 64 sessions")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "latency.png", dpi=110)
+    plt.close(figure)

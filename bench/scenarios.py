@@ -1,0 +1,57 @@
+"""The benchmark's scenarios and the models they serve.
+
+Each scenario's model is a GRU over F features with a per-step Dense head, built from a fixed seed and
+saved as a ``.keras`` file: the service loads the file as any user's model, and the naive baseline
+builds its ``stateful=True`` twin from the same weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+OUTPUTS = 4  # per time step: a small head, like a few class scores per audio frame
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    units: int  # GRU units
+    features: int  # F
+    steps: int  # T, time steps per chunk
+    sessions: int  # concurrent sessions (streams)
+    transport: str  # "http" or "websocket"
+    what: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+SMALL = Scenario("small", 64, 16, 10, 64, "http", "GRU 64, F=16, T=10, 64 sessions over HTTP")
+LARGE = Scenario("large", 256, 40, 10, 1024, "http", "GRU 256, F=40, T=10, 1024 sessions over HTTP")
+FRAMES = Scenario("frames", 64, 16, 1, 64, "websocket", "GRU 64, F=16, T=1, 64 WebSocket streams")
+SCENARIOS = {s.name: s for s in (SMALL, LARGE, FRAMES)}
+
+
+def build(units: int, features: int, *, stateful_batch: int | None = None, seed: int = 7):
+    """The scenario model; with ``stateful_batch``, its Keras ``stateful=True`` form (as the seed
+    notebook writes it) for that many rows."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if stateful_batch is None:
+        inputs = keras.Input(shape=(None, features), name="frames")
+    else:
+        inputs = keras.Input(batch_shape=(stateful_batch, None, features), name="frames")
+    hidden = keras.layers.GRU(units, return_sequences=True, stateful=stateful_batch is not None,
+                              name="gru")(inputs)
+    outputs = keras.layers.Dense(OUTPUTS, name="head")(hidden)
+    return keras.Model(inputs, outputs, name=f"gru{units}_f{features}")
+
+
+def write_model(scenario: Scenario, folder: Path) -> Path:
+    """Save the scenario's model under ``folder``; scenarios of the same shape share one file."""
+    path = folder / f"gru{scenario.units}_f{scenario.features}.keras"
+    if not path.exists():
+        build(scenario.units, scenario.features).save(path)
+    return path
