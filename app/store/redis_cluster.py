@@ -1,0 +1,91 @@
+"""One Redis or a Redis Cluster behind the same store.
+
+``redis+cluster://host:port`` (or ``rediss+cluster://``) picks :class:`RedisCluster`; any node is
+enough to find the rest. Everything the store does per session works unchanged in a cluster, since
+a session's keys share one hash slot (``<prefix>:{<id>}``) and each script touches only that key.
+Two things differ, and live here: SCAN walks one node at a time, so a listing cursor must say which
+node it is on; and readiness needs every master, not just one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
+from redis.retry import Retry
+
+SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
+SLOTS = 16384
+
+Client = aioredis.Redis | RedisCluster
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(tuple(SCHEMES))
+
+
+def connect(url: str, socket_timeout: float, connect_timeout: float) -> Client:
+    """A client that never sends a command twice by itself: a script resent after a timeout could
+    apply twice, so retrying is the engine's business, after reading the session again. Redirects
+    (MOVED, ASK, TRYAGAIN) are still followed: a redirected command did not run."""
+    options: dict[str, Any] = dict(socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+                                   health_check_interval=10)
+    if not is_cluster(url):
+        return aioredis.Redis.from_url(url, retry_on_timeout=False, retry=Retry(NoBackoff(), 0), **options)
+    for scheme, plain in SCHEMES.items():
+        if url.startswith(scheme):
+            url = plain + url[len(scheme):]
+    # A cluster has only database 0; a path would be refused.
+    url = url.split("/", 3)
+    return RedisCluster.from_url("/".join(url[:3]), retry=AsyncRetry(NoBackoff(), 0), **options)
+
+
+class Keyspace:
+    """The nodes a listing walks, in a fixed order. A node is named by a slot it serves (the
+    lowest), so a cursor stays valid across a failover, where a replica takes over the same slots
+    under another address. One Redis is one node, named 0."""
+
+    def __init__(self, client: Client):
+        self.client = client
+
+    async def nodes(self) -> list[int]:
+        if not isinstance(self.client, RedisCluster):
+            return [0]
+        if self.client._initialize:  # connects lazily, like the one-Redis client
+            await self.client.initialize()
+        lowest: dict[str, int] = {}
+        for slot in range(SLOTS):
+            holders = self.client.nodes_manager.slots_cache.get(slot)
+            if holders:
+                lowest.setdefault(holders[0].name, slot)
+        return sorted(lowest.values())
+
+    async def scan(self, node: int, cursor: int, match: str, count: int) -> tuple[int, list[bytes]]:
+        if not isinstance(self.client, RedisCluster):
+            return await self.client.scan(cursor, match=match, count=count)
+        target = self.client.nodes_manager.get_node_from_slot(node)
+        cursors, keys = await self.client.scan(cursor, match=match, count=count, target_nodes=target)
+        return cursors[target.name], keys
+
+    async def ping(self) -> bool:
+        """One Redis answers; or every master of the cluster answers and says the cluster is ok
+        (a master down with no replica promoted yet leaves slots unserved: not ready)."""
+        if not isinstance(self.client, RedisCluster):
+            return bool(await self.client.ping())
+        if self.client._initialize:
+            await self.client.initialize()
+        primaries = self.client.get_primaries()
+        infos = await asyncio.gather(*(self.client.cluster_info(target_nodes=node) for node in primaries))
+        return bool(primaries) and all(info.get("cluster_state") == "ok" for info in infos)
+
+
+async def reachable(keyspace: Keyspace) -> bool:
+    try:
+        return await keyspace.ping()
+    except (RedisError, RedisClusterException, OSError):
+        return False
