@@ -95,13 +95,11 @@ class RedisStore:
         return results
 
     async def _pipeline(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for name, key, args in calls:
-            # Not pipe.evalsha: redis-py blocks it in a cluster pipeline, lest a node lack the
-            # script. Scripts are loaded on every master here, and a NOSCRIPT is sent again.
-            pipe.execute_command("EVALSHA", self._sha[name], 1, key, *args)
+        # Not pipe.evalsha: redis-py blocks it in a cluster pipeline, lest a node lack the script.
+        # Scripts are loaded on every master here, and a NOSCRIPT is sent again.
+        commands = [("EVALSHA", self._sha[name], 1, key, *args) for name, key, args in calls]
         with metrics.REDIS_SECONDS.time():
-            return await pipe.execute(raise_on_error=False)
+            return await self._keyspace.pipeline(commands, [key for _, key, _ in calls])
 
     async def _run_one(self, name: str, key: str, args: list[Any]) -> Any:
         (result,) = await self._run([(name, key, args)])

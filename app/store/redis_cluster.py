@@ -72,6 +72,39 @@ class Keyspace:
         cursors, keys = await self.client.scan(cursor, match=match, count=count, target_nodes=target)
         return cursors[target.name], keys
 
+    async def pipeline(self, commands: list[tuple[Any, ...]], keys: list[str]) -> list[Any]:
+        """Send ``commands`` (``keys[i]`` is the i-th one's key) in one round trip per master, all
+        masters at once. Each result is the reply or the error it met. In a cluster, a master that
+        fails fails only its own commands, so one master's failover does not fail every session of
+        a batch; with one Redis, a lost connection raises, as a pipeline does."""
+        groups = await self._groups(keys)
+        answers = await asyncio.gather(*(self._send([commands[i] for i in group]) for group in groups),
+                                       return_exceptions=True)
+        if len(groups) == 1 and isinstance(answers[0], BaseException):
+            raise answers[0]
+        results: list[Any] = [None] * len(commands)
+        for group, answer in zip(groups, answers):
+            for position, index in enumerate(group):
+                results[index] = answer if isinstance(answer, BaseException) else answer[position]
+        return results
+
+    async def _groups(self, keys: list[str]) -> list[list[int]]:
+        if not isinstance(self.client, RedisCluster):
+            return [list(range(len(keys)))]
+        if self.client._initialize:
+            await self.client.initialize()
+        groups: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            node = self.client.nodes_manager.get_node_from_slot(self.client.keyslot(key))
+            groups.setdefault(node.name, []).append(index)
+        return list(groups.values())
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=False)
+
     async def ping(self) -> bool:
         """One Redis answers; or every master of the cluster answers and says the cluster is ok
         (a master down with no replica promoted yet leaves slots unserved: not ready)."""

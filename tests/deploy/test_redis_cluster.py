@@ -2,6 +2,8 @@
 exact and applied once, the tenant quota (whose set lives in another slot), the listing across
 every master, and the HTTP property test on random models."""
 
+import asyncio
+
 import httpx
 import numpy as np
 import pytest
@@ -113,3 +115,31 @@ def test_listing_walks_every_master(cluster, server):
 def test_random_models_over_http_on_a_cluster_equal_keras_stateful(cluster, architecture, data):
     check_random_model_over_http(architecture, data, backend="redis", redis_url=cluster.url,
                                  redis_prefix=new_prefix())
+
+
+def test_a_master_down_fails_only_its_own_sessions():
+    """Chunks of one batch spread over the masters: with one master killed (and before the cluster
+    gives up on it), sessions on the others are served; its own answer 503, and /readyz says 503."""
+    with redis_cluster(3) as cluster, serve_in_thread(StreamingModel(build_seed_model(), "seed"),
+                                                      backend="redis", redis_url=cluster.url,
+                                                      redis_prefix="down") as url:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            ids = [http.post("/v1/sessions").json()["session_id"] for _ in range(24)]
+        holders = {sid: cluster.holder(f"down:{{{sid}}}") for sid in ids}
+        doomed = cluster.ports[2]
+        assert set(holders.values()) == set(cluster.ports)
+        cluster.processes[2].kill()
+        cluster.processes[2].wait()
+
+        async def push_all():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                return await asyncio.gather(*(http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]})
+                                              for sid in ids))
+
+        answers = asyncio.run(push_all())
+        for sid, answer in zip(ids, answers):
+            if holders[sid] == doomed:
+                assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
+            else:
+                assert answer.status_code == 200, answer.text
+        assert httpx.get(f"{url}/readyz").status_code == 503
