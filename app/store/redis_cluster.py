@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -40,24 +41,30 @@ def connect(url: str, socket_timeout: float, connect_timeout: float) -> Client:
     for scheme, plain in SCHEMES.items():
         if url.startswith(scheme):
             url = plain + url[len(scheme):]
-    # A cluster has only database 0; a path would be refused.
-    url = url.split("/", 3)
-    return RedisCluster.from_url("/".join(url[:3]), retry=AsyncRetry(NoBackoff(), 0), **options)
+    # A cluster has only database 0: a path (/0) is dropped rather than refused.
+    url = urlunsplit(urlsplit(url)._replace(path=""))
+    return RedisCluster.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options)
 
 
 class Keyspace:
-    """The nodes a listing walks, in a fixed order. A node is named by a slot it serves (the
-    lowest), so a cursor stays valid across a failover, where a replica takes over the same slots
-    under another address. One Redis is one node, named 0."""
+    """Where one Redis and a cluster differ: the nodes a listing walks, pipelines (one per master)
+    and readiness. A node is named by the lowest slot it serves, so a listing cursor still points at
+    the right slots after a failover, where a replica takes them over under another address. One
+    Redis is one node, named 0."""
 
     def __init__(self, client: Client):
         self.client = client
 
+    async def _slot_table(self) -> None:
+        # redis-py fills its slot table on first use (and again after an error); these calls read
+        # it before sending anything, hence its private flag.
+        if isinstance(self.client, RedisCluster) and self.client._initialize:
+            await self.client.initialize()
+
     async def nodes(self) -> list[int]:
         if not isinstance(self.client, RedisCluster):
             return [0]
-        if self.client._initialize:  # connects lazily, like the one-Redis client
-            await self.client.initialize()
+        await self._slot_table()
         lowest: dict[str, int] = {}
         for slot in range(SLOTS):
             holders = self.client.nodes_manager.slots_cache.get(slot)
@@ -91,8 +98,7 @@ class Keyspace:
     async def _groups(self, keys: list[str]) -> list[list[int]]:
         if not isinstance(self.client, RedisCluster):
             return [list(range(len(keys)))]
-        if self.client._initialize:
-            await self.client.initialize()
+        await self._slot_table()
         groups: dict[str, list[int]] = {}
         for index, key in enumerate(keys):
             node = self.client.nodes_manager.get_node_from_slot(self.client.keyslot(key))
@@ -110,8 +116,7 @@ class Keyspace:
         (a master down with no replica promoted yet leaves slots unserved: not ready)."""
         if not isinstance(self.client, RedisCluster):
             return bool(await self.client.ping())
-        if self.client._initialize:
-            await self.client.initialize()
+        await self._slot_table()
         primaries = self.client.get_primaries()
         infos = await asyncio.gather(*(self.client.cluster_info(target_nodes=node) for node in primaries))
         return bool(primaries) and all(info.get("cluster_state") == "ok" for info in infos)
