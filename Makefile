@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install serve test bench model clean
+.PHONY: install serve test bench model topology clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ test: install  ## run the whole test suite
 bench: install  ## throughput: 1 against 64 sessions, memory against Redis, WebSocket against HTTP (needs wrk)
 	$(BIN)/python bench/throughput.py $(ARGS)
 	$(BIN)/python bench/streams.py
+
+topology: install  ## redis-server, 3 replicas and nginx on :8080, as local processes (flags: ARGS="--replicas 2")
+	$(BIN)/python -m deploy.topology $(ARGS)
 
 model: install  ## retrain the built-in default model (app/model/default.keras)
 	$(BIN)/python scripts/train_default_model.py

@@ -27,7 +27,10 @@ class Settings(BaseSettings):
         "memory",
         description="Where session state lives: 'memory' (this process) or 'redis' (shared by replicas).",
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis to use with --backend redis.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis to use with --backend redis; redis+cluster://host:port for a Redis Cluster.",
+    )
     redis_prefix: str = Field(
         "srnn", pattern=r"^[A-Za-z0-9._:-]{1,64}$", description="Prefix of every Redis key this service writes."
     )

@@ -22,15 +22,13 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
+from redis.exceptions import NoScriptError
 
 from app import metrics
 from app.errors import Conflict, InvalidInput, ServiceError, TooManyRequests
 from app.store.base import Checkout, Commit, Outcome
 from app.store.records import SessionRecord
+from app.store.redis_cluster import Keyspace, connect, reachable
 from app.store.redis_errors import transient, unavailable, unreachable
 from app.store.redis_scripts import SCRIPTS
 from app.store.slots import SlotTable
@@ -57,12 +55,8 @@ class RedisStore:
         self._units = state_units
         self._state_fields = [f"s{i}" for i in range(len(state_units))]
         self._zeros = [np.zeros(u, np.float32).tobytes() for u in state_units]
-        # No retries inside redis-py: a commit sent again after a timeout could apply twice.
-        # Retrying is the engine's business, after reading the session again.
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=1.0, retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0), health_check_interval=10,
-        )
+        self._redis = connect(url, socket_timeout=2.0, connect_timeout=1.0)  # one Redis or a cluster
+        self._keyspace = Keyspace(self._redis)
         self._sha: dict[str, str] = {}
         # Hot sessions: id -> (slot, the version of the row held there), least recently used first.
         self._hot: OrderedDict[str, tuple[int, str]] = OrderedDict()
@@ -78,10 +72,7 @@ class RedisStore:
         await self._redis.aclose()
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError):
-            return False
+        return await reachable(self._keyspace)
 
     # -- scripts ------------------------------------------------------------------------------
 
@@ -104,11 +95,11 @@ class RedisStore:
         return results
 
     async def _pipeline(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for name, key, args in calls:
-            pipe.evalsha(self._sha[name], 1, key, *args)
+        # Not pipe.evalsha: redis-py blocks it in a cluster pipeline, lest a node lack the script.
+        # Scripts are loaded on every master here, and a NOSCRIPT is sent again.
+        commands = [("EVALSHA", self._sha[name], 1, key, *args) for name, key, args in calls]
         with metrics.REDIS_SECONDS.time():
-            return await pipe.execute(raise_on_error=False)
+            return await self._keyspace.pipeline(commands, [key for _, key, _ in calls])
 
     async def _run_one(self, name: str, key: str, args: list[Any]) -> Any:
         (result,) = await self._run([(name, key, args)])
@@ -242,28 +233,34 @@ class RedisStore:
 
     @unreachable
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
-        """Sessions in Redis SCAN order. The cursor is the SCAN cursor plus how many keys of that
-        step were already handed out, so a page never exceeds ``limit``."""
+        """Sessions in Redis SCAN order, node after node (a cluster's masters). The cursor names the
+        node, its SCAN cursor and how many keys of that step were already handed out, so a page
+        never exceeds ``limit``."""
+        nodes = await self._keyspace.nodes()
         try:
-            scan, skip = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
+            node, scan, skip = (int(part) for part in cursor.split(":")) if cursor else (nodes[0], 0, 0)
+            at = nodes.index(node)
         except ValueError:
             raise InvalidInput("cursor is not one this server handed out") from None
         keys: list[bytes] = []
         following = None
         while True:
-            after, found = await self._redis.scan(scan, match=f"{self.prefix}:{{*}}", count=max(limit, 100))
+            after, found = await self._keyspace.scan(node, scan, f"{self.prefix}:{{*}}", max(limit, 100))
             found = found[skip:]
             room = limit - len(keys)
             if len(found) > room:
                 keys += found[:room]
-                following = f"{scan}:{skip + room}"
+                following = f"{node}:{scan}:{skip + room}"
                 break
             keys += found
             scan, skip = after, 0
-            if after == 0:
-                break
+            if after == 0:  # this node is done: on to the next
+                if at + 1 == len(nodes):
+                    break
+                at += 1
+                node = nodes[at]
             if len(keys) == limit:
-                following = f"{after}:0"
+                following = f"{node}:{scan}:0"
                 break
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:

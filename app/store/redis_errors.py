@@ -7,7 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import (AskError, BusyLoadingError, ClusterError, OutOfMemoryError, ReadOnlyError,
+                              ResponseError, SlotNotCoveredError, TryAgainError)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -18,9 +19,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Redis cannot serve now, but may soon: down, too slow, loading its data, a read-only replica,
-# out of memory, busy with a script, a cluster failing over. Each is a 503 the client may retry.
+# out of memory, busy with a script, a cluster failing over or moving slots (redirects that did not
+# settle: MOVED and ASK are AskError, CLUSTERDOWN and "TTL exhausted" are ClusterError; a slot no
+# master serves; none of these ran the command). Each is a 503 the client may retry.
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError,
-             OutOfMemoryError, OSError)
+             OutOfMemoryError, OSError, ClusterError, AskError, TryAgainError, SlotNotCoveredError)
 TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
 
 

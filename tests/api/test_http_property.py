@@ -20,6 +20,12 @@ from tests.support.servers import serve_in_thread
 @settings(max_examples=8)
 @given(architecture=architectures, data=st.data())
 def test_random_models_over_http_equal_keras_stateful(backend, redis_url, redis_prefix, architecture, data):
+    check_random_model_over_http(architecture, data, backend=backend, redis_url=redis_url,
+                                 redis_prefix=redis_prefix)
+
+
+def check_random_model_over_http(architecture, data, **options) -> None:
+    """The property's body, for any backend options (tests/deploy runs it on a Redis Cluster)."""
     model = architecture.build()
     streams = data.draw(st.lists(chunked_sequences(architecture.features), min_size=1, max_size=4))
     flat = architecture.features == 1 and data.draw(st.booleans())
@@ -39,7 +45,6 @@ def test_random_models_over_http_equal_keras_stateful(backend, redis_url, redis_
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             return await asyncio.gather(*(stream(client, i, *s) for i, s in enumerate(streams)))
 
-    options = dict(backend=backend, redis_url=redis_url, redis_prefix=redis_prefix)
     with serve_in_thread(StreamingModel(model, "random"), max_chunk_steps=16, **options) as url:
         results = asyncio.run(run_all(url))
 

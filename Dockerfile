@@ -1,0 +1,32 @@
+# stateful-rnn: the service on its runtime dependencies only, as a non-root user.
+# Build: docker build -t stateful-rnn .    Run: docker run -p 8000:8000 stateful-rnn
+# A model file: mount it and point SRNN_MODEL at it (-v ./m.keras:/models/m.keras -e SRNN_MODEL=/models/m.keras).
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+# The package alone (no test extras, not editable), so the venv is all the runtime needs.
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN /opt/venv/bin/pip install .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /srv --create-home --shell /usr/sbin/nologin srnn
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    SRNN_MODEL=default \
+    SRNN_PORT=8000
+USER srnn
+WORKDIR /srv
+EXPOSE 8000
+# Liveness only (the process answers); readiness (/readyz) is for whoever routes traffic.
+# No curl in slim: Python's urllib, which raises (exit 1) on an error status or no answer.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SRNN_PORT', '8000'), timeout=2)"]
+# Exec form: the server is PID 1, so SIGTERM (docker stop, Kubernetes) reaches uvicorn directly and it
+# drains in-flight requests and queued chunks before exiting.
+ENTRYPOINT ["stateful-rnn", "serve"]
+CMD ["--host", "0.0.0.0"]
