@@ -39,7 +39,8 @@ function colour(value, limit) {
 // A layer's state: one row of cells per state tensor (LSTM: h, then c).
 export function heatmap(layer) {
   const figure = document.createElement("figure");
-  figure.className = "heatmap";
+  // Cells big enough to see for a small layer, small enough to fit a line for a large one.
+  figure.className = layer.states[0].length <= 64 ? "heatmap large" : "heatmap";
   figure.dataset.layer = layer.name;
   const values = layer.states.flat();
   const peak = Math.max(0, ...values.map(Math.abs));
@@ -69,8 +70,9 @@ export function heatmap(layer) {
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
-// Rows of outputs (oldest first), one line per output dimension (the first eight).
-export function lineChart(svg, rows) {
+// Rows of outputs (oldest first), one line per output dimension (the first eight). ``breaks``
+// are the rows where a chunk begins that did not follow the one before (chunks went unseen).
+export function lineChart(svg, rows, breaks = []) {
   svg.replaceChildren();
   if (!rows.length) return;
   const width = 600, height = 160;
@@ -82,9 +84,17 @@ export function lineChart(svg, rows) {
   if (low < 0 && high > 0) {
     svg.append(svgElement("line", { x1: 0, x2: width, y1: y(0), y2: y(0), class: "axis" }));
   }
+  for (const i of breaks) {
+    svg.append(svgElement("line", { x1: i * step, x2: i * step, y1: 0, y2: height, class: "break" }));
+  }
   for (let d = 0; d < dims; d++) {
     const points = rows.map((row, i) => `${(i * step).toFixed(2)},${y(row[d])}`).join(" ");
     svg.append(svgElement("polyline", { points, stroke: PALETTE[d], fill: "none", "stroke-width": 1.5,
                                         "vector-effect": "non-scaling-stroke" }));
+    if (rows.length < 40) { // few points: mark them, a single one would not show at all
+      const x = (i) => (rows.length > 1 ? i * step : width / 2);
+      rows.forEach((row, i) => svg.append(svgElement("rect", {
+        x: x(i) - 3, y: y(row[d]) - 3, width: 6, height: 6, fill: PALETTE[d] })));
+    }
   }
 }

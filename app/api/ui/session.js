@@ -1,6 +1,7 @@
 // One session: its state per layer as heatmaps, its recent outputs, reset and delete.
 // Outputs come from GET .../outputs (the response kept for retries of the last chunk), polled
-// while the view is open: chunks that come and go between two polls are not drawn.
+// while the view is open: chunks that come and go between two polls are not drawn (a dashed line
+// marks the gap).
 import { call, sessionPath } from "./api.js";
 import { heatmap, lineChart } from "./charts.js";
 
@@ -39,6 +40,7 @@ export class SessionView {
     this.sid = null;
     this.timer = null;
     this.history = [];
+    this.breaks = [];
     this.lastSeq = null;
     byId("close-session").addEventListener("click", () => this.close());
     byId("reset-session").addEventListener("click", () => this.reset());
@@ -49,6 +51,7 @@ export class SessionView {
     this.close();
     this.sid = sid;
     this.history = [];
+    this.breaks = [];
     this.lastSeq = null;
     byId("session-id").textContent = sid;
     byId("session").hidden = false;
@@ -85,10 +88,14 @@ export class SessionView {
   addOutputs(outputs) {
     if (outputs.outputs !== null && outputs.seq !== this.lastSeq) {
       const rows = Array.isArray(outputs.outputs[0]) ? outputs.outputs : [outputs.outputs];
-      this.history = this.history.concat(rows).slice(-HISTORY_ROWS);
+      // Chunks between two polls are not seen: mark where the line skips them.
+      if (this.lastSeq !== null && outputs.seq !== this.lastSeq + 1) this.breaks.push(this.history.length);
+      const overflow = Math.max(0, this.history.length + rows.length - HISTORY_ROWS);
+      this.history = this.history.concat(rows).slice(overflow);
+      this.breaks = this.breaks.map((i) => i - overflow).filter((i) => i > 0);
       this.lastSeq = outputs.seq;
     }
-    lineChart(byId("outputs-chart"), this.history);
+    lineChart(byId("outputs-chart"), this.history, this.breaks);
     byId("outputs-caption").textContent = this.history.length
       ? `${this.history.length} output rows, up to chunk ${this.lastSeq}` : "no chunk yet";
   }
