@@ -33,8 +33,12 @@ class SessionInfo(BaseModel):
     expires_at: str | None
 
 
+class ListedSession(SessionInfo):
+    tenant: str | None = Field(None, description="The tenant whose key created it; null: an admin or open mode")
+
+
 class SessionList(BaseModel):
-    sessions: list[SessionInfo]
+    sessions: list[ListedSession]
     capacity: int
     active: int
     next_cursor: str | None
@@ -101,6 +105,41 @@ class ModelInfo(BaseModel):
     capacity: int
     max_chunk_steps: int
     backend: Literal["memory", "redis"]
+
+
+class LastOutputs(BaseModel):
+    session_id: str
+    seq: int = Field(description="Number of the last chunk applied; 0: none yet")
+    steps: int
+    outputs: list[list[float]] | list[float] | None = Field(
+        description="The outputs answered to chunk `seq` (kept for its retries); null before the first chunk"
+    )
+
+
+class StatsInterval(BaseModel):
+    at: float = Field(description="End of the interval, Unix seconds")
+    seconds: float
+    chunks: int = Field(description="Chunks applied (HTTP and WebSocket)")
+    chunks_per_s: float
+    p99_ms: float | None = Field(
+        description="99th percentile of answered HTTP chunk requests, estimated from the latency "
+        "histogram's buckets; null when none were answered"
+    )
+
+
+class SessionCounts(BaseModel):
+    capacity: int
+    hot: int = Field(description="Sessions holding a state slot now")
+    total: int = Field(description="Sessions that exist (Redis: counted over all replicas)")
+
+
+class Stats(BaseModel):
+    model: ModelRef
+    backend: Literal["memory", "redis"]
+    sessions: SessionCounts
+    queue_depth: int
+    window: StatsInterval = Field(description="The last 10 seconds or so")
+    series: list[StatsInterval] = Field(description="One interval a second, the last minute, oldest first")
 
 
 class Problem(BaseModel):

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import orjson
 
 from app.engine.batcher import ChunkResult, Engine
 from app.errors import Conflict, InvalidInput, SessionNotFound, TooManyRequests, Unavailable
@@ -36,8 +37,9 @@ def rfc3339(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def session_info(record: SessionRecord) -> dict[str, Any]:
-    return {
+def session_info(record: SessionRecord, with_tenant: bool = False) -> dict[str, Any]:
+    """SessionInfo; ``with_tenant`` adds the owner (for admins: tenants never see each other)."""
+    info = {
         "session_id": record.session_id,
         "seq": record.seq,
         "steps": record.steps,
@@ -45,6 +47,9 @@ def session_info(record: SessionRecord) -> dict[str, Any]:
         "last_active_at": rfc3339(record.last_active_at),
         "expires_at": rfc3339(record.expires_at),
     }
+    if with_tenant:
+        info["tenant"] = record.tenant
+    return info
 
 
 class SessionService:
@@ -151,6 +156,17 @@ class SessionService:
         records, following = await self.store.page(limit, after)
         next_cursor = base64.urlsafe_b64encode(following.encode()).decode().rstrip("=") if following else None
         return records, next_cursor
+
+    async def last_outputs(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
+        """The outputs of the session's last chunk: what a retry of it would be answered. Read
+        from the response kept for replays, so watching a session costs its chunks nothing."""
+        found = await self.store.last_response(session_id)
+        record = self._visible(session_id, None if found is None else found[0], scope)
+        response = found[1] if found else None
+        # After a reset the kept response still answers a retry of the last chunk, so it is shown.
+        outputs = orjson.loads(response)["outputs"] if response else None
+        return {"session_id": record.session_id, "seq": record.seq, "steps": record.steps,
+                "outputs": outputs}
 
     # -- chunks and state ---------------------------------------------------------------------
 

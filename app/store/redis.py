@@ -183,6 +183,11 @@ class RedisStore:
         return None if meta[0] is None else self._record(session_id, meta)
 
     @unreachable
+    async def last_response(self, session_id: str) -> tuple[SessionRecord, bytes | None] | None:
+        *meta, response = await self._redis.hmget(self.key(session_id), (*META, "resp"))
+        return None if meta[0] is None else (self._record(session_id, meta), response or None)
+
+    @unreachable
     async def delete(self, session_id: str) -> bool:
         self._drop(session_id)
         tenant = await self._redis.hget(self.key(session_id), "tenant") if self.tenant_quota else None

@@ -45,7 +45,7 @@ async def list_sessions(
     records, next_cursor = await sessions.page(limit, cursor)
     return json_response(
         {
-            "sessions": [session_info(r) for r in records],
+            "sessions": [session_info(r, with_tenant=True) for r in records],
             "capacity": sessions.store.capacity,
             "active": await sessions.store.count(),
             "next_cursor": next_cursor,

@@ -1,4 +1,5 @@
-"""A session's recurrent state, as Keras's ``layer.states`` shows it: read it, or set it."""
+"""A session's recurrent state, as Keras's ``layer.states`` shows it: read it, or set it; and the
+outputs of its last chunk."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from starlette.responses import Response
 
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.parsing import load_json, parse_state, read_body
-from app.api.schemas import SessionInfo, StateDocument, StateUpdate, json_body, problems
+from app.api.schemas import LastOutputs, SessionInfo, StateDocument, StateUpdate, json_body, problems
 from app.sessions.service import session_info
 
 router = APIRouter(prefix="/v1/sessions", tags=["state"])
@@ -33,3 +34,9 @@ async def put_state(session_id: str, request: Request, sessions: Sessions,
     document = load_json(await read_body(request, settings.max_body_bytes))
     values = parse_state(document, sessions.spec)
     return json_response(session_info(await sessions.set_state(session_id, values, caller.scope)))
+
+
+@router.get("/{session_id}/outputs", response_model=LastOutputs, responses=problems(401, 404, 503),
+            summary="The outputs of the session's last chunk (the response kept for its retries)")
+async def last_outputs(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
+    return json_response(await sessions.last_outputs(session_id, caller.scope))

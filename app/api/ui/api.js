@@ -1,0 +1,34 @@
+// Every call goes through the public API, with the admin key the operator typed in this tab.
+const KEY = "srnn-admin-key";
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+export function setKey(key) {
+  if (key) sessionStorage.setItem(KEY, key);
+  else sessionStorage.removeItem(KEY);
+}
+
+export function hasKey() {
+  return sessionStorage.getItem(KEY) !== null;
+}
+
+// Relative to /ui/, so the console keeps working behind a proxy that serves it under a prefix.
+export function sessionPath(sid, rest = "") {
+  return `../v1/sessions/${encodeURIComponent(sid)}${rest}`;
+}
+
+export async function call(method, path) {
+  const headers = { Accept: "application/json" };
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, { method, headers, cache: "no-store" });
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, (body && body.detail) || response.statusText);
+  return body;
+}

@@ -1,0 +1,130 @@
+// One session: its state per layer as heatmaps, its recent outputs, reset and delete.
+// Outputs come from GET .../outputs (the response kept for retries of the last chunk), polled
+// while the view is open: chunks that come and go between two polls are not drawn (a dashed line
+// marks the gap).
+import { call, sessionPath } from "./api.js";
+import { heatmap, lineChart } from "./charts.js";
+
+const POLL_MS = 2000;
+const HISTORY_ROWS = 300;
+
+function byId(id) {
+  return document.getElementById(id);
+}
+
+// A modal yes/no; resolves true only for the confirming button.
+function confirmAction(text, label) {
+  const dialog = byId("confirm");
+  byId("confirm-text").textContent = text;
+  byId("confirm-ok").textContent = label;
+  return new Promise((resolve) => {
+    const done = (answer) => {
+      byId("confirm-ok").removeEventListener("click", yes);
+      byId("confirm-cancel").removeEventListener("click", no);
+      dialog.removeEventListener("cancel", no);
+      dialog.close();
+      resolve(answer);
+    };
+    const yes = () => done(true);
+    const no = () => done(false);
+    byId("confirm-ok").addEventListener("click", yes);
+    byId("confirm-cancel").addEventListener("click", no);
+    dialog.addEventListener("cancel", no); // Escape
+    dialog.showModal();
+  });
+}
+
+export class SessionView {
+  constructor(table) {
+    this.table = table;
+    this.sid = null;
+    this.timer = null;
+    this.history = [];
+    this.breaks = [];
+    this.lastSeq = null;
+    byId("close-session").addEventListener("click", () => this.close());
+    byId("reset-session").addEventListener("click", () => this.reset());
+    byId("delete-session").addEventListener("click", () => this.remove());
+  }
+
+  async open(sid) {
+    this.close();
+    this.sid = sid;
+    this.history = [];
+    this.breaks = [];
+    this.lastSeq = null;
+    byId("session-id").textContent = sid;
+    byId("session").hidden = false;
+    await this.refresh();
+    this.timer = setInterval(() => this.refresh(), POLL_MS);
+    byId("session").scrollIntoView({ block: "start" });
+  }
+
+  close() {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.sid = null;
+    byId("session").hidden = true;
+    byId("heatmaps").replaceChildren();
+    byId("outputs-chart").replaceChildren();
+  }
+
+  async refresh() {
+    const sid = this.sid;
+    if (sid === null) return;
+    try {
+      const [state, outputs] = await Promise.all([
+        call("GET", sessionPath(sid, "/state")), call("GET", sessionPath(sid, "/outputs"))]);
+      if (sid !== this.sid) return;
+      byId("session-error").textContent = "";
+      byId("session-meta").textContent = `seq ${state.seq}, steps ${state.steps}`;
+      byId("heatmaps").replaceChildren(...state.layers.map(heatmap));
+      this.addOutputs(outputs);
+    } catch (error) {
+      if (sid === this.sid) this.fail(error);
+    }
+  }
+
+  addOutputs(outputs) {
+    if (outputs.outputs !== null && outputs.seq !== this.lastSeq) {
+      const rows = Array.isArray(outputs.outputs[0]) ? outputs.outputs : [outputs.outputs];
+      // Chunks between two polls are not seen: mark where the line skips them.
+      if (this.lastSeq !== null && outputs.seq !== this.lastSeq + 1) this.breaks.push(this.history.length);
+      const overflow = Math.max(0, this.history.length + rows.length - HISTORY_ROWS);
+      this.history = this.history.concat(rows).slice(overflow);
+      this.breaks = this.breaks.map((i) => i - overflow).filter((i) => i > 0);
+      this.lastSeq = outputs.seq;
+    }
+    lineChart(byId("outputs-chart"), this.history, this.breaks);
+    byId("outputs-caption").textContent = this.history.length
+      ? `${this.history.length} output rows, up to chunk ${this.lastSeq}` : "no chunk yet";
+  }
+
+  async reset() {
+    const sid = this.sid;
+    if (!(await confirmAction(`Reset session ${sid}? Its state becomes zeros; seq stays.`, "Reset"))) return;
+    try {
+      this.table.update(await call("POST", sessionPath(sid, "/reset")));
+      await this.refresh();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  async remove() {
+    const sid = this.sid;
+    if (!(await confirmAction(`Delete session ${sid}? Its state is lost and its client gets 404.`, "Delete"))) return;
+    try {
+      await call("DELETE", sessionPath(sid));
+      this.table.remove(sid);
+      this.close();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  fail(error) {
+    byId("session-error").textContent = error.status === 404
+      ? "this session no longer exists (deleted or expired)" : `failed: ${error.message}`;
+  }
+}

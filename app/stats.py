@@ -1,0 +1,107 @@
+"""Chunks per second and chunk latency over the last minute, for the operations console.
+
+A sampler reads the Prometheus counters and the chunk route's latency histogram once a second and
+keeps the last minute of readings. The hot path pays nothing for it: the figures it reads are the
+ones ``/metrics`` already keeps, and the browser gets numbers instead of parsing Prometheus text.
+The p99 is estimated from histogram buckets the way Prometheus's ``histogram_quantile`` does, so
+it is only as fine as the buckets of ``srnn_request_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from app import metrics
+
+CHUNK_ROUTE = "/v1/sessions/{session_id}/chunks"
+
+
+@dataclass(frozen=True)
+class Reading:
+    at: float  # time.time()
+    chunks: float  # srnn_chunks_total (HTTP and WebSocket chunks)
+    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count) of answered HTTP chunks
+
+
+def read_metrics(now: float) -> Reading:
+    chunks = 0.0
+    for sample in metrics.CHUNKS.collect()[0].samples:
+        if sample.name == "srnn_chunks_total":
+            chunks = sample.value
+    buckets: dict[float, float] = {}
+    for sample in metrics.REQUEST_SECONDS.collect()[0].samples:
+        labels = sample.labels
+        # 200 only: a shed request (503) is fast and would make latency look better than it is.
+        if (sample.name.endswith("_bucket") and labels.get("route") == CHUNK_ROUTE
+                and labels.get("transport") == "http" and labels.get("status") == "200"):
+            bound = float(labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return Reading(now, chunks, tuple(sorted(buckets.items())))
+
+
+def quantile(q: float, before: Reading, after: Reading) -> float | None:
+    """The q-quantile of the chunk requests answered between two readings, in seconds; None
+    when there were none. Linear within the bucket that holds it, as histogram_quantile does."""
+    earlier = dict(before.buckets)
+    counts = [(bound, count - earlier.get(bound, 0.0)) for bound, count in after.buckets]
+    if not counts or counts[-1][1] <= 0:
+        return None
+    rank = q * counts[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, cumulative in counts:
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower  # beyond the last finite bucket: its bound is all that is known
+            return lower + (bound - lower) * (rank - below) / max(cumulative - below, 1e-12)
+        lower, below = bound, cumulative
+    return lower
+
+
+class RollingStats:
+    """The last ``window`` readings, one every ``every_s`` seconds."""
+
+    def __init__(self, window: int = 60, every_s: float = 1.0):
+        self.every_s = every_s
+        self.readings: deque[Reading] = deque(maxlen=window + 1)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.sample()
+        self._task = asyncio.create_task(self._sample_forever(), name="stats-sampler")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            self.sample()
+
+    def sample(self) -> None:
+        self.readings.append(read_metrics(time.time()))
+
+    def summary(self, recent: int = 10) -> dict:
+        """Per-interval series for sparklines, and the figures of the last ``recent`` intervals
+        (plus what happened since the last reading, so a page that just served chunks sees them)."""
+        readings = [*self.readings, read_metrics(time.time())]
+        series = []
+        for before, after in zip(readings, readings[1:-1]):
+            series.append(_interval(before, after))
+        start = readings[max(0, len(readings) - 1 - recent)]
+        return {"window": _interval(start, readings[-1]), "series": series}
+
+
+def _interval(before: Reading, after: Reading) -> dict:
+    seconds = max(after.at - before.at, 1e-6)
+    p99 = quantile(0.99, before, after)
+    return {
+        "at": after.at,
+        "seconds": round(seconds, 3),
+        "chunks": int(after.chunks - before.chunks),
+        "chunks_per_s": round((after.chunks - before.chunks) / seconds, 3),
+        "p99_ms": None if p99 is None else round(1000 * p99, 3),
+    }

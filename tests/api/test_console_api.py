@@ -1,0 +1,91 @@
+"""What the operations console reads: /v1/stats, a session's last outputs, the listing's tenants,
+and the page's own files with their security headers."""
+
+import time
+
+import httpx
+import pytest
+
+from app.model.loader import load_model
+from tests.support.redis import delete_prefix, new_prefix
+from tests.support.servers import serve_in_thread
+
+ADMIN = "admin-key-console-1"
+TENANT = "tenant-key-console"
+
+
+def auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def url(request, redis_url):
+    prefix = new_prefix()
+    options = dict(backend=request.param, redis_url=redis_url, redis_prefix=prefix, capacity=16,
+                   admin_keys=ADMIN, api_keys=f"ops:{TENANT}")
+    with serve_in_thread(load_model("seed"), **options) as url:
+        yield url
+    delete_prefix(redis_url, prefix)
+
+
+def test_stats_move_as_chunks_are_served(url):
+    with httpx.Client(base_url=url, headers=auth(ADMIN), timeout=30) as admin:
+        assert httpx.get(f"{url}/v1/stats").status_code == 401
+        refused = httpx.get(f"{url}/v1/stats", headers=auth(TENANT))
+        assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
+        before = admin.get("/v1/stats").json()
+        assert before["model"]["name"] == "seed" and before["model"]["fingerprint"].startswith("sha256:")
+        assert before["sessions"]["capacity"] == 16
+        sid = admin.post("/v1/sessions").json()["session_id"]
+        for seq in range(1, 21):
+            assert admin.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [0.5, 1.0], "seq": seq}).status_code == 200
+        after = admin.get("/v1/stats").json()
+        assert after["window"]["chunks"] >= 20 and after["window"]["chunks_per_s"] > 0
+        assert after["window"]["p99_ms"] is not None and after["window"]["p99_ms"] > 0
+        assert after["sessions"]["total"] == before["sessions"]["total"] + 1
+        assert after["sessions"]["hot"] >= 1
+        time.sleep(2.2)  # the sampler has closed the intervals of those chunks
+        series = admin.get("/v1/stats").json()["series"]
+        assert sum(point["chunks"] for point in series) >= 20
+        assert any(point["p99_ms"] for point in series)
+        admin.delete(f"/v1/sessions/{sid}")
+
+
+def test_last_outputs_are_the_last_chunks_response(url):
+    with httpx.Client(base_url=url, headers=auth(TENANT), timeout=30) as tenant:
+        sid = tenant.post("/v1/sessions").json()["session_id"]
+        assert tenant.get(f"/v1/sessions/{sid}/outputs").json() == {
+            "session_id": sid, "seq": 0, "steps": 0, "outputs": None}
+        tenant.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0]})
+        answer = tenant.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [3.0]}).json()
+        last = tenant.get(f"/v1/sessions/{sid}/outputs").json()
+        assert last == {"session_id": sid, "seq": 2, "steps": 3, "outputs": answer["outputs"]}
+        assert httpx.get(f"{url}/v1/sessions/{sid}/outputs").status_code == 401
+        assert httpx.get(f"{url}/v1/sessions/{sid}/outputs", headers=auth(ADMIN)).json() == last
+        assert tenant.get("/v1/sessions/nobody/outputs").status_code == 404
+        tenant.delete(f"/v1/sessions/{sid}")
+
+
+def test_the_listing_names_each_sessions_tenant(url):
+    with httpx.Client(base_url=url, headers=auth(ADMIN), timeout=30) as admin:
+        mine = admin.post("/v1/sessions").json()["session_id"]
+        theirs = httpx.post(f"{url}/v1/sessions", headers=auth(TENANT)).json()["session_id"]
+        listed = {s["session_id"]: s for s in admin.get("/v1/sessions", params={"limit": 1000}).json()["sessions"]}
+        assert listed[mine]["tenant"] is None and listed[theirs]["tenant"] == "ops"
+        # A tenant's own view of a session is unchanged: SessionInfo, no tenant member.
+        assert "tenant" not in httpx.get(f"{url}/v1/sessions/{theirs}", headers=auth(TENANT)).json()
+        for sid in (mine, theirs):
+            admin.delete(f"/v1/sessions/{sid}")
+
+
+def test_the_console_page_is_served_with_strict_headers(url):
+    page = httpx.get(f"{url}/ui", follow_redirects=True)
+    assert page.status_code == 200 and str(page.url).endswith("/ui/")
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in page.text and 'type="module" src="main.js"' in page.text
+    script = httpx.get(f"{url}/ui/main.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    for name in ("../main.py", "nope.js", "%2e%2e%2fconsole.py"):
+        assert httpx.get(f"{url}/ui/{name}").status_code == 404

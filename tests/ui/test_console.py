@@ -1,0 +1,188 @@
+"""The operations console in a real headless Chromium, against a live server with keys."""
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import Page, expect
+
+from app.model.loader import load_model
+from app.store import snapshot
+from app.store.memory import MemoryStore
+from tests.support.servers import serve_in_thread
+
+ADMIN = "admin-key-console-ui"
+KEYS = {"alpha": "alpha-key-console", "beta": "beta-key-console"}
+PUMPS = [f"pump-{i:02d}" for i in range(1, 7)]
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def seed():
+    return load_model("seed")
+
+
+@pytest.fixture(scope="module")
+def url(seed):
+    api_keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
+    with serve_in_thread(seed, admin_keys=ADMIN, api_keys=api_keys) as url:
+        yield url
+
+
+@pytest.fixture()
+def pumps(url):
+    """Six sessions of two tenants, each a few chunks in; deleted afterwards."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i, sid in enumerate(PUMPS):
+            tenant = "alpha" if i % 2 else "beta"
+            client.post("/v1/sessions", json={"session_id": sid}, headers=auth(KEYS[tenant]))
+            for seq in range(1, 4):
+                client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [i + 0.5, -seq, 2.0], "seq": seq},
+                            headers=auth(KEYS[tenant]))
+        yield client
+        for sid in PUMPS:
+            client.delete(f"/v1/sessions/{sid}", headers=auth(ADMIN))
+
+
+def states(client: httpx.Client) -> dict[str, list]:
+    found = {}
+    for sid in PUMPS:
+        answer = client.get(f"/v1/sessions/{sid}/state", headers=auth(ADMIN))
+        if answer.status_code == 200:
+            found[sid] = answer.json()["layers"]
+    return found
+
+
+def sign_in(page: Page, url: str) -> None:
+    page.goto(f"{url}/ui")
+    page.fill("#key-input", ADMIN)
+    page.click("#key-submit")
+    expect(page.locator("#console")).to_be_visible()
+
+
+def open_session(page: Page, sid: str) -> None:
+    page.fill("#filter", sid)
+    rows = page.locator("#session-table tbody tr")
+    expect(rows).to_have_count(1)
+    page.click(f"#session-table tbody tr[data-sid='{sid}'] button")
+    expect(page.locator("#session-id")).to_have_text(sid)
+    expect(page.locator(".heatmap .cell").first).to_be_visible()
+
+
+def cell_values(page: Page) -> list[float]:
+    return [float(v) for v in page.locator(".heatmap .cell").evaluate_all("cells => cells.map(c => c.dataset.value)")]
+
+
+def test_find_a_session_and_reset_it(page, url, pumps, artifacts):
+    before = states(pumps)
+    sign_in(page, url)
+    expect(page.locator("#model-name")).to_have_text("seed")
+    expect(page.locator("#load-status")).to_contain_text("sessions")
+    target = PUMPS[2]
+    open_session(page, target)
+    assert any(v != 0 for v in cell_values(page))  # three chunks in, the state is not zero
+    expect(page.locator("#outputs-caption")).to_contain_text("up to chunk 3")
+    page.screenshot(path=str(artifacts / "console-before-reset.png"), full_page=True)
+
+    page.click("#reset-session")
+    expect(page.locator("#confirm")).to_be_visible()
+    expect(page.locator("#confirm-text")).to_contain_text(target)
+    page.click("#confirm-ok")
+    expect(page.locator("#session-meta")).to_have_text("seq 3, steps 0")
+    assert cell_values(page) == [0.0] * 5
+    expect(page.locator(".heatmap figcaption")).to_contain_text("max |value| = 0.000")
+    page.screenshot(path=str(artifacts / "console-after-reset.png"), full_page=True)
+
+    after = states(pumps)
+    assert after[target] == [{"name": "rnn", "kind": "GRU", "states": [[0.0] * 5]}]
+    assert {sid: layers for sid, layers in after.items() if sid != target} == {
+        sid: layers for sid, layers in before.items() if sid != target}
+
+
+def test_delete_asks_first_and_cancel_changes_nothing(page, url, pumps):
+    before = states(pumps)
+    sign_in(page, url)
+    target = PUMPS[4]
+    open_session(page, target)
+
+    page.click("#delete-session")
+    expect(page.locator("#confirm-text")).to_contain_text(f"Delete session {target}")
+    page.click("#confirm-cancel")
+    expect(page.locator("#confirm")).to_be_hidden()
+    assert states(pumps) == before  # nothing deleted, nothing reset
+    expect(page.locator("#session")).to_be_visible()
+
+    page.click("#delete-session")
+    page.click("#confirm-ok")
+    expect(page.locator("#session")).to_be_hidden()
+    expect(page.locator("#session-table tbody tr")).to_have_count(0)  # the filter still names it
+    assert pumps.get(f"/v1/sessions/{target}", headers=auth(ADMIN)).status_code == 404
+    after = states(pumps)
+    assert target not in after and after == {sid: v for sid, v in before.items() if sid != target}
+
+
+def test_a_tenant_key_is_turned_away(page, url):
+    page.goto(f"{url}/ui")
+    page.fill("#key-input", KEYS["alpha"])
+    page.click("#key-submit")
+    expect(page.locator("#login-error")).to_contain_text("admin key")
+    expect(page.locator("#console")).to_be_hidden()
+
+
+def many_sessions(seed, count: int, path) -> float:
+    """A snapshot of ``count`` sessions, written straight through a memory store; seconds taken."""
+    started = time.perf_counter()
+    store = MemoryStore(count + 16, seed.spec.state_units)
+    rng = np.random.default_rng(7)
+
+    async def fill() -> None:
+        now = time.time()
+        for i in range(count):
+            record = await store.create(f"stream-{i:05d}", 0.0, now - i, tenant=f"t{i % 7}")
+            record.seq = record.steps = int(rng.integers(0, 1000))
+
+    # Playwright's sync API runs an event loop in this thread: fill the store in another.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, fill()).result()
+    snapshot.write(path, snapshot.capture(store, seed.spec.fingerprint))
+    return time.perf_counter() - started
+
+
+def test_ten_thousand_sessions_show_within_two_seconds(page, seed, tmp_path):
+    count = 10_000
+    made_s = many_sessions(seed, count, tmp_path / "sessions.snapshot")
+    with serve_in_thread(seed, admin_keys=ADMIN, capacity=count + 16,
+                         snapshot=tmp_path / "sessions.snapshot", snapshot_interval=3600) as url:
+        sign_in(page, url)
+        expect(page.locator("#load-status")).to_have_text(f"{count:,} sessions")
+        started = time.perf_counter()
+        page.reload()  # the key is kept in the tab: straight to the table
+        page.wait_for_selector("#session-table tbody tr[data-sid='stream-00000']")
+        shown_s = time.perf_counter() - started
+        expect(page.locator("#session-table tbody tr")).to_have_count(50)
+        expect(page.locator("#load-status")).to_have_text(f"{count:,} sessions")
+        print(f"\n{count} sessions: made in {made_s:.2f} s; first page of rows shown {shown_s:.3f} s after reload")
+        assert shown_s < 2.0
+
+        page.click("th[data-sort='seq']")
+        page.click("th[data-sort='seq']")  # descending
+        seqs = [int(t) for t in page.locator("#session-table tbody tr td:nth-child(3)").all_text_contents()]
+        assert seqs == sorted(seqs, reverse=True) and len(seqs) == 50
+        page.fill("#filter", "stream-09999")
+        expect(page.locator("#session-table tbody tr")).to_have_count(1)
+        expect(page.locator("#page-info")).to_contain_text(f"1 shown of {count:,}")
+
+
+def test_open_dev_mode_needs_no_key(page, seed):
+    with serve_in_thread(seed) as url:
+        httpx.post(f"{url}/v1/sessions", json={"session_id": "dev-1"})
+        page.goto(f"{url}/ui")
+        expect(page.locator("#session-table tbody tr[data-sid='dev-1']")).to_be_visible()
+        expect(page.locator("#login")).to_be_hidden()
+        expect(page.locator("#forget-key")).to_be_hidden()
