@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         return b"".join(parts)
 
     try:
+        if sys.version_info >= (3, 11):  # a timer handle, where wait_for makes a task per request
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                return await read()
         return await asyncio.wait_for(read(), BODY_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
