@@ -125,10 +125,16 @@ class Engine:
     ) -> ChunkResult:
         """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work.
         With ``scope``, only a session of that tenant (another's is 'not found')."""
+        return await self.submit(session_id, inputs, seq, scope)
+
+    def submit(
+        self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None
+    ) -> asyncio.Future[ChunkResult]:
+        """``push`` without the wait: the chunk is queued now (or refused now, by raising) and the
+        future gives its result. A stream queues its messages this way without a task each."""
         if not self.ready:
             raise Unavailable("the model is still warming up", retry_after=1)
-        work = _Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope)
-        return await self._enqueue(work)
+        return self._enqueue(_Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope))
 
     async def exclusive(self, session_id: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` once the session's earlier work is done and before its later work."""
@@ -142,7 +148,7 @@ class Engine:
     def _future(self) -> asyncio.Future:
         return asyncio.get_running_loop().create_future()
 
-    async def _enqueue(self, work: _Work) -> Any:
+    def _enqueue(self, work: _Work) -> asyncio.Future:
         if len(self._queue) >= self.max_queue:
             raise Unavailable(f"{len(self._queue)} chunks are already waiting; retry shortly")
         if self._load[work.session_id] >= self.max_session_queue:
@@ -154,7 +160,7 @@ class Engine:
         metrics.QUEUE_DEPTH.set(len(self._queue))
         self._load[work.session_id] += 1
         self._wakeup.set()
-        return await work.future
+        return work.future
 
     def _finish(self, work: _Work, result: Any = None, error: BaseException | None = None) -> None:
         self._load[work.session_id] -= 1
