@@ -21,9 +21,9 @@ serve: install  ## start the server on the default model (flags: make serve ARGS
 test: install  ## run the whole test suite
 	$(BIN)/pytest $(ARGS)
 
-bench: install  ## throughput: 1 against 64 sessions, memory against Redis, WebSocket against HTTP (needs wrk)
-	$(BIN)/python bench/throughput.py $(ARGS)
-	$(BIN)/python bench/streams.py
+bench: install  ## the benchmark against its ceilings and the naive baseline (needs wrk; ARGS="--quick")
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.run $(ARGS)
 
 topology: install  ## redis-server, 3 replicas and nginx on :8080, as local processes (flags: ARGS="--replicas 2")
 	$(BIN)/python -m deploy.topology $(ARGS)

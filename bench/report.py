@@ -16,7 +16,7 @@ def _rows(results: dict) -> list[str]:
         if not found:
             continue
         scenario = found["scenario"]
-        n, steps = scenario["sessions"], scenario["steps"]
+        n, steps = str(scenario["sessions"]), scenario["steps"]  # keys as JSON has them
         groups = [("HTTP", found["closed"])] if transport_of is None else [("WebSocket", found["closed"])]
         if "http" in found:
             groups.append(("HTTP", found["http"]))
@@ -97,8 +97,9 @@ def plots(results: dict, folder: Path) -> None:
         return
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for name, by_n in small["closed"].items():
-        counts = sorted(by_n)
-        axes.plot(counts, [by_n[n]["chunks_per_s"] for n in counts], marker="o", label=NAMES[name])
+        counts = sorted(by_n, key=int)
+        axes.plot([int(n) for n in counts], [by_n[n]["chunks_per_s"] for n in counts], marker="o",
+                  label=NAMES[name])
     axes.set(xscale="log", yscale="log", xlabel="concurrent sessions (closed loop)", ylabel="chunks/s",
              title="small: GRU 64, F=16, T=10, HTTP")
     axes.grid(True, which="both", alpha=0.3)

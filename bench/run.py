@@ -264,6 +264,7 @@ def main() -> None:
         finally:
             delete_prefix(args.redis_url, prefix)
             delete_prefix(args.redis_url, prefix + "f")
+    results = json.loads(json.dumps(results))  # as a reader of latest.json sees them: string keys
     results["targets"] = targets.check(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(results, indent=1))

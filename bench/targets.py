@@ -19,7 +19,7 @@ def check(results: dict[str, Any]) -> list[dict]:
     found: list[dict] = []
     small = results.get("small")
     if small:
-        n = small["scenario"]["sessions"]
+        n = str(small["scenario"]["sessions"])  # keys as JSON has them
         closed = small["closed"]
         memory = closed["memory"][n]["chunks_per_s"]
         found.append(_target("small, HTTP: share of the HTTP ceiling", _ratio(memory, closed["ceiling"][n]["chunks_per_s"]),
@@ -33,14 +33,14 @@ def check(results: dict[str, Any]) -> list[dict]:
                              0.60, True, "x", f"small, HTTP, {n} sessions"))
     frames = results.get("frames")
     if frames:
-        n = frames["scenario"]["sessions"]
+        n = str(frames["scenario"]["sessions"])
         closed = frames["closed"]
         found.append(_target("frames, WebSocket: share of the echo ceiling",
                              _ratio(closed["memory"][n]["chunks_per_s"], closed["ceiling"][n]["chunks_per_s"]),
                              0.60, True, "x", f"memory backend / echo WebSocket, {n} streams, T=1"))
     large = results.get("large")
     if large:
-        n = large["scenario"]["sessions"]
+        n = str(large["scenario"]["sessions"])
         compute = large["compute"]["chunks_per_s"]
         best = max(("HTTP", large["closed"]["memory"][n]["chunks_per_s"]),
                    ("WebSocket", large["websocket"]["memory"][n]["chunks_per_s"]), key=lambda t: t[1])
