@@ -25,6 +25,12 @@ class CachedCount:
         # Shielded: a caller that gives up (a client gone) does not cancel the count for the rest.
         return await asyncio.shield(self._taking)
 
+    def adjust(self, delta: int) -> None:
+        """This process's own creates and deletes show at once; other replicas' and Redis's
+        expiries show at the next refresh."""
+        if self._value is not None:
+            self._value = max(0, self._value + delta)
+
     async def _refresh(self) -> int:
         try:
             value = await self._take()

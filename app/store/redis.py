@@ -156,6 +156,7 @@ class RedisStore:
             if tenant and self.tenant_quota:
                 await self._redis.zrem(self._tenant_key(tenant), session_id)
             raise Conflict(f"session {session_id!r} already exists")
+        self._count.adjust(+1)
         return SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s,
                              tenant=tenant, fingerprint=self.fingerprint, version=version)
 
@@ -200,6 +201,7 @@ class RedisStore:
         self._drop(session_id)
         tenant = await self._redis.hget(self.key(session_id), "tenant") if self.tenant_quota else None
         deleted = bool(await self._redis.delete(self.key(session_id)))
+        self._count.adjust(-deleted)
         if tenant:
             await self._redis.zrem(self._tenant_key(tenant.decode()), session_id)
         return deleted
