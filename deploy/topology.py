@@ -25,30 +25,12 @@ from pathlib import Path
 
 import httpx
 
+from deploy.waiting import free_port, wait_for
+
 NGINX_DIR = Path(__file__).resolve().parent / "nginx"
 SHARED_CONF = NGINX_DIR / "srnn.conf"
 ROOT = NGINX_DIR.parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check, what: str, timeout: float, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            if check():
-                return
-        except (httpx.TransportError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} was not ready within {timeout} s")
-        time.sleep(0.1)
+NOT_YET = (httpx.TransportError, OSError)  # a server still starting
 
 
 def nginx_main_conf(prefix: Path, shared: Path = SHARED_CONF) -> str:
@@ -135,7 +117,7 @@ class Topology:
 
     def wait_replica(self, index: int) -> None:
         ready = lambda: httpx.get(f"{self.replica_url(index)}/readyz", timeout=1).status_code == 200  # noqa: E731
-        wait_for(ready, f"replica {index}", 120, self.replicas[index])
+        wait_for(ready, f"replica {index}", 120, self.replicas[index], errors=NOT_YET)
 
     def stop_replica(self, index: int, kill: bool = False, timeout: float = 30) -> None:
         """SIGTERM (drains in-flight requests and queued chunks) or SIGKILL, then wait."""
@@ -150,7 +132,7 @@ class Topology:
             ["nginx", "-p", str(self.dir), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
             stdout=self.output, stderr=self.output)
         ready = lambda: httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200  # noqa: E731
-        wait_for(ready, "nginx", 10, self.nginx)
+        wait_for(ready, "nginx", 10, self.nginx, errors=NOT_YET)
 
     def stop(self) -> None:
         for process in (self.nginx, *self.replicas):

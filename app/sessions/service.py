@@ -22,6 +22,9 @@ from app.store.records import SessionRecord
 log = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# URLs take "." and ".." for path steps: browsers, curl and httpx collapse /v1/sessions/.. before
+# sending, so a session so named could never be reached.
+PATH_STEPS = (".", "..")
 MAX_TTL_S = 10 * 365 * 86400.0
 
 
@@ -95,6 +98,11 @@ class SessionService:
         elif not SESSION_ID.fullmatch(session_id):
             raise InvalidInput(
                 "session_id must be 1 to 128 characters from A-Z a-z 0-9 . _ : -",
+                errors=[{"loc": ["body", "session_id"], "msg": "bad session id"}],
+            )
+        elif session_id in PATH_STEPS:
+            raise InvalidInput(
+                f"session_id {session_id!r} is a URL path step (clients collapse it): choose another",
                 errors=[{"loc": ["body", "session_id"], "msg": "bad session id"}],
             )
         if ttl_s is None:

@@ -33,9 +33,9 @@ class MemoryStore:
         # one live entry, so entries left by deleted or re-created sessions are dropped.
         self._expiries: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
-        # Every id in order, kept between listing calls: paging through 100,000 sessions a
-        # thousand at a time then sorts once, not once per page (a sort blocks the event loop).
-        # Dropped by any create or delete.
+        # Every id in order, for listing: sorted once, at the first listing (not while a snapshot
+        # loads), then kept in order by each create and delete (a bisect and a memmove, where a
+        # sort of 100,000 ids per page would block the event loop while sessions come and go).
         self._sorted_ids: list[str] | None = None
 
     @property
@@ -79,8 +79,9 @@ class MemoryStore:
         return record
 
     def insert(self, record: SessionRecord, slot: int) -> None:
+        if self._sorted_ids is not None and record.session_id not in self._records:
+            bisect.insort(self._sorted_ids, record.session_id)
         self._records[record.session_id] = record
-        self._sorted_ids = None
         if record.tenant is not None:
             self._per_tenant[record.tenant] += 1
         self._slot_of[record.session_id] = slot
@@ -97,7 +98,8 @@ class MemoryStore:
         record = self._records.pop(session_id, None)
         if record is None:
             return False
-        self._sorted_ids = None
+        if self._sorted_ids is not None:
+            del self._sorted_ids[bisect.bisect_left(self._sorted_ids, session_id)]
         if record.tenant is not None:
             self._per_tenant[record.tenant] -= 1
             if not self._per_tenant[record.tenant]:

@@ -25,11 +25,13 @@ import numpy as np
 from redis.exceptions import NoScriptError
 
 from app import metrics
-from app.errors import Conflict, InvalidInput, ServiceError, TooManyRequests
+from app.errors import Conflict, ServiceError, TooManyRequests
 from app.store.base import Checkout, Commit, Outcome
+from app.store.cached_count import CachedCount
 from app.store.records import SessionRecord
 from app.store.redis_cluster import Keyspace, connect, reachable
 from app.store.redis_errors import transient, unavailable, unreachable
+from app.store.redis_listing import Listing
 from app.store.redis_scripts import SCRIPTS
 from app.store.slots import SlotTable
 
@@ -40,7 +42,8 @@ def new_version() -> str:
 
 
 META = ("ver", "seq", "steps", "created", "active", "ttl", "fp", "tenant")
-
+# The session count (console, listing) is a SCAN of every key: taken at most this often.
+COUNT_MAX_AGE_S = 5.0
 
 
 class RedisStore:
@@ -57,6 +60,8 @@ class RedisStore:
         self._zeros = [np.zeros(u, np.float32).tobytes() for u in state_units]
         self._redis = connect(url, socket_timeout=2.0, connect_timeout=1.0)  # one Redis or a cluster
         self._keyspace = Keyspace(self._redis)
+        self._listing = Listing(self._keyspace, prefix)
+        self._count = CachedCount(self._scan_count, COUNT_MAX_AGE_S)
         self._sha: dict[str, str] = {}
         # Hot sessions: id -> (slot, the version of the row held there), least recently used first.
         self._hot: OrderedDict[str, tuple[int, str]] = OrderedDict()
@@ -127,8 +132,11 @@ class RedisStore:
     def _state_pairs(self, values: list[bytes]) -> list[Any]:
         return [x for pair in zip(self._state_fields, values) for x in pair]
 
-    @unreachable
     async def count(self) -> int:
+        return await self._count.get()
+
+    @unreachable
+    async def _scan_count(self) -> int:
         total = 0
         async for _ in self._redis.scan_iter(match=f"{self.prefix}:{{*}}", count=1000):
             total += 1
@@ -148,6 +156,7 @@ class RedisStore:
             if tenant and self.tenant_quota:
                 await self._redis.zrem(self._tenant_key(tenant), session_id)
             raise Conflict(f"session {session_id!r} already exists")
+        self._count.adjust(+1)
         return SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s,
                              tenant=tenant, fingerprint=self.fingerprint, version=version)
 
@@ -192,6 +201,7 @@ class RedisStore:
         self._drop(session_id)
         tenant = await self._redis.hget(self.key(session_id), "tenant") if self.tenant_quota else None
         deleted = bool(await self._redis.delete(self.key(session_id)))
+        self._count.adjust(-deleted)
         if tenant:
             await self._redis.zrem(self._tenant_key(tenant.decode()), session_id)
         return deleted
@@ -238,43 +248,15 @@ class RedisStore:
 
     @unreachable
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
-        """Sessions in Redis SCAN order, node after node (a cluster's masters). The cursor names the
-        node, its SCAN cursor and how many keys of that step were already handed out, so a page
-        never exceeds ``limit``."""
-        nodes = await self._keyspace.nodes()
-        try:
-            node, scan, skip = (int(part) for part in cursor.split(":")) if cursor else (nodes[0], 0, 0)
-            at = nodes.index(node)
-        except ValueError:
-            raise InvalidInput("cursor is not one this server handed out") from None
-        keys: list[bytes] = []
-        following = None
-        while True:
-            after, found = await self._keyspace.scan(node, scan, f"{self.prefix}:{{*}}", max(limit, 100))
-            found = found[skip:]
-            room = limit - len(keys)
-            if len(found) > room:
-                keys += found[:room]
-                following = f"{node}:{scan}:{skip + room}"
-                break
-            keys += found
-            scan, skip = after, 0
-            if after == 0:  # this node is done: on to the next
-                if at + 1 == len(nodes):
-                    break
-                at += 1
-                node = nodes[at]
-            if len(keys) == limit:
-                following = f"{node}:{scan}:0"
-                break
+        """Sessions in Redis SCAN order (see app.store.redis_listing), ``limit`` at most."""
+        keys, following = await self._listing.page(limit, cursor)
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, META)
         records = []
         for key, meta in zip(keys, await pipe.execute()):
             if meta[0] is not None:  # expired between SCAN and now
-                session_id = key.decode()[len(self.prefix) + 2 : -1]
-                records.append(self._record(session_id, meta))
+                records.append(self._record(self._listing.session_id(key), meta))
         return records, following
 
     async def expire(self, now: float, busy: set[str]) -> int:

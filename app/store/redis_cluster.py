@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
-from redis.retry import Retry
 
 SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 SLOTS = 16384
@@ -37,13 +37,17 @@ def connect(url: str, socket_timeout: float, connect_timeout: float) -> Client:
     options: dict[str, Any] = dict(socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
                                    health_check_interval=10)
     if not is_cluster(url):
-        return aioredis.Redis.from_url(url, retry_on_timeout=False, retry=Retry(NoBackoff(), 0), **options)
+        return aioredis.Redis.from_url(url, retry_on_timeout=False, retry=AsyncRetry(NoBackoff(), 0), **options)
     for scheme, plain in SCHEMES.items():
         if url.startswith(scheme):
             url = plain + url[len(scheme):]
     # A cluster has only database 0: a path (/0) is dropped rather than refused.
     url = urlunsplit(urlsplit(url)._replace(path=""))
-    return RedisCluster.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options)
+    # Since redis-py 6 ``retry`` alone sets how often the cluster client resends a command or a
+    # pipeline; the deprecated ``cluster_error_retry_attempts`` (3 by default) is then ignored, but
+    # is set to 0 as well, so that no reading of the options can resend.
+    return RedisCluster.from_url(url, retry=AsyncRetry(NoBackoff(), 0), cluster_error_retry_attempts=0,
+                                 **options)
 
 
 class Keyspace:
@@ -57,19 +61,20 @@ class Keyspace:
 
     async def _slot_table(self) -> None:
         # redis-py fills its slot table on first use (and again after an error); these calls read
-        # it before sending anything, hence its private flag.
-        if isinstance(self.client, RedisCluster) and self.client._initialize:
+        # it before sending anything. initialize() does nothing once the table is filled.
+        if isinstance(self.client, RedisCluster):
             await self.client.initialize()
 
     async def nodes(self) -> list[int]:
         if not isinstance(self.client, RedisCluster):
             return [0]
         await self._slot_table()
-        lowest: dict[str, int] = {}
-        for slot in range(SLOTS):
-            holders = self.client.nodes_manager.slots_cache.get(slot)
-            if holders:
-                lowest.setdefault(holders[0].name, slot)
+        # One CLUSTER SLOTS: each slot range names its master; a master's name is its lowest slot.
+        ranges = await self.client.cluster_slots(target_nodes=RedisCluster.RANDOM)
+        lowest: dict[Any, int] = {}
+        for (start, _end), holders in ranges.items():
+            primary = tuple(holders["primary"])
+            lowest[primary] = min(int(start), lowest.get(primary, SLOTS))
         return sorted(lowest.values())
 
     async def scan(self, node: int, cursor: int, match: str, count: int) -> tuple[int, list[bytes]]:
@@ -85,14 +90,14 @@ class Keyspace:
         fails fails only its own commands, so one master's failover does not fail every session of
         a batch; with one Redis, a lost connection raises, as a pipeline does."""
         groups = await self._groups(keys)
-        answers = await asyncio.gather(*(self._send([commands[i] for i in group]) for group in groups),
-                                       return_exceptions=True)
-        if len(groups) == 1 and isinstance(answers[0], BaseException):
+        answers = settle(await asyncio.gather(*(self._send([commands[i] for i in group]) for group in groups),
+                                              return_exceptions=True))
+        if len(groups) == 1 and isinstance(answers[0], Exception):
             raise answers[0]
         results: list[Any] = [None] * len(commands)
         for group, answer in zip(groups, answers):
             for position, index in enumerate(group):
-                results[index] = answer if isinstance(answer, BaseException) else answer[position]
+                results[index] = answer if isinstance(answer, Exception) else answer[position]
         return results
 
     async def _groups(self, keys: list[str]) -> list[list[int]]:
@@ -120,6 +125,28 @@ class Keyspace:
         primaries = self.client.get_primaries()
         infos = await asyncio.gather(*(self.client.cluster_info(target_nodes=node) for node in primaries))
         return bool(primaries) and all(info.get("cluster_state") == "ok" for info in infos)
+
+
+class OutcomeUnknown(RedisConnectionError):
+    """A master's pipeline was cancelled under a task that was not: its commands may or may not
+    have run. A connection error, so that it answers 503 (retry after reading the session again),
+    never "gone"."""
+
+
+def settle(answers: list[Any]) -> list[Any]:
+    """gather(return_exceptions=True)'s answers, where a cancelled sub-task gives CancelledError,
+    a BaseException that callers testing for Exception would take for a reply. If this task itself
+    is being cancelled, the cancellation goes on; otherwise each such answer becomes
+    :class:`OutcomeUnknown`."""
+    settled = []
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+            task = asyncio.current_task()
+            if not isinstance(answer, asyncio.CancelledError) or (task is not None and task.cancelling()):
+                raise answer
+            answer = OutcomeUnknown("a pipeline to Redis was cancelled; whether it ran is unknown")
+        settled.append(answer)
+    return settled
 
 
 async def reachable(keyspace: Keyspace) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.exceptions import (AskError, BusyLoadingError, ClusterError, OutOfMemoryError, ReadOnlyError,
-                              ResponseError, SlotNotCoveredError, TryAgainError)
+                              RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -25,11 +25,18 @@ T = TypeVar("T")
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError,
              OutOfMemoryError, OSError, ClusterError, AskError, TryAgainError, SlotNotCoveredError)
 TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+# RedisClusterException is also what redis-py raises for misuse ("Too many targets", "all keys must
+# map to the same key slot"): only its words for no node reachable, or slots not all served, while
+# it refreshes the cluster's layout say "try again".
+CLUSTER_LAYOUT_TROUBLE = ("cannot be connected", "not covered", "could not agree")
 
 
 def transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT):
         return True
+    if isinstance(exc, RedisClusterException):
+        return any(words in str(exc) for words in CLUSTER_LAYOUT_TROUBLE) or \
+            isinstance(exc.__cause__, TRANSIENT)
     if isinstance(exc, ResponseError):  # redis-py drops some reply prefixes from the message
         return type(exc).__name__ in ("MasterDownError", "TryAgainError", "ClusterDownError") or \
             str(exc).startswith(TRANSIENT_REPLIES)

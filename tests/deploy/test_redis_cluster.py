@@ -3,6 +3,7 @@ exact and applied once, the tenant quota (whose set lives in another slot), the 
 every master, and the HTTP property test on random models."""
 
 import asyncio
+import base64
 
 import httpx
 import numpy as np
@@ -44,7 +45,9 @@ def test_sessions_spread_over_every_master_and_stream_exactly(cluster, server):
     url, prefix = server
     data = np.random.default_rng(7).uniform(-3, 3, (24, 30, 1)).astype(np.float32)
     with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as http:
-        ids = [http.post("/v1/sessions").json()["session_id"] for _ in range(len(data))]
+        ids = cluster.ids_on_every_master(prefix, len(data) // len(cluster.ports))
+        for sid in ids:
+            assert http.post("/v1/sessions", json={"session_id": sid}).status_code == 201
         for cut in ([0, 7], [7, 8], [8, 30]):
             for sid, sequence in zip(ids, data):
                 answer = http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": sequence[slice(*cut)].tolist()})
@@ -61,7 +64,7 @@ def test_sessions_spread_over_every_master_and_stream_exactly(cluster, server):
         reference.feed(sequence)
         assert (state["seq"], state["steps"]) == (3, 30)
         np.testing.assert_allclose(state_rows(state)[0], reference.states()[0], atol=1e-5)
-    assert holders == set(cluster.ports), "24 sessions should land on all three masters"
+    assert holders == set(cluster.ports), "the ids were chosen to land on all three masters"
 
 
 def test_exactly_once_with_seq(server):
@@ -106,7 +109,11 @@ def test_listing_walks_every_master(cluster, server):
         assert len(listed) == len(set(listed)), "a session was listed twice"
         stored = {k.decode()[len(prefix) + 2:-1] for k in cluster.keys(f"{prefix}:{{*}}")}
         assert made <= set(listed) == stored and pages >= 3
-        assert http.get("/v1/sessions", params={"cursor": "12345:0:0"}).status_code == 422
+        # A well-formed cursor (what the server hands out: URL-safe base64 of "<node>:<scan>") that
+        # names a node no master is: 422, not the first page and not a 500.
+        gone = base64.urlsafe_b64encode(b"12345:0").decode().rstrip("=")
+        answer = http.get("/v1/sessions", params={"cursor": gone})
+        assert answer.status_code == 422 and "no longer has" in answer.text, answer.text
         assert http.get("/readyz").status_code == 200
 
 
@@ -123,8 +130,10 @@ def test_a_master_down_fails_only_its_own_sessions():
     with redis_cluster(3) as cluster, serve_in_thread(StreamingModel(build_seed_model(), "seed"),
                                                       backend="redis", redis_url=cluster.url,
                                                       redis_prefix="down") as url:
+        ids = cluster.ids_on_every_master("down", 8)
         with httpx.Client(base_url=url, timeout=30) as http:
-            ids = [http.post("/v1/sessions").json()["session_id"] for _ in range(24)]
+            for sid in ids:
+                assert http.post("/v1/sessions", json={"session_id": sid}).status_code == 201
         holders = {sid: cluster.holder(f"down:{{{sid}}}") for sid in ids}
         doomed = cluster.ports[2]
         assert set(holders.values()) == set(cluster.ports)

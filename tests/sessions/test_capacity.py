@@ -88,3 +88,13 @@ def test_listing_pages_through_every_session(client):
     assert client.get("/v1/sessions", params={"cursor": "%%%"}).status_code == 422
     for sid in ids:
         client.delete(f"/v1/sessions/{sid}")
+
+
+@pytest.mark.parametrize("sid", [".", ".."])
+def test_ids_that_urls_collapse_are_refused_at_create(client, sid):
+    # /v1/sessions/.. reaches the server as /v1/ (clients collapse path steps): such a session
+    # could never be read or deleted, so it is not made.
+    answer = client.post("/v1/sessions", json={"session_id": sid})
+    assert answer.status_code == 422 and "path step" in answer.json()["detail"], answer.text
+    assert client.post("/v1/sessions", json={"session_id": "..."}).status_code == 201
+    assert client.delete("/v1/sessions/...").status_code == 204

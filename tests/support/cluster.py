@@ -3,30 +3,38 @@ directory, made into a cluster with ``redis-cli --cluster create``."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import redis
+from redis.crc import key_slot
+
+from deploy.waiting import wait_for
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (10000 above it) is free and valid too."""
-    while True:
+def cluster_ports(count: int) -> list[int]:
+    """``count`` distinct free ports whose cluster bus ports (10000 above) are free too. Ports come
+    from 20000-29999, so no bus port (30000 and up) can be another node's port."""
+    ports: list[int] = []
+    while len(ports) < count:
         port = random.randrange(20000, 30000)
+        if port in ports:
+            continue
         try:
             for candidate in (port, port + 10000):
                 with socket.socket() as sock:
                     sock.bind(("127.0.0.1", candidate))
         except OSError:
             continue
-        return port
+        ports.append(port)
+    return ports
 
 
 class RedisClusterServers:
@@ -34,7 +42,7 @@ class RedisClusterServers:
         for program in ("redis-server", "redis-cli"):
             if shutil.which(program) is None:
                 raise RuntimeError(f"{program} is not installed (README: Redis)")
-        self.ports = [cluster_port() for _ in range(masters)]
+        self.ports = cluster_ports(masters)
         self.dir = Path(tempfile.mkdtemp(prefix="srnn-cluster-"))
         self.processes: list[subprocess.Popen] = []
 
@@ -56,25 +64,13 @@ class RedisClusterServers:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))
         for port in self.ports:
-            self._wait(lambda: self.node(port).ping(), "a cluster node did not start")
+            wait_for(lambda: self.node(port).ping(), "a cluster node", 30, errors=(redis.RedisError,))
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", "0", "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         # Every node must agree before a client's first CLUSTER SLOTS is trustworthy.
-        self._wait(lambda: all(self.node(p).cluster("info")["cluster_state"] == "ok" for p in self.ports),
-                   "the cluster did not reach cluster_state:ok")
-
-    def _wait(self, check, message: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if check():
-                    return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(message)
-            time.sleep(0.1)
+        wait_for(lambda: all(self.node(p).cluster("info")["cluster_state"] == "ok" for p in self.ports),
+                 "cluster_state:ok", 30, errors=(redis.RedisError,))
 
     def holder(self, key: str) -> int:
         """The port of the master that holds ``key``: the one that serves its CLUSTER KEYSLOT, and
@@ -87,6 +83,22 @@ class RedisClusterServers:
             except redis.ResponseError:  # MOVED: another master serves that slot
                 continue
         raise KeyError(f"{key} (slot {slot})")
+
+    def ids_on_every_master(self, prefix: str, per_master: int) -> list[str]:
+        """Session ids chosen by the slot of their key, ``per_master`` on each master (random ids
+        could all miss one)."""
+        owner = {}
+        for start, end, (_, port, *_rest), *_replicas in self.node(self.ports[0]).execute_command("CLUSTER SLOTS"):
+            owner.update((slot, int(port)) for slot in range(start, end + 1))
+        chosen: dict[int, list[str]] = {port: [] for port in self.ports}
+        for n in itertools.count():
+            sid = f"pick-{n}"
+            ids = chosen[owner[key_slot(f"{prefix}:{{{sid}}}".encode())]]
+            if len(ids) < per_master:
+                ids.append(sid)
+            if all(len(ids) == per_master for ids in chosen.values()):
+                return [sid for ids in chosen.values() for sid in ids]
+        raise AssertionError("unreachable")
 
     def keys(self, pattern: str) -> list[bytes]:
         return [k for p in self.ports for k in self.node(p).scan_iter(match=pattern, count=1000)]

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Iterator
 
 import redis
 
-from tests.support.servers import free_port
+from deploy.waiting import free_port, wait_for
 
 SHARED_URL = os.environ.get("SRNN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -50,11 +49,7 @@ class RedisServer:
              "--appendfsync", "always"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not reachable(self.url):
-            if time.monotonic() > deadline:
-                raise TimeoutError("redis-server did not start")
-            time.sleep(0.05)
+        wait_for(lambda: reachable(self.url), "redis-server", 10, self.process, every_s=0.05)
 
     def stop(self) -> None:
         if self.process is not None:

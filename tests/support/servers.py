@@ -4,17 +4,17 @@ process. Both listen on a real socket on 127.0.0.1."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import uvicorn
+
+from deploy.waiting import free_port, wait_for  # noqa: F401 (free_port: for the tests)
 
 from app.config import Settings
 from app.main import create_app, server_config
@@ -23,24 +23,9 @@ from app.model.step import StreamingModel
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} was not ready within {timeout} s")
+    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, url, timeout, process,
+             errors=(httpx.TransportError,), every_s=0.05)
 
 
 @contextmanager
