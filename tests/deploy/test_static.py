@@ -5,13 +5,16 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import time
 
+import httpx
 import pytest
 import yaml
 
 from app.config import Settings
 from deploy.topology import write_nginx_conf
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, free_port
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -115,7 +118,41 @@ def test_nginx_upstreams_are_the_compose_replicas_on_the_service_port():
     assert servers == [(name, str(Settings.model_fields["port"].default)) for name in APPS]
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
+needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None,
+                                 reason="nginx is not installed (apt-get install nginx-light)")
+
+
+@needs_nginx
+def test_nginx_logs_requests_without_their_query(tmp_path):
+    # Any HTTP server will do as the upstream: what is checked is nginx's own access log.
+    upstream = free_port()
+    backend = subprocess.Popen([sys.executable, "-m", "http.server", str(upstream), "--bind", "127.0.0.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    conf = write_nginx_conf(tmp_path, [f"127.0.0.1:{upstream}"], f"127.0.0.1:{port}")
+    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/sessions/s-1/stream?token=secret-key-1", timeout=2)
+                if answer.status_code != 502 or time.monotonic() > deadline:  # 502: backend not up yet
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+    finally:
+        nginx.terminate()
+        log, _ = nginx.communicate(timeout=10)
+        backend.terminate()
+        backend.wait(10)
+    assert '"GET /v1/sessions/s-1/stream HTTP/1.1" 404' in log, log
+    assert "secret-key-1" not in log and "token" not in log
+
+
+@needs_nginx
 def test_nginx_accepts_the_configuration(tmp_path):
     # The compose files as they are, but for hostnames that only Docker's DNS resolves.
     upstream = (NGINX / "srnn-upstream.conf").read_text()
