@@ -1,5 +1,5 @@
 # stateful-rnn: the service on its runtime dependencies only, as a non-root user.
-# Build: docker build -t stateful-rnn .    Run: docker run -p 8000:8000 stateful-rnn
+# Build: docker build -t stateful-rnn .    Run: docker run -p 127.0.0.1:8000:8000 stateful-rnn
 # A model file: mount it and point SRNN_MODEL at it (-v ./m.keras:/models/m.keras -e SRNN_MODEL=/models/m.keras).
 
 FROM python:3.11-slim AS build
@@ -18,15 +18,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     SRNN_MODEL=default \
+    SRNN_HOST=0.0.0.0 \
     SRNN_PORT=8000
 USER srnn
 WORKDIR /srv
 EXPOSE 8000
 # Liveness only (the process answers); readiness (/readyz) is for whoever routes traffic.
-# No curl in slim: Python's urllib, which raises (exit 1) on an error status or no answer.
+# No curl in slim: app.probe (Python's urllib) asks the port of SRNN_PORT, so change the port there,
+# not with a --port flag, or the check asks the wrong one.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SRNN_PORT', '8000'), timeout=2)"]
+    CMD ["python", "-m", "app.probe", "/healthz"]
 # Exec form: the server is PID 1, so SIGTERM (docker stop, Kubernetes) reaches uvicorn directly and it
-# drains in-flight requests and queued chunks before exiting.
+# drains in-flight requests and queued chunks before exiting. No CMD: every setting (SRNN_HOST
+# included) comes from the environment, so `docker run -e` can change any of them.
 ENTRYPOINT ["stateful-rnn", "serve"]
-CMD ["--host", "0.0.0.0"]

@@ -10,6 +10,7 @@ it is only as fine as the buckets of ``srnn_request_seconds``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -73,8 +74,13 @@ class RollingStats:
         self._task = asyncio.create_task(self._sample_forever(), name="stats-sampler")
 
     async def stop(self) -> None:
+        # Awaited, so the task is finished before the loop closes (else: "Task was destroyed but it
+        # is pending").
         if self._task:
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     async def _sample_forever(self) -> None:
         while True:

@@ -128,12 +128,16 @@ class StatsInterval(BaseModel):
 
 
 class SessionCounts(BaseModel):
-    capacity: int
-    hot: int = Field(description="Sessions holding a state slot now")
-    total: int = Field(description="Sessions that exist (Redis: counted over all replicas)")
+    capacity: int = Field(description="This replica's state slots")
+    hot: int = Field(description="Sessions holding one of this replica's state slots now")
+    total: int | None = Field(
+        description="Sessions that exist (Redis: counted over all replicas); null while the store "
+        "does not answer"
+    )
 
 
 class Stats(BaseModel):
+    replica: str = Field(description="The replica that answered (host name:port); the figures are its own")
     model: ModelRef
     backend: Literal["memory", "redis"]
     sessions: SessionCounts

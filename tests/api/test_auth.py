@@ -9,14 +9,11 @@ import pytest
 import websockets
 
 from app.model.loader import load_model
+from tests.support.keys import auth
 from tests.support.servers import serve_in_thread
 
 KEYS = {"alpha": "alpha-key-0001", "beta": "beta-key-00002"}
 ADMIN = "admin-key-000003"
-
-
-def auth(key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

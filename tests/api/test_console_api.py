@@ -1,21 +1,21 @@
 """What the operations console reads: /v1/stats, a session's last outputs, the listing's tenants,
 and the page's own files with their security headers."""
 
+import asyncio
+import socket
 import time
 
 import httpx
 import pytest
 
 from app.model.loader import load_model
-from tests.support.redis import delete_prefix, new_prefix
+from app.stats import RollingStats
+from tests.support.keys import auth
+from tests.support.redis import delete_prefix, new_prefix, own_redis
 from tests.support.servers import serve_in_thread
 
 ADMIN = "admin-key-console-1"
 TENANT = "tenant-key-console"
-
-
-def auth(key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -34,6 +34,7 @@ def test_stats_move_as_chunks_are_served(url):
         refused = httpx.get(f"{url}/v1/stats", headers=auth(TENANT))
         assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
         before = admin.get("/v1/stats").json()
+        assert before["replica"] == f"{socket.gethostname()}:{url.rsplit(':', 1)[1]}"
         assert before["model"]["name"] == "seed" and before["model"]["fingerprint"].startswith("sha256:")
         assert before["sessions"]["capacity"] == 16
         sid = admin.post("/v1/sessions").json()["session_id"]
@@ -44,11 +45,46 @@ def test_stats_move_as_chunks_are_served(url):
         assert after["window"]["p99_ms"] is not None and after["window"]["p99_ms"] > 0
         assert after["sessions"]["total"] == before["sessions"]["total"] + 1
         assert after["sessions"]["hot"] >= 1
-        time.sleep(2.2)  # the sampler has closed the intervals of those chunks
-        series = admin.get("/v1/stats").json()["series"]
+        # The sampler closes the intervals of those chunks within a second or two, unless this
+        # machine is busy: wait for it with a deadline rather than a fixed sleep.
+        deadline = time.monotonic() + 15
+        while True:
+            series = admin.get("/v1/stats").json()["series"]
+            if sum(point["chunks"] for point in series) >= 20 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert sum(point["chunks"] for point in series) >= 20
         assert any(point["p99_ms"] for point in series)
         admin.delete(f"/v1/sessions/{sid}")
+
+
+def test_stats_without_redis_still_serve_this_replicas_figures():
+    with own_redis(appendonly=False) as redis_server:
+        options = dict(backend="redis", redis_url=redis_server.url, capacity=16, admin_keys=ADMIN)
+        with serve_in_thread(load_model("seed"), **options) as url, \
+                httpx.Client(base_url=url, headers=auth(ADMIN), timeout=30) as admin:
+            assert admin.get("/v1/stats").json()["sessions"]["total"] == 0
+            redis_server.stop()
+            down = admin.get("/v1/stats")
+            assert down.status_code == 200, down.text
+            stats = down.json()
+            assert stats["sessions"] == {"capacity": 16, "hot": 0, "total": None}
+            assert stats["model"]["name"] == "seed" and stats["backend"] == "redis"
+            redis_server.start()  # the same port: the next count answers again
+            assert admin.get("/v1/stats").json()["sessions"]["total"] == 0
+
+
+def test_stopping_the_sampler_waits_for_it():
+    # Not awaited, a cancelled task is still pending when the loop closes at shutdown.
+    async def start_and_stop() -> tuple[list[str], int]:
+        rolling = RollingStats(every_s=0.01)
+        rolling.start()
+        await asyncio.sleep(0.05)
+        await rolling.stop()
+        return [task.get_name() for task in asyncio.all_tasks()], len(rolling.readings)
+
+    pending, readings = asyncio.run(start_and_stop())
+    assert "stats-sampler" not in pending and readings >= 2
 
 
 def test_last_outputs_are_the_last_chunks_response(url):

@@ -5,13 +5,16 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import time
 
+import httpx
 import pytest
 import yaml
 
 from app.config import Settings
 from deploy.topology import write_nginx_conf
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, free_port
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -33,12 +36,27 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_exec_form_entrypoint():
     (user,) = instructions("USER")
     assert user not in ("root", "0")
     (healthcheck,) = instructions("HEALTHCHECK")
-    assert "/healthz" in healthcheck and "urllib" in healthcheck and "curl" not in healthcheck
+    assert healthcheck.endswith('CMD ["python", "-m", "app.probe", "/healthz"]') and "curl" not in healthcheck
     # Exec form (JSON arrays): the server is PID 1 and gets SIGTERM itself.
     assert json.loads(instructions("ENTRYPOINT")[0]) == ["stateful-rnn", "serve"]
-    assert json.loads(instructions("CMD")[0]) == ["--host", "0.0.0.0"]
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".venv", ".git", "tests"} <= set(ignored)
+    # Host and port from the environment alone: a CMD flag would override SRNN_HOST, and a --port
+    # flag would leave the healthcheck (which reads SRNN_PORT) asking the wrong port.
+    assert instructions("CMD") == []
+    env = " ".join(instructions("ENV"))
+    assert "SRNN_HOST=0.0.0.0" in env and f"SRNN_PORT={Settings.model_fields['port'].default}" in env
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".git", "tests", "docs", "test-artifacts", "bench"} <= ignored
+
+
+def test_the_build_context_is_the_runtime_files_only():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}
+    tops = {path.split("/")[0] for path in tracked.stdout.split()} | {"test-artifacts"}
+    runtime = {"pyproject.toml", "README.md", "app"}
+    assert not runtime & ignored
+    assert tops - runtime <= ignored, f"would go into the build context: {tops - runtime - ignored}"
 
 
 def test_compose_has_redis_three_replicas_and_nginx_with_healthchecks():
@@ -47,14 +65,19 @@ def test_compose_has_redis_three_replicas_and_nginx_with_healthchecks():
     redis = services["redis"]
     assert "--appendonly" in redis["command"] and "yes" in redis["command"]
     assert redis["volumes"][0].split(":")[0] in COMPOSE["volumes"]
+    # Built once: app1 builds the image, the others run it.
+    assert [name for name in APPS if "build" in services[name]] == ["app1"]
+    assert {services[name]["image"] for name in APPS} == {"stateful-rnn:latest"}
+    assert all(services[name]["pull_policy"] == "never" for name in APPS[1:])
     for name in APPS:
         app = services[name]
         assert app["environment"]["SRNN_BACKEND"] == "redis"
         assert app["environment"]["SRNN_REDIS_URL"] == "redis://redis:6379/0"
         assert app["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert "/readyz" in " ".join(app["healthcheck"]["test"])
+        assert app["healthcheck"]["test"] == ["CMD", "python", "-m", "app.probe", "/readyz"]
     nginx = services["nginx"]
-    assert nginx["ports"] == ["8080:8080"]
+    # This machine only, until keys are set (README: Deploy): with none, every caller is an admin.
+    assert nginx["ports"] == ["127.0.0.1:8080:8080"]
     assert {d: c["condition"] for d, c in nginx["depends_on"].items()} == dict.fromkeys(APPS, "service_healthy")
     assert all("healthcheck" in s for s in services.values())
     for volume in nginx["volumes"]:  # every file nginx mounts is in the repository
@@ -70,12 +93,66 @@ def test_every_srnn_variable_is_a_setting():
     assert names <= fields, f"not settings: {names - fields}"
 
 
+def test_nginx_logs_no_query_strings():
+    # WebSocket clients may send their key as ?token=; nothing that holds the query may be logged.
+    conf = (NGINX / "srnn.conf").read_text()
+    (fmt,) = re.findall(r"^log_format srnn\b(.*?);", conf, re.M | re.S)
+    assert "$request_method $uri" in fmt and "$status" in fmt and "$upstream_response_time" in fmt
+    leaks = r"\$(request|request_uri|args|query_string|arg_\w+|http_authorization|http_referer)\b"
+    assert not re.findall(leaks, fmt)
+    # In the server block, so it replaces the image's default access log (format "main": $request).
+    server = conf[conf.index("\nserver {"):]
+    assert re.search(r"^    access_log \S+ srnn;", server, re.M)
+    assert re.findall(r"access_log\s+\S+\s+(\w+)", conf) == ["srnn"]
+
+
+def test_nginx_keeps_a_clients_stats_on_one_replica():
+    conf = (NGINX / "srnn.conf").read_text()
+    session_map = re.search(r"map \$uri \$srnn_session \{(.*?)\}", conf, re.S).group(1)
+    assert re.search(r"^\s*/v1/stats\s+\$remote_addr;", session_map, re.M)
+    assert re.search(r"^\s*default\s+\$request_id;", session_map, re.M)
+
+
 def test_nginx_upstreams_are_the_compose_replicas_on_the_service_port():
     servers = re.findall(r"^server (\S+):(\d+)", (NGINX / "srnn-upstream.conf").read_text(), re.M)
     assert servers == [(name, str(Settings.model_fields["port"].default)) for name in APPS]
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
+needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None,
+                                 reason="nginx is not installed (apt-get install nginx-light)")
+
+
+@needs_nginx
+def test_nginx_logs_requests_without_their_query(tmp_path):
+    # Any HTTP server will do as the upstream: what is checked is nginx's own access log.
+    upstream = free_port()
+    backend = subprocess.Popen([sys.executable, "-m", "http.server", str(upstream), "--bind", "127.0.0.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    conf = write_nginx_conf(tmp_path, [f"127.0.0.1:{upstream}"], f"127.0.0.1:{port}")
+    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/sessions/s-1/stream?token=secret-key-1", timeout=2)
+                if answer.status_code != 502 or time.monotonic() > deadline:  # 502: backend not up yet
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+    finally:
+        nginx.terminate()
+        log, _ = nginx.communicate(timeout=10)
+        backend.terminate()
+        backend.wait(10)
+    assert '"GET /v1/sessions/s-1/stream HTTP/1.1" 404' in log, log
+    assert "secret-key-1" not in log and "token" not in log
+
+
+@needs_nginx
 def test_nginx_accepts_the_configuration(tmp_path):
     # The compose files as they are, but for hostnames that only Docker's DNS resolves.
     upstream = (NGINX / "srnn-upstream.conf").read_text()

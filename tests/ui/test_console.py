@@ -1,6 +1,8 @@
 """The operations console in a real headless Chromium, against a live server with keys."""
 
 import asyncio
+import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,15 +14,13 @@ from playwright.sync_api import Page, expect
 from app.model.loader import load_model
 from app.store import snapshot
 from app.store.memory import MemoryStore
+from tests.support.keys import auth
+from tests.support.redis import own_redis
 from tests.support.servers import serve_in_thread
 
 ADMIN = "admin-key-console-ui"
 KEYS = {"alpha": "alpha-key-console", "beta": "beta-key-console"}
 PUMPS = [f"pump-{i:02d}" for i in range(1, 7)]
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +105,13 @@ def test_find_a_session_and_reset_it(page, url, pumps, artifacts):
         sid: layers for sid, layers in before.items() if sid != target}
 
 
-def test_delete_asks_first_and_cancel_changes_nothing(page, url, pumps):
+def test_delete_asks_first_and_cancel_changes_nothing(page, failures, url, pumps):
     before = states(pumps)
     sign_in(page, url)
     target = PUMPS[4]
+    # A read of the open view sent just before the DELETE may be answered after it, with 404;
+    # the view drops that reply. Only the deleted session may answer 404.
+    failures.allow(rf"^404 {re.escape(url)}/v1/sessions/{target}/(state|outputs)$")
     open_session(page, target)
 
     page.click("#delete-session")
@@ -125,6 +128,52 @@ def test_delete_asks_first_and_cancel_changes_nothing(page, url, pumps):
     assert pumps.get(f"/v1/sessions/{target}", headers=auth(ADMIN)).status_code == 404
     after = states(pumps)
     assert target not in after and after == {sid: v for sid, v in before.items() if sid != target}
+
+
+def test_the_overview_names_its_replica_and_survives_redis_going_down(page):
+    with own_redis() as redis_server, \
+            serve_in_thread(load_model("seed"), backend="redis", redis_url=redis_server.url, capacity=8,
+                            admin_keys=ADMIN) as url:
+        httpx.post(f"{url}/v1/sessions", json={"session_id": "r-1"}, headers=auth(ADMIN))
+        sign_in(page, url)
+        expect(page.locator("#replica")).to_have_text(f"{socket.gethostname()}:{url.rsplit(':', 1)[1]}")
+        expect(page.locator("#sessions-total")).to_have_text("1")
+        expect(page.locator("#total-label")).to_have_text("sessions in Redis")
+        expect(page.locator("#capacity-text")).to_have_text("0 hot of 8 slots on this replica")
+        redis_server.stop()
+        # The other figures stay; the total is unknown until Redis answers again.
+        expect(page.locator("#sessions-total")).to_have_text(re.compile("^unknown"))
+        expect(page.locator("#model-name")).to_have_text("seed")
+        expect(page.locator("#banner")).to_be_hidden()
+        redis_server.start()
+        expect(page.locator("#sessions-total")).to_have_text("1")
+
+
+def test_an_unreachable_server_shows_a_banner_and_is_tried_again(page, failures, url):
+    # The network fails under the page (the server itself is fine): the first reads of the stats fail.
+    failures.allow("net::ERR_FAILED")
+    page.route("**/v1/stats", lambda route: route.abort())
+    page.goto(f"{url}/ui")
+    expect(page.locator("#banner")).to_contain_text("trying again in 2 s")
+    expect(page.locator("#banner")).to_contain_text("trying again in 4 s", timeout=5000)
+    expect(page.locator("#login")).to_be_hidden()
+    page.unroute("**/v1/stats")
+    expect(page.locator("#login")).to_be_visible(timeout=10_000)  # this server has keys
+    expect(page.locator("#banner")).to_be_hidden()
+
+
+def test_nothing_polls_behind_the_login_screen(page, url, pumps):
+    sign_in(page, url)
+    open_session(page, PUMPS[1])
+    api_calls: list[str] = []
+    page.on("request", lambda r: api_calls.append(r.url) if "/v1/" in r.url else None)
+    page.evaluate("sessionStorage.setItem('srnn-admin-key', 'revoked-key')")  # as if the key was revoked
+    expect(page.locator("#login")).to_be_visible(timeout=10_000)
+    expect(page.locator("#login-error")).to_contain_text("refused")
+    expect(page.locator("#session")).to_be_hidden()
+    seen = len(api_calls)
+    page.wait_for_timeout(4500)  # two stats and two session polling intervals
+    assert api_calls[seen:] == []
 
 
 def test_a_tenant_key_is_turned_away(page, url):
@@ -159,16 +208,19 @@ def test_ten_thousand_sessions_show_within_two_seconds(page, seed, tmp_path):
     made_s = many_sessions(seed, count, tmp_path / "sessions.snapshot")
     with serve_in_thread(seed, admin_keys=ADMIN, capacity=count + 16,
                          snapshot=tmp_path / "sessions.snapshot", snapshot_interval=3600) as url:
+        # A first full load warms the browser, the page's files and the server's listing.
         sign_in(page, url)
         expect(page.locator("#load-status")).to_have_text(f"{count:,} sessions")
-        started = time.perf_counter()
         page.reload()  # the key is kept in the tab: straight to the table
-        page.wait_for_selector("#session-table tbody tr[data-sid='stream-00000']")
-        shown_s = time.perf_counter() - started
+        # Timed in the page, from the navigation's start to the first rows drawn: the browser's
+        # work and the two requests it needs (stats, the first listing page), nothing else.
+        shown_ms = page.wait_for_function(
+            "() => document.querySelector(\"#session-table tbody tr[data-sid='stream-00000']\") && performance.now()",
+            polling="raf").json_value()
         expect(page.locator("#session-table tbody tr")).to_have_count(50)
         expect(page.locator("#load-status")).to_have_text(f"{count:,} sessions")
-        print(f"\n{count} sessions: made in {made_s:.2f} s; first page of rows shown {shown_s:.3f} s after reload")
-        assert shown_s < 2.0
+        print(f"\n{count} sessions: made in {made_s:.2f} s; first page of rows shown {shown_ms:.0f} ms after navigation")
+        assert shown_ms < 2000
 
         page.click("th[data-sort='seq']")
         page.click("th[data-sort='seq']")  # descending

@@ -6,6 +6,7 @@ them goes through the public API with the admin key the operator types in.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -14,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from app.api.deps import CurrentCaller, Sessions, json_response
 from app.api.errors import problem
 from app.api.schemas import Stats, problems
-from app.errors import Forbidden
+from app.errors import Forbidden, Unavailable
 from app.stats import RollingStats
 
 router = APIRouter()
@@ -45,13 +46,24 @@ async def stats(request: Request, sessions: Sessions, caller: CurrentCaller) -> 
         raise Forbidden("the stats take an admin key")
     rolling: RollingStats = request.app.state.stats
     store, spec = sessions.store, sessions.spec
+    try:
+        total = await store.count()
+    except Unavailable:
+        total = None  # Redis is down: this replica's own figures are still worth showing
     return json_response({
+        "replica": replica_name(request.app.state.settings.port),
         "model": {"name": spec.name, "fingerprint": spec.fingerprint},
         "backend": store.kind,
-        "sessions": {"capacity": store.capacity, "hot": store.slots.used, "total": await store.count()},
+        "sessions": {"capacity": store.capacity, "hot": store.slots.used, "total": total},
         "queue_depth": sessions.engine.depth,
         **rolling.summary(),
     })
+
+
+def replica_name(port: int) -> str:
+    # Behind a load balancer each poll may come from another replica: name the one that answered.
+    # Host name and port only (a container's name or id), nothing from the configuration.
+    return f"{socket.gethostname()}:{port}"
 
 
 @router.get("/ui", include_in_schema=False)

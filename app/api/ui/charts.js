@@ -23,10 +23,8 @@ export function sparkline(svg, values) {
   svg.querySelector("polyline").setAttribute("points", line.join(" "));
 }
 
-export function capacityBar(bar, hot, total, capacity) {
-  const part = (n) => `${Math.min(100, (100 * n) / Math.max(capacity, 1)).toFixed(2)}%`;
-  bar.querySelector(".hot").style.width = part(hot);
-  bar.querySelector(".total").style.width = part(total);
+export function capacityBar(bar, used, capacity) {
+  bar.querySelector(".fill").style.width = `${Math.min(100, (100 * used) / Math.max(capacity, 1)).toFixed(2)}%`;
 }
 
 // Diverging colour: blue below zero, white at zero, red above; |value| of `limit` is full colour.
