@@ -99,6 +99,18 @@ def summary(run: Run) -> dict:
             "client_cpu": run.client_cpu, "server_rss_mb": run.server_rss_mb}
 
 
+def settle(servers: dict[str, ServerProcess], timeout: float = 30) -> None:
+    """Wait until no server is still busy with the last run's requests (the naive baseline finishes
+    its backlog for seconds after the load stops), so that it takes no CPU from the next run."""
+    processes = [psutil.Process(server.process.pid) for server in servers.values()]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = [sum(p.cpu_times()[:2]) for p in processes]
+        time.sleep(0.3)
+        if all(sum(p.cpu_times()[:2]) - b < 0.3 * 0.1 for p, b in zip(processes, before)):
+            return
+
+
 def closed_loops(servers: dict[str, ServerProcess], scenario: Scenario, counts: dict[str, list[int]],
                  args, transport: str = "http") -> dict[str, dict[int, dict]]:
     """Each server at each session count, closed loop, rounds interleaved."""
@@ -108,6 +120,7 @@ def closed_loops(servers: dict[str, ServerProcess], scenario: Scenario, counts: 
         for name, server in servers.items():
             for n in counts[name]:
                 pid = server.process.pid
+                settle(servers)
                 if transport == "http":
                     run = load.wrk(server.url, pid, body=body, sessions=n, prefix="s", seconds=args.seconds)
                 else:
@@ -120,12 +133,14 @@ def closed_loops(servers: dict[str, ServerProcess], scenario: Scenario, counts: 
     return {name: {n: median_run(r) for n, r in by_n.items()} for name, by_n in runs.items()}
 
 
-def open_loop(server: ServerProcess, scenario: Scenario, peak: float, args) -> list[dict]:
+def open_loop(server: ServerProcess, scenario: Scenario, peak: float, args,
+              running_now: dict[str, ServerProcess]) -> list[dict]:
     """Latency at fixed offered rates, fractions of the closed-loop peak."""
     body, _ = chunk_body(scenario)
     points = []
     for fraction in args.fractions:
         rate = max(1.0, peak * fraction)
+        settle(running_now)
         run = load.wrk(server.url, server.process.pid, body=body, sessions=scenario.sessions, prefix="s",
                        seconds=args.seconds, rate=rate)
         points.append({"fraction": fraction, "offered_per_s": rate, **summary(run)})
@@ -182,9 +197,9 @@ def scenario_small(models: dict, prefix: str, args) -> dict:
         closed = closed_loops(servers, SMALL, counts, args)
         peak = closed["memory"][SMALL.sessions]["chunks_per_s"]
         print(f"  open loop against memory, {SMALL.sessions} sessions, peak {peak:,.0f}/s", flush=True)
-        latency = {"memory": open_loop(servers["memory"], SMALL, peak, args)}
+        latency = {"memory": open_loop(servers["memory"], SMALL, peak, args, servers)}
         peak = closed["redis"][SMALL.sessions]["chunks_per_s"]
-        latency["redis"] = open_loop(servers["redis"], SMALL, peak, args)
+        latency["redis"] = open_loop(servers["redis"], SMALL, peak, args, servers)
     return {"scenario": SMALL.as_dict(), "closed": closed, "open": latency}
 
 
