@@ -102,11 +102,7 @@ def plots(results: dict, folder: Path) -> None:
                   label=NAMES[name])
     axes.set(xscale="log", yscale="log", xlabel="concurrent sessions (closed loop)", ylabel="chunks/s",
              title="small: GRU 64, F=16, T=10, HTTP")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(folder / "throughput.png", dpi=110)
-    plt.close(figure)
+    _save(plt, figure, axes, folder / "throughput.png")
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for backend, points in small["open"].items():
@@ -116,8 +112,12 @@ def plots(results: dict, folder: Path) -> None:
     axes.axhline(10, color="grey", lw=0.8)
     axes.set(yscale="log", xlabel="offered chunks/s (open loop)", ylabel="latency, ms",
              title="small: latency against offered load, 64 sessions")
+    _save(plt, figure, axes, folder / "latency.png")
+
+
+def _save(plt, figure, axes, path: Path) -> None:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(folder / "latency.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)

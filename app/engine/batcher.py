@@ -125,16 +125,9 @@ class Engine:
     ) -> ChunkResult:
         """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work.
         With ``scope``, only a session of that tenant (another's is 'not found')."""
-        return await self.submit(session_id, inputs, seq, scope)
-
-    def submit(
-        self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None
-    ) -> asyncio.Future[ChunkResult]:
-        """``push`` without the wait: the chunk is queued now (or refused now, by raising) and the
-        future gives its result. A stream queues its messages this way without a task each."""
         if not self.ready:
             raise Unavailable("the model is still warming up", retry_after=1)
-        return self._enqueue(_Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope))
+        return await self._enqueue(_Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope))
 
     async def exclusive(self, session_id: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` once the session's earlier work is done and before its later work."""

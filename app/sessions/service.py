@@ -183,12 +183,6 @@ class SessionService:
     ) -> ChunkResult:
         return await self.engine.push(session_id, inputs, seq, scope)
 
-    def submit(
-        self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None
-    ) -> asyncio.Future[ChunkResult]:
-        """``push``, queued now: the future gives the result (see ``Engine.submit``)."""
-        return self.engine.submit(session_id, inputs, seq, scope)
-
     async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -22,7 +21,6 @@ from app.api.parsing import chunk_from_document, load_json, parse_frame
 from app.config import Settings
 from app.api.auth import caller_of
 from app.errors import InvalidInput, ServiceError, SessionNotFound, TooLarge, Unauthorized
-from app.engine.batcher import ChunkResult
 from app.sessions.service import SessionService, session_info
 
 log = logging.getLogger(__name__)
@@ -65,10 +63,7 @@ class _Connection:
         self.sessions = sessions
         self.settings = settings
         self.session_id = session_id
-        # Each message's reply to come: a task (JSON), or the engine's future itself (binary).
-        self.replies: asyncio.Queue[Awaitable[Reply | ChunkResult] | None] = asyncio.Queue(
-            settings.ws_max_in_flight
-        )
+        self.replies: asyncio.Queue[asyncio.Task[Reply] | None] = asyncio.Queue(settings.ws_max_in_flight)
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
@@ -77,12 +72,10 @@ class _Connection:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if message.get("bytes") is not None:
-                    reply = self._binary(message["bytes"])
-                else:
-                    reply = asyncio.create_task(self._text(message.get("text") or ""))
+                handler = (self._binary(message["bytes"]) if message.get("bytes") is not None
+                           else self._text(message.get("text") or ""))
                 # Blocks when the connection has too much in flight: backpressure.
-                await self.replies.put(reply)
+                await self.replies.put(asyncio.create_task(handler))
         except WebSocketDisconnect:
             pass
         finally:
@@ -92,12 +85,9 @@ class _Connection:
     async def _write(self) -> None:
         """Send replies in message order; after a disconnect, let the work finish unanswered
         (a chunk that was applied stays applied: the session is consistent either way)."""
-        while (reply := await self.replies.get()) is not None:
+        while (task := await self.replies.get()) is not None:
             try:
-                value = await reply
-                kind, payload = ("bytes", _frame(value)) if isinstance(value, ChunkResult) else value
-            except ServiceError as exc:
-                kind, payload = _error(exc)
+                kind, payload = await task
             except (Exception, asyncio.CancelledError):
                 log.exception("a WebSocket message of session %r failed", self.session_id)
                 kind, payload = _error(ServiceError("the server failed to handle this message"))
@@ -111,15 +101,13 @@ class _Connection:
             except (WebSocketDisconnect, RuntimeError):
                 continue
 
-    def _binary(self, frame: bytes) -> asyncio.Future:
-        """The chunk, queued at once: the engine's future is the reply (no task per frame)."""
+    async def _binary(self, frame: bytes) -> Reply:
         try:
             inputs = parse_frame(frame, self.sessions.spec.input_features, self.settings.max_chunk_steps)
-            return self.sessions.submit(self.session_id, inputs, scope=self.scope)
+            result = await self.sessions.push(self.session_id, inputs, scope=self.scope)
         except ServiceError as exc:
-            refused = asyncio.get_running_loop().create_future()
-            refused.set_result(_error(exc))
-            return refused
+            return _error(exc)
+        return "bytes", result.outputs.astype("<f4", copy=False).tobytes()
 
     async def _text(self, text: str) -> Reply:
         try:
@@ -149,10 +137,6 @@ class _Connection:
 def _reason(detail: str) -> str:
     """A close reason fits in 123 bytes of UTF-8 (a session id may be longer)."""
     return detail.encode()[:123].decode(errors="ignore")
-
-
-def _frame(result: ChunkResult) -> bytes:
-    return result.outputs.astype("<f4", copy=False).tobytes()
 
 
 def _error(exc: ServiceError) -> Reply:
