@@ -153,6 +153,28 @@ def test_replies_come_in_message_order_even_when_pipelined(seed_server):
     assert [i for i, r in enumerate(replies) if r.get("op") == "error"] == [9, 19, 29, 39]
 
 
+def test_binary_json_and_commands_pipelined_apply_in_message_order(seed_server):
+    """Binary chunks are queued as they are read, the others through a task each: neither may
+    overtake a message sent before it."""
+    sid = httpx.post(f"{seed_server}/v1/sessions").json()["session_id"]
+    frame = np.array([0.5, -0.5], "<f4").tobytes()
+    script = [frame, json.dumps({"op": "reset"}), frame, frame, json.dumps({"op": "state"}),
+              json.dumps({"inputs": [0.1, 0.2, 0.3]}), frame, json.dumps({"op": "state"}),
+              json.dumps({"op": "reset"}), json.dumps({"op": "state"}), frame]
+
+    async def run():
+        async with websockets.connect(ws(seed_server, sid)) as socket:
+            for message in script * 10:  # all sent before any reply is read
+                await socket.send(message)
+            return [await socket.recv() for _ in range(len(script) * 10)]
+
+    replies = asyncio.run(run())
+    steps = [json.loads(r).get("steps") for r in replies if isinstance(r, str)]
+    states = [json.loads(r) for r in replies if isinstance(r, str) and "layers" in json.loads(r)]
+    assert [s["steps"] for s in states] == [4, 9, 0] * 10, steps
+    assert all(isinstance(r, bytes) for i, r in enumerate(replies) if script[i % len(script)] is frame)
+
+
 @pytest.mark.parametrize("name", ["nobody", "é" * 100])
 def test_unknown_session_is_closed_with_4404(seed_server, name):
     async def run():
