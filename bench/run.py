@@ -12,7 +12,6 @@ plots. See ``bench/targets.py`` for what is checked.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ from bench import load, report, targets
 from bench.load import Run
 from bench.scenarios import FRAMES, LARGE, OUTPUTS, SMALL, Scenario, write_model
 from tests.support.redis import delete_prefix, new_prefix
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, running
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,19 +55,6 @@ def ceiling(scenario: Scenario) -> ServerProcess:
 
 def naive(model: Path) -> ServerProcess:
     return Module("bench.naive", "--model", str(model))
-
-
-@contextlib.contextmanager
-def running(servers: dict[str, ServerProcess]):
-    try:
-        for server in servers.values():
-            server.start()
-        for server in servers.values():
-            server.wait_ready(180)
-        yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 def create_sessions(url: str, prefix: str, count: int, body: bytes) -> None:
@@ -191,7 +177,7 @@ def scenario_small(models: dict, prefix: str, args) -> dict:
     sweep = sorted(set(args.sweep) | {SMALL.sessions})
     counts = {name: sweep for name in servers}
     counts["naive"] = [n for n in sweep if n <= SMALL.sessions]  # a Keras model per session: memory-bound
-    with running(servers):
+    with running(list(servers.values()), timeout=180):
         for name, server in servers.items():
             create_sessions(server.url, "s", max(counts[name]), chunk_body(SMALL)[0])
         closed = closed_loops(servers, SMALL, counts, args)
@@ -209,7 +195,7 @@ def scenario_frames(models: dict, prefix: str, args) -> dict:
                "redis": service(model, "--backend", "redis", "--redis-url", args.redis_url,
                                  "--redis-prefix", prefix)}
     counts = {name: [FRAMES.sessions] for name in servers}
-    with running(servers):
+    with running(list(servers.values()), timeout=180):
         for server in servers.values():
             create_sessions(server.url, "s", FRAMES.sessions, chunk_body(FRAMES)[0])
         websocket = closed_loops(servers, FRAMES, counts, args, transport="websocket")
@@ -222,7 +208,7 @@ def scenario_large(models: dict, args) -> dict:
     batch = LARGE.sessions
     servers = {"ceiling": ceiling(LARGE), "memory": service(model, "--max-batch", str(batch))}
     counts = {name: [LARGE.sessions] for name in servers}
-    with running(servers):
+    with running(list(servers.values()), timeout=180):
         for server in servers.values():
             create_sessions(server.url, "s", LARGE.sessions, chunk_body(LARGE)[0])
         http = closed_loops(servers, LARGE, counts, args)

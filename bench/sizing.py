@@ -5,29 +5,24 @@ chunk each (so every one is hot: it holds a slot and, on Redis, a stored state a
 reports the growth of the server's resident memory and of Redis's ``used_memory`` per session, and
 ``MEMORY USAGE`` of one session's key.
 
-    python bench/sizing.py [--model default] [--sessions 10000]
+    python -m bench.sizing [--model default] [--sessions 10000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from pathlib import Path
 
 import httpx
+import psutil
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.redis import own_redis  # noqa: E402
-from tests.support.servers import serve_processes  # noqa: E402
+from tests.support.redis import own_redis
+from tests.support.servers import serve_processes
 
 
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    return psutil.Process(pid).memory_info().rss
 
 
 async def fill(url: str, sessions: int, features: int) -> None:

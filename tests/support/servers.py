@@ -90,18 +90,25 @@ class ServerProcess:
 
 
 @contextmanager
-def serve_processes(count: int, *args: str, env: dict[str, str] | None = None) -> Iterator[list[ServerProcess]]:
-    """``count`` server processes with the same arguments, started side by side."""
-    servers = [ServerProcess(*args, env=env) for _ in range(count)]
+def running(servers: list[ServerProcess], timeout: float = 90.0) -> Iterator[list[ServerProcess]]:
+    """Start ``servers`` side by side (their warm-ups overlap), wait until each is ready, and stop
+    them all at the end."""
     try:
         for server in servers:
             server.start()
         for server in servers:
-            server.wait_ready()
+            server.wait_ready(timeout)
         yield servers
     finally:
         for server in servers:
             server.stop()
+
+
+@contextmanager
+def serve_processes(count: int, *args: str, env: dict[str, str] | None = None) -> Iterator[list[ServerProcess]]:
+    """``count`` server processes with the same arguments, started side by side."""
+    with running([ServerProcess(*args, env=env) for _ in range(count)]) as servers:
+        yield servers
 
 
 @contextmanager
