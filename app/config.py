@@ -70,7 +70,20 @@ class Settings(BaseSettings):
         0, ge=0, description="Most live sessions one tenant may hold (429 beyond); 0: no limit."
     )
     max_in_flight: int = Field(
-        2048, ge=1, description="Most HTTP requests in progress at once; beyond it 503 at once."
+        2048, ge=1, description="Most HTTP requests in progress at once; beyond it 503."
+    )
+    max_in_flight_per_tenant: int = Field(
+        512,
+        ge=1,
+        description="Most HTTP requests of one tenant (or, without a known key, one client address) "
+        "in progress at once; beyond it 503, while other tenants are still let in.",
+    )
+    shed_delay: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Seconds a 503 or 429 answer is held before it is sent, so that clients retrying "
+        "at once cost a timer, not a request's work; 0: at once.",
     )
     ws_max_in_flight: int = Field(
         16, ge=1, description="WebSocket: most messages of one connection in flight before reading pauses."

@@ -12,9 +12,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from app import metrics
-from app.api import errors
+from app.api import errors, middleware
 from app.api.auth import KeyRing
-from app.api.middleware import Admission
 from app.api.routes import chunks, console, service, sessions, state, stream
 from app.config import Settings
 from app.engine.batcher import Engine
@@ -118,7 +117,7 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
             await store.close()
 
     app = FastAPI(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
-    app.add_middleware(Admission, max_in_flight=settings.max_in_flight)
+    middleware.install(app, settings)
     app.state.settings = settings
     app.state.sessions = session_service
     app.state.keys = keys

@@ -22,6 +22,11 @@ MODEL_SECONDS = Histogram(
     "Time of one batched model call, padding and encoding included",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
+SHED = Counter(
+    "srnn_shed_total",
+    "Requests answered 503 on arrival, by reason: the server's in-flight limit, or the caller's share of it",
+    ["reason"],
+)
 QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine")
 REQUEST_SECONDS = Histogram(
     "srnn_request_seconds",

@@ -19,9 +19,8 @@ from fastapi import FastAPI, Request, WebSocket
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
-from app.api import errors
+from app.api import errors, middleware
 from app.api.auth import KeyRing, caller_of
-from app.api.middleware import Admission
 from app.api.parsing import parse_chunk, parse_frame, read_body
 from app.config import Settings
 from app.main import freeze_heap, server_config
@@ -29,7 +28,7 @@ from app.main import freeze_heap, server_config
 
 def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step: bool) -> FastAPI:
     app = FastAPI(title="stateful-rnn ceiling")
-    app.add_middleware(Admission, max_in_flight=settings.max_in_flight)
+    middleware.install(app, settings)
     app.state.keys = KeyRing.from_settings(settings)
     errors.install(app)
 

@@ -34,3 +34,14 @@ def test_the_readme_shows_the_latest_table_and_plots(results):
     table = [line for line in (RESULTS / "latest.md").read_text().splitlines() if line.startswith("|")]
     assert table and all(line in section for line in table), "copy bench/results/latest.md into the README"
     assert "bench/results/throughput.png" in section and "bench/results/latency.png" in section
+
+
+def test_the_readme_shows_the_latest_flood_table():
+    from bench import flood
+
+    result = json.loads((RESULTS / "flood.json").read_text())
+    assert flood.markdown(result) == (RESULTS / "flood.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Security"):readme.index("## Configuration")]
+    table = [line for line in (RESULTS / "flood.md").read_text().splitlines() if line.startswith("|")]
+    assert table and all(line in section for line in table), "copy bench/results/flood.md into the README"

@@ -42,6 +42,11 @@ class KeyRing:
         # time each, so neither a match nor its position shows in the timing.
         self._callers = [(_digest(key), Caller(tenant, admin=False)) for key, tenant in tenant_keys.items()]
         self._callers += [(_digest(key), Caller(None, admin=True)) for key in admin_keys]
+        # Which share of the in-flight limit a request counts against, looked up by digest before
+        # the request is let in. This is accounting, not the check that admits a caller (that is
+        # ``identify``): a lookup by the digest of a guessed key tells the guesser nothing.
+        self._parties = {digest: "admin" if caller.admin else f"tenant:{caller.tenant}"
+                         for digest, caller in self._callers}
 
     @property
     def open(self) -> bool:
@@ -84,6 +89,11 @@ class KeyRing:
         if found is None:
             raise Unauthorized("the API key is not valid")
         return found
+
+
+    def party(self, key: str | None) -> str | None:
+        """The tenant (or "admin") a key belongs to, for fair shares; None for no key or an unknown one."""
+        return self._parties.get(_digest(key)) if key else None
 
 
 def presented_key(connection: HTTPConnection, allow_query: bool = False) -> str | None:

@@ -14,12 +14,13 @@ import pytest
 import websockets
 
 from app.model.loader import load_model
-from tests.support.servers import ROOT, free_port, serve_in_thread, wait_ready
+from tests.support.servers import ROOT, free_port, serve_in_thread, serve_process, wait_ready
 
 
 FLOOD_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
 wrk.body = '{"inputs": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}'
 SESSIONS = %d
 function request()
@@ -38,10 +39,11 @@ def probe(client, sid, count):
     return results
 
 
-def flood(url, sessions, seconds, tmp_path):
+def flood(url, sessions, seconds, tmp_path, connections=100, key="none"):
+    """wrk in a closed loop: each connection sends again the moment it is answered, 503 or not."""
     script = tmp_path / "flood.lua"
-    script.write_text(FLOOD_LUA % sessions)
-    return subprocess.Popen(["wrk", "-t2", "-c100", f"-d{seconds}s", "-s", str(script), url],
+    script.write_text(FLOOD_LUA % (key, sessions))
+    return subprocess.Popen(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
                             stdout=subprocess.PIPE, text=True)
 
 
@@ -49,6 +51,48 @@ def assert_shed_properly(answers):
     for answer in answers:
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+@needs_wrk
+def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency(tmp_path):
+    # The flood is the issue's: far more connections than the limit, each sending again the moment
+    # it is answered. What the other tenant may expect is the latency it has beside the flooding
+    # tenant's admitted share, the load the server is there to carry.
+    keys = {"flood": "flood-key-0001", "other": "other-key-0001"}
+    args = ("--model", "default", "--api-keys", ",".join(f"{t}:{k}" for t, k in keys.items()),
+            "--admin-keys", "admin-key-0001", "--max-in-flight", "64", "--max-in-flight-per-tenant", "16")
+    with serve_process(*args) as url, \
+            httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer other-key-0001"}) as other, \
+            httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer flood-key-0001"}) as flooder:
+        for i in range(50):
+            flooder.post("/v1/sessions", json={"session_id": f"flood-{i}"})
+        mine = other.post("/v1/sessions").json()["session_id"]
+        times = {}
+        for connections in (16, 200):
+            wrk = flood(url, 50, 5, tmp_path, connections, keys["flood"])
+            time.sleep(1.0)
+            times[connections] = probe(other, mine, 60)
+            if connections == 200:
+                tries = [flooder.post("/v1/sessions/flood-0/chunks", json={"inputs": [0.5] * 10})
+                         for _ in range(10)]
+                admin = httpx.get(f"{url}/v1/sessions/{mine}", headers={"Authorization": "Bearer admin-key-0001"})
+            report = wrk.communicate(timeout=60)[0]
+            assert ("Non-2xx or 3xx responses" in report) == (connections == 200), report
+        time.sleep(0.5)
+        recovered = flooder.post("/v1/sessions/flood-0/chunks", json={"inputs": [0.5] * 10})
+        metrics = httpx.get(f"{url}/metrics").text
+    assert all(a.status_code == 200 for a, _ in times[16] + times[200]), "the other tenant was shed"
+    beside, under = (statistics.median(t for _, t in times[c]) for c in (16, 200))
+    # Measured (python -m bench.flood): 6.8 ms beside the share, 6.7 ms under the flood; with the
+    # defences off, 13.5 ms and only 11% let in.
+    assert under < 2 * beside, (beside, under)
+    shed = [a for a in tries if a.status_code != 200]
+    assert shed, "the flooding tenant was let in every time: the flood did not reach its share"
+    assert_shed_properly(shed)
+    assert "your share" in shed[0].json()["detail"]
+    assert admin.status_code == 200  # the admins have a share of their own
+    assert recovered.status_code == 200
+    assert 'srnn_shed_total{reason="share"}' in metrics
 
 
 @needs_wrk
@@ -65,10 +109,11 @@ def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency(tmp
         assert "Non-2xx or 3xx responses" in report, report  # the hot session's excess was shed
     # Never starved, never shed.
     assert all(a.status_code == 200 for a, _ in baseline + during), [a.text[:100] for a, _ in during]
-    # It never waits behind the hot session's backlog (bounded at --max-session-queue), but it does
-    # wait behind the flood's requests in the event loop: measured here about 3 ms alone, 100+ ms
-    # under a closed-loop flood of 100 connections on 2 cores. Bounded, not kept.
-    assert statistics.median(t for _, t in during) < 1.0
+    # It never waits behind the hot session's backlog (bounded at --max-session-queue), and the hot
+    # session's excess, answered 503 after --shed-delay, costs the event loop little: measured here
+    # 2 to 3 ms alone, 3.5 to 6.5 ms under the flood (about 130 ms before shed answers were held).
+    alone, flooded = (statistics.median(t for _, t in probes) for probes in (baseline, during))
+    assert flooded < max(3 * alone, alone + 0.01), (alone, flooded)
 
 
 @needs_wrk

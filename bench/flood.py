@@ -1,0 +1,191 @@
+"""What a flood does to everyone else: one tenant floods, another tenant's requests are timed.
+
+The flooding tenant runs wrk in a closed loop (each connection sends again the moment it is
+answered, ignoring Retry-After), first with as many connections as its share of the in-flight limit
+(all let in: the load the server is there to carry), then with many more (the excess is shed). A
+second tenant meanwhile sends one chunk at a time and times each. Admitted requests keep their
+latency when the second tenant's median under the flood stays near its median beside the flood's
+admitted share. The same flood is also run against the server with the defences off
+(``--shed-delay 0`` and no per-tenant share), the baseline of the same run.
+
+    python -m bench.flood [--connections 200] [--samples 150]
+
+writes bench/results/flood.json and flood.md; the README's Security section shows the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import httpx
+
+from bench.load import Measured, require_wrk, result_of, run_child
+from tests.support.servers import ServerProcess, running
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FLOOD_KEY, PROBE_KEY = "flood-key-0001", "probe-key-0001"
+SESSIONS = 50
+
+# Chunks to SESSIONS of the flooding tenant's sessions, picked at random; counts the 503s.
+FLOOD_LUA = r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  shed = 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Bearer " .. KEY
+  wrk.body = '{"inputs": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}'
+end
+function request()
+  return wrk.format(nil, "/v1/sessions/flood-" .. math.random(0, SESSIONS - 1) .. "/chunks")
+end
+function response(status, headers, body)
+  if status == 503 then shed = shed + 1 end
+end
+function done(summary, latency, requests)
+  local shed = 0
+  for _, thread in ipairs(threads) do shed = shed + thread:get("shed") end
+  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "non_2xx": %d, "shed": %d}\n',
+    summary.requests, summary.duration, summary.errors.status, shed))
+end
+"""
+
+
+@dataclass
+class Phase:
+    name: str
+    flood_connections: int
+    probe_median_ms: float
+    probe_p90_ms: float
+    probe_admitted: float  # fraction of the probe's requests answered 200
+    flood_served_per_s: float = 0.0
+    flood_shed_per_s: float = 0.0
+    server_cpu: float = 0.0
+
+
+def probe(url: str, samples: int) -> tuple[list[float], int]:
+    """One chunk at a time to the probe tenant's session, a few milliseconds apart; latencies (ms),
+    and how many were answered 200."""
+    headers = {"Authorization": f"Bearer {PROBE_KEY}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        latencies, admitted = [], 0
+        for _ in range(samples):
+            started = time.perf_counter()
+            answer = client.post("/v1/sessions/probe/chunks", json={"inputs": [0.5] * 10})
+            latencies.append(1000 * (time.perf_counter() - started))
+            admitted += answer.status_code == 200
+            time.sleep(0.005)
+    return latencies, admitted
+
+
+def phase(server: ServerProcess, name: str, connections: int, samples: int) -> Phase:
+    if not connections:
+        with Measured(server.process.pid) as measured:
+            latencies, admitted = probe(server.url, samples)
+        return Phase(name, 0, statistics.median(latencies), _p90(latencies), admitted / samples,
+                     server_cpu=measured.cpu)
+    script = f"KEY = {json.dumps(FLOOD_KEY)}\nSESSIONS = {SESSIONS}\n" + FLOOD_LUA
+    found: dict = {}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
+        file.write(script)
+        file.flush()
+        seconds = 3 + samples * 0.012  # outlasts the probe, which starts a second in
+        command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s",
+                   "-s", file.name, server.url]
+
+        def flood() -> None:
+            found.update(result_of(run_child(command)[0]))
+
+        thread = threading.Thread(target=flood)
+        with Measured(server.process.pid) as measured:
+            thread.start()
+            time.sleep(1.0)
+            latencies, admitted = probe(server.url, samples)
+            thread.join()
+    wall = found["duration_us"] / 1e6
+    return Phase(name, connections, statistics.median(latencies), _p90(latencies), admitted / samples,
+                 (found["requests"] - found["non_2xx"]) / wall, found["shed"] / wall, measured.cpu)
+
+
+def _p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[-1]
+
+
+def measure(connections: int, samples: int, max_in_flight: int, share: int, shed_delay: float,
+            rounds: int) -> dict:
+    keys = ["--api-keys", f"flood:{FLOOD_KEY},probe:{PROBE_KEY}", "--model", "default",
+            "--max-in-flight", str(max_in_flight)]
+    guarded = ServerProcess(*keys, "--max-in-flight-per-tenant", str(share), "--shed-delay", str(shed_delay))
+    open_ = ServerProcess(*keys, "--max-in-flight-per-tenant", str(max_in_flight), "--shed-delay", "0")
+    plan = [(guarded, "alone", 0), (guarded, "flood at its share", share),
+            (guarded, "flood beyond its share", connections),
+            (open_, "same flood, no share and no delay", connections)]
+    with running([guarded, open_]):
+        for server in (guarded, open_):
+            for i in range(SESSIONS):
+                httpx.post(f"{server.url}/v1/sessions", json={"session_id": f"flood-{i}"},
+                           headers={"Authorization": f"Bearer {FLOOD_KEY}"})
+            httpx.post(f"{server.url}/v1/sessions", json={"session_id": "probe"},
+                       headers={"Authorization": f"Bearer {PROBE_KEY}"})
+        runs = [[phase(server, name, count, samples) for server, name, count in plan] for _ in range(rounds)]
+    # Each figure is the median over the rounds: the machine is shared and noisy.
+    phases = [Phase(name, count, *(statistics.median(getattr(run[i], f.name) for run in runs)
+                                   for f in fields(Phase)[2:]))
+              for i, (_, name, count) in enumerate(plan)]
+    ratios = [run[2].probe_median_ms / run[1].probe_median_ms for run in runs]
+    return {
+        "settings": {"max_in_flight": max_in_flight, "share": share, "shed_delay": shed_delay,
+                     "flood_connections": connections, "samples": samples, "rounds": rounds},
+        "phases": [asdict(p) for p in phases],
+        "flood_vs_share": statistics.median(ratios),
+        "flood_vs_share_rounds": ratios,
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = ["| phase | flood connections | probe median ms | probe p90 ms | probe let in | "
+             "flood served/s | flood shed/s | server CPU |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in result["phases"]:
+        lines.append(
+            f"| {p['name']} | {p['flood_connections']} | {p['probe_median_ms']:.1f} | {p['probe_p90_ms']:.1f} "
+            f"| {p['probe_admitted']:.0%} | {p['flood_served_per_s']:,.0f} | {p['flood_shed_per_s']:,.0f} "
+            f"| {p['server_cpu']:.2f} |")
+    settings = result["settings"]
+    rounds = ", ".join(f"{r:.2f}" for r in result["flood_vs_share_rounds"])
+    lines += ["", f"`--max-in-flight {settings['max_in_flight']} --max-in-flight-per-tenant {settings['share']} "
+              f"--shed-delay {settings['shed_delay']:g}`; each figure the median of {settings['rounds']} rounds "
+              f"of {settings['samples']} probe requests. The probe's median under the flood is "
+              f"{result['flood_vs_share']:.2f} times its median beside the flood's share (rounds: {rounds})."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=200, help="the flood's connections")
+    parser.add_argument("--samples", type=int, default=150, help="the probe's requests per phase")
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--share", type=int, default=16, help="--max-in-flight-per-tenant")
+    parser.add_argument("--shed-delay", type=float, default=0.25)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where flood.json and flood.md go")
+    args = parser.parse_args()
+    require_wrk()
+    result = measure(args.connections, args.samples, args.max_in_flight, args.share, args.shed_delay,
+                     args.rounds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "flood.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "flood.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
