@@ -75,15 +75,16 @@ class Settings(BaseSettings):
     max_in_flight_per_tenant: int = Field(
         512,
         ge=1,
-        description="Most HTTP requests of one tenant (or, without a known key, one client address) "
-        "in progress at once; beyond it 503, while other tenants are still let in.",
+        description="Most HTTP requests of one tenant in progress at once; beyond it 503, while other "
+        "tenants are still let in. Requests without a known key hold one share together; the admins "
+        "hold one beyond --max-in-flight. No tenants, no shares: not in open mode.",
     )
     shed_delay: float = Field(
         0.25,
         ge=0,
         le=1,
-        description="Seconds a 503 or 429 answer is held before it is sent, so that clients retrying "
-        "at once cost a timer, not a request's work; 0: at once.",
+        description="Seconds a 401, 429 or 503 answer is held before it is sent, its slot already free, "
+        "so that a flood retrying at once costs little; 0: at once.",
     )
     ws_max_in_flight: int = Field(
         16, ge=1, description="WebSocket: most messages of one connection in flight before reading pauses."

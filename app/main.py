@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
             await store.close()
 
     app = FastAPI(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
-    middleware.install(app, settings)
+    middleware.install(app, settings, keys)
     app.state.settings = settings
     app.state.sessions = session_service
     app.state.keys = keys

@@ -24,9 +24,10 @@ MODEL_SECONDS = Histogram(
 )
 SHED = Counter(
     "srnn_shed_total",
-    "Requests answered 503 on arrival, by reason: the server's in-flight limit, or the caller's share of it",
+    "Requests refused on arrival with 503, by reason: the server's in-flight limit, or the tenant's share of it",
     ["reason"],
 )
+IN_FLIGHT = Gauge("srnn_requests_in_flight", "HTTP requests in progress (probes and scrapes aside)")
 QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine")
 REQUEST_SECONDS = Histogram(
     "srnn_request_seconds",

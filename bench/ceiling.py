@@ -28,8 +28,8 @@ from app.main import freeze_heap, server_config
 
 def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step: bool) -> FastAPI:
     app = FastAPI(title="stateful-rnn ceiling")
-    middleware.install(app, settings)
     app.state.keys = KeyRing.from_settings(settings)
+    middleware.install(app, settings, app.state.keys)
     errors.install(app)
 
     def zeros(steps: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
 from app.config import Settings
@@ -38,13 +39,13 @@ OPEN = Caller(tenant=None, admin=True)
 
 class KeyRing:
     def __init__(self, tenant_keys: dict[str, str], admin_keys: list[str]):
-        # Only digests are kept; a presented key is compared with every one of them, in constant
-        # time each, so neither a match nor its position shows in the timing.
+        # Only digests are kept; ``identify`` compares a presented key with every one of them, in
+        # constant time each, so neither a match nor its position shows in the timing.
         self._callers = [(_digest(key), Caller(tenant, admin=False)) for key, tenant in tenant_keys.items()]
         self._callers += [(_digest(key), Caller(None, admin=True)) for key in admin_keys]
-        # Which share of the in-flight limit a request counts against, looked up by digest before
-        # the request is let in. This is accounting, not the check that admits a caller (that is
-        # ``identify``): a lookup by the digest of a guessed key tells the guesser nothing.
+        # Whose share of the in-flight limit a request counts against, looked up by digest before
+        # the request is let in. This is accounting, not the check that admits a caller; a lookup
+        # by the digest of a guessed key tells the guesser nothing a 401 would not.
         self._parties = {digest: "admin" if caller.admin else f"tenant:{caller.tenant}"
                          for digest, caller in self._callers}
 
@@ -90,21 +91,22 @@ class KeyRing:
             raise Unauthorized("the API key is not valid")
         return found
 
-
     def party(self, key: str | None) -> str | None:
-        """The tenant (or "admin") a key belongs to, for fair shares; None for no key or an unknown one."""
+        """``tenant:NAME`` or ``admin`` for a known key, for fair shares; None for no key or an unknown one."""
         return self._parties.get(_digest(key)) if key else None
+
+
+def bearer_key(headers: Headers) -> str | None:
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None
 
 
 def presented_key(connection: HTTPConnection, allow_query: bool = False) -> str | None:
     """The bearer key of a request; WebSockets from browsers may send ``?token=`` instead."""
-    header = connection.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() == "bearer" and key.strip():
-        return key.strip()
-    if allow_query:
+    key = bearer_key(connection.headers)
+    if key is None and allow_query:
         return connection.query_params.get("token") or None
-    return None
+    return key
 
 
 def caller_of(connection: HTTPConnection, allow_query: bool = False) -> Caller:

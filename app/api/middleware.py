@@ -1,11 +1,18 @@
 """Around every request: shed load beyond the in-flight limits, and log one line per request.
 
-Two limits keep one caller's flood from slowing everyone else. The in-flight limit is shared, and each
-party (a tenant, the admins, or one client address for requests without a known key) may hold only
-its own share of it, so a flooding tenant is shed while the others are still let in. And a shed
-answer (503, or 429 over quota) is held for ``shed_delay`` before it is sent, without holding a slot:
-a client that retries at once, ignoring Retry-After, then costs the event loop one timer per retry
-instead of a full request every few microseconds, and the requests let in keep their latency.
+Two rules keep one tenant's HTTP flood from slowing the others:
+
+- Shares. The in-flight limit is shared, and each tenant may hold only its share of it, so a flooding
+  tenant is shed while the others are still let in. Requests with no key or an unknown one (all
+  answered 401) hold one share together. The admins hold a share of their own beyond the limit: an
+  on-call reset gets through however full the server is. With no keys configured (open dev mode)
+  there are no tenants and no shares.
+- Held answers. A 401, 429 or 503 is sent ``shed_delay`` after it is decided, and the request gives
+  up its slot meanwhile. A flood retries the moment it is answered, ignoring Retry-After; held, each
+  of its connections can come back only every ``shed_delay`` instead of every few hundred
+  microseconds, so the event loop stays free for the requests let in. At most four times
+  ``max_in_flight`` answers are held at once (each keeps its request's buffers, as a request in
+  progress does); beyond that they go at once and close their connection.
 
 Plain ASGI (not Starlette's BaseHTTPMiddleware), so it adds no task or copy to the hot path. The log
 line has the method, the path without its query string (a browser's WebSocket may carry its key
@@ -19,41 +26,44 @@ import logging
 import re
 import time
 from collections import Counter
-from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.api.auth import KeyRing, bearer_key
 from app.api.errors import problem_document
 from app.config import Settings
 
 log = logging.getLogger("app.access")
 SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)")
 EXEMPT = ("/healthz", "/readyz", "/metrics")  # probes and scrapers get through a flood
-HELD = (429, 503)  # answers that ask the client to come back later
+HELD = (401, 429, 503)  # refusals a flood would otherwise retry at once
+ADMIN, UNKNOWN = "admin", "unknown"
 
 
-def install(app: Any, settings: Settings) -> None:
-    app.add_middleware(Admission, max_in_flight=settings.max_in_flight,
-                       max_in_flight_per_tenant=settings.max_in_flight_per_tenant, shed_delay=settings.shed_delay)
+def install(app: ASGIApp, settings: Settings, keys: KeyRing) -> None:
+    app.add_middleware(Admission, keys=keys, max_in_flight=settings.max_in_flight,
+                       share=settings.max_in_flight_per_tenant, shed_delay=settings.shed_delay)
 
 
 class Admission:
-    def __init__(self, app: Any, max_in_flight: int, max_in_flight_per_tenant: int, shed_delay: float):
-        self.app = app
-        self.max_in_flight = max_in_flight
-        self.max_per_party = min(max_in_flight_per_tenant, max_in_flight)
-        self.shed_delay = shed_delay
+    def __init__(self, app: ASGIApp, keys: KeyRing, max_in_flight: int, share: int, shed_delay: float):
+        self.app, self.keys = app, keys
+        self.max_in_flight, self.share, self.shed_delay = max_in_flight, share, shed_delay
         self.in_flight = 0
         self.by_party: Counter[str] = Counter()
+        self.held, self.max_held = 0, 4 * max_in_flight
+        metrics.IN_FLIGHT.set_function(lambda: self.in_flight)
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         outcome: dict[str, int] = {}
 
-        async def watch(message: dict) -> None:
+        async def watch(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start":
                 outcome["status"] = message["status"]
@@ -75,50 +85,65 @@ class Admission:
             ).observe(time.perf_counter() - started)
             self._log(scope, outcome, started)
 
-    async def _admit(self, scope: dict, receive: Any, send: Any) -> None:
-        party = _party(scope)
-        mine = self.by_party[party]
-        if self.in_flight >= self.max_in_flight:
-            return await self._shed(send, "server",
-                                    f"{self.in_flight} requests are in progress, the server's limit")
-        if mine >= self.max_per_party:
-            return await self._shed(send, "share",
-                                    f"{mine} requests of yours are in progress, your share of the limit")
-        held: list[dict] = []
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        party = self._party(scope)
+        refusal = self._refusal(party)
+        if refusal is not None:
+            reason, detail = refusal
+            metrics.SHED.labels(reason).inc()
+            return await self._answer_later(send, _unavailable(detail))
+        held: list[Message] = []
 
-        async def hold(message: dict) -> None:
+        async def hold(message: Message) -> None:
             if held or (message["type"] == "http.response.start" and message["status"] in HELD):
                 held.append(message)
             else:
                 await send(message)
 
         self.in_flight += 1
-        self.by_party[party] += 1
+        if party is not None:
+            self.by_party[party] += 1
         try:
             await self.app(scope, receive, hold if self.shed_delay else send)
         finally:
             self.in_flight -= 1
-            self.by_party[party] -= 1
-            if not self.by_party[party]:
-                del self.by_party[party]
-        if held:  # sent once the slot is free again
-            await asyncio.sleep(self.shed_delay)
-            for message in held:
-                await send(message)
+            if party is not None:
+                self.by_party[party] -= 1
+                if not self.by_party[party]:
+                    del self.by_party[party]
+        if held:
+            await self._answer_later(send, held)
 
-    async def _shed(self, send: Any, reason: str, detail: str) -> None:
-        metrics.SHED.labels(reason).inc()
-        await asyncio.sleep(self.shed_delay)
-        body = orjson.dumps(problem_document(
-            503, f"{detail}; retry shortly", slug="unavailable", title="Service unavailable",
-        ))
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/problem+json"), (b"retry-after", b"1"),
-            (b"content-length", str(len(body)).encode()),
-        ]})
-        await send({"type": "http.response.body", "body": body})
+    def _party(self, scope: Scope) -> str | None:
+        """Whose share a request counts against; None in open mode, where there are no tenants."""
+        if self.keys.open:
+            return None
+        return self.keys.party(bearer_key(Headers(scope=scope))) or UNKNOWN
 
-    def _log(self, scope: dict, outcome: dict[str, int], started: float) -> None:
+    def _refusal(self, party: str | None) -> tuple[str, str] | None:
+        """Why a request may not start now (the metric's reason, and the detail), or None."""
+        if party is not None and self.by_party[party] >= self.share:
+            mine = self.by_party[party]
+            return "share", f"{mine} requests of yours are in progress, your share of the limit"
+        if party != ADMIN and self.in_flight >= self.max_in_flight:
+            return "server", f"{self.in_flight} requests are in progress, the server's limit"
+        return None
+
+    async def _answer_later(self, send: Send, messages: list[Message]) -> None:
+        if self.shed_delay and self.held < self.max_held:
+            self.held += 1
+            try:
+                await asyncio.sleep(self.shed_delay)
+            finally:
+                self.held -= 1
+        elif self.shed_delay:  # too many held already: answer now, and make the client reconnect
+            start = messages[0]
+            messages = [{**start, "headers": [*start.get("headers", []), (b"connection", b"close")]},
+                        *messages[1:]]
+        for message in messages:
+            await send(message)
+
+    def _log(self, scope: Scope, outcome: dict[str, int], started: float) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         # Escaped, so a path with a line break in it cannot forge a log line.
@@ -138,16 +163,14 @@ class Admission:
         )
 
 
-def _party(scope: dict) -> str:
-    """Whose share a request counts against: its key's tenant, or else its client address."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, key = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer":
-                party = scope["app"].state.keys.party(key.strip())
-                if party is not None:
-                    return party
-            break
-    client = scope.get("client")
-    return f"client:{client[0]}" if client else "client:unknown"
-
+def _unavailable(detail: str) -> list[Message]:
+    body = orjson.dumps(problem_document(
+        503, f"{detail}; retry shortly", slug="unavailable", title="Service unavailable",
+    ))
+    return [
+        {"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/problem+json"), (b"retry-after", b"1"),
+            (b"content-length", str(len(body)).encode()),
+        ]},
+        {"type": "http.response.body", "body": body},
+    ]

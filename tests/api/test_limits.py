@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -55,15 +56,17 @@ def assert_shed_properly(answers):
 
 @needs_wrk
 def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency(tmp_path):
-    # The flood is the issue's: far more connections than the limit, each sending again the moment
-    # it is answered. What the other tenant may expect is the latency it has beside the flooding
-    # tenant's admitted share, the load the server is there to carry.
+    # The flood is the issue's: far more connections than the flooding tenant's share, each sending
+    # again the moment it is answered. The other tenant's latency is compared with its latency
+    # beside the flooding tenant's admitted share (the load the server is there to carry): the
+    # excess beyond the share must add nothing to it. (How the share itself slows a neighbour is
+    # in the README's Security section.)
     keys = {"flood": "flood-key-0001", "other": "other-key-0001"}
     args = ("--model", "default", "--api-keys", ",".join(f"{t}:{k}" for t, k in keys.items()),
-            "--admin-keys", "admin-key-0001", "--max-in-flight", "64", "--max-in-flight-per-tenant", "16")
+            "--max-in-flight", "64", "--max-in-flight-per-tenant", "16")
     with serve_process(*args) as url, \
-            httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer other-key-0001"}) as other, \
-            httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer flood-key-0001"}) as flooder:
+            httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {keys['other']}"}) as other, \
+            httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {keys['flood']}"}) as flooder:
         for i in range(50):
             flooder.post("/v1/sessions", json={"session_id": f"flood-{i}"})
         mine = other.post("/v1/sessions").json()["session_id"]
@@ -75,7 +78,6 @@ def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency(tmp_path
             if connections == 200:
                 tries = [flooder.post("/v1/sessions/flood-0/chunks", json={"inputs": [0.5] * 10})
                          for _ in range(10)]
-                admin = httpx.get(f"{url}/v1/sessions/{mine}", headers={"Authorization": "Bearer admin-key-0001"})
             report = wrk.communicate(timeout=60)[0]
             assert ("Non-2xx or 3xx responses" in report) == (connections == 200), report
         time.sleep(0.5)
@@ -83,16 +85,16 @@ def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency(tmp_path
         metrics = httpx.get(f"{url}/metrics").text
     assert all(a.status_code == 200 for a, _ in times[16] + times[200]), "the other tenant was shed"
     beside, under = (statistics.median(t for _, t in times[c]) for c in (16, 200))
-    # Measured (python -m bench.flood): 6.8 ms beside the share, 6.7 ms under the flood; with the
-    # defences off, 13.5 ms and only 11% let in.
+    # Measured with python -m bench.flood: 8.7 ms beside the share, 9.2 ms under the flood; with
+    # --shed-delay 0 and no shares, 21.5 ms, and 6% of the other tenant's requests let in.
     assert under < 2 * beside, (beside, under)
     shed = [a for a in tries if a.status_code != 200]
     assert shed, "the flooding tenant was let in every time: the flood did not reach its share"
     assert_shed_properly(shed)
     assert "your share" in shed[0].json()["detail"]
-    assert admin.status_code == 200  # the admins have a share of their own
     assert recovered.status_code == 200
     assert 'srnn_shed_total{reason="share"}' in metrics
+    assert re.search(r"^srnn_requests_in_flight 0\.0$", metrics, re.M), "a slot leaked"
 
 
 @needs_wrk

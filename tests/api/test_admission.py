@@ -1,0 +1,104 @@
+"""Who is let in when the server is busy: tenants' shares, the admins' reserve, held refusals.
+
+A request whose body never finishes arriving holds its slot until the body times out, which makes a
+full server, or a tenant at its share, without any race.
+"""
+
+import re
+import socket
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+
+import httpx
+
+from app.model.loader import load_model
+from tests.support.servers import serve_in_thread
+
+KEYS = {"a": "key-a-0001", "b": "key-b-0001", "c": "key-c-0001", "d": "key-d-0001"}
+ADMIN = "admin-key-0001"
+CHUNK = {"inputs": [0.5]}
+
+
+@contextmanager
+def stalled(url: str, key: str | None):
+    """A chunk request of ``key`` whose body stops after a few bytes: in progress until closed."""
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        auth = f"Authorization: Bearer {key}\r\n" if key else ""
+        sock.sendall(f"POST /v1/sessions/s/chunks HTTP/1.1\r\nHost: x\r\n{auth}"
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp".encode())
+        time.sleep(0.2)  # let the server take it in
+        yield
+
+
+def in_flight(url: str) -> float:
+    return float(re.search(r"^srnn_requests_in_flight (\S+)", httpx.get(f"{url}/metrics").text, re.M)[1])
+
+
+def timed(method: str, url: str, key: str | None, **kwargs) -> tuple[httpx.Response, float]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    started = time.perf_counter()
+    answer = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
+    return answer, time.perf_counter() - started
+
+
+def settings(**overrides):
+    return {"api_keys": ",".join(f"{t}:{k}" for t, k in KEYS.items()), "admin_keys": ADMIN,
+            "max_in_flight": 3, "max_in_flight_per_tenant": 1, "shed_delay": 0.3, **overrides}
+
+
+def test_a_tenant_at_its_share_is_refused_while_the_others_are_let_in_and_the_admins_always_are():
+    with serve_in_thread(load_model("seed"), **settings()) as url:
+        for tenant in ("a", "b", "d"):
+            httpx.post(f"{url}/v1/sessions", json={"session_id": tenant},
+                       headers={"Authorization": f"Bearer {KEYS[tenant]}"})
+        with ExitStack() as stack:
+            stack.enter_context(stalled(url, KEYS["a"]))
+            over_share, waited = timed("POST", f"{url}/v1/sessions/a/chunks", KEYS["a"], json=CHUNK)
+            other, _ = timed("POST", f"{url}/v1/sessions/b/chunks", KEYS["b"], json=CHUNK)
+            wrong_key, waited_401 = timed("GET", f"{url}/v1/sessions/b", "not-a-key-0001")
+            stack.enter_context(stalled(url, KEYS["b"]))
+            stack.enter_context(stalled(url, KEYS["c"]))
+            full = in_flight(url)
+            server_full, _ = timed("POST", f"{url}/v1/sessions/d/chunks", KEYS["d"], json=CHUNK)
+            admin, _ = timed("GET", f"{url}/v1/sessions/b", ADMIN)
+        after, _ = timed("POST", f"{url}/v1/sessions/a/chunks", KEYS["a"], json=CHUNK)
+        time.sleep(0.5)  # the closed connections' requests finish
+        idle = in_flight(url)
+    assert over_share.status_code == 503 and over_share.headers["retry-after"] == "1"
+    assert "your share" in over_share.json()["detail"]
+    assert waited >= 0.3  # held for --shed-delay
+    assert other.status_code == 200
+    assert wrong_key.status_code == 401 and waited_401 >= 0.3
+    assert full == 3
+    assert server_full.status_code == 503 and "server's limit" in server_full.json()["detail"]
+    assert admin.status_code == 200  # beyond the limit: the admins' own share
+    assert after.status_code == 200
+    assert idle == 0  # no slot leaked
+
+
+def test_in_open_mode_there_are_no_shares():
+    with serve_in_thread(load_model("seed"), max_in_flight=3, max_in_flight_per_tenant=1) as url:
+        httpx.post(f"{url}/v1/sessions", json={"session_id": "s2"})
+        with stalled(url, None):
+            answer, _ = timed("POST", f"{url}/v1/sessions/s2/chunks", None, json=CHUNK)
+    assert answer.status_code == 200
+
+
+def test_beyond_the_held_limit_refusals_go_at_once_and_close_their_connection():
+    # --max-in-flight 1 holds at most four answers: the fifth refusal may not wait.
+    with serve_in_thread(load_model("seed"), max_in_flight=1, shed_delay=1.0) as url, stalled(url, None):
+        first: list = []
+        holders = [threading.Thread(target=lambda: first.append(timed("GET", f"{url}/v1/sessions", None)))
+                   for _ in range(4)]
+        for holder in holders:
+            holder.start()
+        time.sleep(0.3)
+        fifth, waited = timed("GET", f"{url}/v1/sessions", None)
+        for holder in holders:
+            holder.join()
+    assert len(first) == 4
+    for held, held_for in first:
+        assert held.status_code == 503 and held_for >= 1.0 and held.headers.get("connection") != "close"
+    assert fifth.status_code == 503 and waited < 0.5 and fifth.headers["connection"] == "close"
