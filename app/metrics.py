@@ -24,7 +24,8 @@ MODEL_SECONDS = Histogram(
 )
 SHED = Counter(
     "srnn_shed_total",
-    "Requests refused on arrival with 503, by reason: the server's in-flight limit, or the tenant's share of it",
+    "Requests refused with 503 on arrival, by reason: the server's in-flight limit (server), "
+    "or the tenant's share of it (share)",
     ["reason"],
 )
 IN_FLIGHT = Gauge("srnn_requests_in_flight", "HTTP requests in progress (probes and scrapes aside)")

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from bench.load import Measured, require_wrk, result_of, run_child
+from bench.report import flood_markdown
 from tests.support.servers import ServerProcess, running
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,8 +64,8 @@ end
 class Phase:
     name: str
     flood_connections: int
-    probe_median_ms: float
-    probe_p90_ms: float
+    probe_median_ms: float | None  # None: none of the probe's requests was let in
+    probe_p90_ms: float | None
     probe_admitted: float  # fraction of the probe's requests answered 200
     flood_served_per_s: float = 0.0
     flood_shed_per_s: float = 0.0
@@ -72,25 +73,25 @@ class Phase:
 
 
 def probe(url: str, samples: int) -> tuple[list[float], int]:
-    """One chunk at a time to the probe tenant's session, a few milliseconds apart; latencies (ms),
-    and how many were answered 200."""
+    """One chunk at a time to the probe tenant's session, a few milliseconds apart: the latencies
+    (ms) of those let in (answered 200), and how many were."""
     headers = {"Authorization": f"Bearer {PROBE_KEY}"}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        latencies, admitted = [], 0
+        latencies = []
         for _ in range(samples):
             started = time.perf_counter()
             answer = client.post("/v1/sessions/probe/chunks", json={"inputs": [0.5] * 10})
-            latencies.append(1000 * (time.perf_counter() - started))
-            admitted += answer.status_code == 200
+            if answer.status_code == 200:
+                latencies.append(1000 * (time.perf_counter() - started))
             time.sleep(0.005)
-    return latencies, admitted
+    return latencies, len(latencies)
 
 
 def phase(server: ServerProcess, name: str, connections: int, samples: int) -> Phase:
     if not connections:
         with Measured(server.process.pid) as measured:
             latencies, admitted = probe(server.url, samples)
-        return Phase(name, 0, statistics.median(latencies), _p90(latencies), admitted / samples,
+        return Phase(name, 0, _median(latencies), _p90(latencies), admitted / samples,
                      server_cpu=measured.cpu)
     script = f"KEY = {json.dumps(FLOOD_KEY)}\nSESSIONS = {SESSIONS}\n" + FLOOD_LUA
     found: dict = {}
@@ -111,12 +112,17 @@ def phase(server: ServerProcess, name: str, connections: int, samples: int) -> P
             latencies, admitted = probe(server.url, samples)
             thread.join()
     wall = found["duration_us"] / 1e6
-    return Phase(name, connections, statistics.median(latencies), _p90(latencies), admitted / samples,
+    return Phase(name, connections, _median(latencies), _p90(latencies), admitted / samples,
                  (found["requests"] - found["non_2xx"]) / wall, found["shed"] / wall, measured.cpu)
 
 
-def _p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10)[-1]
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _p90(values: list[float]) -> float | None:
+    return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else None
 
 
 def measure(connections: int, samples: int, max_in_flight: int, share: int, shed_delay: float,
@@ -137,7 +143,7 @@ def measure(connections: int, samples: int, max_in_flight: int, share: int, shed
                        headers={"Authorization": f"Bearer {PROBE_KEY}"})
         runs = [[phase(server, name, count, samples) for server, name, count in plan] for _ in range(rounds)]
     # Each figure is the median over the rounds: the machine is shared and noisy.
-    phases = [Phase(name, count, *(statistics.median(getattr(run[i], f.name) for run in runs)
+    phases = [Phase(name, count, *(_median([getattr(run[i], f.name) for run in runs])
                                    for f in fields(Phase)[2:]))
               for i, (_, name, count) in enumerate(plan)]
     ratios = [run[2].probe_median_ms / run[1].probe_median_ms for run in runs]
@@ -148,24 +154,6 @@ def measure(connections: int, samples: int, max_in_flight: int, share: int, shed
         "flood_vs_share": statistics.median(ratios),
         "flood_vs_share_rounds": ratios,
     }
-
-
-def markdown(result: dict) -> str:
-    lines = ["| phase | flood connections | probe median ms | probe p90 ms | probe let in | "
-             "flood served/s | flood shed/s | server CPU |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in result["phases"]:
-        lines.append(
-            f"| {p['name']} | {p['flood_connections']} | {p['probe_median_ms']:.1f} | {p['probe_p90_ms']:.1f} "
-            f"| {p['probe_admitted']:.0%} | {p['flood_served_per_s']:,.0f} | {p['flood_shed_per_s']:,.0f} "
-            f"| {p['server_cpu']:.2f} |")
-    settings = result["settings"]
-    rounds = ", ".join(f"{r:.2f}" for r in result["flood_vs_share_rounds"])
-    lines += ["", f"`--max-in-flight {settings['max_in_flight']} --max-in-flight-per-tenant {settings['share']} "
-              f"--shed-delay {settings['shed_delay']:g}`; each figure the median of {settings['rounds']} rounds "
-              f"of {settings['samples']} probe requests. The probe's median under the flood is "
-              f"{result['flood_vs_share']:.2f} times its median beside the flood's share (rounds: {rounds})."]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -183,8 +171,8 @@ def main() -> None:
                      args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "flood.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "flood.md").write_text(markdown(result))
-    print(markdown(result))
+    (args.out / "flood.md").write_text(flood_markdown(result))
+    print(flood_markdown(result))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The benchmark's results as a Markdown table and two PNG plots."""
+"""The benchmark's results as Markdown tables and two PNG plots; the flood measurement's table."""
 
 from __future__ import annotations
 
@@ -121,3 +121,26 @@ def _save(plt, figure, axes, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def flood_markdown(result: dict) -> str:
+    """The table of ``python -m bench.flood``."""
+    lines = ["| phase | flood connections | probe let in | its median ms | its p90 ms | "
+             "flood served/s | flood shed/s | server CPU |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in result["phases"]:
+        lines.append(
+            f"| {p['name']} | {p['flood_connections']} | {p['probe_admitted']:.0%} | {_ms(p['probe_median_ms'])} "
+            f"| {_ms(p['probe_p90_ms'])} | {p['flood_served_per_s']:,.0f} | {p['flood_shed_per_s']:,.0f} "
+            f"| {p['server_cpu']:.2f} |")
+    settings = result["settings"]
+    rounds = ", ".join(f"{r:.2f}" for r in result["flood_vs_share_rounds"])
+    lines += ["", f"`--max-in-flight {settings['max_in_flight']} --max-in-flight-per-tenant {settings['share']} "
+              f"--shed-delay {settings['shed_delay']:g}`; each figure the median of {settings['rounds']} rounds "
+              f"of {settings['samples']} probe requests. The probe's median under the flood is "
+              f"{result['flood_vs_share']:.2f} times its median beside the flood's share (rounds: {rounds})."]
+    return "\n".join(lines) + "\n"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

@@ -37,10 +37,8 @@ def test_the_readme_shows_the_latest_table_and_plots(results):
 
 
 def test_the_readme_shows_the_latest_flood_table():
-    from bench import flood
-
     result = json.loads((RESULTS / "flood.json").read_text())
-    assert flood.markdown(result) == (RESULTS / "flood.md").read_text()
+    assert report.flood_markdown(result) == (RESULTS / "flood.md").read_text()
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Security"):readme.index("## Configuration")]
     table = [line for line in (RESULTS / "flood.md").read_text().splitlines() if line.startswith("|")]

@@ -98,7 +98,7 @@ class KeyRing:
 
 def bearer_key(headers: Headers) -> str | None:
     scheme, _, key = headers.get("authorization", "").partition(" ")
-    return key.strip() or None if scheme.lower() == "bearer" else None
+    return (key.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def presented_key(connection: HTTPConnection, allow_query: bool = False) -> str | None:
