@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -125,12 +126,14 @@ def _p90(values: list[float]) -> float | None:
     return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else None
 
 
-def measure(connections: int, samples: int, max_in_flight: int, share: int, shed_delay: float,
-            rounds: int) -> dict:
-    keys = ["--api-keys", f"flood:{FLOOD_KEY},probe:{PROBE_KEY}", "--model", "default",
-            "--max-in-flight", str(max_in_flight)]
-    guarded = ServerProcess(*keys, "--max-in-flight-per-tenant", str(share), "--shed-delay", str(shed_delay))
-    open_ = ServerProcess(*keys, "--max-in-flight-per-tenant", str(max_in_flight), "--shed-delay", "0")
+def measure(args: argparse.Namespace) -> dict:
+    common = ["--api-keys", f"flood:{FLOOD_KEY},probe:{PROBE_KEY}", "--model", "default",
+              "--max-in-flight", str(args.max_in_flight), "--log-level", "info" if args.access_log else "warning"]
+    guarded = ServerProcess(*common, "--max-in-flight-per-tenant", str(args.share),
+                            "--shed-delay", str(args.shed_delay), output=subprocess.DEVNULL)
+    open_ = ServerProcess(*common, "--max-in-flight-per-tenant", str(args.max_in_flight),
+                          "--shed-delay", "0", output=subprocess.DEVNULL)
+    connections, share, samples = args.connections, args.share, args.samples
     plan = [(guarded, "alone", 0), (guarded, "flood at its share", share),
             (guarded, "flood beyond its share", connections),
             (open_, "same flood, no share and no delay", connections)]
@@ -141,15 +144,17 @@ def measure(connections: int, samples: int, max_in_flight: int, share: int, shed
                            headers={"Authorization": f"Bearer {FLOOD_KEY}"})
             httpx.post(f"{server.url}/v1/sessions", json={"session_id": "probe"},
                        headers={"Authorization": f"Bearer {PROBE_KEY}"})
-        runs = [[phase(server, name, count, samples) for server, name, count in plan] for _ in range(rounds)]
+        runs = [[phase(server, name, count, samples) for server, name, count in plan]
+                for _ in range(args.rounds)]
     # Each figure is the median over the rounds: the machine is shared and noisy.
     phases = [Phase(name, count, *(_median([getattr(run[i], f.name) for run in runs])
                                    for f in fields(Phase)[2:]))
               for i, (_, name, count) in enumerate(plan)]
     ratios = [run[2].probe_median_ms / run[1].probe_median_ms for run in runs]
     return {
-        "settings": {"max_in_flight": max_in_flight, "share": share, "shed_delay": shed_delay,
-                     "flood_connections": connections, "samples": samples, "rounds": rounds},
+        "settings": {"max_in_flight": args.max_in_flight, "share": share, "shed_delay": args.shed_delay,
+                     "flood_connections": connections, "samples": samples, "rounds": args.rounds,
+                     "access_log": args.access_log},
         "phases": [asdict(p) for p in phases],
         "flood_vs_share": statistics.median(ratios),
         "flood_vs_share_rounds": ratios,
@@ -164,11 +169,12 @@ def main() -> None:
     parser.add_argument("--share", type=int, default=16, help="--max-in-flight-per-tenant")
     parser.add_argument("--shed-delay", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--access-log", action="store_true",
+                        help="servers at --log-level info (the default), writing a line per request to /dev/null")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where flood.json and flood.md go")
     args = parser.parse_args()
     require_wrk()
-    result = measure(args.connections, args.samples, args.max_in_flight, args.share, args.shed_delay,
-                     args.rounds)
+    result = measure(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "flood.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "flood.md").write_text(flood_markdown(result))

@@ -135,8 +135,9 @@ def flood_markdown(result: dict) -> str:
             f"| {p['server_cpu']:.2f} |")
     settings = result["settings"]
     rounds = ", ".join(f"{r:.2f}" for r in result["flood_vs_share_rounds"])
+    log = " --log-level info" if settings.get("access_log") else ""
     lines += ["", f"`--max-in-flight {settings['max_in_flight']} --max-in-flight-per-tenant {settings['share']} "
-              f"--shed-delay {settings['shed_delay']:g}`; each figure the median of {settings['rounds']} rounds "
+              f"--shed-delay {settings['shed_delay']:g}{log}`; each figure the median of {settings['rounds']} rounds "
               f"of {settings['samples']} probe requests. The probe's median under the flood is "
               f"{result['flood_vs_share']:.2f} times its median beside the flood's share (rounds: {rounds})."]
     return "\n".join(lines) + "\n"

@@ -47,8 +47,9 @@ def serve_in_thread(model: StreamingModel, **settings) -> Iterator[str]:
 class ServerProcess:
     """``python -m app serve ARGS`` on a port of its own, as its own process."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None):
-        self.args, self.env = args, env
+    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None,
+                 output: int | None = None):
+        self.args, self.env, self.output = args, env, output  # output: where its stdout and stderr go
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -62,6 +63,8 @@ class ServerProcess:
             self.command(),
             cwd=ROOT,
             env={**os.environ, **(self.env or {})},
+            stdout=self.output,
+            stderr=self.output,
         )
         return self
 
