@@ -3,12 +3,12 @@
 The flooding tenant runs wrk in a closed loop (each connection sends again the moment it is
 answered, ignoring Retry-After), first with as many connections as its share of the in-flight limit
 (all let in: the load the server is there to carry), then with many more (the excess is shed). A
-second tenant meanwhile sends one chunk at a time and times each. Admitted requests keep their
+second tenant meanwhile sends one chunk at a time and times those let in. Admitted requests keep their
 latency when the second tenant's median under the flood stays near its median beside the flood's
 admitted share. The same flood is also run against the server with the defences off
 (``--shed-delay 0`` and no per-tenant share), the baseline of the same run.
 
-    python -m bench.flood [--connections 200] [--samples 150]
+    python -m bench.flood [--connections 200] [--samples 150] [--access-log]
 
 writes bench/results/flood.json and flood.md; the README's Security section shows the table.
 """
