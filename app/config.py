@@ -72,12 +72,13 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         2048, ge=1, description="Most HTTP requests in progress at once; beyond it 503."
     )
-    max_in_flight_per_tenant: int = Field(
-        512,
+    max_in_flight_per_tenant: int | None = Field(
+        None,
         ge=1,
-        description="Most HTTP requests of one tenant in progress at once; beyond it 503, while other "
-        "tenants are still let in. Requests without a known key hold one share together; the admins "
-        "hold one beyond --max-in-flight. No tenants, no shares: not in open mode.",
+        description="Most HTTP requests of one tenant in progress at once (default: a quarter of "
+        "--max-in-flight, and never more than it); beyond it 503, while other tenants are still let "
+        "in. Requests without a known key hold one share together; the admins hold one beyond "
+        "--max-in-flight. No tenants, no shares: not in open mode.",
     )
     shed_delay: float = Field(
         0.25,

@@ -35,7 +35,7 @@ def read_metrics(now: float) -> Reading:
     buckets: dict[float, float] = {}
     for sample in metrics.REQUEST_SECONDS.collect()[0].samples:
         labels = sample.labels
-        # 200 only: a shed request (503) is fast and would make latency look better than it is.
+        # 200 only: refusals (held for --shed-delay, or not) are not the latency of served chunks.
         if (sample.name.endswith("_bucket") and labels.get("route") == CHUNK_ROUTE
                 and labels.get("transport") == "http" and labels.get("status") == "200"):
             bound = float(labels["le"])

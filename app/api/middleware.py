@@ -3,8 +3,8 @@
 Two rules keep one tenant's HTTP flood from slowing the others:
 
 - Shares. The in-flight limit is shared, and each tenant may hold only its share of it, so a flooding
-  tenant is shed while the others are still let in. Requests with no key or an unknown one (all
-  answered 401) hold one share together. The admins hold a share of their own beyond the limit: an
+  tenant is shed while the others are still let in. Requests with no key or an unknown one (401,
+  or the open pages: the docs and the console's files) hold one share together. The admins hold a share of their own beyond the limit: an
   on-call reset gets through however full the server is. With no keys configured (open dev mode)
   there are no tenants and no shares.
 - Held answers. A 401, 429 or 503 is sent ``shed_delay`` after it is decided, and the request gives
@@ -25,6 +25,7 @@ import asyncio
 import logging
 import re
 import time
+import weakref
 from collections import Counter
 
 import orjson
@@ -44,8 +45,9 @@ ADMIN, UNKNOWN = "admin", "unknown"
 
 
 def install(app: ASGIApp, settings: Settings, keys: KeyRing) -> None:
+    share = settings.max_in_flight_per_tenant or max(1, settings.max_in_flight // 4)
     app.add_middleware(Admission, keys=keys, max_in_flight=settings.max_in_flight,
-                       share=settings.max_in_flight_per_tenant, shed_delay=settings.shed_delay)
+                       share=min(share, settings.max_in_flight), shed_delay=settings.shed_delay)
 
 
 class Admission:
@@ -55,7 +57,10 @@ class Admission:
         self.in_flight = 0
         self.by_party: Counter[str] = Counter()
         self.held, self.max_held = 0, 4 * max_in_flight
-        metrics.IN_FLIGHT.set_function(lambda: self.in_flight)
+        # The newest app's count (one app a process, but tests start many); a weak reference, so
+        # the gauge does not keep a stopped app alive.
+        me = weakref.ref(self)
+        metrics.IN_FLIGHT.set_function(lambda: admission.in_flight if (admission := me()) else 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -105,6 +110,10 @@ class Admission:
             self.by_party[party] += 1
         try:
             await self.app(scope, receive, hold if self.shed_delay else send)
+        except Exception:
+            for message in held:  # a refusal already begun goes out before the error is handled
+                await send(message)
+            raise
         finally:
             self.in_flight -= 1
             if party is not None:
