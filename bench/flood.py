@@ -19,47 +19,22 @@ import argparse
 import json
 import statistics
 import subprocess
-import tempfile
-import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import httpx
 
-from bench.load import Measured, require_wrk, result_of, run_child
+from bench.load import Measured, require_wrk
 from bench.report import flood_markdown
+from tests.support.flood import create_flood_sessions, flooding, result_of
+from tests.support.keys import auth
 from tests.support.servers import ServerProcess, running
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FLOOD_KEY, PROBE_KEY = "flood-key-0001", "probe-key-0001"
 SESSIONS = 50
-
-# Chunks to SESSIONS of the flooding tenant's sessions, picked at random; counts the 503s.
-FLOOD_LUA = r"""
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args)
-  shed = 0
-  wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = "Bearer " .. KEY
-  wrk.body = '{"inputs": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}'
-end
-function request()
-  return wrk.format(nil, "/v1/sessions/flood-" .. math.random(0, SESSIONS - 1) .. "/chunks")
-end
-function response(status, headers, body)
-  if status == 503 then shed = shed + 1 end
-end
-function done(summary, latency, requests)
-  local shed = 0
-  for _, thread in ipairs(threads) do shed = shed + thread:get("shed") end
-  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "non_2xx": %d, "shed": %d}\n',
-    summary.requests, summary.duration, summary.errors.status, shed))
-end
-"""
-
 
 @dataclass
 class Phase:
@@ -76,8 +51,7 @@ class Phase:
 def probe(url: str, samples: int) -> tuple[list[float], int]:
     """One chunk at a time to the probe tenant's session, a few milliseconds apart: the latencies
     (ms) of those let in (answered 200), and how many were."""
-    headers = {"Authorization": f"Bearer {PROBE_KEY}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+    with httpx.Client(base_url=url, headers=auth(PROBE_KEY), timeout=30) as client:
         latencies = []
         for _ in range(samples):
             started = time.perf_counter()
@@ -89,32 +63,20 @@ def probe(url: str, samples: int) -> tuple[list[float], int]:
 
 
 def phase(server: ServerProcess, name: str, connections: int, samples: int) -> Phase:
-    if not connections:
-        with Measured(server.process.pid) as measured:
-            latencies, admitted = probe(server.url, samples)
-        return Phase(name, 0, _median(latencies), _p90(latencies), admitted / samples,
-                     server_cpu=measured.cpu)
-    script = f"KEY = {json.dumps(FLOOD_KEY)}\nSESSIONS = {SESSIONS}\n" + FLOOD_LUA
-    found: dict = {}
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
-        file.write(script)
-        file.flush()
-        seconds = 3 + samples * 0.012  # outlasts the probe, which starts a second in
-        command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s",
-                   "-s", file.name, server.url]
-
-        def flood() -> None:
-            found.update(result_of(run_child(command)[0]))
-
-        thread = threading.Thread(target=flood)
-        with Measured(server.process.pid) as measured:
-            thread.start()
+    seconds = 3 + samples * 0.012  # outlasts the probe, which starts a second in
+    flood = flooding(server.url, sessions=SESSIONS, connections=connections, seconds=seconds,
+                     key=FLOOD_KEY) if connections else nullcontext()
+    with Measured(server.process.pid) as measured, flood as wrk:
+        if wrk is not None:
             time.sleep(1.0)
-            latencies, admitted = probe(server.url, samples)
-            thread.join()
-    wall = found["duration_us"] / 1e6
+        latencies, admitted = probe(server.url, samples)
+        found = result_of(wrk.communicate(timeout=120)[0]) if wrk is not None else None
+    served = shed = 0.0
+    if found is not None:
+        wall = found["duration_us"] / 1e6
+        served, shed = (found["requests"] - found["non_2xx"]) / wall, found["shed"] / wall
     return Phase(name, connections, _median(latencies), _p90(latencies), admitted / samples,
-                 (found["requests"] - found["non_2xx"]) / wall, found["shed"] / wall, measured.cpu)
+                 served, shed, measured.cpu)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -128,27 +90,25 @@ def _p90(values: list[float]) -> float | None:
 
 def measure(args: argparse.Namespace) -> dict:
     common = ["--api-keys", f"flood:{FLOOD_KEY},probe:{PROBE_KEY}", "--model", "default",
-              "--max-in-flight", str(args.max_in_flight), "--log-level", "info" if args.access_log else "warning"]
+              "--max-in-flight", str(args.max_in_flight)]
+    options = {"log_level": "info" if args.access_log else "warning", "output": subprocess.DEVNULL}
     guarded = ServerProcess(*common, "--max-in-flight-per-tenant", str(args.share),
-                            "--shed-delay", str(args.shed_delay), output=subprocess.DEVNULL)
+                            "--shed-delay", str(args.shed_delay), **options)
     open_ = ServerProcess(*common, "--max-in-flight-per-tenant", str(args.max_in_flight),
-                          "--shed-delay", "0", output=subprocess.DEVNULL)
+                          "--shed-delay", "0", **options)
     connections, share, samples = args.connections, args.share, args.samples
     plan = [(guarded, "alone", 0), (guarded, "flood at its share", share),
             (guarded, "flood beyond its share", connections),
             (open_, "same flood, no share and no delay", connections)]
     with running([guarded, open_]):
         for server in (guarded, open_):
-            for i in range(SESSIONS):
-                httpx.post(f"{server.url}/v1/sessions", json={"session_id": f"flood-{i}"},
-                           headers={"Authorization": f"Bearer {FLOOD_KEY}"})
-            httpx.post(f"{server.url}/v1/sessions", json={"session_id": "probe"},
-                       headers={"Authorization": f"Bearer {PROBE_KEY}"})
+            create_flood_sessions(server.url, SESSIONS, FLOOD_KEY)
+            httpx.post(f"{server.url}/v1/sessions", json={"session_id": "probe"}, headers=auth(PROBE_KEY))
         runs = [[phase(server, name, count, samples) for server, name, count in plan]
                 for _ in range(args.rounds)]
     # Each figure is the median over the rounds: the machine is shared and noisy.
-    phases = [Phase(name, count, *(_median([getattr(run[i], f.name) for run in runs])
-                                   for f in fields(Phase)[2:]))
+    phases = [Phase(name=name, flood_connections=count,
+                    **{f.name: _median([getattr(run[i], f.name) for run in runs]) for f in fields(Phase)[2:]})
               for i, (_, name, count) in enumerate(plan)]
     ratios = [run[2].probe_median_ms / run[1].probe_median_ms for run in runs]
     return {

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.support.flood import result_of
+
 # Creates sessions (server-made ids) until each thread has its share of COUNT answers.
 CREATE_LUA = r"""
 local threads = {}
@@ -164,13 +166,6 @@ def run_child(command: list[str]) -> tuple[str, float]:
     if child.returncode != 0:
         raise RuntimeError(f"{command[0]} failed ({child.returncode}):\n{text}")
     return text, (usage.ru_utime + usage.ru_stime) / wall
-
-
-def result_of(text: str) -> dict:
-    for line in text.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"no result in the load generator's output:\n{text}")
 
 
 def wrk(url: str, server_pid: int, *, body: bytes, sessions: int, prefix: str, seconds: float,

@@ -5,11 +5,9 @@ full server, or a tenant at its share, without any race.
 """
 
 import asyncio
-import re
-import socket
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -17,6 +15,10 @@ import pytest
 from app.api.auth import KeyRing
 from app.api.middleware import Admission
 from app.model.loader import load_model
+from deploy.waiting import wait_for
+from tests.support.flood import stalled
+from tests.support.keys import auth
+from tests.support.metrics import metric
 from tests.support.servers import serve_in_thread
 
 KEYS = {"a": "key-a-0001", "b": "key-b-0001", "c": "key-c-0001", "d": "key-d-0001"}
@@ -24,35 +26,13 @@ ADMIN = "admin-key-0001"
 CHUNK = {"inputs": [0.5]}
 
 
-@contextmanager
-def stalled(url: str, key: str | None):
-    """A chunk request of ``key`` whose body stops after a few bytes: in progress until closed."""
-    port = int(url.rsplit(":", 1)[1])
-    before = metric(url, "srnn_requests_in_flight")
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        auth = f"Authorization: Bearer {key}\r\n" if key else ""
-        sock.sendall(f"POST /v1/sessions/s/chunks HTTP/1.1\r\nHost: x\r\n{auth}"
-                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp".encode())
-        until(lambda: metric(url, "srnn_requests_in_flight") > before)
-        yield
-
-
-def metric(url: str, name: str) -> float:
-    found = re.search(rf"^{re.escape(name)} (\S+)", httpx.get(f"{url}/metrics").text, re.M)
-    return float(found[1]) if found else 0.0
-
-
-def until(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def until(condition, url: str) -> None:
+    wait_for(condition, url, 20, errors=(), every_s=0.02)
 
 
 def timed(method: str, url: str, key: str | None, **kwargs) -> tuple[httpx.Response, float]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
     started = time.perf_counter()
-    answer = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
+    answer = httpx.request(method, url, headers=auth(key), timeout=30, **kwargs)
     return answer, time.perf_counter() - started
 
 
@@ -64,8 +44,7 @@ def settings(**overrides):
 def test_a_tenant_at_its_share_is_refused_while_the_others_are_let_in_and_the_admins_always_are():
     with serve_in_thread(load_model("seed"), **settings()) as url:
         for tenant in ("a", "b", "d"):
-            httpx.post(f"{url}/v1/sessions", json={"session_id": tenant},
-                       headers={"Authorization": f"Bearer {KEYS[tenant]}"})
+            httpx.post(f"{url}/v1/sessions", json={"session_id": tenant}, headers=auth(KEYS[tenant]))
         with ExitStack() as stack:
             stack.enter_context(stalled(url, KEYS["a"]))
             over_share, waited = timed("POST", f"{url}/v1/sessions/a/chunks", KEYS["a"], json=CHUNK)
@@ -76,7 +55,7 @@ def test_a_tenant_at_its_share_is_refused_while_the_others_are_let_in_and_the_ad
             full = metric(url, "srnn_requests_in_flight")
             server_full, _ = timed("POST", f"{url}/v1/sessions/d/chunks", KEYS["d"], json=CHUNK)
             admin, _ = timed("GET", f"{url}/v1/sessions/b", ADMIN)
-        until(lambda: metric(url, "srnn_requests_in_flight") == 0)  # the stalled requests end: no leak
+        until(lambda: metric(url, "srnn_requests_in_flight") == 0, url)  # the stalled requests end: no leak
         after, _ = timed("POST", f"{url}/v1/sessions/a/chunks", KEYS["a"], json=CHUNK)
     assert over_share.status_code == 503 and over_share.headers["retry-after"] == "1"
     assert "your share" in over_share.json()["detail"]
@@ -107,7 +86,7 @@ def test_beyond_the_held_limit_refusals_go_at_once_and_close_their_connection():
         before = metric(url, shed)
         for holder in holders:
             holder.start()
-        until(lambda: metric(url, shed) == before + 4)  # all four refused, and held
+        until(lambda: metric(url, shed) == before + 4, url)  # all four refused, and held
         fifth, waited = timed("GET", f"{url}/v1/sessions", None)
         for holder in holders:
             holder.join()

@@ -5,8 +5,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 
 import httpx
@@ -15,19 +13,12 @@ import pytest
 import websockets
 
 from app.model.loader import load_model
-from tests.support.servers import ROOT, free_port, serve_in_thread, serve_process, wait_for, wait_ready
+from tests.support.flood import create_flood_sessions, flooding, stalled
+from tests.support.keys import auth
+from tests.support.metrics import metric
+from tests.support.servers import ServerProcess, serve_in_thread, serve_process, wait_for
 
 
-FLOOD_LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
-wrk.body = '{"inputs": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}'
-SESSIONS = %d
-function request()
-  return wrk.format(nil, "/v1/sessions/flood-" .. math.random(0, SESSIONS - 1) .. "/chunks")
-end
-"""
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 
 
@@ -40,14 +31,6 @@ def probe(client, sid, count):
     return results
 
 
-def flood(url, sessions, seconds, tmp_path, connections=100, key="none"):
-    """wrk in a closed loop: each connection sends again the moment it is answered, 503 or not."""
-    script = tmp_path / "flood.lua"
-    script.write_text(FLOOD_LUA % (key, sessions))
-    return subprocess.Popen(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-                            stdout=subprocess.PIPE, text=True)
-
-
 def assert_shed_properly(answers):
     for answer in answers:
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
@@ -55,7 +38,7 @@ def assert_shed_properly(answers):
 
 
 @needs_wrk
-def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency(tmp_path):
+def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency():
     # The flood is the issue's: far more connections than the flooding tenant's share, each sending
     # again the moment it is answered. The other tenant's latency is compared with its latency
     # beside the flooding tenant's admitted share (the load the server is there to carry): the
@@ -65,26 +48,25 @@ def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency(tmp_path
     args = ("--model", "default", "--api-keys", ",".join(f"{t}:{k}" for t, k in keys.items()),
             "--max-in-flight", "64", "--max-in-flight-per-tenant", "16")
     with serve_process(*args) as url, \
-            httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {keys['other']}"}) as other, \
-            httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {keys['flood']}"}) as flooder:
-        for i in range(50):
-            flooder.post("/v1/sessions", json={"session_id": f"flood-{i}"})
+            httpx.Client(base_url=url, timeout=60, headers=auth(keys["other"])) as other, \
+            httpx.Client(base_url=url, timeout=60, headers=auth(keys["flood"])) as flooder:
+        create_flood_sessions(url, 50, keys["flood"])
         mine = other.post("/v1/sessions").json()["session_id"]
         times = {16: [], 200: []}
         tries = []
 
         def idle():
-            return re.search(r"^srnn_requests_in_flight 0\.0$", httpx.get(f"{url}/metrics").text, re.M)
+            return metric(url, "srnn_requests_in_flight") == 0
 
         for connections in (16, 200, 16, 200):  # interleaved: the machine's own noise hits both
             wait_for(idle, url, 30)  # what the last flood left in progress is done first
-            wrk = flood(url, 50, 5, tmp_path, connections, keys["flood"])
-            time.sleep(1.0)
-            times[connections] += probe(other, mine, 60)
-            if connections == 200:
-                tries += [flooder.post("/v1/sessions/flood-0/chunks", json={"inputs": [0.5] * 10})
-                          for _ in range(5)]
-            report = wrk.communicate(timeout=60)[0]
+            with flooding(url, sessions=50, connections=connections, seconds=5, key=keys["flood"]) as wrk:
+                time.sleep(1.0)
+                times[connections] += probe(other, mine, 60)
+                if connections == 200:
+                    tries += [flooder.post("/v1/sessions/flood-0/chunks", json={"inputs": [0.5] * 10})
+                              for _ in range(5)]
+                report = wrk.communicate(timeout=60)[0]
             assert ("Non-2xx or 3xx responses" in report) == (connections == 200), report
         wait_for(idle, url, 30)
         recovered = flooder.post("/v1/sessions/flood-0/chunks", json={"inputs": [0.5] * 10})
@@ -104,16 +86,16 @@ def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency(tmp_path
 
 
 @needs_wrk
-def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency(tmp_path):
+def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency():
     with serve_process("--model", "default", "--max-session-queue", "8") as url, \
             httpx.Client(base_url=url, timeout=60) as client:
         client.post("/v1/sessions", json={"session_id": "flood-0"})
         mine = client.post("/v1/sessions").json()["session_id"]
         baseline = probe(client, mine, 40)
-        wrk = flood(url, 1, 5, tmp_path)
-        time.sleep(1.0)
-        during = probe(client, mine, 40)
-        report = wrk.communicate(timeout=60)[0]
+        with flooding(url, sessions=1, connections=100, seconds=5) as wrk:
+            time.sleep(1.0)
+            during = probe(client, mine, 40)
+            report = wrk.communicate(timeout=60)[0]
         assert "Non-2xx or 3xx responses" in report, report  # the hot session's excess was shed
     # Never starved, never shed.
     assert all(a.status_code == 200 for a, _ in baseline + during), [a.text[:100] for a, _ in during]
@@ -125,18 +107,17 @@ def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency(tmp
 
 
 @needs_wrk
-def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers(tmp_path):
+def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers():
     with serve_in_thread(load_model("default"), max_in_flight=8) as url, \
             httpx.Client(base_url=url, timeout=60) as client:
-        for i in range(50):
-            client.post("/v1/sessions", json={"session_id": f"flood-{i}"})
+        create_flood_sessions(url, 50)
         mine = client.post("/v1/sessions").json()["session_id"]
         baseline = probe(client, mine, 40)
-        wrk = flood(url, 50, 4, tmp_path)
-        time.sleep(1.0)
-        during = probe(client, mine, 40)
-        health = client.get("/healthz")
-        report = wrk.communicate(timeout=60)[0]
+        with flooding(url, sessions=50, connections=100, seconds=4) as wrk:
+            time.sleep(1.0)
+            during = probe(client, mine, 40)
+            health = client.get("/healthz")
+            report = wrk.communicate(timeout=60)[0]
         time.sleep(1.0)  # what the flood had in progress when it stopped finishes
         after = probe(client, mine, 40)
     assert "Non-2xx or 3xx responses" in report, report
@@ -152,17 +133,13 @@ def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers(tmp
 
 def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tmp_path):
     key, secret_value = "tenant-key-do-not-log-1", 123.456789
-    port = free_port()
     log_file = tmp_path / "server.log"
     with open(log_file, "wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--model", "seed", "--port", str(port),
-             "--log-format", "json", "--api-keys", f"t:{key}"],
-            cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
+        server = ServerProcess("--model", "seed", "--log-format", "json", "--api-keys", f"t:{key}",
+                               log_level="info", output=sink).start()
+        url = server.url
         try:
-            wait_ready(url, process=process)
+            server.wait_ready()
             headers = {"Authorization": f"Bearer {key}"}
             sid = httpx.post(f"{url}/v1/sessions", headers=headers).json()["session_id"]
             httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [secret_value]}, headers=headers)
@@ -176,8 +153,7 @@ def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tm
 
             asyncio.run(stream())
         finally:
-            process.terminate()
-            process.wait(30)
+            server.stop()
     text = log_file.read_text()
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line["logger"] == "app.access"]
@@ -191,17 +167,11 @@ def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tm
 
 
 def test_a_stalled_body_is_answered_408_and_frees_its_slot():
-    import socket
-
     with serve_in_thread(load_model("seed"), max_in_flight=1) as url:
         sid = httpx.post(f"{url}/v1/sessions").json()["session_id"]
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port)) as stalled:
-            stalled.sendall(f"POST /v1/sessions/{sid}/chunks HTTP/1.1\r\nHost: x\r\n"
-                            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp".encode())
-            time.sleep(0.5)
+        with stalled(url, sid=sid) as sock:
             assert httpx.get(f"{url}/v1/sessions/{sid}").status_code == 503  # its slot is taken
-            stalled.settimeout(30)
-            answer = stalled.recv(4096).decode()
+            sock.settimeout(30)
+            answer = sock.recv(4096).decode()
         assert answer.startswith("HTTP/1.1 408") and "application/problem+json" in answer
         assert httpx.get(f"{url}/v1/sessions/{sid}").status_code == 200

@@ -5,28 +5,20 @@ import re
 import httpx
 
 from app.model.loader import load_model
+from tests.support.metrics import scrape
 from tests.support.servers import serve_in_thread
-
-
-def scrape(client: httpx.Client) -> dict[str, float]:
-    samples = {}
-    for line in client.get("/metrics").text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
 
 
 def test_metrics_count_what_was_served(redis_url, redis_prefix):
     options = dict(backend="redis", redis_url=redis_url, redis_prefix=redis_prefix, capacity=2)
     with serve_in_thread(load_model("seed"), **options) as url, httpx.Client(base_url=url) as client:
-        before = scrape(client)
+        before = scrape(url)
         ids = [client.post("/v1/sessions").json()["session_id"] for _ in range(3)]
         for sid in ids:  # three sessions through two slots: one eviction at least
             client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0, 3.0], "seq": 1})
         client.post(f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0, 2.0, 3.0], "seq": 1})  # replay
         client.post(f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0], "seq": 7})  # 409
-        after = scrape(client)
+        after = scrape(url)
 
     def moved(name):
         return after.get(name, 0.0) - before.get(name, 0.0)

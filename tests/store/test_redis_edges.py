@@ -14,7 +14,7 @@ from app.model.builtin import build_seed_model
 from app.model.loader import load_model
 from app.store.memory import MemoryStore
 from tests.support.redis import own_redis
-from tests.support.reference import StatefulReference, state_rows
+from tests.support.reference import StatefulReference
 from tests.support.servers import serve_in_thread
 
 

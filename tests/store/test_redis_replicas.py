@@ -11,7 +11,7 @@ import pytest
 from app.model.builtin import build_seed_model
 from tests.support.redis import delete_prefix, new_prefix
 from tests.support.reference import StatefulReference, state_rows
-from tests.support.servers import ServerProcess, serve_processes
+from tests.support.servers import serve_processes
 
 
 def redis_args(url: str, prefix: str, *extra: str) -> tuple[str, ...]:

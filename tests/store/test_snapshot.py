@@ -1,8 +1,6 @@
 """The embedded server's sessions survive a restart: SIGTERM writes a snapshot, the next start loads it."""
 
 import signal
-import threading
-import time
 
 import httpx
 import numpy as np

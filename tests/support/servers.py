@@ -9,7 +9,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import uvicorn
@@ -48,14 +48,15 @@ class ServerProcess:
     """``python -m app serve ARGS`` on a port of its own, as its own process."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None,
-                 output: int | None = None):
-        self.args, self.env, self.output = args, env, output  # output: where its stdout and stderr go
+                 output: Any = None, log_level: str = "warning"):
+        self.args, self.env, self.log_level = args, env, log_level
+        self.output = output  # where its stdout and stderr go (a file, or subprocess.DEVNULL)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--log-level", "warning",
+        return [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--log-level", self.log_level,
                 *self.args]
 
     def start(self) -> ServerProcess:
