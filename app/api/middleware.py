@@ -28,14 +28,14 @@ import time
 import weakref
 from collections import Counter
 
-import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.api.auth import KeyRing, bearer_key
-from app.api.errors import problem_document
+from app.api.errors import service_error_response
 from app.config import Settings
+from app.errors import Unavailable
 
 log = logging.getLogger("app.access")
 SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)")
@@ -132,8 +132,11 @@ class Admission:
     def _refusal(self, party: str | None) -> tuple[str, str] | None:
         """Why a request may not start now (the metric's reason, and the detail), or None."""
         if party is not None and self.by_party[party] >= self.share:
-            mine = self.by_party[party]
-            return "share", f"{mine} requests of yours are in progress, your share of the limit"
+            count = self.by_party[party]
+            if party == UNKNOWN:
+                return "share", (f"{count} requests without a valid API key are in progress, "
+                                 "the share they hold together")
+            return "share", f"{count} requests of yours are in progress, your share of the limit"
         if party != ADMIN and self.in_flight >= self.max_in_flight:
             return "server", f"{self.in_flight} requests are in progress, the server's limit"
         return None
@@ -173,13 +176,7 @@ class Admission:
 
 
 def _unavailable(detail: str) -> list[Message]:
-    body = orjson.dumps(problem_document(
-        503, f"{detail}; retry shortly", slug="unavailable", title="Service unavailable",
-    ))
-    return [
-        {"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/problem+json"), (b"retry-after", b"1"),
-            (b"content-length", str(len(body)).encode()),
-        ]},
-        {"type": "http.response.body", "body": body},
-    ]
+    """The 503 that the API answers for :class:`Unavailable`, as ASGI messages to send later."""
+    response = service_error_response(Unavailable(f"{detail}; retry shortly"))
+    return [{"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers},
+            {"type": "http.response.body", "body": response.body}]

@@ -89,6 +89,8 @@ class Keyspace:
         masters at once. Each result is the reply or the error it met. In a cluster, a master that
         fails fails only its own commands, so one master's failover does not fail every session of
         a batch; with one Redis, a lost connection raises, as a pipeline does."""
+        if not isinstance(self.client, RedisCluster):
+            return await self._send(commands)  # one round trip, nothing to split or gather
         groups = await self._groups(keys)
         answers = settle(await asyncio.gather(*(self._send([commands[i] for i in group]) for group in groups),
                                               return_exceptions=True))
@@ -101,8 +103,6 @@ class Keyspace:
         return results
 
     async def _groups(self, keys: list[str]) -> list[list[int]]:
-        if not isinstance(self.client, RedisCluster):
-            return [list(range(len(keys)))]
         await self._slot_table()
         groups: dict[str, list[int]] = {}
         for index, key in enumerate(keys):

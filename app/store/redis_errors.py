@@ -37,9 +37,8 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, RedisClusterException):
         return any(words in str(exc) for words in CLUSTER_LAYOUT_TROUBLE) or \
             isinstance(exc.__cause__, TRANSIENT)
-    if isinstance(exc, ResponseError):  # redis-py drops some reply prefixes from the message
-        return type(exc).__name__ in ("MasterDownError", "TryAgainError", "ClusterDownError") or \
-            str(exc).startswith(TRANSIENT_REPLIES)
+    if isinstance(exc, ResponseError):  # a reply redis-py has no class for (BUSY, LOADING as text)
+        return str(exc).startswith(TRANSIENT_REPLIES)
     return False
 
 
