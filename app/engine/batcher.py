@@ -264,7 +264,8 @@ class Engine:
             for work in works:
                 self._finish(work, error=_as_service_error(exc, "reading the sessions"))
             return None
-        rows = [row for work, found in zip(works, checkouts) if (row := self._admit(work, found))]
+        now = time.time()
+        rows = [row for work, found in zip(works, checkouts) if (row := self._admit(work, found, now))]
         if not rows:
             return None
         slots = np.fromiter((row.checkout.slot for row in rows), np.intp, len(rows))
@@ -319,13 +320,13 @@ class Engine:
         if retry:  # back to the head of their sessions' lines, in order
             self._queue.extendleft(reversed(retry))
 
-    def _admit(self, work: _Work, found: Checkout | ServiceError | None) -> _Row | None:
+    def _admit(self, work: _Work, found: Checkout | ServiceError | None, now: float) -> _Row | None:
         """Check a chunk against its session as the store has it now; answer replays and
         refusals at once."""
         if isinstance(found, ServiceError):  # this session alone could not be read
             self._finish(work, error=found)
             return None
-        if found is None or (work.scope is not None and found.record.tenant != work.scope):
+        if found is None or not found.record.visible_to(work.scope, now):
             self._finish(work, error=SessionNotFound(work.session_id))
             return None
         record = found.record

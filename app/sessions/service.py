@@ -124,10 +124,9 @@ class SessionService:
         return self._visible(session_id, await self.store.get(session_id), scope)
 
     def _visible(self, session_id: str, record: SessionRecord | None, scope: str | None) -> SessionRecord:
-        # Another tenant's session is "not found", not "forbidden": its existence does not leak.
-        # An expired session is gone to its clients at once; the store removes it in its own time
-        # (the sweep, or Redis's own expiry), never on a read that could race another replica.
-        if record is None or record.expired(time.time()) or (scope is not None and record.tenant != scope):
+        # The store removes an expired session in its own time (the sweep, or Redis's own expiry),
+        # never on a read that could race another replica.
+        if record is None or not record.visible_to(scope, time.time()):
             raise SessionNotFound(session_id)
         return record
 

@@ -26,3 +26,10 @@ class SessionRecord:
     def expired(self, now: float) -> bool:
         expires = self.expires_at
         return expires is not None and now >= expires
+
+    def visible_to(self, scope: str | None, now: float) -> bool:
+        """Whether a caller acting for tenant ``scope`` (None: any tenant) may touch this session
+        at ``now``. An expired session is gone to its clients at once, whenever its store gets round
+        to removing it; another tenant's session is "not found" too, so that its existence does not
+        leak. Every read and every chunk asks this, so an expired session never comes back."""
+        return not self.expired(now) and (scope is None or self.tenant == scope)
