@@ -30,7 +30,9 @@ class MemoryStore:
         # (expiry time, id) for sessions with a TTL. Use moves a session's expiry later without
         # touching the heap (a push per chunk would grow it without bound); an entry that comes up
         # early is pushed back with the session's current expiry. ``_due`` names each session's
-        # one live entry, so entries left by deleted or re-created sessions are dropped.
+        # one live entry; entries left by deleted or re-created sessions are dropped when they come
+        # up, or sooner, when they outnumber the live ones (``_compact``): a TTL may be ten years,
+        # and churn must not keep an entry per session ever made.
         self._expiries: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
         # Every id in order, for listing: sorted once, at the first listing (not while a snapshot
@@ -105,7 +107,8 @@ class MemoryStore:
             if not self._per_tenant[record.tenant]:
                 del self._per_tenant[record.tenant]
         self.slots.release(self._slot_of.pop(session_id))
-        self._due.pop(session_id, None)
+        if self._due.pop(session_id, None) is not None:
+            self._compact()
         return True
 
     async def reset(self, session_id: str, now: float) -> SessionRecord | None:
@@ -196,3 +199,11 @@ class MemoryStore:
             when = max(expires, later_than + 1.0)
             self._due[record.session_id] = when
             heapq.heappush(self._expiries, (when, record.session_id))
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the live entries once the dead ones are as many: O(n) now and
+        then, O(1) per change on average, and the heap never holds more than twice what lives."""
+        if len(self._expiries) > 2 * len(self._due) + 64:
+            self._expiries = [(when, session_id) for session_id, when in self._due.items()]
+            heapq.heapify(self._expiries)
