@@ -17,6 +17,7 @@ the one its checkout read. A batch costs one pipelined round trip to read and on
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections import OrderedDict
 from typing import Any
@@ -39,6 +40,12 @@ log = logging.getLogger(__name__)
 
 def new_version() -> str:
     return secrets.token_hex(8)
+
+
+def ttl_ms(ttl_s: float) -> int:
+    """A TTL as PEXPIRE takes it: whole milliseconds, rounded up, so that any TTL above 0 expires
+    (rounded down, 0.4 ms would be 0, no PEXPIRE, and a session that never expires). 0: none."""
+    return math.ceil(ttl_s * 1000) if ttl_s > 0 else 0
 
 
 META = ("ver", "seq", "steps", "created", "active", "ttl", "fp", "tenant")
@@ -146,14 +153,14 @@ class RedisStore:
     async def create(
         self, session_id: str, ttl_s: float, now: float, tenant: str | None = None
     ) -> SessionRecord:
-        await self._admit_tenant(tenant, session_id, now)
+        counted = await self._admit_tenant(tenant, session_id, now)
         version = new_version()
         fields = {"ver": version, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
                   "ttl": repr(ttl_s), "fp": self.fingerprint, "tenant": tenant or "", "resp": b""}
         pairs = [x for item in fields.items() for x in item] + self._state_pairs(self._zeros)
-        created = await self._run_one("create", self.key(session_id), [int(ttl_s * 1000), *pairs])
+        created = await self._run_one("create", self.key(session_id), [ttl_ms(ttl_s), *pairs])
         if not created:
-            if tenant and self.tenant_quota:
+            if counted:  # only the entry this create added: the id may be the tenant's live session
                 await self._redis.zrem(self._tenant_key(tenant), session_id)
             raise Conflict(f"session {session_id!r} already exists")
         self._count.adjust(+1)
@@ -163,12 +170,13 @@ class RedisStore:
     def _tenant_key(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{{{tenant}}}"
 
-    async def _admit_tenant(self, tenant: str | None, session_id: str, now: float) -> None:
+    async def _admit_tenant(self, tenant: str | None, session_id: str, now: float) -> bool:
         """Count the tenant's sessions in a sorted set of their ids. Redis expires sessions by
         itself, so when the set looks full, the members whose sessions are gone are dropped first.
-        Two creates racing at the limit may both pass: the quota is a guard, not an exact count."""
+        Two creates racing at the limit may both pass: the quota is a guard, not an exact count.
+        True if this call added ``session_id`` to the set (and so may take it out again)."""
         if not tenant or not self.tenant_quota:
-            return
+            return False
         key = self._tenant_key(tenant)
         count = await self._redis.zcard(key)
         if count >= self.tenant_quota:
@@ -176,7 +184,11 @@ class RedisStore:
             pipe = self._redis.pipeline(transaction=False)
             for member in members:
                 pipe.exists(self.key(member.decode()))
-            gone = [m for m, alive in zip(members, await pipe.execute()) if not alive]
+            pipe.exists(self.key(session_id))
+            *alive, taken = await pipe.execute()
+            if taken:  # as on the memory store: a taken id is 409 before the quota is counted
+                raise Conflict(f"session {session_id!r} already exists")
+            gone = [m for m, live in zip(members, alive) if not live]
             if gone:
                 await self._redis.zrem(key, *gone)
             count -= len(gone)
@@ -184,7 +196,9 @@ class RedisStore:
             raise TooManyRequests(
                 f"tenant {tenant!r} holds {self.tenant_quota} sessions, its limit; delete one first"
             )
-        await self._redis.zadd(key, {session_id: now})
+        # NX: an id already in the set is a session of this tenant's that may be alive; a create
+        # refused because that id is taken must not take it out of the count.
+        return bool(await self._redis.zadd(key, {session_id: now}, nx=True))
 
     @unreachable
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -309,7 +323,7 @@ class RedisStore:
             pairs = ["ver", versions[-1], "seq", commit.seq, "steps", commit.steps, "active", repr(commit.now),
                      "resp", commit.response, *self._state_pairs(blobs)]
             calls.append(("commit", self.key(record.session_id),
-                          [commit.checkout.version, int(record.ttl_s * 1000), *pairs]))
+                          [commit.checkout.version, ttl_ms(record.ttl_s), *pairs]))
         try:
             results = await self._run(calls)
         except BaseException:

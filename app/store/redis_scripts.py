@@ -44,7 +44,7 @@ if not fp then return nil end
 if fp ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.floor(ttl * 1000)) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000)) end
 return redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
 """
 
