@@ -16,6 +16,8 @@ the one its checkout read. A batch costs one pipelined round trip to read and on
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import secrets
@@ -23,7 +25,7 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app import metrics
 from app.errors import Conflict, ServiceError, TooManyRequests
@@ -69,7 +71,8 @@ class RedisStore:
         self._keyspace = Keyspace(self._redis)
         self._listing = Listing(self._keyspace, prefix)
         self._count = CachedCount(self._scan_count, COUNT_MAX_AGE_S)
-        self._sha: dict[str, str] = {}
+        self._sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
+        self._loading: asyncio.Task | None = None
         # Hot sessions: id -> (slot, the version of the row held there), least recently used first.
         self._hot: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
@@ -84,20 +87,43 @@ class RedisStore:
         await self._redis.aclose()
 
     async def ping(self) -> bool:
-        return await reachable(self._keyspace)
+        """Whether this replica can serve: Redis answers (every master of a cluster, in state ok)
+        and holds the scripts, loaded here if it has lost them (a restart, SCRIPT FLUSH)."""
+        if not await reachable(self._keyspace):
+            return False
+        try:
+            if not all(await self._redis.script_exists(*self._sha.values())):
+                await self._load_scripts()
+        except (RedisError, RedisClusterException, OSError):
+            return False
+        return True
 
     # -- scripts ------------------------------------------------------------------------------
 
     async def _load_scripts(self) -> None:
-        for name, source in SCRIPTS.items():
-            self._sha[name] = await self._redis.script_load(source)
+        """Load every script (on every master of a cluster). One load runs at a time, and callers
+        that find scripts missing meanwhile wait for it; a load that fails fails its waiters (503)
+        and the next caller to find a script missing tries again. The digests never depend on a
+        load: they are the scripts' SHA-1, known before Redis is asked."""
+        if self._loading is None:
+            self._loading = asyncio.create_task(self._load_each())
+            self._loading.add_done_callback(self._loaded)
+        # Shielded: a caller that goes away does not cancel the load for the others.
+        await asyncio.shield(self._loading)
+
+    async def _load_each(self) -> None:
+        for source in SCRIPTS.values():
+            await self._redis.script_load(source)
+
+    def _loaded(self, task: asyncio.Task) -> None:
+        self._loading = None
+        if not task.cancelled():
+            task.exception()  # retrieved: its waiters have it (or there were none)
 
     async def _run(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
         """Run scripts (name, key, args) in one pipelined round trip. Each result is the
-        script's answer or the exception it met. Calls that found their script missing (Redis
-        restarted) did not run: they alone are sent again, once the scripts are loaded."""
-        if not self._sha:
-            await self._load_scripts()
+        script's answer or the exception it met. Calls that found their script missing (a fresh
+        or restarted Redis) did not run: they alone are sent again, once the scripts are loaded."""
         results = await self._pipeline(calls)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
