@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 
 from app import metrics
-from app.errors import Conflict, ServiceError, SessionNotFound, Unavailable
+from app.errors import Conflict, InvalidInput, ServiceError, SessionNotFound, Unavailable
 from app.model.step import StreamingModel
 from app.store.base import Checkout, Commit, Outcome, StateStore
 
@@ -253,7 +253,7 @@ class Engine:
         finally:
             self._computed()
         if computed is not None:
-            await self._commit(*computed)
+            await self._commit(computed)
 
     async def _read_and_compute(self, works: list[_Work]):
         try:
@@ -274,33 +274,36 @@ class Engine:
         metrics.BATCH_SIZE.observe(len(rows))
         started = time.perf_counter()
         try:
-            bodies, outputs, new_states = await loop.run_in_executor(
-                self._executor, self._compute, rows, states
-            )
+            results = await loop.run_in_executor(self._executor, self._compute, rows, states)
         except Exception:
             log.exception("model call failed for a batch of %d", len(rows))
             for row in rows:
                 self._finish(row.work, error=ServiceError("the model call failed"))
             return None
         metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
-        return rows, bodies, outputs, new_states
+        computed = []
+        for row, result in zip(rows, results):
+            if result is None:
+                self._finish(row.work, error=InvalidInput(
+                    "this chunk would make the session's state or outputs NaN or infinite (its state "
+                    "or inputs are too large for the model); nothing was applied"))
+            else:
+                computed.append((row, *result))
+        return computed or None
 
-    async def _commit(self, rows: list[_Row], bodies: list[bytes], outputs: list[np.ndarray],
-                      new_states: list[np.ndarray]) -> None:
+    async def _commit(self, computed: list[tuple[_Row, bytes, np.ndarray, list[np.ndarray]]]) -> None:
         now = time.time()
-        commits = [
-            Commit(row.checkout, row.seq, row.steps, now, body, [s[i] for s in new_states])
-            for i, (row, body) in enumerate(zip(rows, bodies))
-        ]
+        commits = [Commit(row.checkout, row.seq, row.steps, now, body, states)
+                   for row, body, _, states in computed]
         try:
             outcomes = await self.store.commit(commits)
         except Exception as exc:
-            for row in rows:
+            for row, *_ in computed:
                 self._finish(row.work, error=_as_service_error(exc, "writing the sessions"))
             return
         retry = []
         applied = steps = 0
-        for row, commit, outcome, output in zip(rows, commits, outcomes, outputs):
+        for (row, _, output, _), commit, outcome in zip(computed, commits, outcomes):
             if isinstance(outcome, ServiceError):
                 self._finish(row.work, error=outcome)
             elif outcome is Outcome.APPLIED:
@@ -355,8 +358,11 @@ class Engine:
             return None
         return _Row(work, found, seq=record.seq + 1, steps=record.steps + len(work.inputs))
 
-    def _compute(self, rows: list[_Row], states: list[np.ndarray]):
-        """On the model thread: pad, run, cut each row's outputs back out and encode its answer."""
+    def _compute(self, rows: list[_Row], states: list[np.ndarray]
+                 ) -> list[tuple[bytes, np.ndarray, list[np.ndarray]] | None]:
+        """On the model thread: pad, run, cut each row's outputs back out and encode its answer.
+        Per row: (response body, outputs, new state rows), or None where the outputs or the new
+        state are not all finite: such a chunk is refused, so a session's state is always finite."""
         lengths = np.fromiter((len(row.work.inputs) for row in rows), np.int32, len(rows))
         longest = int(lengths.max())
         features = self.model.spec.input_features
@@ -365,20 +371,29 @@ class Engine:
             batch[i, : lengths[i]] = row.work.inputs
         outputs, new_states = self.model.run(batch, lengths, states)
         per_step = self.model.spec.per_step
-        cut = [outputs[i, : lengths[i]] if per_step else outputs[i] for i in range(len(rows))]
-        bodies = [
-            orjson.dumps(
-                {
-                    "session_id": row.work.session_id,
-                    "seq": row.seq,
-                    "steps": row.steps,
-                    "outputs": out,
-                },
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )
-            for row, out in zip(rows, cut)
-        ]
-        return bodies, cut, new_states
+        finite = _finite_rows(outputs, new_states, lengths if per_step else None)
+        results: list[tuple[bytes, np.ndarray, list[np.ndarray]] | None] = []
+        for i, row in enumerate(rows):
+            if not finite[i]:
+                results.append(None)
+                continue
+            out = outputs[i, : lengths[i]] if per_step else outputs[i]
+            body = orjson.dumps({"session_id": row.work.session_id, "seq": row.seq, "steps": row.steps,
+                                 "outputs": out}, option=orjson.OPT_SERIALIZE_NUMPY)
+            results.append((body, out, [s[i] for s in new_states]))
+        return results
+
+
+def _finite_rows(outputs: np.ndarray, states: list[np.ndarray], lengths: np.ndarray | None) -> np.ndarray:
+    """Which rows of a batch have finite outputs and states. With ``lengths`` (per-step outputs,
+    [B, T, size]) only each row's own steps count, not the padding after them."""
+    finite = np.isfinite(outputs)
+    if lengths is not None:
+        finite = finite.all(axis=2) | (np.arange(outputs.shape[1]) >= lengths[:, None])
+    ok = finite.reshape(len(finite), -1).all(axis=1)
+    for state in states:
+        ok &= np.isfinite(state).all(axis=1)
+    return ok
 
 
 def _as_service_error(exc: Exception, doing: str) -> ServiceError:

@@ -50,3 +50,31 @@ def test_non_finite_state_is_refused(client):
                         headers={"content-type": "application/json"})
     assert_problem(answer, 422)
     assert client.get(f"/v1/sessions/{sid}/state").json() == document
+
+
+def test_a_state_with_finite_extremes_never_turns_into_nan(client):
+    # The attack: PUT [3.4e38, 3.4e38, -3.4e38, ...] was accepted, then every chunk answered
+    # "outputs": [null, ...], GET state gave nulls, and that document could not be put back. 4 of
+    # these 96 sign and scale patterns did it. A chunk that would make the state or outputs NaN or
+    # infinite is now refused (422) and changes nothing: a session's state is always finite.
+    sid = client.post("/v1/sessions").json()["session_id"]
+    template = client.get(f"/v1/sessions/{sid}/state").json()
+    refused = 0
+    for scale in (1e3, 1e20, 3.4e38):
+        for signs in range(32):
+            row = [scale * (-1 if signs >> i & 1 else 1) for i in range(5)]
+            template["layers"][0]["states"] = [row]
+            assert client.put(f"/v1/sessions/{sid}/state", json=template).status_code == 200
+            before = client.get(f"/v1/sessions/{sid}/state")
+            answer = client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0, -2.0]})
+            if answer.status_code == 422:
+                refused += 1
+                assert "NaN or infinite" in answer.json()["detail"]
+                assert client.get(f"/v1/sessions/{sid}/state").json()["layers"] == before.json()["layers"]
+            else:
+                assert answer.status_code == 200 and None not in answer.json()["outputs"], answer.text
+            state = client.get(f"/v1/sessions/{sid}/state")
+            assert "null" not in state.text
+            assert client.put(f"/v1/sessions/{sid}/state", json=state.json()).status_code == 200
+    assert refused, "no pattern overflowed the model: the test would not see the hole"
+

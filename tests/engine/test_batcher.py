@@ -123,3 +123,34 @@ def test_seq_checks_happen_in_order(seed):
     a, b, c = run(seed, scenario)
     assert b.replayed and b.body == a.body
     assert isinstance(c, Conflict) and c.extra["expected_seq"] == 2
+
+
+def test_a_chunk_that_would_overflow_is_refused_alone_and_its_batch_goes_on():
+    # A per-step Dense whose products overflow float32 for inputs near its limit: inf - inf in the
+    # recurrent layer's sum is NaN. Such a chunk is refused; a session beside it in the same model
+    # call is applied, exactly as alone.
+    import keras
+
+    from app.errors import InvalidInput
+    from app.model.step import StreamingModel
+
+    inputs = keras.Input(shape=(None, 1))
+    scaled = keras.layers.Dense(2, use_bias=False, kernel_initializer=keras.initializers.Constant([[10.0, -10.0]]))(inputs)
+    model = StreamingModel(keras.Model(inputs, keras.layers.SimpleRNN(3, return_sequences=True)(scaled)), "overflow")
+
+    async def scenario(engine, store):
+        for sid in ("huge", "plain"):
+            await store.create(sid, 0, 0.0)
+        await engine.push("huge", chunk(0.5))
+        before = (await store.read_state("huge"))[1][0].copy()
+        results = await asyncio.gather(engine.push("huge", chunk(3.4e38, 1.0)), engine.push("plain", chunk(0.5)),
+                                       return_exceptions=True)
+        return results, before, await store.read_state("huge"), await store.read_state("plain")
+
+    (refused, applied), before, (huge, after), (plain, _) = run(model, scenario)
+    assert isinstance(refused, InvalidInput) and "NaN or infinite" in refused.detail
+    np.testing.assert_array_equal(after[0], before)
+    assert (huge.seq, huge.steps) == (1, 1)
+    assert np.isfinite(applied.outputs).all() and (plain.seq, plain.steps) == (1, 1)
+    alone = model.run(chunk(0.5)[None], np.array([1], np.int32), [np.zeros((1, 3), np.float32)])[0][0]
+    np.testing.assert_allclose(applied.outputs, alone, atol=1e-6)
