@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from typing import Any
+
+import websockets
 
 # Attributes every LogRecord has; anything else on a record came in through ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 
 
 class RedactKeys(logging.Filter):
-    """Uvicorn logs a WebSocket's path with its query string, where a browser puts its key (its
-    name perhaps percent-encoded): every query string in a log line is dropped."""
+    """Keys never reach a log line. Uvicorn logs a WebSocket's path with its query string, where a
+    browser puts its key (its name perhaps percent-encoded): every query string in a log line is
+    dropped. And any bearer credential, however it got into a message, is blanked."""
 
-    PATTERN = re.compile(r"\?[^\s\"']*")
+    QUERY = re.compile(r"\?[^\s\"']*")
+    BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "?" in message:
-            record.msg, record.args = self.PATTERN.sub("?[redacted]", message), ()
+        redacted = self.QUERY.sub("?[redacted]", message) if "?" in message else message
+        redacted = self.BEARER.sub(r"\1[redacted]", redacted)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
         return True
+
+
+class NoProtocolTrace(logging.Filter):
+    """Drops the WebSocket library's debug trace, which uvicorn routes into its own logger at
+    ``--log-level debug``: it writes every handshake header (keys among them) and every frame's
+    payload (clients' inputs), and neither may be logged. Its warnings and errors still pass."""
+
+    LIBRARY = os.path.dirname(websockets.__file__) + os.sep
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG or not record.pathname.startswith(self.LIBRARY)
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,11 +63,11 @@ def log_config(level: str, form: str) -> dict[str, Any]:
     formatter = {"()": JsonFormatter} if form == "json" else {
         "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
     handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr",
-               "filters": ["redact"]}
+               "filters": ["trace", "redact"]}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactKeys}},
+        "filters": {"trace": {"()": NoProtocolTrace}, "redact": {"()": RedactKeys}},
         "formatters": {"main": formatter},
         "handlers": {"main": handler},
         "loggers": {

@@ -131,12 +131,15 @@ def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers():
     assert statistics.median(t for _, t in after) < max(0.02, 5 * typical)
 
 
-def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tmp_path):
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tmp_path, level):
+    # At debug, the WebSocket library's own trace used to log every handshake header (the key in
+    # "authorization: Bearer ...") and every frame's payload.
     key, secret_value = "tenant-key-do-not-log-1", 123.456789
     log_file = tmp_path / "server.log"
     with open(log_file, "wb") as sink:
         server = ServerProcess("--model", "seed", "--log-format", "json", "--api-keys", f"t:{key}",
-                               log_level="info", output=sink).start()
+                               log_level=level, output=sink).start()
         url = server.url
         try:
             server.wait_ready()
@@ -147,8 +150,12 @@ def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tm
             httpx.get(f"{url}/v1/sessions/{sid}", headers={"Authorization": "Bearer wrong-key-also-secret"})
 
             async def stream():
-                async with websockets.connect(url.replace("http", "ws") + f"/v1/sessions/{sid}/stream?token={key}") as ws:
+                stream_url = url.replace("http", "ws") + f"/v1/sessions/{sid}/stream"
+                async with websockets.connect(f"{stream_url}?token={key}") as ws:
                     await ws.send(np.array([secret_value], "<f4").tobytes())
+                    await ws.recv()
+                async with websockets.connect(stream_url, additional_headers=headers) as ws:
+                    await ws.send(json.dumps({"inputs": [secret_value]}))
                     await ws.recv()
 
             asyncio.run(stream())
@@ -162,7 +169,8 @@ def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tm
     assert all(c["session_id"] == sid and c["latency_ms"] > 0 for c in chunks)
     assert any(line["path"].endswith("/stream") for line in requests)
     assert any(line["status"] == 401 for line in requests)
-    for secret in (key, "wrong-key-also-secret", "123.45"):
+    frame = np.array([secret_value], "<f4").tobytes()
+    for secret in (key, "wrong-key-also-secret", "123.45", frame.hex(), frame.hex(" ")):
         assert secret not in text, secret
 
 
