@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -94,9 +95,29 @@ class Settings(BaseSettings):
         20.0, gt=0, description="WebSocket: seconds between pings, to notice dead peers."
     )
     ws_ping_timeout: float = Field(20.0, gt=0, description="WebSocket: seconds to wait for a pong.")
+    allowed_origins: str = Field(
+        "",
+        description="Web origins (scheme://host[:port], comma-separated; * for any) whose pages may call "
+        "the API (with CORS) and open streams, besides the server's own host (the console). A request "
+        "a browser sends from any other page is refused with 403.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or as JSON objects (one per line)."
     )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            parts = urlsplit(origin)
+            if origin != "*" and not (parts.scheme in ("http", "https") and parts.netloc
+                                      and parts.path in ("", "/") and not parts.query):
+                raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], or *")
+        return value
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.allowed_origins.split(",") if origin.strip()]

@@ -37,6 +37,10 @@ class TooLarge(ServiceError):
     status, title, slug = 413, "Too large", "too-large"
 
 
+class UnsupportedMediaType(ServiceError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
 class NotFound(ServiceError):
     status, title, slug = 404, "Not found", "not-found"
 

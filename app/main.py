@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app import metrics
-from app.api import errors, middleware
+from app.api import errors, middleware, origins
 from app.api.auth import KeyRing
 from app.api.routes import chunks, console, service, sessions, state, stream
 from app.config import Settings
@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
             await store.close()
 
     app = FastAPI(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
+    origins.install(app, settings)  # inside admission: refusals are counted and logged too
     middleware.install(app, settings, keys)
     app.state.settings = settings
     app.state.sessions = session_service

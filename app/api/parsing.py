@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 
-from app.errors import BadRequest, Conflict, InvalidInput, RequestTimeout, TooLarge
+from app.errors import BadRequest, Conflict, InvalidInput, RequestTimeout, TooLarge, UnsupportedMediaType
 from app.model.step import ModelSpec
 
 
@@ -31,9 +31,12 @@ BODY_TIMEOUT_S = 10.0
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and
-    with 408 if it takes over 10 s to arrive (a stalled body would hold an in-flight slot)."""
+    """The request body, refused with 415 unless it is JSON, with 413 as soon as it is known to
+    exceed ``limit`` bytes, and with 408 if it takes over 10 s to arrive (a stalled body would hold
+    an in-flight slot)."""
     declared = request.headers.get("content-length")
+    if declared != "0" and (declared is not None or "transfer-encoding" in request.headers):
+        _require_json(request.headers.get("content-type"))
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
 
@@ -53,6 +56,19 @@ async def read_body(request: Request, limit: int) -> bytes:
         return await asyncio.wait_for(read(), BODY_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
+
+
+def _require_json(content_type: str | None) -> None:
+    """Bodies are JSON, and must say so. A web page on another site can send a form, text or an
+    untyped body to this server without asking the browser first (no CORS preflight); it cannot
+    send ``application/json``. So no such request is ever taken for a chunk or a session."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(
+        f"the body must be JSON sent with Content-Type: application/json (this one is "
+        f"{media or 'untyped'}); with curl, use --json"
+    )
 
 
 def load_json(body: bytes) -> Any:

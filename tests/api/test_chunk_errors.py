@@ -104,4 +104,4 @@ def test_taken_id_is_409_and_unknown_route_is_a_problem_too(client):
     assert_problem(client.post("/v1/sessions", json={"session_id": "taken.id:1"}), 409)
     assert_problem(client.get("/v1/nothing-here"), 404)
     assert_problem(client.put("/v1/model"), 405)
-    assert_problem(client.post("/v1/sessions", content=b"{nope"), 400)
+    assert_problem(client.post("/v1/sessions", content=b"{nope", headers={"content-type": "application/json"}), 400)

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
     responses={
         200: {"headers": {"X-Replayed": {"description": "true when this answers a repeated seq",
                                          "schema": {"type": "string"}}}},
-        **problems(400, 401, 404, 409, 413, 422, 503),
+        **problems(400, 401, 404, 409, 413, 415, 422, 503),
     },
     openapi_extra=json_body(ChunkRequest),
     summary="Push a chunk: T time steps continue the session's sequence",

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     "",
     status_code=201,
     response_model=SessionInfo,
-    responses=problems(400, 401, 409, 413, 422, 429, 503),
+    responses=problems(400, 401, 409, 413, 415, 422, 429, 503),
     openapi_extra=json_body(CreateSession, required=False),
     summary="Create a session (one state row)",
 )
@@ -73,7 +73,7 @@ async def reset_session(session_id: str, sessions: Sessions, caller: CurrentCall
 
 
 def _create_options(body: bytes) -> CreateSession:
-    """The optional body, read whatever Content-Type the client sent (curl -d sends a form's)."""
+    """The optional body (JSON, as ``read_body`` made sure)."""
     if not body.strip():
         return CreateSession()
     try:

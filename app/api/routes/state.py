@@ -23,7 +23,7 @@ async def get_state(session_id: str, sessions: Sessions, caller: CurrentCaller) 
 @router.put(
     "/{session_id}/state",
     response_model=SessionInfo,
-    responses=problems(400, 401, 404, 409, 413, 422, 503),
+    responses=problems(400, 401, 404, 409, 413, 415, 422, 503),
     openapi_extra=json_body(StateUpdate),
     summary="Set the session's state (import, migrate, fork)",
 )
