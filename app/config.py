@@ -88,6 +88,24 @@ class Settings(BaseSettings):
         description="Seconds a 401, 429 or 503 answer is held before it is sent, its slot already free, "
         "so that a flood retrying at once costs little; 0: at once.",
     )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Most connections open at once, WebSockets included; one beyond is answered 503 "
+        "and closed (default: 4096, and never more than the open-file limit allows, less 128).",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=4096, description="Largest request line and headers of one request, in bytes (431 beyond)."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request's headers may take to arrive, from its first byte or from the "
+        "connection opening (408 and closed beyond).",
+    )
+    http: Literal["auto", "httptools", "h11"] = Field(
+        "auto", description="HTTP/1.1 parser: httptools (fast, when installed) or h11; auto: httptools if installed."
+    )
     ws_max_in_flight: int = Field(
         16, ge=1, description="WebSocket: most messages of one connection in flight before reading pauses."
     )

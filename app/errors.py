@@ -37,6 +37,10 @@ class TooLarge(ServiceError):
     status, title, slug = 413, "Too large", "too-large"
 
 
+class HeadersTooLarge(ServiceError):
+    status, title, slug = 431, "Request header fields too large", "headers-too-large"
+
+
 class UnsupportedMediaType(ServiceError):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
 

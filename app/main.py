@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app import metrics
-from app.api import errors, middleware, origins
+from app.api import connections, errors, middleware, origins
 from app.api.auth import KeyRing
 from app.api.routes import chunks, console, service, sessions, state, stream
 from app.config import Settings
@@ -153,8 +153,11 @@ def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         log_config=log_config(settings.log_level, settings.log_format),
         access_log=False,  # ours (app.access) leaves out query strings, where keys may be
         timeout_graceful_shutdown=30,
+        # Header limits and deadlines, and the connection cap, are the protocol's (any parser).
+        http=connections.protocol_class(settings),
         timeout_keep_alive=30,  # an idle keep-alive connection is closed after this
-        h11_max_incomplete_event_size=64 * 1024,  # headers beyond this are refused
+        # h11's own limit on unparsed bytes, above the protocol's (which counts one read more).
+        h11_max_incomplete_event_size=settings.max_header_bytes + 256 * 1024 + 1,
         # A message over the protocol limit closes the connection (1009); up to it, the stream
         # route answers an over-long chunk with an error and carries on.
         ws_max_size=4 * settings.max_body_bytes,

@@ -29,6 +29,14 @@ SHED = Counter(
     ["reason"],
 )
 IN_FLIGHT = Gauge("srnn_requests_in_flight", "HTTP requests in progress (probes and scrapes aside)")
+CONNECTIONS = Gauge("srnn_connections", "Client connections open now, WebSockets included")
+CONNECTIONS_REFUSED = Counter(
+    "srnn_connections_refused_total",
+    "Connections answered and closed by the connection guard, by reason: over --max-connections "
+    "(limit), headers over --max-header-bytes (headers_too_large), or not in within --header-timeout "
+    "(header_timeout)",
+    ["reason"],
+)
 QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine")
 REQUEST_SECONDS = Histogram(
     "srnn_request_seconds",

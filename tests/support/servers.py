@@ -4,6 +4,7 @@ process. Both listen on a real socket on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -48,8 +49,9 @@ class ServerProcess:
     """``python -m app serve ARGS`` on a port of its own, as its own process."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None,
-                 output: Any = None, log_level: str = "warning"):
+                 output: Any = None, log_level: str = "warning", open_files: int | None = None):
         self.args, self.env, self.log_level = args, env, log_level
+        self.open_files = open_files  # its RLIMIT_NOFILE (ulimit -n), if not inherited
         self.output = output  # where its stdout and stderr go (a file, or subprocess.DEVNULL)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -66,8 +68,20 @@ class ServerProcess:
             env={**os.environ, **(self.env or {})},
             stdout=self.output,
             stderr=self.output,
+            preexec_fn=None if self.open_files is None else self._limit_files,
         )
         return self
+
+    def _limit_files(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+
+    def rss(self) -> int | None:
+        """Its resident memory in bytes (Linux; None elsewhere)."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
 
     def wait_ready(self, timeout: float = 90.0) -> ServerProcess:
         wait_ready(self.url, timeout, self.process)
