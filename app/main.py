@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app import metrics
 from app.api import connections, errors, middleware, origins
 from app.api.auth import KeyRing
+from app.api.parsing import ChunkLimits
 from app.api.routes import chunks, console, service, sessions, state, stream
 from app.config import Settings
 from app.engine.batcher import Engine
@@ -120,6 +121,8 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     origins.install(app, settings)  # inside admission: refusals are counted and logged too
     middleware.install(app, settings, keys)
     app.state.settings = settings
+    app.state.chunk_limits = ChunkLimits.of(model.spec.input_features, settings.max_chunk_steps,
+                                            settings.max_body_bytes)
     app.state.sessions = session_service
     app.state.keys = keys
     app.state.stats = rolling_stats
@@ -158,9 +161,11 @@ def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         timeout_keep_alive=30,  # an idle keep-alive connection is closed after this
         # h11's own limit on unparsed bytes, above the protocol's (which counts one read more).
         h11_max_incomplete_event_size=settings.max_header_bytes + 256 * 1024 + 1,
-        # A message over the protocol limit closes the connection (1009); up to it, the stream
-        # route answers an over-long chunk with an error and carries on.
-        ws_max_size=4 * settings.max_body_bytes,
+        # A message over this closes the connection (1009) before it is read; up to it, the stream
+        # answers a chunk too long with an error and goes on. No compression: a message costs the
+        # server what it costs the sender to send (a deflated one could be 1,000 times its size).
+        ws_max_size=app.state.chunk_limits.message_bytes,
+        ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
     )

@@ -19,9 +19,9 @@ from fastapi import FastAPI, Request, WebSocket
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
-from app.api import errors, middleware
+from app.api import errors, middleware, origins
 from app.api.auth import KeyRing, caller_of
-from app.api.parsing import parse_chunk, parse_frame, read_body
+from app.api.parsing import ChunkLimits, parse_chunk, parse_frame, read_body
 from app.config import Settings
 from app.main import freeze_heap, server_config
 
@@ -29,6 +29,8 @@ from app.main import freeze_heap, server_config
 def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step: bool) -> FastAPI:
     app = FastAPI(title="stateful-rnn ceiling")
     app.state.keys = KeyRing.from_settings(settings)
+    limits = app.state.chunk_limits = ChunkLimits.of(features, settings.max_chunk_steps, settings.max_body_bytes)
+    origins.install(app, settings)
     middleware.install(app, settings, app.state.keys)
     errors.install(app)
 
@@ -48,8 +50,8 @@ def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step
     @app.post("/v1/sessions/{session_id}/chunks")
     async def push(session_id: str, request: Request) -> Response:
         caller_of(request)
-        body = await read_body(request, settings.max_body_bytes)
-        chunk = parse_chunk(body, features, settings.max_chunk_steps)
+        body = await read_body(request, limits.json_bytes)
+        chunk = parse_chunk(body, features, limits.steps)
         answer = {"session_id": session_id, "seq": 1, "steps": len(chunk.inputs),
                   "outputs": zeros(len(chunk.inputs))}
         return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
@@ -61,7 +63,7 @@ def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step
         try:
             while True:
                 frame = await websocket.receive_bytes()
-                inputs = parse_frame(frame, features, settings.max_chunk_steps)
+                inputs = parse_frame(frame, features, limits.steps)
                 await websocket.send_bytes(zeros(len(inputs)).astype("<f4").tobytes())
         except WebSocketDisconnect:
             pass

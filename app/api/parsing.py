@@ -27,6 +27,37 @@ class Chunk:
     seq: int | None
 
 
+# What a JSON chunk may take, at most: room for any formatting of its numbers (a float64 written
+# out in full is 24 characters; indentation adds a few more), and a fixed allowance for the rest.
+JSON_BYTES_PER_NUMBER = 48
+JSON_BYTES_PER_ROW = 32
+JSON_BYTES_OTHER = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ChunkLimits:
+    """How large one chunk may be, in steps and in bytes, for a model of ``features`` inputs.
+
+    Checked before a chunk is parsed (a body by its Content-Length, a WebSocket message by its
+    length), so that no request or message costs more work to refuse than the largest chunk a
+    client may send costs to apply: parsing is the costly part, and it scales with the bytes."""
+
+    steps: int  # --max-chunk-steps
+    frame_bytes: int  # a binary chunk: T x F float32
+    json_bytes: int  # a JSON chunk; never over --max-body-bytes
+
+    @classmethod
+    def of(cls, features: int, max_steps: int, max_body_bytes: int) -> ChunkLimits:
+        json_bytes = JSON_BYTES_OTHER + max_steps * (JSON_BYTES_PER_ROW + features * JSON_BYTES_PER_NUMBER)
+        return cls(max_steps, 4 * features * max_steps, min(json_bytes, max_body_bytes))
+
+    @property
+    def message_bytes(self) -> int:
+        """A WebSocket message longer than this closes the connection (1009) unread; up to it, one
+        too long for a chunk is answered with an error and the stream goes on."""
+        return 2 * max(self.json_bytes, self.frame_bytes)
+
+
 BODY_TIMEOUT_S = 10.0
 
 
@@ -118,6 +149,8 @@ def parse_inputs(inputs: Any, features: int, max_steps: int, body: bytes = b"") 
     """``inputs`` as float32 ``[T, F]``; ``body`` lets the common case skip a per-number scan."""
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput('"inputs" must be a non-empty list of T rows (T = 0 is not a chunk)')
+    if len(inputs) > max_steps:  # before any work that grows with T
+        raise TooLarge(f"the chunk has {len(inputs)} time steps; the limit is {max_steps}")
     # NumPy turns true/false into 1/0 without a word, so look for them when the text has any.
     if (not body or b"true" in body or b"false" in body) and _has_bool(inputs):
         raise InvalidInput('"inputs" must hold numbers only; found true or false')

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.config import Settings
 from app.api.auth import caller_of
-from app.api.parsing import parse_chunk, read_body
+from app.api.parsing import ChunkLimits, parse_chunk, read_body
 from app.api.schemas import ChunkRequest, ChunkResponse, json_body, problems
 from app.sessions.service import SessionService
 
@@ -28,10 +27,10 @@ router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
 async def push_chunk(session_id: str, request: Request) -> Response:
     # The application's state is read directly, not through Depends: this is the hottest route.
     sessions: SessionService = request.app.state.sessions
-    settings: Settings = request.app.state.settings
+    limits: ChunkLimits = request.app.state.chunk_limits
     caller = caller_of(request)
-    body = await read_body(request, settings.max_body_bytes)
-    chunk = parse_chunk(body, sessions.spec.input_features, settings.max_chunk_steps)
+    body = await read_body(request, limits.json_bytes)
+    chunk = parse_chunk(body, sessions.spec.input_features, limits.steps)
     result = await sessions.push(session_id, chunk.inputs, chunk.seq, caller.scope)
     headers = {"X-Replayed": "true"} if result.replayed else None
     return Response(result.body, headers=headers, media_type="application/json")

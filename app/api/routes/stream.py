@@ -17,9 +17,9 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from app.api.parsing import chunk_from_document, load_json, parse_frame
-from app.config import Settings
 from app.api.auth import caller_of
+from app.api.parsing import ChunkLimits, chunk_from_document, load_json, parse_frame
+from app.config import Settings
 from app.errors import InvalidInput, ServiceError, SessionNotFound, TooLarge, Unauthorized
 from app.sessions.service import SessionService, session_info
 
@@ -37,6 +37,7 @@ Reply = tuple[str, Any]  # ("bytes", payload) or ("text", payload)
 async def stream(websocket: WebSocket, session_id: str) -> None:
     sessions: SessionService = websocket.app.state.sessions
     settings: Settings = websocket.app.state.settings
+    limits: ChunkLimits = websocket.app.state.chunk_limits
     await websocket.accept()
     try:
         caller = caller_of(websocket, allow_query=True)
@@ -51,17 +52,17 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     except ServiceError as exc:
         await websocket.close(CLOSE_TRY_AGAIN, _reason(exc.detail))
         return
-    connection = _Connection(websocket, sessions, settings, session_id, caller.scope)
+    connection = _Connection(websocket, sessions, settings, limits, session_id, caller.scope)
     await connection.run()
 
 
 class _Connection:
     def __init__(self, websocket: WebSocket, sessions: SessionService, settings: Settings,
-                 session_id: str, scope: str | None):
+                 limits: ChunkLimits, session_id: str, scope: str | None):
         self.scope = scope
         self.websocket = websocket
         self.sessions = sessions
-        self.settings = settings
+        self.limits = limits
         self.session_id = session_id
         self.replies: asyncio.Queue[asyncio.Task[Reply] | None] = asyncio.Queue(settings.ws_max_in_flight)
 
@@ -103,7 +104,7 @@ class _Connection:
 
     async def _binary(self, frame: bytes) -> Reply:
         try:
-            inputs = parse_frame(frame, self.sessions.spec.input_features, self.settings.max_chunk_steps)
+            inputs = parse_frame(frame, self.sessions.spec.input_features, self.limits.steps)
             result = await self.sessions.push(self.session_id, inputs, scope=self.scope)
         except ServiceError as exc:
             return _error(exc)
@@ -111,14 +112,15 @@ class _Connection:
 
     async def _text(self, text: str) -> Reply:
         try:
-            body = text.encode()
-            if len(body) > self.settings.max_body_bytes:
-                raise TooLarge(f"the message is {len(body)} bytes; the limit is {self.settings.max_body_bytes}")
+            limit = self.limits.json_bytes
+            # Characters first: a text of more characters than the limit has more bytes too.
+            if len(text) > limit or len(body := text.encode()) > limit:
+                raise TooLarge(f"the message is over {limit} bytes, the most a chunk of this model may take")
             document = load_json(body)
             if isinstance(document, dict) and "op" in document:
                 return "text", await self._command(document["op"])
             spec = self.sessions.spec
-            chunk = chunk_from_document(document, spec.input_features, self.settings.max_chunk_steps, body)
+            chunk = chunk_from_document(document, spec.input_features, self.limits.steps, body)
             result = await self.sessions.push(self.session_id, chunk.inputs, chunk.seq, self.scope)
         except ServiceError as exc:
             return _error(exc)
