@@ -9,9 +9,10 @@ RECURRENT = (keras.layers.GRU, keras.layers.LSTM, keras.layers.SimpleRNN)
 
 
 class StatefulReference:
-    """One sequence (batch 1) through a ``stateful=True`` copy of ``model``, fed chunk by chunk."""
+    """One sequence through a ``stateful=True`` copy of ``model``, fed chunk by chunk (or ``batch``
+    sequences side by side: :func:`states_after`)."""
 
-    def __init__(self, model):
+    def __init__(self, model, batch: int = 1):
         features = model.inputs[0].shape[-1]
 
         def clone(layer):
@@ -21,7 +22,7 @@ class StatefulReference:
             return type(layer).from_config(config)
 
         self.model = keras.models.clone_model(
-            model, input_tensors=keras.Input(batch_shape=(1, None, features)), clone_function=clone
+            model, input_tensors=keras.Input(batch_shape=(batch, None, features)), clone_function=clone
         )
         self.model.set_weights(model.get_weights())
         self.recurrent = [layer for layer in self.model.layers if isinstance(layer, RECURRENT)]
@@ -30,9 +31,9 @@ class StatefulReference:
         """Outputs for ``chunk`` [T, F]: [T, size] per step, else [size]."""
         return np.asarray(self.model(np.asarray(chunk, np.float32)[None], training=False))[0]
 
-    def states(self) -> list[np.ndarray]:
+    def states(self, row: int = 0) -> list[np.ndarray]:
         """This sequence's row of every recurrent layer's ``layer.states``, in model order."""
-        return [np.asarray(state)[0] for layer in self.recurrent for state in layer.states]
+        return [np.asarray(state)[row] for layer in self.recurrent for state in layer.states]
 
     def reset(self) -> None:
         for layer in self.recurrent:
@@ -54,3 +55,37 @@ def assert_streamed_like_keras(model, sequence: np.ndarray, chunks: list[np.ndar
     assert (state["seq"], state["steps"]) == (len(chunks), len(sequence))
     for got, want in zip(state_rows(state), reference.states(), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def outputs_at_every_step(model, sequences: np.ndarray) -> np.ndarray:
+    """What ``model`` outputs after each step of whole sequences [B, L, F]: [B, L, size]. Run on a
+    copy whose recurrent layers return sequences, in one call for all of them, so it is cheap to
+    check thousands of chunks: the output a chunk ending at step t answers is the one at t (a model
+    that returns its last output gives, at t, the output of the sequence cut after t)."""
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, RECURRENT):
+            config["return_sequences"] = True
+        return type(layer).from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return np.asarray(copy(np.asarray(sequences, np.float32), training=False))
+
+
+def states_after(model, sequences: np.ndarray, lengths: list[int]) -> list[list[np.ndarray]]:
+    """Each sequence's states (as :meth:`StatefulReference.states`) after its first ``lengths[i]``
+    steps: one Keras ``stateful=True`` copy with a row per sequence, fed them all side by side and
+    read as it passes each length (a Keras call costs tens of milliseconds: one per length, not
+    one per sequence and chunk)."""
+    reference = StatefulReference(model, batch=len(sequences))
+    found: list[list[np.ndarray]] = [[] for _ in lengths]
+    fed = 0
+    for end in sorted(set(lengths)):
+        if end > fed:
+            reference.model(np.asarray(sequences[:, fed:end], np.float32), training=False)
+            fed = end
+        for row, length in enumerate(lengths):
+            if length == end:
+                found[row] = reference.states(row)
+    return found
