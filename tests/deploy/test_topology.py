@@ -158,3 +158,22 @@ def test_stopping_and_killing_replicas_mid_run_loses_and_doubles_nothing(topolog
         assert_exact(reference, sequence, outputs, state)  # seq and steps: each chunk applied once
     # Whether the SIGKILL caught a chunk in flight (and a retry happened) is up to timing, so it is
     # not asserted: exactness and exactly-once must hold either way, and are.
+
+
+def test_the_servers_own_pages_pass_through_nginx_and_other_sites_do_not(topology):
+    # The service compares Origin with Host: nginx must pass the Host the browser used, port
+    # included, or the console behind it could not reset a session.
+    sid = httpx.post(f"{topology.url}/v1/sessions").json()["session_id"]
+    own = {"Origin": topology.url}
+    assert httpx.post(f"{topology.url}/v1/sessions/{sid}/reset", headers=own).status_code == 200
+    assert httpx.post(f"{topology.url}/v1/sessions/{sid}/reset", headers={"Origin": "http://evil.example"}).status_code == 403
+
+    async def stream(origin):
+        async with websockets.connect(f"{topology.url.replace('http', 'ws')}/v1/sessions/{sid}/stream",
+                                      origin=origin) as ws:
+            await ws.send(json.dumps({"op": "reset"}))
+            return json.loads(await ws.recv())["op"]
+
+    assert asyncio.run(stream(topology.url)) == "reset"
+    with pytest.raises(websockets.InvalidStatus):
+        asyncio.run(stream("http://evil.example"))
