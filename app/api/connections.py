@@ -15,8 +15,9 @@ use, hooking only what both offer:
   buffering the rest.
 - At most ``max_connections`` connections (WebSockets included) are open; one beyond is answered
   503 at once and closed, holding nothing.
-- A body still arriving once its answer has gone out (the app answered 413 without reading it) is
-  not read on: the connection closes.
+- A body still arriving once its answer has gone out (the app answered 413 from its declared
+  length, or 401, without reading it) is dropped as it comes, and the connection stays usable, but
+  it too must end within ``header_timeout``: else the connection closes.
 
 Each refusal is a problem document sent with ``Connection: close``; the connection then reads and
 drops what the client is still sending, briefly and boundedly, so that it sees the answer rather
@@ -110,8 +111,13 @@ class _Guard:
             elif self._timer is None:
                 self._arm()
         elif self.cycle is not None and self.cycle.response_complete:
-            # A body still coming after its answer: the app did not want it (413, or an error).
-            self._linger()
+            # A body still coming after its answer (a 413 from its declared length, a 401): the
+            # parser drops it as it comes, and the connection stays usable once it has ended, but
+            # it may take --header-timeout at most, as headers may: no endless trickle.
+            if self._awaiting_headers():
+                self._disarm()  # it ended
+            elif self._timer is None:
+                self._arm()
 
     def _headers_complete(self) -> None:
         """Called by the parser's hook as a request's headers end (a WebSocket's too)."""
@@ -139,7 +145,9 @@ class _Guard:
             self._arm()  # the next request's headers wait behind an answer in progress: not late yet
             return
         metrics.CONNECTIONS_REFUSED.labels("header_timeout").inc()
-        if self._header_bytes:
+        if not self._awaiting_headers():  # a refused body still coming: it was answered already
+            self._linger()
+        elif self._header_bytes:
             self._refuse(RequestTimeout(f"the request's headers did not arrive within {self.header_timeout:g} s"))
         else:  # a connection that never sent anything: nobody to answer
             self.transport.close()

@@ -33,6 +33,7 @@ def connect(port: int) -> socket.socket:
 
 
 def drain(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """All the server sends until it closes the connection (or goes quiet for ``timeout``)."""
     sock.settimeout(timeout)
     received = b""
     try:
