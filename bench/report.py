@@ -73,6 +73,9 @@ def markdown(results: dict) -> str:
             for p in points:
                 lines.append(f"| {backend} | {p['offered_per_s']:,.0f} | {p['chunks_per_s']:,.0f} | {p['p50_ms']:.1f} "
                              f"| {p['p90_ms']:.1f} | {p['p99_ms']:.1f} | {p['late']} | {p['server_cpu']:.2f} |")
+    found = results.get("live")
+    if found:
+        lines += ["", "Live streams (`bench.live`):", "", live_table(found).rstrip("\n")]
     idle = results.get("idle")
     if idle:
         lines += ["", f"Idle sessions (small model, memory backend): {idle['sessions']:,} created in "
@@ -145,3 +148,20 @@ def flood_markdown(result: dict) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def live_table(result: dict) -> str:
+    """The table of ``python -m bench.live``: one row per stream count of the sweep."""
+    lines = ["| live streams | offered chunks/s | served chunks/s | p50 ms | p90 ms | p99 ms | max ms | "
+             "refused | unanswered | late sends | server CPU | generator CPU | holds |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['streams']:,} | {r['offered_per_s']:,.0f} | {r['served_per_s']:,.0f} | {r['p50_ms']:.1f} | "
+            f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['refused']:,} | {r['unanswered']:,} | "
+            f"{r['late']:,} | {r['server_cpu']:.2f} | {r['client_cpu']:.2f} | {'yes' if r['holds'] else 'no'} |")
+    args = f", `{result['server_args']}`" if result["server_args"] else ""
+    lines += ["", f"{result['scenario']}{args}; each row {result['seconds']:g} s measured after 2 s of warm-up "
+              f"(run {result['when']}). **Capacity: {result['capacity']:,} streams** (p99 < "
+              f"{result['p99_target_ms']:g} ms, nothing refused or unanswered)."]
+    return "\n".join(lines) + "\n"

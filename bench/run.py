@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import psutil
 
-from bench import load, report, targets
+from bench import live, load, report, targets
 from bench.load import Run
 from bench.scenarios import FRAMES, LARGE, OUTPUTS, SMALL, Scenario, write_model
 from tests.support.redis import delete_prefix, new_prefix
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 0.9],
                         help="open-loop rates, as fractions of the closed-loop peak")
     parser.add_argument("--idle", type=int, default=100_000, help="idle sessions for the memory check")
-    parser.add_argument("--scenarios", nargs="+", default=["small", "frames", "large", "idle", "start"])
+    parser.add_argument("--scenarios", nargs="+", default=["small", "frames", "large", "live", "idle", "start"])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 2 s, fewer points")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -259,6 +259,10 @@ def main() -> None:
             if "large" in args.scenarios:
                 print("large", flush=True)
                 results["large"] = scenario_large(models, args)
+            if "live" in args.scenarios:
+                print("live streams", flush=True)
+                counts = [250, 500, 1000] if args.quick else [250, 500, 750, 1000, 1250, 1500]
+                results["live"] = live.sweep(counts, 3 if args.quick else 10, 100.0, [])
             if "idle" in args.scenarios:
                 print(f"{args.idle:,} idle sessions", flush=True)
                 results["idle"] = idle_sessions(models["small"], args.idle)

@@ -47,6 +47,11 @@ def check(results: dict[str, Any]) -> list[dict]:
         found.append(_target("large: share of the compute ceiling", _ratio(best[1], compute), 0.70, True, "x",
                              f"time steps/s over {best[0]} (the faster transport), {n} sessions / "
                              f"the compiled step in a loop, batch {large['compute']['batch']}"))
+    live = results.get("live")
+    if live:
+        found.append(_target("live streams held in real time", live["capacity"], 1000, True, "streams",
+                             f"each a T=10 chunk every {live['period_ms']:g} ms over WebSocket, open loop; "
+                             f"p99 < {live['p99_target_ms']:g} ms, nothing refused"))
     idle = results.get("idle")
     if idle:
         found.append(_target(f"{idle['sessions']:,} idle sessions: resident memory growth",

@@ -1,0 +1,127 @@
+"""Live streams: how many real-time streams one server holds.
+
+Each of N streams sends a T-step binary chunk every P ms over its own WebSocket (open loop, see
+``bench.livegen``), into the live scenario's model (GRU 64 over F = 16, a per-step Dense 16). A
+sweep over N finds the **capacity**: the most streams served with p99 < 50 ms and nothing refused,
+closed or left unanswered. Both sides' CPU is reported (the generator shares the machine).
+
+    python -m bench.live                            # the default sweep, results in bench/results/
+    python -m bench.live --streams 500,1000 --seconds 5 --out /tmp/live
+    python -m bench.live --server-args "--workers 2"
+
+Writes ``live.json`` and ``live.md`` to ``--out`` (default ``bench/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench import load
+from bench.report import live_table
+from bench.scenarios import LIVE, write_model
+from tests.support.flood import result_of
+from tests.support.servers import ServerProcess, running
+
+RESULTS = Path(__file__).resolve().parent / "results"
+P99_TARGET_MS = 50.0
+PREFIX = "live-"
+
+
+@dataclass
+class Row:
+    streams: int
+    offered_per_s: float
+    served_per_s: float
+    refused: int
+    unanswered: int
+    closed: int
+    late: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    server_cpu: float
+    client_cpu: float
+
+    @property
+    def holds(self) -> bool:
+        """Real time: p99 under the target, and every chunk answered."""
+        return (self.p99_ms < P99_TARGET_MS and self.refused == 0 and self.unanswered == 0
+                and self.closed == 0)
+
+
+def frame() -> bytes:
+    inputs = np.random.default_rng(0).normal(size=(LIVE.steps, LIVE.features)).astype("<f4")
+    return inputs.tobytes()
+
+
+def create_sessions(url: str, count: int) -> None:
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for i in range(count):
+            client.post("/v1/sessions", json={"session_id": f"{PREFIX}{i}", "ttl_s": 0}).raise_for_status()
+
+
+def measure(server: ServerProcess, streams: int, seconds: float, period_ms: float) -> Row:
+    command = [sys.executable, "-m", "bench.livegen", "--url", server.url, "--prefix", PREFIX,
+               "--streams", str(streams), "--period-ms", str(period_ms), "--frame", frame().hex(),
+               "--seconds", str(seconds)]
+    with load.Measured(server.process.pid) as cpu:
+        text, client_cpu = load.run_child(command)
+    found = result_of(text)
+    return Row(streams=streams, offered_per_s=found["offered"] / seconds, served_per_s=found["served"] / seconds,
+               refused=found["refused"], unanswered=found["unanswered"], closed=found["closed"],
+               late=found["late"], p50_ms=found["p50_ms"], p90_ms=found["p90_ms"], p99_ms=found["p99_ms"],
+               max_ms=found["max_ms"], server_cpu=cpu.cpu, client_cpu=client_cpu)
+
+
+def sweep(counts: list[int], seconds: float, period_ms: float, server_args: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        model = write_model(LIVE, Path(folder))
+        server = ServerProcess("--model", str(model), "--capacity", str(max(counts)), *server_args)
+        with running([server], timeout=180):
+            create_sessions(server.url, max(counts))
+            rows = []
+            for count in counts:
+                time.sleep(2)  # the last run's backlog, if any, is gone
+                rows.append(measure(server, count, seconds, period_ms))
+                print(f"{count} streams: p50 {rows[-1].p50_ms:.1f} ms, p99 {rows[-1].p99_ms:.1f} ms, "
+                      f"refused {rows[-1].refused}, server CPU {rows[-1].server_cpu:.2f}", flush=True)
+    held = [row.streams for row in rows if row.holds]
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scenario": LIVE.what, "period_ms": period_ms, "seconds": seconds,
+        "server_args": " ".join(server_args), "p99_target_ms": P99_TARGET_MS,
+        "capacity": max(held) if held else 0,
+        "rows": [{**asdict(row), "holds": row.holds} for row in rows],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", default="250,500,750,1000,1250,1500",
+                        help="stream counts to sweep, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per count")
+    parser.add_argument("--period-ms", type=float, default=100.0)
+    parser.add_argument("--server-args", default="", help="extra flags for stateful-rnn serve")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    counts = sorted(int(c) for c in args.streams.split(","))
+    result = sweep(counts, args.seconds, args.period_ms, shlex.split(args.server_args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "live.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "live.md").write_text(live_table(result))
+    print(live_table(result))
+
+
+if __name__ == "__main__":
+    main()
