@@ -19,7 +19,7 @@ def _serve_parser(subcommands: argparse._SubParsersAction) -> None:
     )
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         choices = getattr(field.annotation, "__args__", None) if "Literal" in str(field.annotation) else None
         serve.add_argument(
             flag,
@@ -36,13 +36,14 @@ def serve(overrides: dict[str, str]) -> int:
 
     from app.errors import StartupError
     from app.main import create_app, server_config
-    from app.model.loader import load_model
+    from app.model.loader import load_model, use_threads
 
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"stateful-rnn: bad configuration:\n{exc}", file=sys.stderr)
         return 2
+    use_threads(settings.model_threads)
     try:
         model = load_model(settings.model)
     except StartupError as exc:

@@ -6,6 +6,7 @@ environment variable (``SRNN_MAX_BATCH``). Precedence: flag, then environment, t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -24,6 +25,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
     capacity: int = Field(1024, ge=1, description="State slots: how many sessions are held at once.")
+    model_threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        ge=1,
+        description="Threads TensorFlow runs the model's kernels on (default: half the cores, at least one).",
+    )
     backend: Literal["memory", "redis"] = Field(
         "memory",
         description="Where session state lives: 'memory' (this process) or 'redis' (shared by replicas).",
