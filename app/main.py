@@ -22,7 +22,6 @@ from app.logs import log_config
 from app.model.loader import load_model
 from app.model.step import StreamingModel
 from app.sessions.service import SessionService
-from app.stats import RollingStats
 from app.store import snapshot
 from app.store.base import StateStore
 from app.store.memory import MemoryStore
@@ -64,7 +63,6 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     engine = Engine(model, store, max_batch=max_batch, max_queue=settings.max_queue,
                     max_session_queue=settings.max_session_queue)
     session_service = SessionService(engine, default_ttl_s=settings.session_ttl)
-    rolling_stats = RollingStats()
     # Read when /metrics is scraped, so they cost nothing per request.
     metrics.CAPACITY.set(settings.capacity)
     metrics.HOT_SESSIONS.set_function(lambda: store.slots.used)
@@ -97,7 +95,6 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
         warming.add_done_callback(lambda _: freeze_heap())
         freeze_heap()
         session_service.start()
-        rolling_stats.start()
         snapshots = None
         if isinstance(store, MemoryStore) and settings.snapshot is not None:
             snapshots = asyncio.create_task(snapshot_until_stopped())
@@ -107,7 +104,6 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
             # Uvicorn has stopped accepting and finished the requests in flight; the engine
             # finishes what is queued, then the last snapshot holds every acknowledged chunk.
             await session_service.stop()
-            await rolling_stats.stop()
             await engine.stop()
             warming.cancel()
             if snapshots is not None:
@@ -125,7 +121,6 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
                                             settings.max_body_bytes)
     app.state.sessions = session_service
     app.state.keys = keys
-    app.state.stats = rolling_stats
     errors.install(app)
     for module in (sessions, chunks, state, stream, service, console):
         app.include_router(module.router)

@@ -17,6 +17,7 @@ import orjson
 
 from app.engine.batcher import ChunkResult, Engine
 from app.errors import Conflict, InvalidInput, SessionNotFound, TooManyRequests, Unavailable
+from app.stats import RollingStats
 from app.store.records import SessionRecord
 
 log = logging.getLogger(__name__)
@@ -56,21 +57,60 @@ def session_info(record: SessionRecord, with_tenant: bool = False) -> dict[str, 
 
 
 class SessionService:
-    def __init__(self, engine: Engine, default_ttl_s: float):
+    """Everything the API does with sessions goes through here: routes never reach the engine or
+    the store themselves (so the service can live in another process, app.sessions.remote)."""
+
+    def __init__(self, engine: Engine, default_ttl_s: float, stats: RollingStats | None = None):
         self.engine = engine
         self.store = engine.store
         self.spec = engine.model.spec
         self.default_ttl_s = default_ttl_s
+        self.stats = stats or RollingStats()
         self._sweeper: asyncio.Task | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
+        self.stats.start()
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+        await self.stats.stop()
+
+    # -- the service as a whole ---------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self.store.capacity
+
+    @property
+    def backend(self) -> str:
+        return self.store.kind
+
+    async def unready(self) -> str | None:
+        """Why this replica cannot serve now (the model warming up, the store not answering), or
+        None when it can."""
+        if not self.engine.ready:
+            return "the model is still compiling and warming up"
+        if not await self.store.ping():
+            return "the state store does not answer"
+        return None
+
+    async def count(self) -> int:
+        """Sessions in the store (on Redis: every replica's, approximately; see CachedCount)."""
+        return await self.store.count()
+
+    async def overview(self) -> dict[str, Any]:
+        """Backend, slots, sessions, queue and the last minute's figures, for the console."""
+        try:
+            total: int | None = await self.store.count()
+        except Unavailable:
+            total = None  # Redis is down: this replica's own figures are still worth showing
+        return {"backend": self.backend,
+                "sessions": {"capacity": self.capacity, "hot": self.store.slots.used, "total": total},
+                "queue_depth": self.engine.depth, **self.stats.summary()}
 
     async def _sweep_forever(self, every_s: float = 1.0) -> None:
         while True:

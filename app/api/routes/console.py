@@ -15,8 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from app.api.deps import CurrentCaller, Sessions, json_response
 from app.api.errors import problem
 from app.api.schemas import Stats, problems
-from app.errors import Forbidden, Unavailable
-from app.stats import RollingStats
+from app.errors import Forbidden
 
 router = APIRouter()
 
@@ -44,19 +43,11 @@ SECURITY_HEADERS = {
 async def stats(request: Request, sessions: Sessions, caller: CurrentCaller) -> Response:
     if not caller.admin:
         raise Forbidden("the stats take an admin key")
-    rolling: RollingStats = request.app.state.stats
-    store, spec = sessions.store, sessions.spec
-    try:
-        total = await store.count()
-    except Unavailable:
-        total = None  # Redis is down: this replica's own figures are still worth showing
+    spec = sessions.spec
     return json_response({
         "replica": replica_name(request.app.state.settings.port),
         "model": {"name": spec.name, "fingerprint": spec.fingerprint},
-        "backend": store.kind,
-        "sessions": {"capacity": store.capacity, "hot": store.slots.used, "total": total},
-        "queue_depth": sessions.engine.depth,
-        **rolling.summary(),
+        **await sessions.overview(),
     })
 
 

@@ -27,9 +27,9 @@ async def model_info(sessions: Sessions, settings: CurrentSettings, caller: Curr
                 {"name": r.name, "kind": r.kind, "units": r.units, "state_tensors": r.state_tensors}
                 for r in spec.recurrent
             ],
-            "capacity": sessions.store.capacity,
+            "capacity": sessions.capacity,
             "max_chunk_steps": settings.max_chunk_steps,
-            "backend": sessions.store.kind,
+            "backend": sessions.backend,
         }
     )
 
@@ -42,12 +42,9 @@ async def healthz() -> Response:
 @router.get("/readyz", tags=["operations"], responses=problems(503),
             summary="200 once the model is warm and the state store answers")
 async def readyz(sessions: Sessions) -> Response:
-    if not sessions.engine.ready:
-        return problem(503, "the model is still compiling and warming up",
-                       headers={"Retry-After": "1"}, slug="unavailable")
-    if not await sessions.store.ping():
-        return problem(503, "the state store does not answer", headers={"Retry-After": "1"},
-                       slug="unavailable")
+    reason = await sessions.unready()
+    if reason is not None:
+        return problem(503, reason, headers={"Retry-After": "1"}, slug="unavailable")
     return json_response({"status": "ready"})
 
 

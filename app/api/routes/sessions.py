@@ -46,8 +46,8 @@ async def list_sessions(
     return json_response(
         {
             "sessions": [session_info(r, with_tenant=True) for r in records],
-            "capacity": sessions.store.capacity,
-            "active": await sessions.store.count(),
+            "capacity": sessions.capacity,
+            "active": await sessions.count(),
             "next_cursor": next_cursor,
         }
     )
