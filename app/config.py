@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
     max_batch: int = Field(256, ge=1, description="Most chunks run together in one model call.")
+    max_batch_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Milliseconds a chunk may wait for others to join its model call when the batch is "
+        "not full (fewer, bigger calls for that much more latency); 0: a call starts as soon as the "
+        "model is free.",
+    )
     max_queue: int = Field(
         4096,
         ge=1,

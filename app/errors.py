@@ -83,6 +83,15 @@ class Conflict(ServiceError):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class ModelMismatch(Conflict):
+    """A session holds the state of another model than the one this server runs: it is never run,
+    reset or overwritten here."""
+
+    def __init__(self, session_id: str, theirs: str | None, ours: str):
+        super().__init__(f"session {session_id!r} holds state of a different model ({theirs or 'another'}); "
+                         f"this server runs {ours}", fingerprint=ours)
+
+
 class Unavailable(RetryLater):
     status, title, slug = 503, "Service unavailable", "unavailable"
 

@@ -17,10 +17,11 @@ from app.api.auth import KeyRing
 from app.api.parsing import ChunkLimits
 from app.api.routes import chunks, console, service, sessions, state, stream
 from app.config import Settings
-from app.engine.batcher import Engine
+from app.engine import Engine
 from app.logs import log_config
 from app.model.loader import load_model
 from app.model.step import StreamingModel
+from app.sessions import rules
 from app.sessions.service import SessionService
 from app.store import snapshot
 from app.store.base import StateStore
@@ -60,8 +61,9 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     store = create_store(settings, model)
     # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
     max_batch = min(settings.max_batch, settings.capacity)
-    engine = Engine(model, store, max_batch=max_batch, max_queue=settings.max_queue,
-                    max_session_queue=settings.max_session_queue)
+    engine = Engine(model, store, admit=rules.admission(model.spec), max_batch=max_batch,
+                    max_queue=settings.max_queue, max_session_queue=settings.max_session_queue,
+                    batch_delay=settings.max_batch_delay_ms / 1000)
     session_service = SessionService(engine, default_ttl_s=settings.session_ttl)
     # Read when /metrics is scraped, so they cost nothing per request.
     metrics.CAPACITY.set(settings.capacity)

@@ -1,6 +1,14 @@
-"""Prometheus metrics, defined once and updated by the layer that sees the event."""
+"""Prometheus metrics, defined once and updated by the layer that sees the event.
+
+Gauges of a level (slots in use, sessions, connections) are set by :func:`refresh`, once a
+second, from what registered itself with :func:`refreshing`, rather than by a callback at scrape
+time: with API worker processes, Prometheus's multiprocess mode aggregates values that every
+process writes, and a callback's value is never written.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -28,8 +36,10 @@ SHED = Counter(
     "or the tenant's share of it (share)",
     ["reason"],
 )
-IN_FLIGHT = Gauge("srnn_requests_in_flight", "HTTP requests in progress (probes and scrapes aside)")
-CONNECTIONS = Gauge("srnn_connections", "Client connections open now, WebSockets included")
+IN_FLIGHT = Gauge("srnn_requests_in_flight", "HTTP requests in progress (probes and scrapes aside)",
+                  multiprocess_mode="livesum")
+CONNECTIONS = Gauge("srnn_connections", "Client connections open, WebSockets included (sampled every second)",
+                    multiprocess_mode="livesum")
 CONNECTIONS_REFUSED = Counter(
     "srnn_connections_refused_total",
     "Connections answered and closed by the connection guard, by reason: over --max-connections "
@@ -37,19 +47,53 @@ CONNECTIONS_REFUSED = Counter(
     "(header_timeout)",
     ["reason"],
 )
-QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine")
+QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine", multiprocess_mode="livesum")
+CHUNK_SECONDS = Histogram(
+    "srnn_chunk_seconds",
+    "A chunk's time in the engine, by the transport it came over and the phase: queue (from its "
+    "arrival to its model call), model (that call), total (from its arrival to its answer, commit "
+    "included)",
+    ["transport", "phase"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
+)
 REQUEST_SECONDS = Histogram(
     "srnn_request_seconds",
     "Time from a request's arrival in the app to its last byte (a WebSocket: its whole life)",
     ["route", "transport", "status"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
 )
-CAPACITY = Gauge("srnn_capacity", "State slots")
-HOT_SESSIONS = Gauge("srnn_hot_sessions", "Sessions holding a state slot now")
-SESSIONS = Gauge("srnn_sessions", "Sessions in this process's store (memory backend)")
+CAPACITY = Gauge("srnn_capacity", "State slots", multiprocess_mode="livesum")
+HOT_SESSIONS = Gauge("srnn_hot_sessions", "Sessions holding a state slot (sampled every second)",
+                     multiprocess_mode="livesum")
+SESSIONS = Gauge("srnn_sessions", "Sessions in the memory store (sampled every second)", multiprocess_mode="livesum")
 EVICTIONS = Counter("srnn_evictions_total", "Hot sessions that gave up their slot to another (Redis backend)")
 REDIS_SECONDS = Histogram(
     "srnn_redis_round_trip_seconds", "One pipelined round trip to Redis",
     buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0),
 )
 REDIS_ERRORS = Counter("srnn_redis_errors_total", "Redis calls that failed", ["kind"])
+
+_refreshers: dict[str, Callable[[], None]] = {}
+
+
+def refreshing(name: str, update: Callable[[], None]) -> None:
+    """Have :func:`refresh` call ``update``; a later one of the same name replaces it (tests start
+    many servers in one process, and only the newest one's figures are wanted)."""
+    _refreshers[name] = update
+
+
+def refresh() -> None:
+    for update in list(_refreshers.values()):
+        update()
+
+
+def chunk_timers(transport: str) -> tuple[Histogram, Histogram, Histogram]:
+    """The queue, model and total histograms of one transport (looked up once, not per chunk)."""
+    found = _chunk_timers.get(transport)
+    if found is None:
+        found = _chunk_timers[transport] = tuple(CHUNK_SECONDS.labels(transport, phase)
+                                                 for phase in ("queue", "model", "total"))
+    return found
+
+
+_chunk_timers: dict[str, tuple] = {}

@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import orjson
 
-from app.engine.batcher import ChunkResult, Engine
-from app.errors import Conflict, InvalidInput, SessionNotFound, TooManyRequests, Unavailable
+from app.engine.core import ChunkResult, Engine
+from app.errors import InvalidInput, ModelMismatch, SessionNotFound, TooManyRequests, Unavailable
+from app.sessions.rules import last_answer
 from app.stats import RollingStats
 from app.store.records import SessionRecord
 
@@ -206,21 +206,18 @@ class SessionService:
 
     async def last_outputs(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         """The outputs of the session's last chunk: what a retry of it would be answered. Read
-        from the response kept for replays, so watching a session costs its chunks nothing."""
-        found = await self.store.last_response(session_id)
-        record = self._visible(session_id, None if found is None else found[0], scope)
-        response = found[1] if found else None
-        # After a reset the kept response still answers a retry of the last chunk, so it is shown.
-        outputs = orjson.loads(response)["outputs"] if response else None
+        from the answer kept for replays, so watching a session costs its chunks nothing."""
+        record = self._visible(session_id, await self.store.get(session_id, last=True), scope)
+        # After a reset the kept answer still answers a retry of the last chunk, so it is shown.
+        outputs = last_answer(record, self.spec).outputs if record.last_chunk else None
         return {"session_id": record.session_id, "seq": record.seq, "steps": record.steps,
                 "outputs": outputs}
 
     # -- chunks and state ---------------------------------------------------------------------
 
-    async def push(
-        self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None
-    ) -> ChunkResult:
-        return await self.engine.push(session_id, inputs, seq, scope)
+    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
+                   scope: str | None = None, transport: str = "http") -> ChunkResult:
+        return await self.engine.push(session_id, inputs, seq, scope, transport)
 
     async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
@@ -265,8 +262,4 @@ class SessionService:
 
     def check_model(self, record: SessionRecord) -> None:
         if record.fingerprint is not None and record.fingerprint != self.spec.fingerprint:
-            raise Conflict(
-                f"session {record.session_id!r} holds state of a different model "
-                f"({record.fingerprint}); this server runs {self.spec.fingerprint}",
-                fingerprint=self.spec.fingerprint,
-            )
+            raise ModelMismatch(record.session_id, record.fingerprint, self.spec.fingerprint)

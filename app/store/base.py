@@ -35,7 +35,7 @@ class Commit:
     seq: int
     steps: int
     now: float
-    response: bytes
+    outputs: bytes  # the chunk's outputs, float32: kept as the session's LastChunk
     states: list[np.ndarray]  # the session's new row of each state tensor
 
 
@@ -60,10 +60,8 @@ class StateStore(Protocol):
         self, session_id: str, ttl_s: float, now: float, tenant: str | None = None
     ) -> SessionRecord: ...
 
-    async def get(self, session_id: str) -> SessionRecord | None: ...
-
-    async def last_response(self, session_id: str) -> tuple[SessionRecord, bytes | None] | None:
-        """The session and the response to its last chunk (None before its first)."""
+    async def get(self, session_id: str, last: bool = False) -> SessionRecord | None:
+        """The session; with ``last``, its ``last_chunk`` filled too (None before its first)."""
         ...
 
     async def delete(self, session_id: str) -> bool: ...
@@ -84,7 +82,7 @@ class StateStore(Protocol):
         """Check out each (session id, requested seq); None for a session that does not exist,
         an error for one that cannot be run (another model's state, Redis failing for it).
 
-        The record's ``last_response`` must be filled when the requested seq equals the session's
+        The record's ``last_chunk`` must be filled when the requested seq equals the session's
         ``seq`` (a replay). Sessions in ``pinned`` hold slots that must not be given up now.
         """
         ...

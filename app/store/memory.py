@@ -14,7 +14,7 @@ import numpy as np
 
 from app.errors import Conflict, TooManyRequests, Unavailable
 from app.store.base import Checkout, Commit, Outcome
-from app.store.records import SessionRecord
+from app.store.records import LastChunk, SessionRecord
 from app.store.slots import SlotTable
 
 
@@ -89,12 +89,8 @@ class MemoryStore:
         self._slot_of[record.session_id] = slot
         self._watch(record)
 
-    async def get(self, session_id: str) -> SessionRecord | None:
+    async def get(self, session_id: str, last: bool = False) -> SessionRecord | None:
         return self._records.get(session_id)
-
-    async def last_response(self, session_id: str) -> tuple[SessionRecord, bytes | None] | None:
-        record = self._records.get(session_id)
-        return None if record is None else (record, record.last_response)
 
     async def delete(self, session_id: str) -> bool:
         record = self._records.pop(session_id, None)
@@ -168,7 +164,8 @@ class MemoryStore:
                 outcomes.append(Outcome.GONE)
                 continue
             self.slots.set_row(commit.checkout.slot, commit.states)
-            record.seq, record.steps, record.last_response = commit.seq, commit.steps, commit.response
+            record.seq, record.steps = commit.seq, commit.steps
+            record.last_chunk = LastChunk(commit.steps, commit.outputs)
             self._touch(record, commit.now)
             outcomes.append(Outcome.APPLIED)
         return outcomes

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+
+import orjson
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LastChunk:
+    """The answer to a session's last chunk (number ``seq`` of its record), kept so that a retry of
+    that chunk is answered the same, byte for byte: the API encodes an answer from these alone."""
+
+    steps: int  # the session's steps once that chunk was applied
+    outputs: bytes  # its outputs, float32 little-endian, in the model's output layout
+
+    def pack(self) -> bytes:
+        return struct.pack("<q", self.steps) + self.outputs
+
+    @classmethod
+    def unpack(cls, packed: bytes) -> LastChunk:
+        return cls(struct.unpack_from("<q", packed)[0], packed[8:])
+
+    @classmethod
+    def from_response(cls, body: bytes) -> LastChunk:
+        """From a response body as stored before answers were kept this way (a snapshot, or a
+        Redis key, written by an earlier version)."""
+        document = orjson.loads(body)
+        return cls(int(document["steps"]), np.asarray(document["outputs"], "<f4").tobytes())
 
 
 @dataclass(eq=False)
@@ -13,8 +40,7 @@ class SessionRecord:
     ttl_s: float  # 0: never expires
     seq: int = 0  # number of the last chunk applied
     steps: int = 0  # time steps since creation or the last reset
-    # The exact bytes answered for chunk ``seq``, kept so a retry of that chunk gets them again.
-    last_response: bytes | None = None
+    last_chunk: LastChunk | None = None  # the answer to chunk ``seq``, for its retries
     tenant: str | None = None
     fingerprint: str | None = None  # of the model whose state this is; None: this process's
     version: str = ""  # new with every change (shared stores); a commit applies only on the one it read

@@ -6,7 +6,8 @@ tag, so everything a session owns hashes to one slot. Fields: ``ver`` (a random 
 every change: a counter would start again at 1 if Redis lost its data, and a replica's cache could
 then take an old row for a new one),
 ``seq``, ``steps``, ``created``, ``active`` (last use, epoch seconds), ``ttl`` (seconds, 0: none),
-``fp`` (model fingerprint), ``tenant``, ``resp`` (the last chunk's response, for replays) and
+``fp`` (model fingerprint), ``tenant``, ``last`` (the last chunk's answer, ``LastChunk.pack``, for
+replays; versions before it kept the response body in ``resp``, still read) and
 ``s0``, ``s1``, ... (each state tensor's row, raw float32 little-endian). The key expires ``ttl``
 seconds after the last use (PEXPIRE, refreshed by every change).
 
@@ -28,10 +29,10 @@ import numpy as np
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app import metrics
-from app.errors import Conflict, ServiceError, TooManyRequests
+from app.errors import Conflict, ModelMismatch, ServiceError, TooManyRequests
 from app.store.base import Checkout, Commit, Outcome
 from app.store.cached_count import CachedCount
-from app.store.records import SessionRecord
+from app.store.records import LastChunk, SessionRecord
 from app.store.redis_cluster import Keyspace, connect, reachable
 from app.store.redis_errors import transient, unavailable, unreachable
 from app.store.redis_listing import Listing
@@ -147,7 +148,8 @@ class RedisStore:
 
     # -- records ------------------------------------------------------------------------------
 
-    def _record(self, session_id: str, meta: list[Any], response: bytes | None = None) -> SessionRecord:
+    def _record(self, session_id: str, meta: list[Any], last: list[Any] | None = None) -> SessionRecord:
+        """A record from the META fields, and ``last``: the 'last' and 'resp' fields, if read."""
         ver, seq, steps, created, active, ttl, fp, tenant = meta
         return SessionRecord(
             session_id,
@@ -156,7 +158,7 @@ class RedisStore:
             ttl_s=float(ttl),
             seq=int(seq),
             steps=int(steps),
-            last_response=response or None,
+            last_chunk=_last_chunk(last),
             tenant=tenant.decode() if tenant else None,
             fingerprint=fp.decode() if fp else None,
             version=ver.decode(),
@@ -182,7 +184,7 @@ class RedisStore:
         counted = await self._admit_tenant(tenant, session_id, now)
         version = new_version()
         fields = {"ver": version, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
-                  "ttl": repr(ttl_s), "fp": self.fingerprint, "tenant": tenant or "", "resp": b""}
+                  "ttl": repr(ttl_s), "fp": self.fingerprint, "tenant": tenant or "", "last": b""}
         pairs = [x for item in fields.items() for x in item] + self._state_pairs(self._zeros)
         created = await self._run_one("create", self.key(session_id), [ttl_ms(ttl_s), *pairs])
         if not created:
@@ -227,14 +229,10 @@ class RedisStore:
         return bool(await self._redis.zadd(key, {session_id: now}, nx=True))
 
     @unreachable
-    async def get(self, session_id: str) -> SessionRecord | None:
-        meta = await self._redis.hmget(self.key(session_id), META)
-        return None if meta[0] is None else self._record(session_id, meta)
-
-    @unreachable
-    async def last_response(self, session_id: str) -> tuple[SessionRecord, bytes | None] | None:
-        *meta, response = await self._redis.hmget(self.key(session_id), (*META, "resp"))
-        return None if meta[0] is None else (self._record(session_id, meta), response or None)
+    async def get(self, session_id: str, last: bool = False) -> SessionRecord | None:
+        fields = (*META, "last", "resp") if last else META
+        found = await self._redis.hmget(self.key(session_id), fields)
+        return None if found[0] is None else self._record(session_id, found[:len(META)], found[len(META):])
 
     @unreachable
     async def delete(self, session_id: str) -> bool:
@@ -267,13 +265,8 @@ class RedisStore:
             raise self._foreign(session_id, await self.get(session_id))
         return None if meta is None else self._record(session_id, meta)
 
-    def _foreign(self, session_id: str, record: SessionRecord | None) -> Conflict:
-        theirs = record.fingerprint if record else "another model"
-        return Conflict(
-            f"session {session_id!r} holds state of a different model ({theirs}); this server "
-            f"runs {self.fingerprint}",
-            fingerprint=self.fingerprint,
-        )
+    def _foreign(self, session_id: str, record: SessionRecord | None) -> ModelMismatch:
+        return ModelMismatch(session_id, record.fingerprint if record else None, self.fingerprint)
 
     @unreachable
     async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None:
@@ -328,8 +321,8 @@ class RedisStore:
         if result is None:
             self._drop(session_id)
             return None
-        meta, response, states = result
-        record = self._record(session_id, meta, response)
+        meta, last, states = result
+        record = self._record(session_id, meta, last)
         if record.fingerprint != self.fingerprint:
             raise self._foreign(session_id, record)  # before decoding: its shapes may differ
         rows = self._decode(session_id, states) if states else None
@@ -347,7 +340,8 @@ class RedisStore:
             blobs = [np.ascontiguousarray(s, np.float32).tobytes() for s in commit.states]
             versions.append(new_version())
             pairs = ["ver", versions[-1], "seq", commit.seq, "steps", commit.steps, "active", repr(commit.now),
-                     "resp", commit.response, *self._state_pairs(blobs)]
+                     "last", LastChunk(commit.steps, commit.outputs).pack(), "resp", b"",
+                     *self._state_pairs(blobs)]
             calls.append(("commit", self.key(record.session_id),
                           [commit.checkout.version, ttl_ms(record.ttl_s), *pairs]))
         try:
@@ -409,3 +403,12 @@ class RedisStore:
     @property
     def hot(self) -> int:
         return len(self._hot)
+
+
+def _last_chunk(fields: list[Any] | None) -> LastChunk | None:
+    last, legacy = fields if fields else (None, None)
+    if last:
+        return LastChunk.unpack(last)
+    if legacy:  # written by a version that kept the response body
+        return LastChunk.from_response(legacy)
+    return None

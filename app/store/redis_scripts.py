@@ -12,16 +12,17 @@ return 1
 """
 
 # KEYS[1] session; ARGV: cached version ('' if none), requested seq ('' if none), state fields.
-# Returns nil if absent, else {meta, response or '', states or {}}: the states only when the cached
-# copy is stale, the response only for a replay.
+# Returns nil if absent, else {meta, {last, resp} or {}, states or {}}: the states only when the
+# cached copy is stale, the last chunk's answer ('last', or 'resp' as written before it) only for a
+# replay.
 READ = """
 local meta = redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
 if not meta[1] then return nil end
-local response = ''
-if ARGV[2] ~= '' and ARGV[2] == meta[2] then response = redis.call('HGET', KEYS[1], 'resp') or '' end
+local last = {}
+if ARGV[2] ~= '' and ARGV[2] == meta[2] then last = redis.call('HMGET', KEYS[1], 'last', 'resp') end
 local states = {}
 if ARGV[1] ~= meta[1] then states = redis.call('HMGET', KEYS[1], unpack(ARGV, 3)) end
-return {meta, response, states}
+return {meta, last, states}
 """
 
 # KEYS[1] session; ARGV: expected version, ttl ms, then field/value pairs (a new 'ver' among them).

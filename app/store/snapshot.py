@@ -1,6 +1,7 @@
 """Snapshots of the memory store: every session in one file, written atomically.
 
-The file is an ``.npz`` archive: ``meta`` (JSON: the model fingerprint and each session's record),
+The file is an ``.npz`` archive: ``meta`` (JSON: the model fingerprint and each session's record,
+its last answer as :meth:`LastChunk.pack` in base64),
 and ``s0``, ``s1``, ... (each state tensor's rows, in the order of ``meta``). It is written to a
 temporary file in the same folder, flushed to disk, then renamed over the old one, so a crash while
 writing leaves the previous snapshot whole.
@@ -20,7 +21,7 @@ import numpy as np
 
 from app.errors import StartupError
 from app.store.memory import MemoryStore
-from app.store.records import SessionRecord
+from app.store.records import LastChunk, SessionRecord
 
 
 def capture(store: MemoryStore, fingerprint: str) -> bytes:
@@ -32,7 +33,7 @@ def capture(store: MemoryStore, fingerprint: str) -> bytes:
             {
                 "id": r.session_id, "created": r.created_at, "active": r.last_active_at,
                 "ttl": r.ttl_s, "seq": r.seq, "steps": r.steps, "tenant": r.tenant,
-                "response": base64.b64encode(r.last_response).decode() if r.last_response else None,
+                "last": base64.b64encode(r.last_chunk.pack()).decode() if r.last_chunk else None,
             }
             for r, _ in items
         ],
@@ -84,9 +85,17 @@ def restore(store: MemoryStore, fingerprint: str, path: Path) -> int:
         record = SessionRecord(
             entry["id"], created_at=entry["created"], last_active_at=entry["active"],
             ttl_s=entry["ttl"], seq=entry["seq"], steps=entry["steps"], tenant=entry["tenant"],
-            last_response=base64.b64decode(entry["response"]) if entry["response"] else None,
+            last_chunk=_last_chunk(entry),
         )
         slot = store.slots.allocate()
         store.slots.set_row(slot, [tensor[index] for tensor in tensors])
         store.insert(record, slot)
     return len(sessions)
+
+
+def _last_chunk(entry: dict) -> LastChunk | None:
+    if entry.get("last"):
+        return LastChunk.unpack(base64.b64decode(entry["last"]))
+    if entry.get("response"):  # a snapshot written before answers were kept as outputs
+        return LastChunk.from_response(base64.b64decode(entry["response"]))
+    return None

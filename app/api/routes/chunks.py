@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.auth import caller_of
+from app.api.deps import chunk_body
 from app.api.parsing import ChunkLimits, parse_chunk, read_body
 from app.api.schemas import ChunkRequest, ChunkResponse, json_body, problems
 from app.sessions.service import SessionService
@@ -33,4 +34,4 @@ async def push_chunk(session_id: str, request: Request) -> Response:
     chunk = parse_chunk(body, sessions.spec.input_features, limits.steps)
     result = await sessions.push(session_id, chunk.inputs, chunk.seq, caller.scope)
     headers = {"X-Replayed": "true"} if result.replayed else None
-    return Response(result.body, headers=headers, media_type="application/json")
+    return Response(chunk_body(result), headers=headers, media_type="application/json")

@@ -18,6 +18,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app.api.auth import caller_of
+from app.api.deps import chunk_body
 from app.api.parsing import ChunkLimits, chunk_from_document, load_json, parse_frame
 from app.config import Settings
 from app.errors import InvalidInput, ServiceError, SessionNotFound, TooLarge, Unauthorized
@@ -105,7 +106,7 @@ class _Connection:
     async def _binary(self, frame: bytes) -> Reply:
         try:
             inputs = parse_frame(frame, self.sessions.spec.input_features, self.limits.steps)
-            result = await self.sessions.push(self.session_id, inputs, scope=self.scope)
+            result = await self.sessions.push(self.session_id, inputs, scope=self.scope, transport="websocket")
         except ServiceError as exc:
             return _error(exc)
         return "bytes", result.outputs.astype("<f4", copy=False).tobytes()
@@ -121,10 +122,11 @@ class _Connection:
                 return "text", await self._command(document["op"])
             spec = self.sessions.spec
             chunk = chunk_from_document(document, spec.input_features, self.limits.steps, body)
-            result = await self.sessions.push(self.session_id, chunk.inputs, chunk.seq, self.scope)
+            result = await self.sessions.push(self.session_id, chunk.inputs, chunk.seq, self.scope,
+                                              transport="websocket")
         except ServiceError as exc:
             return _error(exc)
-        return "text", result.body.decode()
+        return "text", chunk_body(result).decode()
 
     async def _command(self, op: Any) -> str:
         if op == "reset":

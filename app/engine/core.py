@@ -1,0 +1,350 @@
+"""The engine: chunks from many sessions run together in one compiled model call.
+
+It is a loop over three steps, as vLLM's ``EngineCore.step``:
+
+- **schedule** (:class:`~app.engine.lines.Lines`): the next batch takes each free session's first
+  waiting chunk, in arrival order, so a session's chunks, resets and deletes apply in the order
+  they came; actions that reached the head of their session's line start;
+- **execute** (:class:`~app.engine.runner.BatchRunner`, on the model thread): the store checks the
+  batch's sessions out (their state rows into the slot table), the session rules admit each chunk
+  (``admit``: given by the sessions layer), and one model call runs them all;
+- **update**: the store commits each session's new state, atomically and only if nobody changed it
+  meanwhile (another replica, on a shared store: then the chunk goes back to the head of its line
+  and is computed again), and each waiter gets its answer.
+
+There is no timer: while the model runs one batch, chunks queue, and the next batch takes all that
+queued (up to ``max_batch``), so batches grow with load and a lone chunk never waits for company,
+unless ``batch_delay`` asks it to (for bigger batches, at the price of latency). Batches overlap:
+the next one is checked out and computed while the last one is committed and answered. A session
+is in one batch at a time, so its chunks still apply one after another.
+
+Threads: the lines, the slot table and the records are touched only on the event loop; the model
+thread gets copies of the batch's rows and returns new ones.
+
+The engine returns outputs, not response bodies: each transport encodes them as it speaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from app import metrics
+from app.engine.lines import Lines, Work
+from app.engine.runner import BatchRunner, RowResult
+from app.errors import InvalidInput, ServiceError, SessionNotFound, Unavailable
+from app.model.step import StreamingModel
+from app.store.base import Checkout, Commit, Outcome, StateStore
+from app.store.records import SessionRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_CONFLICTS = 32
+
+
+@dataclass
+class ChunkResult:
+    """The answer to a chunk: the session's seq and steps once it was applied, and its outputs."""
+
+    session_id: str
+    seq: int
+    steps: int
+    outputs: np.ndarray  # float32: [T, size] per step, else [size]
+    replayed: bool = False  # a repeated seq, answered with what the first time answered
+
+
+# The session rules, from the layer above: given a chunk and its session as the store has it now
+# (None: no such session), None to run it, or the answer to give at once (a replay), or the error.
+AdmitRule = Callable[[Work, "SessionRecord | None", float], "ChunkResult | ServiceError | None"]
+
+
+@dataclass(eq=False)
+class _Row:
+    work: Work
+    checkout: Checkout
+    seq: int
+    steps: int
+
+
+class Engine:
+    def __init__(self, model: StreamingModel, store: StateStore, *, admit: AdmitRule, max_batch: int,
+                 max_queue: int, max_session_queue: int = 32, batch_delay: float = 0.0):
+        self.model = model
+        self.store = store
+        self.admit = admit
+        self.max_batch = max_batch
+        self.batch_delay = batch_delay
+        self.lines = Lines(max_queue, max_session_queue)
+        self.runner = BatchRunner(model)
+        self.ready = False
+        self._batches: set[asyncio.Task] = set()
+        self._actions: set[asyncio.Task] = set()
+        self._computing = False  # a batch is being read or computed: the next one waits for it
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()  # a whole batch is waiting: no reason to wait for company
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._loop_task: asyncio.Task | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, warm_shapes: tuple[int, int]) -> None:
+        """Start serving; compiling and warming the model runs in the background (see ``ready``)."""
+        self._loop_task = asyncio.create_task(self._loop(), name="engine")
+        started = time.perf_counter()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.model.warm, *warm_shapes)
+        log.info("model compiled and warmed in %.1f s", time.perf_counter() - started)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Finish every waiting item, then stop."""
+        self.ready = False
+        while len(self.lines) or self.lines.acting or not self._idle.is_set():
+            self._wakeup.set()
+            await asyncio.sleep(0.01)
+        if self._loop_task:
+            self._loop_task.cancel()
+        self._executor.shutdown(wait=True)
+
+    # -- what the sessions layer asks ---------------------------------------------------------
+
+    def busy(self, session_id: str) -> bool:
+        return self.lines.busy(session_id)
+
+    @property
+    def busy_sessions(self) -> set[str]:
+        return set(self.lines.load)
+
+    @property
+    def depth(self) -> int:
+        return len(self.lines)
+
+    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
+                   scope: str | None = None, transport: str = "http") -> ChunkResult:
+        """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work.
+        With ``scope``, only a session of that tenant (another's is 'not found')."""
+        if not self.ready:
+            raise Unavailable("the model is still warming up", retry_after=1)
+        work = Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope, transport=transport)
+        self._add(work)
+        return await work.future
+
+    async def exclusive(self, session_id: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` once the session's earlier work is done and before its later work."""
+        work = Work(session_id, self._future(), action=action)
+        if self.lines.busy(session_id):
+            self._add(work)
+        else:
+            self.lines.begin(work)
+            self._act(work)
+        return await work.future
+
+    def _future(self) -> asyncio.Future:
+        return asyncio.get_running_loop().create_future()
+
+    def _add(self, work: Work) -> None:
+        self.lines.add(work)
+        if len(self.lines) >= self.max_batch:
+            self._full.set()
+        self._wakeup.set()
+
+    def _finish(self, work: Work, result: Any = None, error: BaseException | None = None) -> None:
+        self.lines.done(work)
+        if work.future.done():  # the client went away; the work itself is complete
+            return
+        if isinstance(error, asyncio.CancelledError):
+            work.future.cancel()
+        elif error is not None:
+            work.future.set_exception(error)
+        else:
+            work.future.set_result(result)
+
+    # -- the loop: schedule, execute, update --------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                while len(self.lines) and not self._computing:
+                    await self._wait_for_company()
+                    batch = self._schedule()
+                    if not batch:
+                        break  # what is left waits for actions or batches under way, which wake us
+                    self._start(batch)
+            except Exception:
+                log.exception("the engine's loop failed; it carries on")
+
+    async def _wait_for_company(self) -> None:
+        """With ``batch_delay``, hold a batch that is not full until its oldest chunk has waited
+        that long: fewer, bigger model calls, for that much more latency."""
+        if not self.batch_delay or len(self.lines) >= self.max_batch:
+            return
+        wait = self.lines.waiting[0].arrived + self.batch_delay - time.perf_counter()
+        if wait > 0:
+            self._full.clear()
+            try:
+                await asyncio.wait_for(self._full.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+
+    def _schedule(self) -> list[Work]:
+        # Every session of a batch in flight holds a slot, so together they never outgrow the table.
+        limit = min(self.max_batch, self.store.capacity - len(self.lines.running))
+        batch, actions, abandoned = self.lines.take(limit)
+        for work in abandoned:
+            self._finish(work)
+        for work in actions:
+            self._act(work)
+        return batch
+
+    def _start(self, batch: list[Work]) -> None:
+        self._idle.clear()
+        self._computing = True
+        self.lines.running.update(w.session_id for w in batch)
+        task = asyncio.create_task(self._step(batch))
+        self._batches.add(task)
+
+        def finished(task: asyncio.Task) -> None:
+            self._batches.discard(task)
+            self.lines.running.difference_update(w.session_id for w in batch)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("a batch of %d failed", len(batch), exc_info=task.exception())
+            if not self._batches:
+                self._idle.set()
+            self._wakeup.set()
+
+        task.add_done_callback(finished)
+
+    def _act(self, work: Work) -> None:
+        """Start an action; its session takes no other work until the action is done."""
+        self.lines.acting.add(work.session_id)
+
+        async def run() -> None:
+            result, error = None, None
+            try:
+                result = await work.action()
+            except BaseException as exc:  # the waiter gets it, whatever it is
+                error = exc
+            finally:
+                self._finish(work, result, error)
+                self.lines.acting.discard(work.session_id)
+                self._actions.discard(task)
+                self._wakeup.set()
+
+        task = asyncio.create_task(run())
+        self._actions.add(task)  # the loop keeps only weak references to tasks
+
+    async def _step(self, batch: list[Work]) -> None:
+        try:
+            rows = await self._checkout(batch)
+            computed = await self._execute(rows) if rows else None
+        finally:
+            self._computing = False  # the model thread is free: the next batch may start
+            self._wakeup.set()
+        if computed:
+            await self._update(*computed)
+
+    async def _checkout(self, batch: list[Work]) -> list[_Row]:
+        try:
+            found = await self.store.checkout([(w.session_id, w.seq) for w in batch],
+                                              pinned=set(self.lines.running))
+        except Exception as exc:
+            for work in batch:
+                self._finish(work, error=_as_service_error(exc, "reading the sessions"))
+            return []
+        now = time.time()
+        rows = []
+        for work, checkout in zip(batch, found):
+            if isinstance(checkout, ServiceError):  # this session alone could not be read
+                self._finish(work, error=checkout)
+                continue
+            verdict = self.admit(work, None if checkout is None else checkout.record, now)
+            if isinstance(verdict, ServiceError):
+                self._finish(work, error=verdict)
+            elif verdict is not None:
+                self._finish(work, verdict)
+            else:
+                record = checkout.record
+                rows.append(_Row(work, checkout, record.seq + 1, record.steps + len(work.inputs)))
+        return rows
+
+    async def _execute(self, rows: list[_Row]):
+        slots = np.fromiter((row.checkout.slot for row in rows), np.intp, len(rows))
+        states = self.store.slots.gather(slots)
+        inputs = [row.work.inputs for row in rows]
+        metrics.BATCH_SIZE.observe(len(rows))
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.runner.run, inputs, states)
+        except Exception:
+            log.exception("model call failed for a batch of %d", len(rows))
+            for row in rows:
+                self._finish(row.work, error=ServiceError("the model call failed"))
+            return None
+        ended = time.perf_counter()
+        metrics.MODEL_SECONDS.observe(ended - started)
+        kept = []
+        for row, result in zip(rows, results):
+            if result is None:
+                self._finish(row.work, error=InvalidInput(
+                    "this chunk would make the session's state or outputs NaN or infinite (its state "
+                    "or inputs are too large for the model); nothing was applied"))
+            else:
+                kept.append((row, result))
+        return (kept, started, ended) if kept else None
+
+    async def _update(self, computed: list[tuple[_Row, RowResult]], started: float, ended: float) -> None:
+        now = time.time()
+        commits = [Commit(row.checkout, row.seq, row.steps, now, result.outputs.tobytes(), result.states)
+                   for row, result in computed]
+        try:
+            outcomes = await self.store.commit(commits)
+        except Exception as exc:
+            for row, _ in computed:
+                self._finish(row.work, error=_as_service_error(exc, "writing the sessions"))
+            return
+        retry = []
+        applied = steps = 0
+        answered = time.perf_counter()
+        for (row, result), outcome in zip(computed, outcomes):
+            work = row.work
+            if isinstance(outcome, ServiceError):
+                self._finish(work, error=outcome)
+            elif outcome is Outcome.APPLIED:
+                applied += 1
+                steps += len(work.inputs)
+                queue, model, total = metrics.chunk_timers(work.transport)
+                queue.observe(started - work.arrived)
+                model.observe(ended - started)
+                total.observe(answered - work.arrived)
+                self._finish(work, ChunkResult(work.session_id, row.seq, row.steps, result.outputs))
+            elif outcome is Outcome.GONE:
+                self._finish(work, error=SessionNotFound(work.session_id))
+            elif work.conflicts >= MAX_CONFLICTS:
+                self._finish(work, error=Unavailable("the session is too contended; retry"))
+            else:
+                metrics.COMMIT_RACES.inc()
+                work.conflicts += 1
+                retry.append(work)
+        metrics.CHUNKS.inc(applied)  # once a batch: each inc takes a lock
+        metrics.TIME_STEPS.inc(steps)
+        if retry:  # back to the heads of their sessions' lines, in order
+            self.lines.put_back(retry)
+
+
+def _as_service_error(exc: Exception, doing: str) -> ServiceError:
+    """A store failure as the client should see it; anything unforeseen is logged as a 500."""
+    if isinstance(exc, ServiceError):
+        return exc
+    log.error("unexpected failure %s", doing, exc_info=exc)
+    return ServiceError(f"the server failed while {doing}; it has been logged")
