@@ -65,11 +65,11 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
                     max_queue=settings.max_queue, max_session_queue=settings.max_session_queue,
                     batch_delay=settings.max_batch_delay_ms / 1000)
     session_service = SessionService(engine, default_ttl_s=settings.session_ttl)
-    # Read when /metrics is scraped, so they cost nothing per request.
+    # Set once a second by the stats sampler, so they cost nothing per request.
     metrics.CAPACITY.set(settings.capacity)
-    metrics.HOT_SESSIONS.set_function(lambda: store.slots.used)
+    metrics.refreshing("hot sessions", lambda: metrics.HOT_SESSIONS.set(store.slots.used))
     if isinstance(store, MemoryStore):
-        metrics.SESSIONS.set_function(lambda: len(store))
+        metrics.refreshing("sessions", lambda: metrics.SESSIONS.set(len(store)))
 
     stopping = asyncio.Event()
 

@@ -1,10 +1,12 @@
 """Chunks per second and chunk latency over the last minute, for the operations console.
 
-A sampler reads the Prometheus counters and the chunk route's latency histogram once a second and
-keeps the last minute of readings. The hot path pays nothing for it: the figures it reads are the
-ones ``/metrics`` already keeps, and the browser gets numbers instead of parsing Prometheus text.
-The p99 is estimated from histogram buckets the way Prometheus's ``histogram_quantile`` does, so
-it is only as fine as the buckets of ``srnn_request_seconds``.
+A sampler reads the Prometheus counters and the engine's chunk latency histogram once a second and
+keeps the last minute of readings (and refreshes the sampled gauges, :func:`app.metrics.refresh`).
+The hot path pays nothing for it: the figures it reads are the ones ``/metrics`` already keeps, and
+the browser gets numbers instead of parsing Prometheus text. Percentiles are estimated from
+histogram buckets the way Prometheus's ``histogram_quantile`` does, so they are only as fine as the
+buckets of ``srnn_chunk_seconds``. Every figure is of chunks applied, over every transport, and of
+their time in the engine: from arrival to answer (``total``), waiting (``queue``), in the model call.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from dataclasses import dataclass
 
 from app import metrics
 
-CHUNK_ROUTE = "/v1/sessions/{session_id}/chunks"
+PHASES = ("total", "queue", "model")
+Buckets = tuple[tuple[float, float], ...]  # (upper bound, cumulative count)
 
 
 @dataclass(frozen=True)
 class Reading:
     at: float  # time.time()
-    chunks: float  # srnn_chunks_total (HTTP and WebSocket chunks)
-    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count) of answered HTTP chunks
+    chunks: float  # srnn_chunks_total
+    buckets: dict[str, Buckets]  # per phase, summed over transports
 
 
 def read_metrics(now: float) -> Reading:
@@ -32,22 +35,19 @@ def read_metrics(now: float) -> Reading:
     for sample in metrics.CHUNKS.collect()[0].samples:
         if sample.name == "srnn_chunks_total":
             chunks = sample.value
-    buckets: dict[float, float] = {}
-    for sample in metrics.REQUEST_SECONDS.collect()[0].samples:
-        labels = sample.labels
-        # 200 only: refusals (held for --shed-delay, or not) are not the latency of served chunks.
-        if (sample.name.endswith("_bucket") and labels.get("route") == CHUNK_ROUTE
-                and labels.get("transport") == "http" and labels.get("status") == "200"):
-            bound = float(labels["le"])
-            buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return Reading(now, chunks, tuple(sorted(buckets.items())))
+    buckets: dict[str, dict[float, float]] = {phase: {} for phase in PHASES}
+    for sample in metrics.CHUNK_SECONDS.collect()[0].samples:
+        if sample.name.endswith("_bucket"):
+            phase, bound = buckets[sample.labels["phase"]], float(sample.labels["le"])
+            phase[bound] = phase.get(bound, 0.0) + sample.value
+    return Reading(now, chunks, {phase: tuple(sorted(found.items())) for phase, found in buckets.items()})
 
 
-def quantile(q: float, before: Reading, after: Reading) -> float | None:
-    """The q-quantile of the chunk requests answered between two readings, in seconds; None
-    when there were none. Linear within the bucket that holds it, as histogram_quantile does."""
-    earlier = dict(before.buckets)
-    counts = [(bound, count - earlier.get(bound, 0.0)) for bound, count in after.buckets]
+def quantile(q: float, before: Buckets, after: Buckets) -> float | None:
+    """The q-quantile of what was observed between two readings of a histogram, in seconds; None
+    when nothing was. Linear within the bucket that holds it, as histogram_quantile does."""
+    earlier = dict(before)
+    counts = [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
     if not counts or counts[-1][1] <= 0:
         return None
     rank = q * counts[-1][1]
@@ -88,6 +88,7 @@ class RollingStats:
             self.sample()
 
     def sample(self) -> None:
+        metrics.refresh()
         self.readings.append(read_metrics(time.time()))
 
     def summary(self, recent: int = 10) -> dict:
@@ -103,11 +104,13 @@ class RollingStats:
 
 def _interval(before: Reading, after: Reading) -> dict:
     seconds = max(after.at - before.at, 1e-6)
-    p99 = quantile(0.99, before, after)
-    return {
+    interval = {
         "at": after.at,
         "seconds": round(seconds, 3),
         "chunks": int(after.chunks - before.chunks),
         "chunks_per_s": round((after.chunks - before.chunks) / seconds, 3),
-        "p99_ms": None if p99 is None else round(1000 * p99, 3),
     }
+    for phase, key in (("total", "p99_ms"), ("queue", "queue_p99_ms"), ("model", "model_p99_ms")):
+        p99 = quantile(0.99, before.buckets.get(phase, ()), after.buckets.get(phase, ()))
+        interval[key] = None if p99 is None else round(1000 * p99, 3)
+    return interval

@@ -81,7 +81,8 @@ class _Guard:
     cycle: Any
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        metrics.CONNECTIONS.set_function(self.connections.__len__)
+        connections = self.connections
+        metrics.refreshing("connections", lambda: metrics.CONNECTIONS.set(len(connections)))
         if len(self.connections) >= self.max_connections:
             metrics.CONNECTIONS_REFUSED.labels("limit").inc()
             # Closed at once, not lingering: its descriptor is what the limit keeps free.

@@ -25,7 +25,6 @@ import asyncio
 import logging
 import re
 import time
-import weakref
 from collections import Counter
 
 from starlette.datastructures import Headers
@@ -57,10 +56,6 @@ class Admission:
         self.in_flight = 0
         self.by_party: Counter[str] = Counter()
         self.held, self.max_held = 0, 4 * max_in_flight
-        # The newest app's count (one app a process, but tests start many); a weak reference, so
-        # the gauge does not keep a stopped app alive.
-        me = weakref.ref(self)
-        metrics.IN_FLIGHT.set_function(lambda: admission.in_flight if (admission := me()) else 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -106,6 +101,7 @@ class Admission:
                 await send(message)
 
         self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
         if party is not None:
             self.by_party[party] += 1
         try:
@@ -116,6 +112,7 @@ class Admission:
             raise
         finally:
             self.in_flight -= 1
+            metrics.IN_FLIGHT.dec()
             if party is not None:
                 self.by_party[party] -= 1
                 if not self.by_party[party]:

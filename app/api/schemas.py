@@ -122,9 +122,11 @@ class StatsInterval(BaseModel):
     chunks: int = Field(description="Chunks applied (HTTP and WebSocket)")
     chunks_per_s: float
     p99_ms: float | None = Field(
-        description="99th percentile of answered HTTP chunk requests, estimated from the latency "
-        "histogram's buckets; null when none were answered"
+        description="99th percentile of the chunks' time in the engine, arrival to answer (HTTP and "
+        "WebSocket), estimated from the buckets of srnn_chunk_seconds; null when none were applied"
     )
+    queue_p99_ms: float | None = Field(description="The same, of their wait for a model call")
+    model_p99_ms: float | None = Field(description="The same, of the model call they were in")
 
 
 class SessionCounts(BaseModel):

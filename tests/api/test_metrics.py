@@ -1,6 +1,7 @@
 """/metrics moves as requests are served."""
 
 import re
+import time
 
 import httpx
 
@@ -19,6 +20,11 @@ def test_metrics_count_what_was_served(redis_url, redis_prefix):
         client.post(f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0, 2.0, 3.0], "seq": 1})  # replay
         client.post(f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0], "seq": 7})  # 409
         after = scrape(url)
+        # Levels (slots in use, connections) are sampled once a second.
+        deadline = time.monotonic() + 10
+        while after.get("srnn_hot_sessions") != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            after = scrape(url)
 
     def moved(name):
         return after.get(name, 0.0) - before.get(name, 0.0)
@@ -34,3 +40,7 @@ def test_metrics_count_what_was_served(redis_url, redis_prefix):
     assert moved("srnn_redis_round_trip_seconds_count") >= 6
     assert after["srnn_capacity"] == 2 and after["srnn_hot_sessions"] == 2
     assert any(re.match(r"srnn_queue_depth", name) for name in after)
+    chunk = 'phase="{}",transport="http"'
+    assert moved(f'srnn_chunk_seconds_count{{{chunk.format("total")}}}') == 3
+    assert moved(f'srnn_chunk_seconds_count{{{chunk.format("queue")}}}') == 3
+    assert after["srnn_connections"] >= 1

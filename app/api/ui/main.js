@@ -64,7 +64,10 @@ function drawStats(stats) {
   byId("total-label").textContent = stats.backend === "redis" ? "sessions in Redis" : "sessions in all";
   byId("sessions-total").textContent = total === null ? "unknown (the store does not answer)" : total.toLocaleString();
   byId("chunks-rate").textContent = stats.window.chunks_per_s.toFixed(1);
-  byId("p99").textContent = stats.window.p99_ms === null ? "—" : `${stats.window.p99_ms.toFixed(2)} ms`;
+  const ms = (value) => (value === null ? "—" : `${value.toFixed(2)} ms`);
+  byId("p99").textContent = ms(stats.window.p99_ms);
+  byId("queue-p99").textContent = ms(stats.window.queue_p99_ms);
+  byId("model-p99").textContent = ms(stats.window.model_p99_ms);
   sparkline(byId("chunks-spark"), stats.series.map((s) => s.chunks_per_s));
   sparkline(byId("p99-spark"), stats.series.map((s) => s.p99_ms));
 }
