@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from typing import Sequence
 
 from app.client.commands import add_commands
@@ -35,13 +39,26 @@ def serve(overrides: dict[str, str]) -> int:
     from pydantic import ValidationError
 
     from app.errors import StartupError
-    from app.main import create_app, server_config
-    from app.model.loader import load_model, use_threads
 
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"stateful-rnn: bad configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if settings.workers and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Set before prometheus_client is first imported: each process then writes its metrics
+        # under it, and /metrics sums them.
+        folder = tempfile.mkdtemp(prefix="srnn-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    from app.api.auth import KeyRing
+    from app.model.loader import load_model, use_threads
+    from app.serve import run
+
+    try:
+        KeyRing.from_settings(settings)  # a bad key list stops the start before the model loads
+    except StartupError as exc:
+        print(f"stateful-rnn: cannot start: {exc}", file=sys.stderr)
         return 2
     use_threads(settings.model_threads)
     try:
@@ -50,14 +67,10 @@ def serve(overrides: dict[str, str]) -> int:
         print(f"stateful-rnn: cannot serve model {settings.model!r}: {exc}", file=sys.stderr)
         return 2
     try:
-        app = create_app(settings, model)
+        return run(settings, model)
     except StartupError as exc:
         print(f"stateful-rnn: cannot start: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
-
-    uvicorn.Server(server_config(app, settings)).run()
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

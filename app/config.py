@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="API worker processes serving HTTP and WebSockets, beside the engine process that "
+        "owns the sessions and runs the model; 0: one process does all.",
+    )
     capacity: int = Field(1024, ge=1, description="State slots: how many sessions are held at once.")
     model_threads: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),

@@ -20,6 +20,18 @@ class ServiceError(Exception):
         self.headers = headers or {}
         self.extra = extra
 
+    def __reduce__(self) -> tuple:
+        # Pickled as it is, whatever its class's __init__ takes: errors cross from the engine
+        # process to the API workers (app.sessions.remote).
+        return _rebuild, (type(self), self.detail, self.headers, self.extra)
+
+
+def _rebuild(cls: type[ServiceError], detail: str, headers: dict[str, str], extra: dict[str, Any]) -> ServiceError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, detail)
+    error.detail, error.headers, error.extra = detail, headers, extra
+    return error
+
 
 class BadRequest(ServiceError):
     status, title, slug = 400, "Bad request", "bad-request"

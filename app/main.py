@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -15,18 +16,22 @@ from app import metrics
 from app.api import connections, errors, middleware, origins
 from app.api.auth import KeyRing
 from app.api.parsing import ChunkLimits
-from app.api.routes import chunks, console, service, sessions, state, stream
+from app.api.routes import chunks, console, state, stream
+from app.api.routes import service as service_routes
+from app.api.routes import sessions as sessions_routes
 from app.config import Settings
 from app.engine import Engine
 from app.logs import log_config
-from app.model.loader import load_model
-from app.model.step import StreamingModel
 from app.sessions import rules
+from app.sessions.remote import RemoteSessions
 from app.sessions.service import SessionService
 from app.store import snapshot
 from app.store.base import StateStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
+
+if TYPE_CHECKING:  # TensorFlow: imported only where the model runs
+    from app.model.step import StreamingModel
 
 log = logging.getLogger("app")
 
@@ -51,82 +56,133 @@ def create_store(settings: Settings, model: StreamingModel) -> StateStore:
     return store
 
 
-def create_app(settings: Settings | None = None, model: StreamingModel | None = None) -> FastAPI:
-    settings = settings or Settings()
-    keys = KeyRing.from_settings(settings)
-    if keys.open:
-        log.warning("no API keys configured: the service is open to anyone who can reach %s:%s "
-                    "(dev mode; set --api-keys and --admin-keys before exposing it)", settings.host, settings.port)
-    model = model or load_model(settings.model)
-    store = create_store(settings, model)
-    # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
-    max_batch = min(settings.max_batch, settings.capacity)
-    engine = Engine(model, store, admit=rules.admission(model.spec), max_batch=max_batch,
-                    max_queue=settings.max_queue, max_session_queue=settings.max_session_queue,
-                    batch_delay=settings.max_batch_delay_ms / 1000)
-    session_service = SessionService(engine, default_ttl_s=settings.session_ttl)
-    # Set once a second by the stats sampler, so they cost nothing per request.
-    metrics.CAPACITY.set(settings.capacity)
-    metrics.refreshing("hot sessions", lambda: metrics.HOT_SESSIONS.set(store.slots.used))
-    if isinstance(store, MemoryStore):
-        metrics.refreshing("sessions", lambda: metrics.SESSIONS.set(len(store)))
+class Service:
+    """The session service and all it runs on (the store, the engine, the model), with their life:
+    warming the model, sweeping expired sessions, snapshots, and a shutdown that finishes what is
+    queued and loses nothing acknowledged. It lives in the process that serves the API, or, with
+    API workers, in the engine process (app.serve)."""
 
-    stopping = asyncio.Event()
+    def __init__(self, settings: Settings, model: StreamingModel):
+        self.settings, self.model = settings, model
+        self.store = create_store(settings, model)
+        # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
+        self.max_batch = min(settings.max_batch, settings.capacity)
+        self.engine = Engine(model, self.store, admit=rules.admission(model.spec), max_batch=self.max_batch,
+                             max_queue=settings.max_queue, max_session_queue=settings.max_session_queue,
+                             batch_delay=settings.max_batch_delay_ms / 1000)
+        self.sessions = SessionService(self.engine, default_ttl_s=settings.session_ttl)
+        # Set once a second by the stats sampler, so they cost nothing per request.
+        store = self.store
+        metrics.CAPACITY.set(settings.capacity)
+        metrics.refreshing("hot sessions", lambda: metrics.HOT_SESSIONS.set(store.slots.used))
+        if isinstance(store, MemoryStore):
+            metrics.refreshing("sessions", lambda: metrics.SESSIONS.set(len(store)))
+        self._stopping = asyncio.Event()
+        self._warming: asyncio.Task | None = None
+        self._snapshots: asyncio.Task | None = None
 
-    async def save_snapshot() -> None:
-        data = snapshot.capture(store, model.spec.fingerprint)
-        await asyncio.to_thread(snapshot.write, settings.snapshot, data)
+    async def start(self) -> None:
+        self._warming = asyncio.create_task(self.engine.start((self.max_batch, self.settings.max_chunk_steps)))
+        self._warming.add_done_callback(_report_warm_failure)
+        self._warming.add_done_callback(lambda _: freeze_heap())
+        freeze_heap()
+        self.sessions.start()
+        if isinstance(self.store, MemoryStore) and self.settings.snapshot is not None:
+            self._snapshots = asyncio.create_task(self._snapshot_until_stopped())
 
-    async def snapshot_until_stopped() -> None:
+    async def stop(self) -> None:
+        """After the API has stopped taking requests and finished those in flight: the engine
+        finishes what is queued, then the last snapshot holds every acknowledged chunk."""
+        await self.sessions.stop()
+        await self.engine.stop()
+        if self._warming is not None:
+            self._warming.cancel()
+        if self._snapshots is not None:
+            self._stopping.set()
+            await self._snapshots
+            await self._save_snapshot()
+            log.info("saved %d sessions to %s", await self.store.count(), self.settings.snapshot)
+        await self.store.close()
+
+    async def _save_snapshot(self) -> None:
+        data = snapshot.capture(self.store, self.model.spec.fingerprint)
+        await asyncio.to_thread(snapshot.write, self.settings.snapshot, data)
+
+    async def _snapshot_until_stopped(self) -> None:
         # Not cancelled at shutdown but told to stop, so that a write in progress finishes
         # before the last one starts.
-        while not stopping.is_set():
+        while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stopping.wait(), settings.snapshot_interval)
-            if stopping.is_set():
+                await asyncio.wait_for(self._stopping.wait(), self.settings.snapshot_interval)
+            if self._stopping.is_set():
                 break
             try:
-                await save_snapshot()
+                await self._save_snapshot()
             except OSError:
-                log.exception("writing the snapshot to %s failed", settings.snapshot)
+                log.exception("writing the snapshot to %s failed", self.settings.snapshot)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        warming = asyncio.create_task(engine.start((max_batch, settings.max_chunk_steps)))
-        warming.add_done_callback(_report_warm_failure)
-        warming.add_done_callback(lambda _: freeze_heap())
-        freeze_heap()
-        session_service.start()
-        snapshots = None
-        if isinstance(store, MemoryStore) and settings.snapshot is not None:
-            snapshots = asyncio.create_task(snapshot_until_stopped())
-        try:
-            yield
-        finally:
-            # Uvicorn has stopped accepting and finished the requests in flight; the engine
-            # finishes what is queued, then the last snapshot holds every acknowledged chunk.
-            await session_service.stop()
-            await engine.stop()
-            warming.cancel()
-            if snapshots is not None:
-                stopping.set()
-                await snapshots
-                await save_snapshot()
-                log.info("saved %d sessions to %s", await store.count(), settings.snapshot)
-            await store.close()
+
+def create_app(settings: Settings | None = None, model: StreamingModel | None = None,
+               sessions: RemoteSessions | None = None) -> FastAPI:
+    """The API: with its own service (``model``, or the one ``settings`` names), or, in an API
+    worker, with the engine process's (``sessions``)."""
+    settings = settings or Settings()
+    keys = KeyRing.from_settings(settings)
+    if sessions is None:  # in an API worker, the engine process has said so already
+        warn_if_open(settings, keys)
+    if sessions is None:
+        from app.model.loader import load_model  # TensorFlow: only where the model runs
+
+        service = Service(settings, model or load_model(settings.model))
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI):
+            await service.start()
+            try:
+                yield
+            finally:  # uvicorn has stopped accepting and finished the requests in flight
+                await service.stop()
+
+        api: SessionService | RemoteSessions = service.sessions
+    else:
+        @asynccontextmanager
+        async def lifespan(app: FastAPI):
+            await sessions.start()
+            refresher = asyncio.create_task(_refresh_metrics())
+            try:
+                yield
+            finally:
+                refresher.cancel()
+                await sessions.close()
+
+        api = sessions
 
     app = FastAPI(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
     origins.install(app, settings)  # inside admission: refusals are counted and logged too
     middleware.install(app, settings, keys)
     app.state.settings = settings
-    app.state.chunk_limits = ChunkLimits.of(model.spec.input_features, settings.max_chunk_steps,
+    app.state.chunk_limits = ChunkLimits.of(api.spec.input_features, settings.max_chunk_steps,
                                             settings.max_body_bytes)
-    app.state.sessions = session_service
+    app.state.sessions = api
     app.state.keys = keys
     errors.install(app)
-    for module in (sessions, chunks, state, stream, service, console):
+    for module in (sessions_routes, chunks, state, stream, service_routes, console):
         app.include_router(module.router)
     return app
+
+
+def warn_if_open(settings: Settings, keys: KeyRing) -> None:
+    if keys.open:
+        log.warning("no API keys configured: the service is open to anyone who can reach %s:%s "
+                    "(dev mode; set --api-keys and --admin-keys before exposing it)", settings.host, settings.port)
+
+
+async def _refresh_metrics() -> None:
+    """An API worker's gauges (its connections), set once a second; the engine process's are set
+    by its stats sampler."""
+    while True:
+        await asyncio.sleep(1.0)
+        metrics.refresh()
 
 
 def freeze_heap() -> None:

@@ -8,9 +8,11 @@ process writes, and a callback's value is never written.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
 
 CHUNKS = Counter("srnn_chunks_total", "Chunks applied to a session's state")
 TIME_STEPS = Counter("srnn_time_steps_total", "Time steps applied, over all chunks")
@@ -97,3 +99,13 @@ def chunk_timers(transport: str) -> tuple[Histogram, Histogram, Histogram]:
 
 
 _chunk_timers: dict[str, tuple] = {}
+
+
+def exposition() -> bytes:
+    """The text of /metrics: this process's metrics, or, with API workers (Prometheus's
+    multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), every process's, summed."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

@@ -9,6 +9,7 @@ server most of the machine; its CPU use is reported too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -137,20 +138,35 @@ class Run:
 
 
 class Measured:
-    """The server process's CPU time and resident memory across one load run."""
+    """The server's CPU time and resident memory across one load run: its process and its child
+    processes (the API workers, with --workers)."""
 
     def __init__(self, server_pid: int):
         self.process = psutil.Process(server_pid)
 
+    def _tree(self) -> list[psutil.Process]:
+        return [self.process, *self.process.children(recursive=True)]
+
+    def _cpu_times(self) -> dict[int, float]:
+        times = {}
+        for process in self._tree():
+            with contextlib.suppress(psutil.Error):
+                times[process.pid] = sum(process.cpu_times()[:2])
+        return times
+
     def __enter__(self) -> Measured:
-        self._cpu = sum(self.process.cpu_times()[:2])
+        self._cpu = self._cpu_times()
         self._wall = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         wall = time.perf_counter() - self._wall
-        self.cpu = (sum(self.process.cpu_times()[:2]) - self._cpu) / wall
-        self.rss_mb = self.process.memory_info().rss / 2**20
+        after = self._cpu_times()
+        self.cpu = sum(t - self._cpu.get(pid, 0.0) for pid, t in after.items()) / wall
+        self.rss_mb = 0.0
+        for process in self._tree():
+            with contextlib.suppress(psutil.Error):
+                self.rss_mb += process.memory_info().rss / 2**20
 
 
 def run_child(command: list[str]) -> tuple[str, float]:

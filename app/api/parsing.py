@@ -18,7 +18,7 @@ import orjson
 from starlette.requests import Request
 
 from app.errors import BadRequest, Conflict, InvalidInput, RequestTimeout, TooLarge, UnsupportedMediaType
-from app.model.step import ModelSpec
+from app.model.spec import ModelSpec
 
 
 @dataclass

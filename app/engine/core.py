@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -40,9 +40,11 @@ from app import metrics
 from app.engine.lines import Lines, Work
 from app.engine.runner import BatchRunner, RowResult
 from app.errors import InvalidInput, ServiceError, SessionNotFound, Unavailable
-from app.model.step import StreamingModel
 from app.store.base import Checkout, Commit, Outcome, StateStore
 from app.store.records import SessionRecord
+
+if TYPE_CHECKING:  # the model's module imports TensorFlow, which API worker processes never load
+    from app.model.step import StreamingModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,10 +4,13 @@ store, nothing shared, so it runs on the model thread and can be tested alone.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.model.step import StreamingModel
+if TYPE_CHECKING:
+    from app.model.step import StreamingModel
+
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 import keras
 
 from app.errors import ModelError
+from app.model.spec import RecurrentLayer
 
 RECURRENT_KINDS = {"GRU": keras.layers.GRU, "LSTM": keras.layers.LSTM, "SimpleRNN": keras.layers.SimpleRNN}
 
@@ -52,14 +53,6 @@ WHY_NOT = {
     "RNN": "only GRU, LSTM and SimpleRNN layers are supported, not a custom cell",
     "ConvLSTM1D": "a convolution mixes neighbouring time steps across chunk boundaries",
 }
-
-
-@dataclass(frozen=True)
-class RecurrentLayer:
-    name: str
-    kind: str
-    units: int
-    state_tensors: int
 
 
 @dataclass

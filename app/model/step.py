@@ -10,29 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
 import numpy as np
 
 from app.errors import ModelError
-from app.model.graph import RecurrentLayer, StreamGraph
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the rest of the service needs to know about the served model."""
-
-    name: str
-    fingerprint: str
-    input_features: int
-    per_step: bool
-    output_size: int
-    recurrent: tuple[RecurrentLayer, ...]
-
-    @property
-    def state_units(self) -> list[int]:
-        """Width of every state tensor, flattened in model order (LSTM: h then c)."""
-        return [layer.units for layer in self.recurrent for _ in range(layer.state_tensors)]
+from app.model.graph import StreamGraph
+from app.model.spec import ModelSpec
 
 
 def fingerprint(model, recurrent_names: set[str]) -> str:

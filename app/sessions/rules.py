@@ -17,7 +17,7 @@ from app import metrics
 from app.engine.core import AdmitRule, ChunkResult
 from app.engine.lines import Work
 from app.errors import Conflict, ModelMismatch, ServiceError, SessionNotFound
-from app.model.step import ModelSpec
+from app.model.spec import ModelSpec
 from app.store.records import SessionRecord
 
 

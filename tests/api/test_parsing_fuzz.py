@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from app.api.parsing import parse_chunk, parse_frame, parse_state
 from app.errors import BadRequest, Conflict, InvalidInput, TooLarge
-from app.model.graph import RecurrentLayer
-from app.model.step import ModelSpec
+from app.model.spec import ModelSpec, RecurrentLayer
+
 
 DOCUMENTED = (BadRequest, InvalidInput, TooLarge)
 SPEC = ModelSpec("m", "sha256:x", 2, True, 1, (RecurrentLayer("lstm", "LSTM", 3, 2),))

@@ -13,9 +13,10 @@ from tests.support.reference import StatefulReference, state_rows
 from tests.support.servers import ServerProcess
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("backend", ["redis", "memory"])
-def test_sigterm_under_load_loses_no_acknowledged_chunk(backend, redis_url, redis_prefix, tmp_path):
-    args = ["--model", "seed", "--backend", backend]
+def test_sigterm_under_load_loses_no_acknowledged_chunk(backend, workers, redis_url, redis_prefix, tmp_path):
+    args = ["--model", "seed", "--backend", backend, "--workers", str(workers)]
     args += ["--redis-url", redis_url, "--redis-prefix", redis_prefix] if backend == "redis" else \
         ["--snapshot", str(tmp_path / "s.npz")]
     server = ServerProcess(*args).start().wait_ready()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import PlainTextResponse, Response
 
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.errors import problem
 from app.api.schemas import ModelInfo, problems
+from app.metrics import exposition
 
 router = APIRouter()
 
@@ -56,4 +57,4 @@ async def readyz(sessions: Sessions) -> Response:
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
 )
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

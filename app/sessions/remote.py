@@ -1,0 +1,235 @@
+"""The session service across processes: API workers call the engine process's service.
+
+With ``--workers N`` one process owns the state and runs the model (the engine process: one owner
+per session, as the memory backend needs) and N worker processes serve HTTP and WebSockets. A
+worker's routes get a :class:`RemoteSessions`, which offers what :class:`SessionService` offers
+and forwards each call to the :class:`SessionServer` in the engine process, which calls the real
+service and sends the answer (or the ServiceError) back.
+
+pyzmq carries the messages (a DEALER per worker, a ROUTER in the engine process, over an ``ipc://``
+socket in a directory only this user may enter). What is written here is the few lines no library
+does for this shape: calls are pickled (protocol 5; both ends are this server's own processes) and
+batched, all the calls a worker makes in one turn of its event loop going out as one message, and
+all the answers the engine process has ready in one turn going back as one, so that at thousands
+of chunks a second the per-message cost of the IPC is paid per batch, not per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import pickle
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from app.engine import ChunkResult
+from app.errors import ModelMismatch, ServiceError
+from app.model.spec import ModelSpec
+from app.sessions.service import SessionService
+from app.store.records import SessionRecord
+
+log = logging.getLogger(__name__)
+
+# What a worker may call: the service's public methods, and a description of it.
+CALLS = frozenset({"create", "get", "delete", "reset", "page", "last_outputs", "push", "state",
+                   "set_state", "count", "unready", "overview", "describe"})
+
+
+def _dumps(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=5)
+
+
+class SessionServer:
+    """In the engine process: answers the workers' calls with ``service``."""
+
+    def __init__(self, service: SessionService, address: str):
+        self.service, self.address = service, address
+        self._socket: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._outbox: dict[bytes, list] = defaultdict(list)
+        self._flushing = False
+
+    def start(self) -> None:
+        context = zmq.asyncio.Context.instance()
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.SNDHWM, 0)  # never drop an answer: a worker reads them all
+        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(self.address)
+        self._reader = asyncio.create_task(self._read(), name="session-server")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._socket is not None:
+            self._socket.close()
+
+    def describe(self) -> tuple[ModelSpec, int, str]:
+        return self.service.spec, self.service.capacity, self.service.backend
+
+    async def _read(self) -> None:
+        while True:
+            identity, payload = await self._socket.recv_multipart()
+            for call_id, name, args in pickle.loads(payload):
+                self._call(identity, call_id, name, args)
+
+    def _call(self, identity: bytes, call_id: int, name: str, args: tuple) -> None:
+        if name == "describe":
+            return self._answer(identity, call_id, True, self.describe())
+        if name not in CALLS:
+            return self._answer(identity, call_id, False, ServiceError(f"no such call {name!r}"))
+        task = asyncio.ensure_future(getattr(self.service, name)(*args))
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(identity, call_id, name, done))
+
+    def _finished(self, identity: bytes, call_id: int, name: str, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return self._answer(identity, call_id, False, ServiceError("the call was cancelled"))
+        error = task.exception()
+        if error is None:
+            return self._answer(identity, call_id, True, task.result())
+        if not isinstance(error, ServiceError):
+            log.error("the session service failed in %s", name, exc_info=error)
+            error = ServiceError("the server failed to handle this request; it has been logged")
+        self._answer(identity, call_id, False, error)
+
+    def _answer(self, identity: bytes, call_id: int, ok: bool, value: Any) -> None:
+        self._outbox[identity].append((call_id, ok, value))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        outbox, self._outbox = self._outbox, defaultdict(list)
+        for identity, answers in outbox.items():
+            try:
+                self._socket.send_multipart([identity, _dumps(answers)], flags=zmq.NOBLOCK)
+            except zmq.ZMQError:  # the worker is gone; its callers went with it
+                log.warning("could not answer a worker that went away")
+
+
+def describe(address: str, timeout_s: float = 60.0) -> tuple[ModelSpec, int, str]:
+    """Ask the engine process what it serves, before a worker builds its app (blocking)."""
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(address)
+        socket.send(_dumps([(0, "describe", ())]))
+        if not socket.poll(int(timeout_s * 1000)):
+            raise RuntimeError(f"the engine process at {address} did not answer within {timeout_s:g} s")
+        ((_, ok, value),) = pickle.loads(socket.recv())
+        if not ok:
+            raise value
+        return value
+    finally:
+        socket.close()
+
+
+class RemoteSessions:
+    """In a worker: the engine process's session service, as routes use it."""
+
+    def __init__(self, address: str, description: tuple[ModelSpec, int, str]):
+        self.address = address
+        self.spec, self.capacity, self.backend = description
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._outbox: list[tuple[int, str, tuple]] = []
+        self._flushing = False
+        self._socket: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.SNDHWM, 0)
+        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(self.address)
+        self._reader = asyncio.create_task(self._read(), name="remote-sessions")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._socket is not None:
+            self._socket.close()
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        call_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        self._outbox.append((call_id, name, args))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        try:
+            return await future
+        finally:
+            self._pending.pop(call_id, None)  # answered, or its caller went away
+
+    def _flush(self) -> None:
+        self._flushing = False
+        calls, self._outbox = self._outbox, []
+        self._socket.send(_dumps(calls), flags=zmq.NOBLOCK)
+
+    async def _read(self) -> None:
+        while True:
+            for call_id, ok, value in pickle.loads(await self._socket.recv()):
+                future = self._pending.get(call_id)
+                if future is None or future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    # -- the service's calls, as SessionService has them --------------------------------------
+
+    async def create(self, session_id: str | None = None, ttl_s: float | None = None,
+                     tenant: str | None = None) -> SessionRecord:
+        return await self._call("create", session_id, ttl_s, tenant)
+
+    async def get(self, session_id: str, scope: str | None = None) -> SessionRecord:
+        return await self._call("get", session_id, scope)
+
+    async def delete(self, session_id: str, scope: str | None = None) -> None:
+        return await self._call("delete", session_id, scope)
+
+    async def reset(self, session_id: str, scope: str | None = None) -> SessionRecord:
+        return await self._call("reset", session_id, scope)
+
+    async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
+        return await self._call("page", limit, cursor)
+
+    async def last_outputs(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
+        return await self._call("last_outputs", session_id, scope)
+
+    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
+                   scope: str | None = None, transport: str = "http") -> ChunkResult:
+        return await self._call("push", session_id, inputs, seq, scope, transport)
+
+    async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
+        return await self._call("state", session_id, scope)
+
+    async def set_state(self, session_id: str, values: list[np.ndarray], scope: str | None = None) -> SessionRecord:
+        return await self._call("set_state", session_id, values, scope)
+
+    async def count(self) -> int:
+        return await self._call("count")
+
+    async def unready(self) -> str | None:
+        return await self._call("unready")
+
+    async def overview(self) -> dict[str, Any]:
+        return await self._call("overview")
+
+    def check_model(self, record: SessionRecord) -> None:
+        if record.fingerprint is not None and record.fingerprint != self.spec.fingerprint:
+            raise ModelMismatch(record.session_id, record.fingerprint, self.spec.fingerprint)

@@ -1,0 +1,128 @@
+"""An engine process with API workers (--workers N): sessions spread over the workers stay exact and
+in order, metrics and stats add up over the processes, a worker that dies comes back, and the
+workers never load TensorFlow. (tests/api runs its seed-model tests on one process and on two
+workers; tests/store/test_graceful_shutdown.py stops both kinds under load.)"""
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import websockets
+
+from app.model.builtin import build_seed_model
+from tests.support.metrics import metric
+from tests.support.reference import StatefulReference, state_rows
+from tests.support.servers import ServerProcess, running, wait_for
+
+CUTS = [2, 5, 6, 9]
+
+
+def workers_of(server: ServerProcess) -> list[psutil.Process]:
+    return [p for p in psutil.Process(server.process.pid).children() if "app.worker" in " ".join(p.cmdline())]
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def server(request, redis_url):
+    args = ["--model", "seed", "--workers", "2"]
+    if request.param == "redis":
+        args += ["--backend", "redis", "--redis-url", redis_url, "--redis-prefix", f"test-serve-{os.getpid()}"]
+    with running([ServerProcess(*args)]) as (server,):
+        yield server
+
+
+def test_sessions_over_both_workers_and_both_transports_equal_keras_stateful(server):
+    data = np.random.default_rng(11).uniform(-3, 3, (40, 12, 1)).astype(np.float32)
+
+    async def one(i, sequence):
+        chunks = np.split(sequence, CUTS)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:  # a connection each
+            sid = (await http.post("/v1/sessions")).json()["session_id"]
+            outputs = []
+            if i % 2:
+                for seq, chunk in enumerate(chunks, start=1):
+                    answer = await http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist(), "seq": seq})
+                    assert answer.status_code == 200, answer.text
+                    outputs.append(np.array(answer.json()["outputs"], np.float32))
+            else:
+                async with websockets.connect(f"{server.url.replace('http', 'ws')}/v1/sessions/{sid}/stream") as ws:
+                    for chunk in chunks:  # all sent before any reply is read: order must hold
+                        await ws.send(chunk.astype("<f4").tobytes())
+                    outputs = [np.frombuffer(await ws.recv(), "<f4") for _ in chunks]
+            state = (await http.get(f"/v1/sessions/{sid}/state")).json()
+            await http.delete(f"/v1/sessions/{sid}")
+            return outputs, state
+
+    async def run():
+        return await asyncio.gather(*(one(i, s) for i, s in enumerate(data)))
+
+    before = metric(server.url, "srnn_chunks_total")
+    results = asyncio.run(run())
+    reference = StatefulReference(build_seed_model())
+    for sequence, (outputs, state) in zip(data, results):
+        reference.reset()
+        for got, chunk in zip(outputs, np.split(sequence, CUTS), strict=True):
+            np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
+        assert (state["seq"], state["steps"]) == (len(CUTS) + 1, 12)
+        np.testing.assert_allclose(state_rows(state)[0], reference.states()[0], atol=1e-5)
+    # Counted once each, whichever worker took them: /metrics sums the processes.
+    assert metric(server.url, "srnn_chunks_total") - before == 40 * (len(CUTS) + 1)
+
+
+def test_stats_and_metrics_come_from_every_process(server):
+    stats = httpx.get(f"{server.url}/v1/stats").json()
+    assert stats["backend"] in ("memory", "redis") and stats["sessions"]["capacity"] == 1024
+    assert len(workers_of(server)) == 2
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("srnn_request_seconds_count", "srnn_chunk_seconds_bucket", "srnn_capacity 1024.0"):
+        assert name in text, name
+
+
+def test_the_workers_never_load_tensorflow(server):
+    for worker in workers_of(server):
+        maps = Path(f"/proc/{worker.pid}/maps")
+        if maps.exists():
+            assert "tensorflow" not in maps.read_text()
+        assert worker.memory_info().rss < 250 * 2**20
+
+
+def test_a_worker_that_dies_is_started_again_and_nothing_is_lost(server):
+    sid = httpx.post(f"{server.url}/v1/sessions").json()["session_id"]
+    victim = workers_of(server)[0]
+    victim.send_signal(signal.SIGKILL)
+    for seq in range(1, 21):  # the other worker serves meanwhile; a retry may meet the dead one's socket
+        for _ in range(50):
+            try:
+                answer = httpx.post(f"{server.url}/v1/sessions/{sid}/chunks", json={"inputs": [0.5], "seq": seq})
+                if answer.status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert answer.status_code == 200
+    wait_for(lambda: len(workers_of(server)) == 2 and victim.pid not in {p.pid for p in workers_of(server)},
+             "a new worker", 30, errors=(psutil.Error,))
+    state = httpx.get(f"{server.url}/v1/sessions/{sid}/state").json()
+    assert (state["seq"], state["steps"]) == (20, 20)
+
+
+def test_a_stream_keeps_its_order_through_a_worker():
+    with running([ServerProcess("--model", "seed", "--workers", "1")]) as (server,):
+        sid = httpx.post(f"{server.url}/v1/sessions").json()["session_id"]
+        frame = np.array([0.5, -0.5], "<f4").tobytes()
+        script = [frame, json.dumps({"op": "reset"}), frame, frame, json.dumps({"op": "state"})]
+
+        async def run():
+            async with websockets.connect(f"{server.url.replace('http', 'ws')}/v1/sessions/{sid}/stream") as ws:
+                for message in script * 10:
+                    await ws.send(message)
+                return [await ws.recv() for _ in range(len(script) * 10)]
+
+        replies = asyncio.run(run())
+        states = [json.loads(r) for r in replies if isinstance(r, str) and "layers" in json.loads(r)]
+        assert [s["steps"] for s in states] == [4] * 10
