@@ -62,7 +62,7 @@ def serve(overrides: dict[str, str]) -> int:
         return 2
     use_threads(settings.model_threads)
     try:
-        model = load_model(settings.model)
+        model = load_model(settings.model, xla=settings.xla)
     except StartupError as exc:
         print(f"stateful-rnn: cannot serve model {settings.model!r}: {exc}", file=sys.stderr)
         return 2

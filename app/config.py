@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads TensorFlow runs the model's kernels on (default: half the cores, at least one).",
     )
+    xla: bool = Field(
+        True,
+        description="Run the model compiled by XLA: a program per batch-size and chunk-length bucket, "
+        "compiled in the background the first time a bucket is needed (the plain graph meanwhile); "
+        "false: always the plain graph.",
+    )
     backend: Literal["memory", "redis"] = Field(
         "memory",
         description="Where session state lives: 'memory' (this process) or 'redis' (shared by replicas).",

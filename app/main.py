@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     if sessions is None:
         from app.model.loader import load_model  # TensorFlow: only where the model runs
 
-        service = Service(settings, model or load_model(settings.model))
+        service = Service(settings, model or load_model(settings.model, xla=settings.xla))
 
         @asynccontextmanager
         async def lifespan(app: FastAPI):

@@ -6,7 +6,8 @@ The hot path pays nothing for it: the figures it reads are the ones ``/metrics``
 the browser gets numbers instead of parsing Prometheus text. Percentiles are estimated from
 histogram buckets the way Prometheus's ``histogram_quantile`` does, so they are only as fine as the
 buckets of ``srnn_chunk_seconds``. Every figure is of chunks applied, over every transport, and of
-their time in the engine: from arrival to answer (``total``), waiting (``queue``), in the model call.
+their time in the engine: from arrival to answer (``total``), waiting (``queue``); and of the model
+calls (``srnn_model_call_seconds``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from app import metrics
 
-PHASES = ("total", "queue", "model")
+PHASES = ("total", "queue")
 Buckets = tuple[tuple[float, float], ...]  # (upper bound, cumulative count)
 
 
@@ -35,11 +36,14 @@ def read_metrics(now: float) -> Reading:
     for sample in metrics.CHUNKS.collect()[0].samples:
         if sample.name == "srnn_chunks_total":
             chunks = sample.value
-    buckets: dict[str, dict[float, float]] = {phase: {} for phase in PHASES}
+    buckets: dict[str, dict[float, float]] = {phase: {} for phase in (*PHASES, "model")}
     for sample in metrics.CHUNK_SECONDS.collect()[0].samples:
         if sample.name.endswith("_bucket"):
             phase, bound = buckets[sample.labels["phase"]], float(sample.labels["le"])
             phase[bound] = phase.get(bound, 0.0) + sample.value
+    for sample in metrics.MODEL_SECONDS.collect()[0].samples:  # per call, not per chunk
+        if sample.name.endswith("_bucket"):
+            buckets["model"][float(sample.labels["le"])] = sample.value
     return Reading(now, chunks, {phase: tuple(sorted(found.items())) for phase, found in buckets.items()})
 
 

@@ -60,7 +60,7 @@ class Row:
                 and self.closed == 0)
 
 
-def frame() -> bytes:
+def live_frame() -> bytes:
     inputs = np.random.default_rng(0).normal(size=(LIVE.steps, LIVE.features)).astype("<f4")
     return inputs.tobytes()
 
@@ -71,9 +71,12 @@ def create_sessions(url: str, count: int) -> None:
             client.post("/v1/sessions", json={"session_id": f"{PREFIX}{i}", "ttl_s": 0}).raise_for_status()
 
 
-def measure(server: ServerProcess, streams: int, seconds: float, period_ms: float) -> Row:
-    command = [sys.executable, "-m", "bench.livegen", "--url", server.url, "--prefix", PREFIX,
-               "--streams", str(streams), "--period-ms", str(period_ms), "--frame", frame().hex(),
+def measure(server: ServerProcess, streams: int, seconds: float, period_ms: float,
+            frame: bytes | None = None, prefix: str = PREFIX) -> Row:
+    """One run of ``streams`` streams, sessions ``prefix0``... (made already), ``frame`` each."""
+    frame = frame if frame is not None else live_frame()
+    command = [sys.executable, "-m", "bench.livegen", "--url", server.url, "--prefix", prefix,
+               "--streams", str(streams), "--period-ms", str(period_ms), "--frame", frame.hex(),
                "--seconds", str(seconds)]
     with load.Measured(server.process.pid) as cpu:
         text, client_cpu = load.run_child(command)

@@ -126,7 +126,7 @@ class StatsInterval(BaseModel):
         "WebSocket), estimated from the buckets of srnn_chunk_seconds; null when none were applied"
     )
     queue_p99_ms: float | None = Field(description="The same, of their wait for a model call")
-    model_p99_ms: float | None = Field(description="The same, of the model call they were in")
+    model_p99_ms: float | None = Field(description="The same, of the model calls (each a batch of chunks)")
 
 
 class SessionCounts(BaseModel):

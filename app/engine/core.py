@@ -133,11 +133,17 @@ class Engine:
                    scope: str | None = None, transport: str = "http") -> ChunkResult:
         """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work.
         With ``scope``, only a session of that tenant (another's is 'not found')."""
+        return await self.submit(session_id, inputs, seq, scope, transport)
+
+    def submit(self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None,
+               transport: str = "http") -> asyncio.Future[ChunkResult]:
+        """``push``, without a coroutine: the chunk takes its place in its session's line now, and
+        the future is its answer (for callers that handle many chunks and await none of them)."""
         if not self.ready:
             raise Unavailable("the model is still warming up", retry_after=1)
         work = Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope, transport=transport)
         self._add(work)
-        return await work.future
+        return work.future
 
     async def exclusive(self, session_id: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` once the session's earlier work is done and before its later work."""
@@ -325,9 +331,8 @@ class Engine:
             elif outcome is Outcome.APPLIED:
                 applied += 1
                 steps += len(work.inputs)
-                queue, model, total = metrics.chunk_timers(work.transport)
+                queue, total = metrics.chunk_timers(work.transport)
                 queue.observe(started - work.arrived)
-                model.observe(ended - started)
                 total.observe(answered - work.arrived)
                 self._finish(work, ChunkResult(work.session_id, row.seq, row.steps, result.outputs))
             elif outcome is Outcome.GONE:

@@ -48,11 +48,11 @@ def use_threads(threads: int) -> bool:
     return True
 
 
-def load_model(spec: str) -> StreamingModel:
+def load_model(spec: str, xla: bool = False) -> StreamingModel:
     """Load ``spec`` (a built-in name or a path) and check that it can be streamed."""
     if spec in BUILTINS:
         model, name = build_builtin(spec), spec
     else:
         path = Path(spec)
         model, name = load_keras_file(path), path.stem
-    return StreamingModel(model, name=name)
+    return StreamingModel(model, name=name, xla=xla)

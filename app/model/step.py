@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from app.errors import ModelError
 from app.model.graph import StreamGraph
 from app.model.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(model, recurrent_names: set[str]) -> str:
@@ -49,9 +53,12 @@ def fingerprint(model, recurrent_names: set[str]) -> str:
 
 
 class StreamingModel:
-    """Runs padded chunk batches through the model, carrying each row's recurrent states."""
+    """Runs padded chunk batches through the model, carrying each row's recurrent states.
 
-    def __init__(self, model, name: str):
+    With ``xla``, a batch runs on an XLA-compiled step for its shape bucket once that is compiled
+    (see :class:`XlaSteps`), and on the plain graph until then."""
+
+    def __init__(self, model, name: str, xla: bool = False):
         import tensorflow as tf
 
         self._graph = StreamGraph(model)
@@ -76,7 +83,10 @@ class StreamingModel:
         # Calling the concrete function skips tf.function's per-call signature matching (about
         # 0.2 ms a call here); the signature's ``None`` dimensions make one graph serve every shape.
         self._step = tf.function(step, input_signature=signature, autograph=False).get_concrete_function()
+        self._xla: XlaSteps | None = None
         self._check_chunk_lengths()
+        if xla:
+            self._xla = XlaSteps(step, self.spec)
 
     def _check_chunk_lengths(self) -> None:
         """Run two chunk lengths now: a layer whose weights are tied to a fixed time length (the
@@ -101,7 +111,12 @@ class StreamingModel:
         Returns the outputs ([n, T, size] per step, else [n, size] after each row's last real step)
         and the new states in the same layout as ``states``.
         """
-        outputs, new_states = self._step(inputs, lengths.astype(np.int32, copy=False), states)
+        lengths = lengths.astype(np.int32, copy=False)
+        if self._xla is not None:
+            found = self._xla.run(inputs, lengths, states)
+            if found is not None:
+                return found
+        outputs, new_states = self._step(inputs, lengths, states)
         return outputs.numpy(), [s.numpy() for s in new_states]
 
     def warm(self, max_batch: int, max_steps: int) -> None:
@@ -111,3 +126,85 @@ class StreamingModel:
             inputs = np.zeros((n, steps, features), np.float32)
             states = [np.zeros((n, units), np.float32) for units in self.spec.state_units]
             self.run(inputs, np.full(n, steps, np.int32), states)
+
+
+class XlaSteps:
+    """The step compiled by XLA, one program per shape bucket: the batch size and the chunk length
+    each rounded up to a power of two (the padding is masked: padded rows and steps move no state).
+
+    A plain TensorFlow graph pays a fixed cost per call, most of it the recurrent loop's many small
+    operations run one by one: about 2.4 ms of CPU for a GRU 64 over 10 steps, whether the batch has
+    12 rows or 50, which at a few hundred calls a second is most of a core. XLA fuses the loop (0.8
+    ms for 25 rows, 1.6 ms for 50). It compiles a program per shape, 0.3 to 0.6 s each, so a bucket
+    is compiled on a thread of its own the first time a batch needs it, and batches run on the plain
+    graph until it is ready: no request waits for the compiler. Its results agree with the plain
+    graph's to float32 rounding (a few 1e-7)."""
+
+    def __init__(self, step, spec: ModelSpec):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._function = tf.function(step, jit_compile=True, autograph=False)
+        self.spec = spec
+        self._ready: dict[tuple[int, int], object] = {}
+        self._asked: set[tuple[int, int]] = set()
+        self._compiler = ThreadPoolExecutor(1, thread_name_prefix="xla")
+
+    @property
+    def compiled(self) -> int:
+        return len(self._ready)
+
+    def run(self, inputs: np.ndarray, lengths: np.ndarray, states: list[np.ndarray]):
+        """The outputs and new states, or None when the batch's bucket is not compiled yet."""
+        n, steps = inputs.shape[:2]
+        bucket = (_power_of_two(n), steps if steps <= EXACT_STEPS else _power_of_two(steps))
+        program = self._ready.get(bucket)
+        if program is None:
+            if bucket not in self._asked:
+                self._asked.add(bucket)
+                self._compiler.submit(self._compile, bucket)
+            return None
+        if bucket != (n, steps):
+            inputs, lengths, states = _padded(inputs, lengths, states, bucket)
+        outputs, new_states = program(inputs, lengths, states)
+        outputs = outputs.numpy()
+        outputs = outputs[:n, :steps] if self.spec.per_step else outputs[:n]
+        return outputs, [s.numpy()[:n] for s in new_states]
+
+    def _compile(self, bucket: tuple[int, int]) -> None:
+        tf = self._tf
+        size, steps = bucket
+        features = self.spec.input_features
+        signature = [tf.TensorSpec([size, steps, features], tf.float32), tf.TensorSpec([size], tf.int32),
+                     [tf.TensorSpec([size, units], tf.float32) for units in self.spec.state_units]]
+        try:
+            program = self._function.get_concrete_function(*signature)
+            program(np.zeros((size, steps, features), np.float32), np.zeros(size, np.int32),
+                    [np.zeros((size, units), np.float32) for units in self.spec.state_units])  # compiles
+        except Exception:  # this bucket stays on the plain graph
+            log.warning("XLA could not compile the step for %s; it runs on the plain graph", bucket,
+                        exc_info=True)
+            return
+        self._ready[bucket] = program
+
+
+EXACT_STEPS = 16  # chunk lengths up to this get a program each: streams send one length over and over
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _padded(inputs: np.ndarray, lengths: np.ndarray, states: list[np.ndarray], bucket: tuple[int, int]):
+    size, steps = bucket
+    n, t, features = inputs.shape
+    padded = np.zeros((size, steps, features), np.float32)
+    padded[:n, :t] = inputs
+    padded_lengths = np.zeros(size, np.int32)
+    padded_lengths[:n] = lengths
+    padded_states = []
+    for state in states:
+        grown = np.zeros((size, state.shape[1]), np.float32)
+        grown[:n] = state
+        padded_states.append(grown)
+    return padded, padded_lengths, padded_states

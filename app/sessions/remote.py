@@ -54,6 +54,7 @@ class SessionServer:
         self._tasks: set[asyncio.Task] = set()
         self._outbox: dict[bytes, list] = defaultdict(list)
         self._flushing = False
+        self._unstarted = 0  # tasks created whose call has not yet taken its place in line
 
     def start(self) -> None:
         context = zmq.asyncio.Context.instance()
@@ -84,11 +85,25 @@ class SessionServer:
             return self._answer(identity, call_id, True, self.describe())
         if name not in CALLS:
             return self._answer(identity, call_id, False, ServiceError(f"no such call {name!r}"))
-        task = asyncio.ensure_future(getattr(self.service, name)(*args))
-        self._tasks.add(task)
-        task.add_done_callback(lambda done: self._finished(identity, call_id, name, done))
+        if name == "push" and not self._unstarted:  # the hot one: straight into its session's line
+            try:
+                future = self.service.submit(*args)
+            except ServiceError as exc:
+                return self._answer(identity, call_id, False, exc)
+        else:
+            # A task starts on the next turn; until it has, later pushes take one too, so that
+            # calls take their places in their sessions' lines in the order they were made.
+            self._unstarted += 1
+            future = asyncio.ensure_future(self._started(name, args))
+            self._tasks.add(future)
+        future.add_done_callback(lambda done: self._finished(identity, call_id, name, done))
 
-    def _finished(self, identity: bytes, call_id: int, name: str, task: asyncio.Task) -> None:
+    async def _started(self, name: str, args: tuple) -> Any:
+        self._unstarted -= 1
+        # The service's changes and pushes take their place in line before their first suspension.
+        return await getattr(self.service, name)(*args)
+
+    def _finished(self, identity: bytes, call_id: int, name: str, task: asyncio.Future) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             return self._answer(identity, call_id, False, ServiceError("the call was cancelled"))
@@ -162,17 +177,18 @@ class RemoteSessions:
             self._socket.close()
 
     async def _call(self, name: str, *args: Any) -> Any:
+        return await self._send(name, *args)
+
+    def _send(self, name: str, *args: Any) -> asyncio.Future:
+        """The call goes out with this turn's others; the future is its answer."""
         call_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = future
+        self._pending[call_id] = future  # until its answer comes, even if its caller has gone
         self._outbox.append((call_id, name, args))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
-        try:
-            return await future
-        finally:
-            self._pending.pop(call_id, None)  # answered, or its caller went away
+        return future
 
     def _flush(self) -> None:
         self._flushing = False
@@ -182,7 +198,7 @@ class RemoteSessions:
     async def _read(self) -> None:
         while True:
             for call_id, ok, value in pickle.loads(await self._socket.recv()):
-                future = self._pending.get(call_id)
+                future = self._pending.pop(call_id, None)
                 if future is None or future.done():
                     continue
                 if ok:
@@ -214,6 +230,11 @@ class RemoteSessions:
     async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
                    scope: str | None = None, transport: str = "http") -> ChunkResult:
         return await self._call("push", session_id, inputs, seq, scope, transport)
+
+    def submit(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
+               scope: str | None = None, transport: str = "http") -> asyncio.Future[ChunkResult]:
+        # In line at the engine in the order sent: calls leave in the order they are made.
+        return self._send("push", session_id, inputs, seq, scope, transport)
 
     async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         return await self._call("state", session_id, scope)

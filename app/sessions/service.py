@@ -219,6 +219,11 @@ class SessionService:
                    scope: str | None = None, transport: str = "http") -> ChunkResult:
         return await self.engine.push(session_id, inputs, seq, scope, transport)
 
+    def submit(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
+               scope: str | None = None, transport: str = "http") -> asyncio.Future[ChunkResult]:
+        """``push`` without a coroutine: the chunk is in its session's line when this returns."""
+        return self.engine.submit(session_id, inputs, seq, scope, transport)
+
     async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
 

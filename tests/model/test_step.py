@@ -1,5 +1,7 @@
 """The compiled step against Keras ``stateful=True``: random models, sequences and chunkings."""
 
+import time
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,3 +51,36 @@ def test_fingerprint_survives_saving_and_tells_weights_apart(tmp_path):
     weights[0][0, 0] += 1e-3
     b.set_weights(weights)
     assert StreamingModel(a, "a").spec.fingerprint != StreamingModel(b, "b").spec.fingerprint
+
+
+@settings(max_examples=4)
+@given(architecture=architectures, seed=st.integers(0, 2**16))
+def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
+    # Batch sizes and chunk lengths that fill their buckets and that are padded up to them (rows
+    # of length 0, steps masked), a chunk length past the exact ones, rows of different lengths.
+    streaming = StreamingModel(architecture.build(), name="random", xla=True)
+    rng = np.random.default_rng(seed)
+    shapes = [(1, 1), (3, 5), (4, 10), (5, 17)]
+    batches = []
+    for n, steps in shapes:
+        inputs = rng.uniform(-3, 3, (n, steps, architecture.features)).astype(np.float32)
+        lengths = rng.integers(1, steps + 1, n).astype(np.int32)
+        lengths[0] = steps
+        states = [rng.uniform(-1, 1, (n, units)).astype(np.float32) for units in streaming.spec.state_units]
+        batches.append((inputs, lengths, states))
+        assert streaming._xla.run(inputs, lengths, states) is None  # asks for its program
+    deadline = time.monotonic() + 120
+    while streaming._xla.compiled < len(shapes):
+        assert time.monotonic() < deadline, "the XLA programs did not compile"
+        time.sleep(0.05)
+    for inputs, lengths, states in batches:
+        xla_outputs, xla_states = streaming.run(inputs, lengths, states)
+        outputs, new_states = streaming._step(inputs, lengths, states)
+        outputs = outputs.numpy()
+        if streaming.spec.per_step:
+            for row, length in enumerate(lengths):
+                np.testing.assert_allclose(xla_outputs[row, :length], outputs[row, :length], atol=ATOL)
+        else:
+            np.testing.assert_allclose(xla_outputs, outputs, atol=ATOL)
+        for got, want in zip(xla_states, new_states):
+            np.testing.assert_allclose(got, want.numpy(), atol=ATOL)

@@ -3,6 +3,9 @@
 A binary message is one chunk (float32 little-endian, T x F row-major) answered by the outputs in
 the same form; a text message is a JSON chunk or command answered in JSON. Messages are handled
 concurrently (they join the engine's batches like HTTP chunks) but answered in the order they came.
+A binary chunk goes straight into its session's line, its reply the engine's future, with no task
+of its own (the hot path of live streams); a text message gets a task, and the binary frames after
+it wait their turn in one too until that task has put its work in line, so that order holds.
 At most ``ws_max_in_flight`` messages of one connection are in flight: beyond that the server stops
 reading, so a fast sender is slowed down rather than queued without bound.
 """
@@ -22,7 +25,7 @@ from app.api.deps import chunk_body
 from app.api.parsing import ChunkLimits, chunk_from_document, load_json, parse_frame
 from app.config import Settings
 from app.errors import InvalidInput, ServiceError, SessionNotFound, TooLarge, Unauthorized
-from app.sessions.service import SessionService, session_info
+from app.sessions.service import ChunkResult, SessionService, session_info
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streaming"])
@@ -65,7 +68,10 @@ class _Connection:
         self.sessions = sessions
         self.limits = limits
         self.session_id = session_id
-        self.replies: asyncio.Queue[asyncio.Task[Reply] | None] = asyncio.Queue(settings.ws_max_in_flight)
+        # In message order: a task (a text message: JSON chunk or command) or the engine's future
+        # of a binary chunk.
+        self.replies: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(settings.ws_max_in_flight)
+        self._unstarted = 0  # text tasks created whose work has not yet taken its place in line
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
@@ -74,10 +80,15 @@ class _Connection:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                handler = (self._binary(message["bytes"]) if message.get("bytes") is not None
-                           else self._text(message.get("text") or ""))
+                frame = message.get("bytes")
+                if frame is not None and not self._unstarted:
+                    reply = self._binary(frame)
+                else:
+                    reply = asyncio.create_task(self._binary_later(frame) if frame is not None
+                                                else self._text(message.get("text") or ""))
+                    self._unstarted += 1
                 # Blocks when the connection has too much in flight: backpressure.
-                await self.replies.put(asyncio.create_task(handler))
+                await self.replies.put(reply)
         except WebSocketDisconnect:
             pass
         finally:
@@ -87,31 +98,48 @@ class _Connection:
     async def _write(self) -> None:
         """Send replies in message order; after a disconnect, let the work finish unanswered
         (a chunk that was applied stays applied: the session is consistent either way)."""
-        while (task := await self.replies.get()) is not None:
+        while (pending := await self.replies.get()) is not None:
             try:
-                kind, payload = await task
+                found = await pending
+            except ServiceError as exc:  # a binary chunk the engine refused
+                found = _error(exc)
             except (Exception, asyncio.CancelledError):
                 log.exception("a WebSocket message of session %r failed", self.session_id)
-                kind, payload = _error(ServiceError("the server failed to handle this message"))
+                found = _error(ServiceError("the server failed to handle this message"))
             if self.websocket.application_state is not WebSocketState.CONNECTED:
                 continue
             try:
-                if kind == "bytes":
-                    await self.websocket.send_bytes(payload)
+                if isinstance(found, ChunkResult):  # a binary chunk's answer
+                    await self.websocket.send_bytes(found.outputs.astype("<f4", copy=False).tobytes())
+                elif found[0] == "bytes":
+                    await self.websocket.send_bytes(found[1])
                 else:
-                    await self.websocket.send_text(payload)
+                    await self.websocket.send_text(found[1])
             except (WebSocketDisconnect, RuntimeError):
                 continue
 
-    async def _binary(self, frame: bytes) -> Reply:
+    def _binary(self, frame: bytes) -> asyncio.Future:
+        """A binary chunk into its session's line at once: no task, its reply the engine's future.
+        (Only while no text message before it is still on its way into the line.)"""
         try:
             inputs = parse_frame(frame, self.sessions.spec.input_features, self.limits.steps)
-            result = await self.sessions.push(self.session_id, inputs, scope=self.scope, transport="websocket")
+            return self.sessions.submit(self.session_id, inputs, scope=self.scope, transport="websocket")
+        except ServiceError as exc:
+            refused = asyncio.get_running_loop().create_future()
+            refused.set_result(_error(exc))
+            return refused
+
+    async def _binary_later(self, frame: bytes) -> Reply | ChunkResult:
+        self._unstarted -= 1
+        try:
+            return await self._binary(frame)
         except ServiceError as exc:
             return _error(exc)
-        return "bytes", result.outputs.astype("<f4", copy=False).tobytes()
 
     async def _text(self, text: str) -> Reply:
+        # Every branch below reaches the session's line before its first suspension: once this task
+        # has started, binary frames after it may go straight in.
+        self._unstarted -= 1
         try:
             limit = self.limits.json_bytes
             # Characters first: a text of more characters than the limit has more bytes too.
