@@ -2,7 +2,8 @@
 
 Each of N streams sends a T-step binary chunk every P ms over its own WebSocket (open loop, see
 ``bench.livegen``), into the live scenario's model (GRU 64 over F = 16, a per-step Dense 16). A
-sweep over N finds the **capacity**: the most streams served with p99 < 50 ms and nothing refused,
+sweep over N (after an unmeasured run at the middle N, which has the model's programs compiled for
+the batch sizes that matter) finds the **capacity**: the most streams served with p99 < 50 ms and nothing refused,
 closed or left unanswered. Both sides' CPU is reported (the generator shares the machine).
 
     python -m bench.live                            # the default sweep, results in bench/results/
@@ -93,6 +94,10 @@ def sweep(counts: list[int], seconds: float, period_ms: float, server_args: list
         server = ServerProcess("--model", str(model), "--capacity", str(max(counts)), *server_args)
         with running([server], timeout=180):
             create_sessions(server.url, max(counts))
+            # Unmeasured: the batch sizes of the rows that matter appear, so that XLA's programs for
+            # them are compiled (in the background, a few seconds of CPU) before any row is timed.
+            measure(server, counts[len(counts) // 2], 4, period_ms)
+            time.sleep(5)
             rows = []
             for count in counts:
                 time.sleep(2)  # the last run's backlog, if any, is gone
