@@ -16,7 +16,6 @@ writes bench/results/flood.json and flood.md; the README's Security section show
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from bench import report
 from bench.load import Measured, require_wrk
-from bench.report import flood_markdown
 from tests.support.flood import create_flood_sessions, flooding, result_of
 from tests.support.keys import auth
 from tests.support.servers import ServerProcess, running
@@ -135,10 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     require_wrk()
     result = measure(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "flood.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "flood.md").write_text(flood_markdown(result))
-    print(flood_markdown(result))
+    report.save(args.out, "flood", result, report.flood_markdown(result))
 
 
 if __name__ == "__main__":

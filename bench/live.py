@@ -16,7 +16,6 @@ Writes ``live.json`` and ``live.md`` to ``--out`` (default ``bench/results``).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
@@ -27,8 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench import load
-from bench.report import live_table
+from bench import load, report
 from bench.scenarios import LIVE, write_model
 from tests.support.flood import result_of
 from tests.support.servers import ServerProcess, running
@@ -125,10 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     counts = sorted(int(c) for c in args.streams.split(","))
     result = sweep(counts, args.seconds, args.period_ms, shlex.split(args.server_args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "live.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "live.md").write_text(live_table(result))
-    print(live_table(result))
+    report.save(args.out, "live", result, report.live_table(result))
 
 
 if __name__ == "__main__":

@@ -67,13 +67,11 @@ class Run:
 
 
 async def main(args: argparse.Namespace) -> dict:
-    loop = asyncio.get_running_loop()
     url = args.url.replace("http", "ws", 1)
     frame = bytes.fromhex(args.frame)
     period = args.period_ms / 1000
     started = time.monotonic() + 1.0
     run = Run(started + args.warmup, started + args.warmup + args.seconds)
-    streams: list[Stream] = []
     connecting = asyncio.Semaphore(64)
 
     async def connect(index: int) -> Stream:

@@ -1,7 +1,8 @@
-"""The benchmark's results as Markdown tables and two PNG plots; the flood measurement's table."""
+"""The benchmark's results as Markdown tables and two PNG plots; the flood and live-stream tables."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 NAMES = {"ceiling": "ceiling (a): no model", "naive": "naive (b): Keras per session", "memory": "service, memory",
@@ -165,3 +166,11 @@ def live_table(result: dict) -> str:
               f"(run {result['when']}). **Capacity: {result['capacity']:,} streams** (p99 < "
               f"{result['p99_target_ms']:g} ms, nothing refused or unanswered)."]
     return "\n".join(lines) + "\n"
+
+
+def save(folder: Path, name: str, result: dict, table: str) -> None:
+    """``name``.json and ``name``.md under ``folder``; the table printed too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(table)
+    print(table)

@@ -44,32 +44,40 @@ def _dumps(value: Any) -> bytes:
     return pickle.dumps(value, protocol=5)
 
 
-class SessionServer:
-    """In the engine process: answers the workers' calls with ``service``."""
+def _socket(kind: int) -> zmq.asyncio.Socket:
+    """A socket that never drops a message (no high-water mark: every one is read) and does not
+    linger at close."""
+    socket = zmq.asyncio.Context.instance().socket(kind)
+    for option in (zmq.SNDHWM, zmq.RCVHWM, zmq.LINGER):
+        socket.setsockopt(option, 0)
+    return socket
 
-    def __init__(self, service: SessionService, address: str):
-        self.service, self.address = service, address
-        self._socket: zmq.asyncio.Socket | None = None
-        self._reader: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._outbox: dict[bytes, list] = defaultdict(list)
-        self._flushing = False
-        self._unstarted = 0  # tasks created whose call has not yet taken its place in line
 
-    def start(self) -> None:
-        context = zmq.asyncio.Context.instance()
-        self._socket = context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.SNDHWM, 0)  # never drop an answer: a worker reads them all
-        self._socket.setsockopt(zmq.RCVHWM, 0)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(self.address)
-        self._reader = asyncio.create_task(self._read(), name="session-server")
+class _Endpoint:
+    _socket: zmq.asyncio.Socket | None = None
+    _reader: asyncio.Task | None = None
 
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
         if self._socket is not None:
             self._socket.close()
+
+
+class SessionServer(_Endpoint):
+    """In the engine process: answers the workers' calls with ``service``."""
+
+    def __init__(self, service: SessionService, address: str):
+        self.service, self.address = service, address
+        self._tasks: set[asyncio.Task] = set()
+        self._outbox: dict[bytes, list] = defaultdict(list)
+        self._flushing = False
+        self._unstarted = 0  # tasks created whose call has not yet taken its place in line
+
+    def start(self) -> None:
+        self._socket = _socket(zmq.ROUTER)
+        self._socket.bind(self.address)
+        self._reader = asyncio.create_task(self._read(), name="session-server")
 
     def describe(self) -> tuple[ModelSpec, int, str]:
         return self.service.spec, self.service.capacity, self.service.backend
@@ -149,7 +157,7 @@ def describe(address: str, timeout_s: float = 60.0) -> tuple[ModelSpec, int, str
         socket.close()
 
 
-class RemoteSessions:
+class RemoteSessions(_Endpoint):
     """In a worker: the engine process's session service, as routes use it."""
 
     def __init__(self, address: str, description: tuple[ModelSpec, int, str]):
@@ -159,22 +167,11 @@ class RemoteSessions:
         self._pending: dict[int, asyncio.Future] = {}
         self._outbox: list[tuple[int, str, tuple]] = []
         self._flushing = False
-        self._socket: zmq.asyncio.Socket | None = None
-        self._reader: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.SNDHWM, 0)
-        self._socket.setsockopt(zmq.RCVHWM, 0)
-        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket = _socket(zmq.DEALER)
         self._socket.connect(self.address)
         self._reader = asyncio.create_task(self._read(), name="remote-sessions")
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-        if self._socket is not None:
-            self._socket.close()
 
     async def _call(self, name: str, *args: Any) -> Any:
         return await self._send(name, *args)

@@ -3,10 +3,8 @@ scripts, and a load cut off half way never answer 500, and /readyz says 200 only
 can serve."""
 
 import asyncio
-import time
 
 import httpx
-import pytest
 import redis
 
 from tests.support.proxy import BreakingProxy
