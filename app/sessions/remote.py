@@ -28,8 +28,9 @@ import zmq
 import zmq.asyncio
 
 from app.engine import ChunkResult
-from app.errors import ModelMismatch, ServiceError
+from app.errors import ServiceError
 from app.model.spec import ModelSpec
+from app.sessions.rules import model_mismatch
 from app.sessions.service import SessionService
 from app.store.records import SessionRecord
 
@@ -249,5 +250,5 @@ class RemoteSessions(_Endpoint):
         return await self._call("overview")
 
     def check_model(self, record: SessionRecord) -> None:
-        if record.fingerprint is not None and record.fingerprint != self.spec.fingerprint:
-            raise ModelMismatch(record.session_id, record.fingerprint, self.spec.fingerprint)
+        if (mismatch := model_mismatch(record, self.spec)) is not None:
+            raise mismatch

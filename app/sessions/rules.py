@@ -25,9 +25,9 @@ def admission(spec: ModelSpec) -> AdmitRule:
     def admit(work: Work, record: SessionRecord | None, now: float) -> ChunkResult | ServiceError | None:
         if record is None or not record.visible_to(work.scope, now):
             return SessionNotFound(work.session_id)
-        if record.fingerprint is not None and record.fingerprint != spec.fingerprint:
+        if (mismatch := model_mismatch(record, spec)) is not None:
             metrics.CONFLICTS.labels("model").inc()
-            return ModelMismatch(work.session_id, record.fingerprint, spec.fingerprint)
+            return mismatch
         if work.seq is None or work.seq == record.seq + 1:
             return None
         if work.seq == record.seq and record.last_chunk is not None:
@@ -38,6 +38,14 @@ def admission(spec: ModelSpec) -> AdmitRule:
                         f"{record.seq}, so the next must be {record.seq + 1}", expected_seq=record.seq + 1)
 
     return admit
+
+
+def model_mismatch(record: SessionRecord, spec: ModelSpec) -> ModelMismatch | None:
+    """The error for a session that holds another model's state, or None. A session made before
+    fingerprints were kept (None) is taken for this model's."""
+    if record.fingerprint is not None and record.fingerprint != spec.fingerprint:
+        return ModelMismatch(record.session_id, record.fingerprint, spec.fingerprint)
+    return None
 
 
 def last_answer(record: SessionRecord, spec: ModelSpec, replayed: bool = False) -> ChunkResult:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from app.engine.core import ChunkResult, Engine
-from app.errors import InvalidInput, ModelMismatch, SessionNotFound, TooManyRequests, Unavailable
-from app.sessions.rules import last_answer
+from app.errors import InvalidInput, SessionNotFound, TooManyRequests, Unavailable
+from app.sessions.rules import last_answer, model_mismatch
 from app.stats import RollingStats
 from app.store.records import SessionRecord
 
@@ -266,5 +266,5 @@ class SessionService:
         return await self.engine.exclusive(session_id, write)
 
     def check_model(self, record: SessionRecord) -> None:
-        if record.fingerprint is not None and record.fingerprint != self.spec.fingerprint:
-            raise ModelMismatch(record.session_id, record.fingerprint, self.spec.fingerprint)
+        if (mismatch := model_mismatch(record, self.spec)) is not None:
+            raise mismatch
