@@ -18,6 +18,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench import live, load
@@ -70,6 +71,8 @@ def main() -> None:
             body, frame = chunk_body(scenario)
             if scenario is LIVE:
                 live.create_sessions(server.url, args.streams)
+                live.measure(server, args.streams, 4, 100.0)  # unmeasured: XLA's programs compile
+                time.sleep(5)
             else:
                 create_sessions(server.url, "s", scenario.sessions, body)
             raw = Path(tmp) / "profile.txt"

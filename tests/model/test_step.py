@@ -69,10 +69,7 @@ def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
         states = [rng.uniform(-1, 1, (n, units)).astype(np.float32) for units in streaming.spec.state_units]
         batches.append((inputs, lengths, states))
         assert streaming._xla.run(inputs, lengths, states) is None  # asks for its program
-    deadline = time.monotonic() + 120
-    while streaming._xla.compiled < len(shapes):
-        assert time.monotonic() < deadline, "the XLA programs did not compile"
-        time.sleep(0.05)
+    wait_for_programs(streaming, batches)
     for inputs, lengths, states in batches:
         xla_outputs, xla_states = streaming.run(inputs, lengths, states)
         outputs, new_states = streaming._step(inputs, lengths, states)
@@ -84,3 +81,30 @@ def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
             np.testing.assert_allclose(xla_outputs, outputs, atol=ATOL)
         for got, want in zip(xla_states, new_states):
             np.testing.assert_allclose(got, want.numpy(), atol=ATOL)
+
+
+def test_a_chunk_length_first_seen_has_its_programs_compiled_for_every_batch_size():
+    # A load that grows later must find its bigger batches' programs ready, not compile them then.
+    architecture = architectures.example()
+    streaming = StreamingModel(architecture.build(), name="random", xla=True)
+    streaming.warm(8, 1)  # batches of up to 8 chunks of 1 step: buckets (1, 2, 4 and 8) x 1
+    inputs = np.zeros((1, 5, architecture.features), np.float32)
+    states = [np.zeros((1, units), np.float32) for units in streaming.spec.state_units]
+    streaming.run(inputs, np.array([5]), states)  # one row of 5 steps: (1, 2, 4 and 8) x 5
+    deadline = time.monotonic() + 120
+    while streaming._xla.compiled < 8:
+        assert time.monotonic() < deadline, f"{streaming._xla.compiled} of 8 XLA programs compiled"
+        time.sleep(0.05)
+    for n in (2, 3, 8):
+        batch = (np.zeros((n, 5, architecture.features), np.float32), np.full(n, 5, np.int32),
+                 [np.zeros((n, units), np.float32) for units in streaming.spec.state_units])
+        assert streaming._xla.run(*batch) is not None
+
+
+def wait_for_programs(streaming: StreamingModel, batches, timeout: float = 120) -> None:
+    """Until each batch runs on its XLA program."""
+    deadline = time.monotonic() + timeout
+    for batch in batches:
+        while streaming._xla.run(*batch) is None:
+            assert time.monotonic() < deadline, "the XLA programs did not compile"
+            time.sleep(0.05)
