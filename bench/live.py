@@ -9,6 +9,7 @@ closed or left unanswered. Both sides' CPU is reported (the generator shares the
     python -m bench.live                            # the default sweep, results in bench/results/
     python -m bench.live --streams 500,1000 --seconds 5 --out /tmp/live
     python -m bench.live --server-args "--workers 2"
+    python -m bench.live --streams 250,500,750 --delays 0,1,2,5   # the batching delay's trade-off
 
 Writes ``live.json`` and ``live.md`` to ``--out`` (default ``bench/results``).
 """
@@ -29,6 +30,7 @@ import numpy as np
 from bench import load, report
 from bench.scenarios import LIVE, write_model
 from tests.support.flood import result_of
+from tests.support.metrics import scrape
 from tests.support.servers import ServerProcess, running
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,6 +53,7 @@ class Row:
     max_ms: float
     server_cpu: float
     client_cpu: float
+    mean_batch: float  # chunks per model call in the run
 
     @property
     def holds(self) -> bool:
@@ -77,13 +80,22 @@ def measure(server: ServerProcess, streams: int, seconds: float, period_ms: floa
     command = [sys.executable, "-m", "bench.livegen", "--url", server.url, "--prefix", prefix,
                "--streams", str(streams), "--period-ms", str(period_ms), "--frame", frame.hex(),
                "--seconds", str(seconds)]
+    before = batches(server.url)
     with load.Measured(server.process.pid) as cpu:
         text, client_cpu = load.run_child(command)
+    calls, chunks = (after - first for after, first in zip(batches(server.url), before))
     found = result_of(text)
     return Row(streams=streams, offered_per_s=found["offered"] / seconds, served_per_s=found["served"] / seconds,
                refused=found["refused"], unanswered=found["unanswered"], closed=found["closed"],
                late=found["late"], p50_ms=found["p50_ms"], p90_ms=found["p90_ms"], p99_ms=found["p99_ms"],
-               max_ms=found["max_ms"], server_cpu=cpu.cpu, client_cpu=client_cpu)
+               max_ms=found["max_ms"], server_cpu=cpu.cpu, client_cpu=client_cpu,
+               mean_batch=chunks / calls if calls else 0.0)
+
+
+def batches(url: str) -> tuple[float, float]:
+    """Model calls so far, and the chunks they ran (the batch-size histogram's count and sum)."""
+    samples = scrape(url)
+    return samples.get("srnn_batch_size_count", 0.0), samples.get("srnn_batch_size_sum", 0.0)
 
 
 def sweep(counts: list[int], seconds: float, period_ms: float, server_args: list[str]) -> dict:
@@ -112,6 +124,18 @@ def sweep(counts: list[int], seconds: float, period_ms: float, server_args: list
     }
 
 
+def delay_curve(counts: list[int], delays: list[float], seconds: float, period_ms: float,
+                server_args: list[str]) -> dict:
+    """The sweep again for each ``--max-batch-delay-ms``: what waiting for company buys (bigger
+    batches, fewer model calls) and what it costs (latency)."""
+    sweeps = []
+    for delay in delays:
+        sweeps.append({"delay_ms": delay, **sweep(counts, seconds, period_ms,
+                                                  [*server_args, "--max-batch-delay-ms", f"{delay:g}"])})
+    return {"when": sweeps[0]["when"], "scenario": LIVE.what, "period_ms": period_ms, "seconds": seconds,
+            "server_args": " ".join(server_args), "sweeps": sweeps}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", default="250,500,750,1000,1250,1500",
@@ -119,9 +143,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per count")
     parser.add_argument("--period-ms", type=float, default=100.0)
     parser.add_argument("--server-args", default="", help="extra flags for stateful-rnn serve")
+    parser.add_argument("--delays", help="batch delays in ms, comma-separated: the sweep for each "
+                                             "(--max-batch-delay-ms), written as live-delays.json and .md")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     counts = sorted(int(c) for c in args.streams.split(","))
+    if args.delays:
+        delays = [float(d) for d in args.delays.split(",")]
+        result = delay_curve(counts, delays, args.seconds, args.period_ms, shlex.split(args.server_args))
+        report.save(args.out, "live-delays", result, report.delay_table(result))
+        return
     result = sweep(counts, args.seconds, args.period_ms, shlex.split(args.server_args))
     report.save(args.out, "live", result, report.live_table(result))
 

@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--streams", type=int, default=500, help="live: how many streams")
     parser.add_argument("--server-args", default="", help="extra flags for stateful-rnn serve")
+    parser.add_argument("--top", type=int, default=25, help="functions listed per thread and view")
     args = parser.parse_args()
     load.require_wrk()
     scenario = SCENARIOS[args.scenario]
@@ -96,7 +97,7 @@ def main() -> None:
             spy.wait()
         finally:
             server.stop()
-        text = header + summarize(raw)
+        text = header + summarize(raw, args.top)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"profile-{args.scenario}.txt").write_text(text)
     print(text)

@@ -154,17 +154,33 @@ def _ms(value: float | None) -> str:
 def live_table(result: dict) -> str:
     """The table of ``python -m bench.live``: one row per stream count of the sweep."""
     lines = ["| live streams | offered chunks/s | served chunks/s | p50 ms | p90 ms | p99 ms | max ms | "
-             "refused | unanswered | late sends | server CPU | generator CPU | holds |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+             "refused | unanswered | late sends | chunks per model call | server CPU | generator CPU | holds |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in result["rows"]:
         lines.append(
             f"| {r['streams']:,} | {r['offered_per_s']:,.0f} | {r['served_per_s']:,.0f} | {r['p50_ms']:.1f} | "
             f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['refused']:,} | {r['unanswered']:,} | "
-            f"{r['late']:,} | {r['server_cpu']:.2f} | {r['client_cpu']:.2f} | {'yes' if r['holds'] else 'no'} |")
+            f"{r['late']:,} | {r.get('mean_batch', 0):.1f} | {r['server_cpu']:.2f} | {r['client_cpu']:.2f} | "
+            f"{'yes' if r['holds'] else 'no'} |")
     args = f", `{result['server_args']}`" if result["server_args"] else ""
     lines += ["", f"{result['scenario']}{args}; each row {result['seconds']:g} s measured after 2 s of warm-up "
               f"(run {result['when']}). **Capacity: {result['capacity']:,} streams** (p99 < "
               f"{result['p99_target_ms']:g} ms, nothing refused or unanswered)."]
+    return "\n".join(lines) + "\n"
+
+
+def delay_table(result: dict) -> str:
+    """The table of ``python -m bench.live --delays``: latency and batch size against the delay."""
+    lines = ["| batch delay ms | live streams | chunks per model call | p50 ms | p90 ms | p99 ms | refused | "
+             "server CPU | holds |", "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for found in result["sweeps"]:
+        for r in found["rows"]:
+            lines.append(f"| {found['delay_ms']:g} | {r['streams']:,} | {r['mean_batch']:.1f} | {r['p50_ms']:.1f} | "
+                         f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['refused']:,} | {r['server_cpu']:.2f} | "
+                         f"{'yes' if r['holds'] else 'no'} |")
+    args = f", `{result['server_args']}`" if result["server_args"] else ""
+    lines += ["", f"{result['scenario']}{args}; each row {result['seconds']:g} s measured after 2 s of warm-up "
+              f"(run {result['when']})."]
     return "\n".join(lines) + "\n"
 
 
