@@ -120,14 +120,17 @@ class StreamingModel:
         return outputs.numpy(), [s.numpy() for s in new_states]
 
     def warm(self, max_batch: int, max_steps: int) -> None:
-        """Trace and run the step on the extreme shapes it will see, before any request does."""
+        """Trace and run the plain graph on the extreme shapes it will see, before any request
+        does. XLA's programs are left to the chunk lengths that traffic brings: compiling every
+        batch size of these lengths too (27 programs, 1,024 steps long for some) held a new server
+        busy for seconds and grew it by 330 MB (bench.run's idle scenario)."""
         if self._xla is not None:
             self._xla.largest = _power_of_two(max_batch)
         features = self.spec.input_features
         for n, steps in {(1, 1), (max_batch, 1), (1, max_steps), (min(max_batch, 8), min(max_steps, 8))}:
             inputs = np.zeros((n, steps, features), np.float32)
             states = [np.zeros((n, units), np.float32) for units in self.spec.state_units]
-            self.run(inputs, np.full(n, steps, np.int32), states)
+            self._step(inputs, np.full(n, steps, np.int32), states)
 
 
 class XlaSteps:
@@ -140,9 +143,11 @@ class XlaSteps:
     ms for 25 rows, 1.6 ms for 50). It compiles a program per shape, 0.3 to 0.6 s each, so a bucket
     is compiled on a thread of its own the first time a batch needs it, and batches run on the plain
     graph until it is ready: no request waits for the compiler. The first batch of a chunk length
-    asks for that length's programs of every batch size up to ``largest`` (smallest first, the
-    size it needed before them), so that a load that grows later finds its programs ready rather
-    than compiling them when the machine is busiest. Its results agree with the plain graph's to
+    asks for that length's programs of every batch size up to ``largest`` (the size it needed
+    first), so that a load that grows later finds its programs ready rather than compiling them when
+    the machine is busiest; only for the first ``AHEAD_LENGTHS`` lengths seen, as streams send one
+    length over and over while a client of varied lengths would otherwise fill memory with programs
+    it never runs. Its results agree with the plain graph's to
     float32 rounding (a few 1e-7)."""
 
     def __init__(self, step, spec: ModelSpec):
@@ -155,6 +160,7 @@ class XlaSteps:
         self._asked: set[tuple[int, int]] = set()
         self._compiler = ThreadPoolExecutor(1, thread_name_prefix="xla")
         self.largest = 1  # the largest batch bucket to compile ahead (set by ``warm``)
+        self._ahead: set[int] = set()  # the chunk lengths whose programs were asked for ahead
 
     @property
     def compiled(self) -> int:
@@ -177,8 +183,11 @@ class XlaSteps:
         return outputs, [s.numpy()[:n] for s in new_states]
 
     def _ask(self, needed: tuple[int, int]) -> None:
-        sizes = [1 << k for k in range(max(self.largest, needed[0]).bit_length())]
-        for bucket in [needed] + [(size, needed[1]) for size in sizes]:
+        ahead = []
+        if needed[1] in self._ahead or len(self._ahead) < AHEAD_LENGTHS:
+            self._ahead.add(needed[1])
+            ahead = [(1 << k, needed[1]) for k in range(max(self.largest, needed[0]).bit_length())]
+        for bucket in [needed, *ahead]:
             if bucket not in self._asked:
                 self._asked.add(bucket)
                 self._compiler.submit(self._compile, bucket)
@@ -201,6 +210,9 @@ class XlaSteps:
 
 
 EXACT_STEPS = 16  # chunk lengths up to this get a program each: streams send one length over and over
+# Chunk lengths whose programs are compiled for every batch size at once (about 3 s of CPU and 30 MB
+# for 9 sizes); later lengths compile a program only when a batch needs it.
+AHEAD_LENGTHS = 4
 
 
 def _power_of_two(n: int) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.model.step import StreamingModel
+from app.model.step import AHEAD_LENGTHS, StreamingModel
 from tests.support.models import architectures, chunked_sequences, split
 from tests.support.reference import StatefulReference
 
@@ -87,18 +87,37 @@ def test_a_chunk_length_first_seen_has_its_programs_compiled_for_every_batch_siz
     # A load that grows later must find its bigger batches' programs ready, not compile them then.
     architecture = architectures.example()
     streaming = StreamingModel(architecture.build(), name="random", xla=True)
-    streaming.warm(8, 1)  # batches of up to 8 chunks of 1 step: buckets (1, 2, 4 and 8) x 1
-    inputs = np.zeros((1, 5, architecture.features), np.float32)
-    states = [np.zeros((1, units), np.float32) for units in streaming.spec.state_units]
-    streaming.run(inputs, np.array([5]), states)  # one row of 5 steps: (1, 2, 4 and 8) x 5
+    streaming.warm(8, 1)  # batches of up to 8: buckets 1, 2, 4 and 8; no XLA program yet
+    streaming.run(*zeros(streaming, 1, 5))  # one row of 5 steps asks for (1, 2, 4 and 8) x 5
     deadline = time.monotonic() + 120
-    while streaming._xla.compiled < 8:
-        assert time.monotonic() < deadline, f"{streaming._xla.compiled} of 8 XLA programs compiled"
+    while streaming._xla.compiled < 4:
+        assert time.monotonic() < deadline, f"{streaming._xla.compiled} of 4 XLA programs compiled"
         time.sleep(0.05)
     for n in (2, 3, 8):
-        batch = (np.zeros((n, 5, architecture.features), np.float32), np.full(n, 5, np.int32),
-                 [np.zeros((n, units), np.float32) for units in streaming.spec.state_units])
-        assert streaming._xla.run(*batch) is not None
+        assert streaming._xla.run(*zeros(streaming, n, 5)) is not None
+
+
+def test_only_the_first_chunk_lengths_have_programs_compiled_ahead():
+    # A client of many lengths must not fill memory with programs for batch sizes it never sends.
+    streaming = StreamingModel(architectures.example().build(), name="random", xla=True)
+    streaming.warm(8, 1)
+    lengths = range(1, AHEAD_LENGTHS + 2)
+    for steps in lengths:
+        streaming.run(*zeros(streaming, 1, steps))
+    expected = 4 * AHEAD_LENGTHS + 1  # four sizes for each of the first lengths, one for the last
+    deadline = time.monotonic() + 120
+    while streaming._xla.compiled < expected:
+        assert time.monotonic() < deadline, f"{streaming._xla.compiled} of {expected} XLA programs compiled"
+        time.sleep(0.05)
+    time.sleep(1)  # nothing more is compiling
+    assert streaming._xla.compiled == expected
+
+
+def zeros(streaming: StreamingModel, n: int, steps: int):
+    """A batch of ``n`` zero chunks of ``steps`` steps: inputs, lengths, states."""
+    features = streaming.spec.input_features
+    return (np.zeros((n, steps, features), np.float32), np.full(n, steps, np.int32),
+            [np.zeros((n, units), np.float32) for units in streaming.spec.state_units])
 
 
 def wait_for_programs(streaming: StreamingModel, batches, timeout: float = 120) -> None:
