@@ -5,7 +5,11 @@ JSON/frame parsing, same response encoding; a chunk is answered at once with zer
 output size instead of going through sessions, the engine and TensorFlow. Whatever the service does
 beyond this is the price of the model and the state.
 
-    python -m bench.ceiling --port 8100 --features 16 --outputs 4 [--per-step]
+    python -m bench.ceiling --port 8100 --features 16 --outputs 4 [--per-step] [--bare]
+
+With ``--bare``, the chunk route alone on plain FastAPI and uvicorn: no middleware, no key check,
+no size limits, the body parsed by ``orjson.loads`` and ``np.asarray``. What a hand-written endpoint
+does for the same payload; the distance to the ceiling above is what the service's protections cost.
 """
 
 from __future__ import annotations
@@ -71,13 +75,39 @@ def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step
     return app
 
 
+def create_bare_app(outputs: int, per_step: bool) -> FastAPI:
+    app = FastAPI(title="bare FastAPI + orjson")
+
+    @app.get("/readyz")
+    async def ready() -> dict:
+        return {"status": "ready"}
+
+    @app.post("/v1/sessions", status_code=201)
+    async def create() -> Response:
+        return Response(b'{"session_id":"bare"}', 201, media_type="application/json")
+
+    @app.post("/v1/sessions/{session_id}/chunks")
+    async def push(session_id: str, request: Request) -> Response:
+        inputs = np.asarray(orjson.loads(await request.body())["inputs"], np.float32)
+        zeros = np.zeros((len(inputs), outputs) if per_step else (outputs,), np.float32)
+        answer = {"session_id": session_id, "seq": 1, "steps": len(inputs), "outputs": zeros}
+        return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+    return app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--features", type=int, required=True)
     parser.add_argument("--outputs", type=int, required=True)
     parser.add_argument("--per-step", action="store_true")
+    parser.add_argument("--bare", action="store_true", help="plain FastAPI and uvicorn, no middleware")
     args = parser.parse_args()
+    if args.bare:
+        app = create_bare_app(args.outputs, args.per_step)
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+        return
     settings = Settings(port=args.port, log_level="warning")
     app = create_ceiling_app(settings, args.features, args.outputs, args.per_step)
     freeze_heap()  # as the service does

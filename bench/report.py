@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-NAMES = {"ceiling": "ceiling (a): no model", "naive": "naive (b): Keras per session", "memory": "service, memory",
+NAMES = {"bare": "bare FastAPI + orjson: no middleware, no model", "ceiling": "ceiling (a): no model", "naive": "naive (b): Keras per session", "memory": "service, memory",
          "redis": "service, Redis"}
 
 

@@ -53,6 +53,11 @@ def ceiling(scenario: Scenario) -> ServerProcess:
     return Module("bench.ceiling", "--features", str(scenario.features), "--outputs", str(OUTPUTS), "--per-step")
 
 
+def bare(scenario: Scenario) -> ServerProcess:
+    return Module("bench.ceiling", "--features", str(scenario.features), "--outputs", str(OUTPUTS), "--per-step",
+                  "--bare")
+
+
 def naive(model: Path) -> ServerProcess:
     return Module("bench.naive", "--model", str(model))
 
@@ -170,12 +175,13 @@ def idle_sessions(model: Path, count: int) -> dict:
 
 def scenario_small(models: dict, prefix: str, args) -> dict:
     model = models["small"]
-    servers = {"ceiling": ceiling(SMALL), "memory": service(model),
+    servers = {"bare": bare(SMALL), "ceiling": ceiling(SMALL), "memory": service(model),
                "redis": service(model, "--backend", "redis", "--redis-url", args.redis_url,
                                  "--redis-prefix", prefix),
                "naive": naive(model)}
     sweep = sorted(set(args.sweep) | {SMALL.sessions})
     counts = {name: sweep for name in servers}
+    counts["bare"] = [SMALL.sessions]  # a reference point, not a curve
     counts["naive"] = [n for n in sweep if n <= SMALL.sessions]  # a Keras model per session: memory-bound
     with running(list(servers.values()), timeout=180):
         for name, server in servers.items():

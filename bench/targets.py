@@ -24,6 +24,10 @@ def check(results: dict[str, Any]) -> list[dict]:
         memory = closed["memory"][n]["chunks_per_s"]
         found.append(_target("small, HTTP: share of the HTTP ceiling", _ratio(memory, closed["ceiling"][n]["chunks_per_s"]),
                              0.70, True, "x", f"memory backend / ceiling, {n} sessions, closed loop"))
+        if "bare" in closed:
+            found.append(_target("small, HTTP: share of a bare FastAPI + orjson endpoint",
+                                 _ratio(memory, closed["bare"][n]["chunks_per_s"]), 0.70, True, "x",
+                                 f"memory backend / the chunk route on plain FastAPI, {n} sessions, closed loop"))
         found.append(_target("small, HTTP: times the naive baseline", _ratio(memory, closed["naive"][n]["chunks_per_s"]),
                              100, True, "x", f"memory backend / naive Keras, {n} sessions, closed loop"))
         half = min(small["open"]["memory"], key=lambda p: abs(p["fraction"] - 0.5))
