@@ -43,3 +43,12 @@ def test_the_readme_shows_the_latest_flood_table():
     section = readme[readme.index("## Security"):readme.index("## Configuration")]
     table = [line for line in (RESULTS / "flood.md").read_text().splitlines() if line.startswith("|")]
     assert table and all(line in section for line in table), "copy bench/results/flood.md into the README"
+
+
+def test_the_readme_shows_the_latest_batching_delay_table():
+    result = json.loads((RESULTS / "live-delays.json").read_text())
+    assert report.delay_table(result) == (RESULTS / "live-delays.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Live streams"):readme.index("## Development")]
+    table = [line for line in (RESULTS / "live-delays.md").read_text().splitlines() if line.startswith("|")]
+    assert table and all(line in section for line in table), "copy bench/results/live-delays.md into the README"
