@@ -36,19 +36,14 @@ def test_the_readme_shows_the_latest_table_and_plots(results):
     assert "bench/results/throughput.png" in section and "bench/results/latency.png" in section
 
 
-def test_the_readme_shows_the_latest_flood_table():
-    result = json.loads((RESULTS / "flood.json").read_text())
-    assert report.flood_markdown(result) == (RESULTS / "flood.md").read_text()
+@pytest.mark.parametrize("name, table, section", [
+    ("flood", report.flood_markdown, ("## Security", "## Configuration")),
+    ("live-delays", report.delay_table, ("### Live streams", "## Development")),
+])
+def test_the_readme_shows_the_latest_table_of(name, table, section):
+    result = json.loads((RESULTS / f"{name}.json").read_text())
+    assert table(result) == (RESULTS / f"{name}.md").read_text()
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Security"):readme.index("## Configuration")]
-    table = [line for line in (RESULTS / "flood.md").read_text().splitlines() if line.startswith("|")]
-    assert table and all(line in section for line in table), "copy bench/results/flood.md into the README"
-
-
-def test_the_readme_shows_the_latest_batching_delay_table():
-    result = json.loads((RESULTS / "live-delays.json").read_text())
-    assert report.delay_table(result) == (RESULTS / "live-delays.md").read_text()
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Live streams"):readme.index("## Development")]
-    table = [line for line in (RESULTS / "live-delays.md").read_text().splitlines() if line.startswith("|")]
-    assert table and all(line in section for line in table), "copy bench/results/live-delays.md into the README"
+    shown = readme[readme.index(section[0]):readme.index(section[1])]
+    lines = [line for line in (RESULTS / f"{name}.md").read_text().splitlines() if line.startswith("|")]
+    assert lines and all(line in shown for line in lines), f"copy bench/results/{name}.md into the README"
