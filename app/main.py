@@ -75,6 +75,8 @@ class Service:
         store = self.store
         metrics.CAPACITY.set(settings.capacity)
         metrics.refreshing("hot sessions", lambda: metrics.HOT_SESSIONS.set(store.slots.used))
+        engine = self.engine
+        metrics.refreshing("queue depth", lambda: metrics.QUEUE_DEPTH.set(engine.depth))
         if isinstance(store, MemoryStore):
             metrics.refreshing("sessions", lambda: metrics.SESSIONS.set(len(store)))
         self._stopping = asyncio.Event()

@@ -1,8 +1,8 @@
 """Prometheus metrics, defined once and updated by the layer that sees the event.
 
-Gauges of a level (slots in use, sessions, connections) are set by :func:`refresh`, once a
-second, from what registered itself with :func:`refreshing`, rather than by a callback at scrape
-time: with API worker processes, Prometheus's multiprocess mode aggregates values that every
+Gauges of a level (slots in use, sessions, connections, the engine's queue) are set by
+:func:`refresh`, once a second, from what registered itself with :func:`refreshing`, rather than
+per event or by a callback at scrape time: with API worker processes, Prometheus's multiprocess mode aggregates values that every
 process writes, and a callback's value is never written.
 """
 
@@ -49,7 +49,8 @@ CONNECTIONS_REFUSED = Counter(
     "(header_timeout)",
     ["reason"],
 )
-QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine", multiprocess_mode="livesum")
+QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine (sampled every second)",
+                    multiprocess_mode="livesum")
 CHUNK_SECONDS = Histogram(
     "srnn_chunk_seconds",
     "A chunk's time in the engine, by the transport it came over and the phase: queue (from its "

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from app import metrics
 from app.errors import Unavailable
 
 
@@ -65,7 +64,6 @@ class Lines:
                               "waiting; send the next chunk when one is answered")
         self.waiting.append(work)
         self.load[work.session_id] += 1
-        metrics.QUEUE_DEPTH.set(len(self.waiting))
 
     def begin(self, work: Work) -> None:
         """Count ``work`` as under way without it waiting (an action on an idle session)."""
@@ -98,7 +96,6 @@ class Lines:
                 batch.append(work)
                 blocked.add(work.session_id)
         self.waiting = kept
-        metrics.QUEUE_DEPTH.set(len(kept))
         return batch, actions, abandoned
 
     def put_back(self, works: list[Work]) -> None:
