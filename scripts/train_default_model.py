@@ -3,7 +3,8 @@
 A GRU next-step forecaster for one noisy, trending, tick-like series: it reads the series one value per
 time step and predicts, at every step, the next value. Training data is synthetic (random walks with
 drift, regime changes and noise), generated from a fixed seed, and training takes a few seconds on a
-CPU; with the same seed, TensorFlow and Keras versions it reproduces the committed file's weights.
+CPU; with the same seed, TensorFlow and Keras versions it reproduces the committed file's weights to
+float32 rounding (the CPU and its thread count move the last bits, about 1e-7).
 
     python scripts/train_default_model.py [--out PATH]
 """

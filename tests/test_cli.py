@@ -1,13 +1,15 @@
 """The command line: flags, SRNN_* environment variables, and the built-in default model."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from app.model.builtin import DEFAULT_MODEL_FILE
-from app.model.loader import load_model
+from app.model.loader import load_keras_file
 from tests.support.servers import ROOT, serve_process
 
 
@@ -38,7 +40,13 @@ def test_console_script_and_bad_configuration():
 
 
 def test_training_script_reproduces_the_committed_default_model(tmp_path):
+    # The same architecture, and the same weights to float32 rounding: training is deterministic on
+    # one machine, but how a CPU and its thread count split the sums moves the last bits (seen here:
+    # 2 threads and 10 give other fingerprints, every weight within 8.3e-7 of the committed file's).
     out = tmp_path / "default.keras"
     subprocess.run([sys.executable, "scripts/train_default_model.py", "--out", str(out)],
                    cwd=ROOT, check=True, capture_output=True, timeout=300)
-    assert load_model(str(out)).spec.fingerprint == load_model(str(DEFAULT_MODEL_FILE)).spec.fingerprint
+    fresh, committed = load_keras_file(out), load_keras_file(DEFAULT_MODEL_FILE)
+    assert json.loads(fresh.to_json()) == json.loads(committed.to_json())
+    for a, b in zip(fresh.weights, committed.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=a.path)
