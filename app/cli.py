@@ -52,7 +52,8 @@ def serve(overrides: dict[str, str]) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     from app.api.auth import KeyRing
-    from app.model.loader import load_model, use_threads
+    from app.main import load_initial, repository_of
+    from app.model.loader import use_threads
     from app.serve import run
 
     try:
@@ -62,12 +63,14 @@ def serve(overrides: dict[str, str]) -> int:
         return 2
     use_threads(settings.model_threads)
     try:
-        model = load_model(settings.model, xla=settings.xla)
+        repository = repository_of(settings)
+        models = load_initial(settings, repository)
     except StartupError as exc:
-        print(f"stateful-rnn: cannot serve model {settings.model!r}: {exc}", file=sys.stderr)
+        print(f"stateful-rnn: cannot serve model {str(settings.model_repository or settings.model)!r}: {exc}",
+              file=sys.stderr)
         return 2
     try:
-        return run(settings, model)
+        return run(settings, models, repository)
     except StartupError as exc:
         print(f"stateful-rnn: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,19 @@ class Settings(BaseSettings):
 
     model: str = Field(
         "default",
-        description="Path to a Keras .keras file, or a built-in model: 'default' or 'seed'.",
+        description="Path to a Keras .keras file, or a built-in model: 'default' or 'seed' (a "
+        "repository of one model, version 1; see --model-repository).",
+    )
+    model_repository: Path | None = Field(
+        None,
+        description="A model repository, DIR/<name>/<version>/model.keras (versions: positive integers), "
+        "served instead of --model: several models at once, and new versions as they appear.",
+    )
+    keep_versions: int = Field(
+        2, ge=1, description="Versions of each model served: the newest this many, and any with live sessions."
+    )
+    repository_poll_s: float = Field(
+        5.0, ge=0, description="Seconds between reads of the model repository for new versions; 0: never."
     )
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")

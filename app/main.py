@@ -17,14 +17,19 @@ from app.api import connections, errors, middleware, origins
 from app.api.auth import KeyRing
 from app.api.parsing import ChunkLimits
 from app.api.routes import chunks, console, state, stream
+from app.api.routes import models as models_routes
 from app.api.routes import service as service_routes
 from app.api.routes import sessions as sessions_routes
 from app.config import Settings
 from app.engine import Engine
 from app.logs import log_config
+from app.errors import StartupError
+from app.model.repository import Repository, Source
+from app.model.spec import model_key, split_key
 from app.sessions import rules
 from app.sessions.remote import RemoteSessions
 from app.sessions.service import SessionService
+from app.sessions.versions import Versions
 from app.store import snapshot
 from app.store.base import StateStore
 from app.store.memory import MemoryStore
@@ -43,39 +48,90 @@ documents.
 """
 
 
-def create_store(settings: Settings, model: StreamingModel) -> StateStore:
-    units, fingerprint = model.spec.state_units, model.spec.fingerprint
+def create_store(settings: Settings) -> StateStore:
     quota = settings.max_sessions_per_tenant
     if settings.backend == "redis":
-        return RedisStore(settings.redis_url, settings.redis_prefix, settings.capacity, units,
-                          fingerprint, tenant_quota=quota)
-    store = MemoryStore(settings.capacity, units, tenant_quota=quota)
-    if settings.snapshot is not None:
-        restored = snapshot.restore(store, fingerprint, settings.snapshot)
-        log.info("restored %d sessions from %s", restored, settings.snapshot)
-    return store
+        return RedisStore(settings.redis_url, settings.redis_prefix, settings.capacity, tenant_quota=quota)
+    return MemoryStore(settings.capacity, tenant_quota=quota)
+
+
+def repository_of(settings: Settings) -> Repository:
+    return Repository.of(settings.model, settings.model_repository)
+
+
+def legacy_key(sources: dict[str, dict[int, Source]]) -> str | None:
+    """Whose sessions a snapshot written before versions holds: the one model's newest version."""
+    if len(sources) != 1:
+        return None
+    ((name, versions),) = sources.items()
+    return model_key(name, max(versions))
+
+
+def load_initial(settings: Settings, repository: Repository) -> list[StreamingModel]:
+    """The versions served from the start (compiled, not yet warm): each model's newest
+    ``--keep-versions``, and those the snapshot holds sessions of. A version that fails to load is
+    logged and left out (the others serve; it shows as failed once the repository is read again);
+    if none loads, or the snapshot needs one the repository lacks, the server cannot start."""
+    from app.model.loader import load_version  # TensorFlow: only where the model runs
+
+    sources = repository.scan()
+    wanted = {model_key(name, v): versions[v] for name, versions in sources.items()
+              for v in sorted(versions, reverse=True)[:settings.keep_versions]}
+    if settings.backend == "memory" and settings.snapshot is not None:
+        for key in snapshot.models(settings.snapshot, legacy_key(sources) or ""):
+            name, version = split_key(key)
+            if version not in sources.get(name, {}):
+                raise StartupError(f"snapshot {str(settings.snapshot)!r} holds sessions of model {name} "
+                                   f"version {version}, which the model repository does not have")
+            wanted[key] = sources[name][version]
+    models = []
+    for key, source in sorted(wanted.items()):
+        try:
+            models.append(load_version(source, xla=settings.xla))
+        except StartupError as exc:
+            if not repository.watched:
+                raise
+            log.error("model %s version %d failed to load, and is not served: %s", source.name,
+                      source.version, exc)
+    if not models:
+        raise StartupError(f"no model in the repository {str(settings.model_repository)!r} loads")
+    return models
 
 
 class Service:
-    """The session service and all it runs on (the store, the engine, the model), with their life:
-    warming the model, sweeping expired sessions, snapshots, and a shutdown that finishes what is
-    queued and loses nothing acknowledged. It lives in the process that serves the API, or, with
-    API workers, in the engine process (app.serve)."""
+    """The session service and all it runs on (the store, the engine, the model versions), with
+    their life: warming the models, watching the repository, sweeping expired sessions, snapshots,
+    and a shutdown that finishes what is queued and loses nothing acknowledged. It lives in the
+    process that serves the API, or, with API workers, in the engine process (app.serve).
 
-    def __init__(self, settings: Settings, model: StreamingModel):
-        self.settings, self.model = settings, model
-        self.store = create_store(settings, model)
+    ``models`` are the versions loaded before serving (:func:`load_initial`), not yet warm."""
+
+    def __init__(self, settings: Settings, models: list[StreamingModel], repository: Repository | None = None):
+        from app.model.loader import load_version  # TensorFlow: only where the model runs
+
+        self.settings = settings
+        self.store = create_store(settings)
         # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
         self.max_batch = min(settings.max_batch, settings.capacity)
-        self.engine = Engine(model, self.store, admit=rules.admission(model.spec), max_batch=self.max_batch,
+        # The session rules ask the versions, which need the engine: bound once both exist.
+        self.engine = Engine(self.store, admit=lambda *args: admit(*args), max_batch=self.max_batch,
                              max_queue=settings.max_queue, max_session_queue=settings.max_session_queue,
                              batch_delay=settings.max_batch_delay_ms / 1000)
-        self.sessions = SessionService(self.engine, default_ttl_s=settings.session_ttl)
+        repository = repository or repository_of(settings)
+        self.versions = Versions(repository, self.engine, lambda source: load_version(source, xla=settings.xla),
+                                 (self.max_batch, settings.max_chunk_steps), keep=settings.keep_versions,
+                                 poll_s=settings.repository_poll_s if repository.watched else 0)
+        self.versions.preload(models)
+        if isinstance(self.store, MemoryStore) and settings.snapshot is not None:
+            legacy = legacy_key(self.versions.sources)
+            restored = snapshot.restore(self.store, self.versions.fingerprints, settings.snapshot, legacy)
+            log.info("restored %d sessions from %s", restored, settings.snapshot)
+        admit = rules.admission(self.versions)
+        self.sessions = SessionService(self.engine, self.versions, default_ttl_s=settings.session_ttl)
         # Set once a second by the stats sampler, so they cost nothing per request.
-        store = self.store
+        store, engine = self.store, self.engine
         metrics.CAPACITY.set(settings.capacity)
-        metrics.refreshing("hot sessions", lambda: metrics.HOT_SESSIONS.set(store.slots.used))
-        engine = self.engine
+        metrics.refreshing("hot sessions", lambda: metrics.HOT_SESSIONS.set(store.hot))
         metrics.refreshing("queue depth", lambda: metrics.QUEUE_DEPTH.set(engine.depth))
         if isinstance(store, MemoryStore):
             metrics.refreshing("sessions", lambda: metrics.SESSIONS.set(len(store)))
@@ -84,7 +140,8 @@ class Service:
         self._snapshots: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._warming = asyncio.create_task(self.engine.start((self.max_batch, self.settings.max_chunk_steps)))
+        self.engine.start()
+        self._warming = asyncio.create_task(self.versions.start())
         self._warming.add_done_callback(_report_warm_failure)
         self._warming.add_done_callback(lambda _: freeze_heap())
         freeze_heap()
@@ -107,7 +164,7 @@ class Service:
         await self.store.close()
 
     async def _save_snapshot(self) -> None:
-        data = snapshot.capture(self.store, self.model.spec.fingerprint)
+        data = snapshot.capture(self.store, self.versions.fingerprints)
         await asyncio.to_thread(snapshot.write, self.settings.snapshot, data)
 
     async def _snapshot_until_stopped(self) -> None:
@@ -125,17 +182,20 @@ class Service:
 
 
 def create_app(settings: Settings | None = None, model: StreamingModel | None = None,
-               sessions: RemoteSessions | None = None) -> FastAPI:
-    """The API: with its own service (``model``, or the one ``settings`` names), or, in an API
-    worker, with the engine process's (``sessions``)."""
+               sessions: RemoteSessions | None = None, models: list[StreamingModel] | None = None,
+               repository: Repository | None = None) -> FastAPI:
+    """The API: with its own service, serving ``models`` of ``repository`` (as
+    :func:`load_initial` loads them; default: the repository ``settings`` names), or ``model``
+    alone; or, in an API worker, with the engine process's (``sessions``)."""
     settings = settings or Settings()
     keys = KeyRing.from_settings(settings)
     if sessions is None:  # in an API worker, the engine process has said so already
         warn_if_open(settings, keys)
     if sessions is None:
-        from app.model.loader import load_model  # TensorFlow: only where the model runs
-
-        service = Service(settings, model or load_model(settings.model, xla=settings.xla))
+        if model is not None:
+            models, repository = [model], Repository(single=model.spec.name)
+        repository = repository or repository_of(settings)
+        service = Service(settings, models or load_initial(settings, repository), repository)
 
         @asynccontextmanager
         async def lifespan(app: FastAPI):
@@ -163,12 +223,12 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     origins.install(app, settings)  # inside admission: refusals are counted and logged too
     middleware.install(app, settings, keys)
     app.state.settings = settings
-    app.state.chunk_limits = ChunkLimits.of(api.spec.input_features, settings.max_chunk_steps,
-                                            settings.max_body_bytes)
+    # From the versions loaded at start (a later one with more input features is held to these).
+    app.state.chunk_limits = ChunkLimits.of(api.max_features, settings.max_chunk_steps, settings.max_body_bytes)
     app.state.sessions = api
     app.state.keys = keys
     errors.install(app)
-    for module in (sessions_routes, chunks, state, stream, service_routes, console):
+    for module in (sessions_routes, chunks, state, stream, models_routes, service_routes, console):
         app.include_router(module.router)
     return app
 

@@ -65,6 +65,25 @@ REQUEST_SECONDS = Histogram(
     ["route", "transport", "status"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
 )
+MODEL_CHUNKS = Counter("srnn_model_chunks_total", "Chunks applied, by model and version", ["model", "version"])
+MODEL_CHUNK_SECONDS = Histogram(
+    "srnn_model_chunk_seconds",
+    "A chunk's time in the engine, arrival to answer, by the model and version its session runs",
+    ["model", "version"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
+)
+MODEL_SESSIONS = Gauge(
+    "srnn_model_sessions",
+    "Live sessions by model and version (Redis: over every replica; sampled every few seconds)",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+MODEL_STATE = Gauge(
+    "srnn_model_version_state",
+    "1 for the state each model version is in on this replica (loading, ready, retiring, failed, unloaded)",
+    ["model", "version", "state"],
+    multiprocess_mode="livemax",
+)
 CAPACITY = Gauge("srnn_capacity", "State slots", multiprocess_mode="livesum")
 HOT_SESSIONS = Gauge("srnn_hot_sessions", "Sessions holding a state slot (sampled every second)",
                      multiprocess_mode="livesum")
@@ -100,6 +119,25 @@ def chunk_timers(transport: str) -> tuple[Histogram, Histogram]:
 
 
 _chunk_timers: dict[str, tuple] = {}
+
+
+def version_timer(key: str) -> Histogram:
+    """The latency histogram of model version ``key`` (``name/version``), looked up once."""
+    found = _version_timers.get(key)
+    if found is None:
+        found = _version_timers[key] = MODEL_CHUNK_SECONDS.labels(*key.rsplit("/", 1))
+    return found
+
+
+def version_chunks(key: str) -> Counter:
+    found = _version_chunks.get(key)
+    if found is None:
+        found = _version_chunks[key] = MODEL_CHUNKS.labels(*key.rsplit("/", 1))
+    return found
+
+
+_version_timers: dict[str, Histogram] = {}
+_version_chunks: dict[str, Counter] = {}
 
 
 def exposition() -> bytes:

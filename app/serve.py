@@ -36,6 +36,7 @@ from prometheus_client import multiprocess
 from app.config import Settings
 from app.api.auth import KeyRing
 from app.main import Service, create_app, server_config, warn_if_open
+from app.model.repository import Repository
 from app.model.step import StreamingModel
 from app.sessions.remote import SessionServer
 
@@ -43,9 +44,9 @@ log = logging.getLogger("app")
 WORKER_GRACE_S = 35.0  # uvicorn's own graceful shutdown is 30 s
 
 
-def run(settings: Settings, model: StreamingModel) -> int:
+def run(settings: Settings, models: list[StreamingModel], repository: Repository) -> int:
     if not settings.workers:
-        uvicorn.Server(server_config(create_app(settings, model), settings)).run()
+        uvicorn.Server(server_config(create_app(settings, models=models, repository=repository), settings)).run()
         return 0
     import logging.config
 
@@ -55,8 +56,8 @@ def run(settings: Settings, model: StreamingModel) -> int:
     try:
         import uvloop
     except ImportError:  # uvicorn[standard] brings it; without it, plain asyncio
-        return asyncio.run(EngineProcess(settings, model).run())
-    return uvloop.run(EngineProcess(settings, model).run())
+        return asyncio.run(EngineProcess(settings, models, repository).run())
+    return uvloop.run(EngineProcess(settings, models, repository).run())
 
 
 def listen(settings: Settings) -> socket.socket:
@@ -78,8 +79,8 @@ def worker_environment(settings: Settings) -> dict[str, str]:
 
 
 class EngineProcess:
-    def __init__(self, settings: Settings, model: StreamingModel):
-        self.settings, self.model = settings, model
+    def __init__(self, settings: Settings, models: list[StreamingModel], repository: Repository):
+        self.settings, self.models, self.repository = settings, models, repository
         self.workers: dict[int, subprocess.Popen] = {}
 
     async def run(self) -> int:
@@ -87,7 +88,7 @@ class EngineProcess:
         folder = Path(tempfile.mkdtemp(prefix="srnn-engine-"))  # only this user may enter it
         address = f"ipc://{folder}/sessions"
         listener = listen(self.settings)
-        service = Service(self.settings, self.model)
+        service = Service(self.settings, self.models, self.repository)
         await service.start()
         server = SessionServer(service.sessions, address)
         server.start()

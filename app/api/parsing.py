@@ -115,11 +115,11 @@ def load_json(body: bytes) -> Any:
             raise BadRequest(f"the body is not valid UTF-8 JSON (or nests too deep): {exc}") from None
 
 
-def parse_chunk(body: bytes, features: int, max_steps: int) -> Chunk:
+def parse_chunk(body: bytes, features: int | None, max_steps: int) -> Chunk:
     return chunk_from_document(load_json(body), features, max_steps, body)
 
 
-def chunk_from_document(document: Any, features: int, max_steps: int, body: bytes = b"") -> Chunk:
+def chunk_from_document(document: Any, features: int | None, max_steps: int, body: bytes = b"") -> Chunk:
     if not isinstance(document, dict) or "inputs" not in document:
         raise InvalidInput('the body must be a JSON object with "inputs": T rows of F numbers')
     seq = document.get("seq")
@@ -145,8 +145,10 @@ def parse_frame(frame: bytes, features: int, max_steps: int) -> np.ndarray:
     return array
 
 
-def parse_inputs(inputs: Any, features: int, max_steps: int, body: bytes = b"") -> np.ndarray:
-    """``inputs`` as float32 ``[T, F]``; ``body`` lets the common case skip a per-number scan."""
+def parse_inputs(inputs: Any, features: int | None, max_steps: int, body: bytes = b"") -> np.ndarray:
+    """``inputs`` as float32 ``[T, F]``; ``body`` lets the common case skip a per-number scan.
+    ``features`` None: any F (a flat list is F = 1), for a chunk whose session's model is not
+    known yet (the engine's rules check F against it)."""
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput('"inputs" must be a non-empty list of T rows (T = 0 is not a chunk)')
     if len(inputs) > max_steps:  # before any work that grows with T
@@ -157,14 +159,17 @@ def parse_inputs(inputs: Any, features: int, max_steps: int, body: bytes = b"") 
     try:
         array = np.array(inputs)
     except ValueError:
-        raise InvalidInput(f'"inputs" is ragged: every row must have {features} numbers') from None
+        raise InvalidInput(f'"inputs" is ragged: every row must have {features or "the same count of"} '
+                           'numbers') from None
     if array.dtype.kind not in "iuf":
         raise InvalidInput(
             '"inputs" must hold numbers only; found a string, null, object or an integer too long'
         )
-    if array.ndim == 1 and features == 1:
+    if array.ndim == 1 and features in (1, None):
         array = array[:, None]
-    if array.ndim != 2 or array.shape[1] != features:
+    if features is None and (array.ndim != 2 or not array.shape[1]):
+        raise InvalidInput(f'"inputs" has shape {list(array.shape)}; it must be T rows of F numbers')
+    if features is not None and (array.ndim != 2 or array.shape[1] != features):
         raise InvalidInput(
             f'"inputs" has shape {list(array.shape)}; the model takes rows of {features} '
             f"feature{'s' if features != 1 else ''}"
@@ -199,7 +204,7 @@ def parse_state(document: Any, spec: ModelSpec) -> list[np.ndarray]:
     if isinstance(model, dict) and model.get("fingerprint") not in (None, spec.fingerprint):
         raise Conflict(
             f"the state was made by a different model (fingerprint {model.get('fingerprint')!r}); "
-            f"this server runs {spec.fingerprint!r}",
+            f"the session runs {spec.name} version {spec.version}, {spec.fingerprint!r}",
             fingerprint=spec.fingerprint,
         )
     layers = document.get("layers")

@@ -22,6 +22,18 @@ class CreateSession(BaseModel):
         None, ge=0, le=MAX_TTL_S, allow_inf_nan=False,
         description="Idle seconds before expiry; 0: never; omitted: server default",
     )
+    model: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="The model's name; omitted: the only model the server serves",
+    )
+    version: int | None = Field(
+        None, ge=1, description="The model's version; omitted: its newest ready version"
+    )
+
+
+class VersionRef(BaseModel):
+    name: str
+    version: int
 
 
 class SessionInfo(BaseModel):
@@ -31,6 +43,7 @@ class SessionInfo(BaseModel):
     created_at: str
     last_active_at: str
     expires_at: str | None
+    model: VersionRef | None = Field(description="The model version the session runs")
 
 
 class ListedSession(SessionInfo):
@@ -68,6 +81,7 @@ class LayerState(BaseModel):
 
 class ModelRef(BaseModel):
     name: str | None = None
+    version: int | None = None
     fingerprint: str | None = None
 
 
@@ -98,6 +112,7 @@ class RecurrentLayerInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
+    version: int
     fingerprint: str
     input_features: int
     output: OutputInfo
@@ -105,6 +120,54 @@ class ModelInfo(BaseModel):
     capacity: int
     max_chunk_steps: int
     backend: Literal["memory", "redis"]
+
+
+class ModelVersion(BaseModel):
+    version: int
+    state: Literal["loading", "ready", "retiring", "failed", "unloaded", "retired"] = Field(
+        description="loading: being read, compiled and warmed; ready: served, and new sessions may run it; "
+        "retiring: retired, still serving its sessions; failed: its file does not load (see error); "
+        "unloaded: not served (older than --keep-versions, no sessions); retired: retired and unloaded"
+    )
+    live_sessions: int | None = Field(
+        description="Sessions that run it (Redis: over every replica, a few seconds old); admins only (null "
+        "for a tenant: the count is every tenant's)"
+    )
+    retired: Literal["drain", "reset", "carry"] | None = Field(description="How it was retired, if it was")
+    error: str | None = Field(description="Why it failed to load")
+    fingerprint: str | None = Field(description="null until it has been loaded")
+    input_features: int | None
+    output: OutputInfo | None
+    recurrent_layers: list[RecurrentLayerInfo] | None
+
+
+class ModelDocument(BaseModel):
+    name: str
+    default_version: int | None = Field(description="The version new sessions get: the newest ready one")
+    versions: list[ModelVersion] = Field(description="Newest first")
+
+
+class ModelList(BaseModel):
+    models: list[ModelDocument]
+
+
+class Retirement(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    mode: Literal["drain", "reset", "carry"] = Field(
+        description="drain: its sessions stay on it until they end, then it is unloaded; reset: they move to "
+        "the newest ready version with a zeroed state; carry: they move with their state (identical "
+        "state layouts only)"
+    )
+
+
+class RetireResult(BaseModel):
+    name: str
+    version: int
+    mode: Literal["drain", "reset", "carry"]
+    moved: int = Field(description="Sessions moved to another version")
+    moved_to: int | None
+    state: str
+    live_sessions: int = Field(description="Sessions still on it (drain: until they end)")
 
 
 class LastOutputs(BaseModel):

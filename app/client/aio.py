@@ -37,6 +37,7 @@ class AsyncClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
         self._model: dict[str, Any] | None = None
+        self._versions: dict[tuple[str, int], dict[str, Any]] = {}
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -48,17 +49,34 @@ class AsyncClient:
         await self._http.aclose()
 
     async def model(self) -> dict[str, Any]:
-        """The served model: features, output, recurrent layers, limits (asked once)."""
+        """The model version new sessions get by default (a server of one model): features,
+        output, recurrent layers, limits (asked once)."""
         if self._model is None:
             self._model = (await self.request("GET", "/v1/model")).json()
         return self._model
 
-    async def create_session(self, session_id: str | None = None, ttl_s: float | None = None) -> AsyncSession:
-        """A new session (a random id unless ``session_id`` is given)."""
+    async def models(self) -> list[dict[str, Any]]:
+        """Every model the server serves, with its versions, their states and live sessions."""
+        return (await self.request("GET", "/v1/models")).json()["models"]
+
+    async def version(self, name: str, version: int) -> dict[str, Any]:
+        """One model version's layout: features, output, recurrent layers (asked once)."""
+        if (name, version) not in self._versions:
+            document = (await self.request("GET", f"/v1/models/{name}")).json()
+            for found in document["versions"]:
+                if found["fingerprint"] is not None:
+                    self._versions[(name, found["version"])] = found
+        return self._versions[(name, version)]
+
+    async def create_session(self, session_id: str | None = None, ttl_s: float | None = None,
+                             model: str | None = None, version: int | None = None) -> AsyncSession:
+        """A new session (a random id unless ``session_id`` is given), running ``model``'s
+        ``version`` (default: the server's only model, its newest version)."""
         # The id is chosen here, so that a retry after a lost answer cannot make a second session:
         # a 409 after an uncertain attempt is the session that attempt made.
         chosen = session_id or secrets.token_urlsafe(16)
-        body = {k: v for k, v in (("session_id", chosen), ("ttl_s", ttl_s)) if v is not None}
+        options = (("session_id", chosen), ("ttl_s", ttl_s), ("model", model), ("version", version))
+        body = {k: v for k, v in options if v is not None}
         attempt = Attempt()
         try:
             info = (await self.request("POST", "/v1/sessions", attempt, json=body)).json()
@@ -118,6 +136,13 @@ class AsyncSession:
     @property
     def seq(self) -> int:
         return self.info["seq"]
+
+    async def model(self) -> dict[str, Any]:
+        """The layout of the model version this session runs (as its last info says)."""
+        ref = self.info.get("model")
+        if ref is None:  # a server from before versions
+            return await self.client.model()
+        return await self.client.version(ref["name"], ref["version"])
 
     async def push(self, chunk: np.ndarray) -> np.ndarray:
         """Apply ``chunk`` ([T, F], or [T] for one feature) and return the model's outputs for it:
@@ -222,7 +247,7 @@ class AsyncStream:
         """Apply ``chunk`` and return its outputs, as :meth:`AsyncSession.push` does."""
         array = _floats(chunk)
         if self.binary:
-            output = (await self.client.model())["output"]
+            output = (await self.session.model())["output"]
             reply = await self._exchange(array.astype("<f4").tobytes(), resend=False)
             if isinstance(reply, bytes):
                 self.session.info["seq"] += 1  # binary frames carry no seq: counted, not checked

@@ -29,6 +29,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     stream.add_argument("input", type=Path, help="a .csv (numbers, optional header) or .npy file: T rows of F")
     stream.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
     stream.add_argument("--session", help="session id; created if it does not exist (default: a new one)")
+    stream.add_argument("--model", dest="model_name", help="the model a new session runs (needed when the "
+                        "server serves several)")
+    stream.add_argument("--model-version", type=int, help="its version (default: the newest)")
     stream.add_argument("--chunk", type=int, default=10, help="rows per chunk (default: %(default)s)")
     stream.add_argument("--rate", type=float, help="pace the stream at this many rows per second, like a live feed")
     stream.add_argument("--out", type=Path, help="write the outputs here (.csv or .npy)")
@@ -76,13 +79,14 @@ def write_rows(path: Path, rows: np.ndarray) -> None:
         np.savetxt(path, rows, delimiter=",", fmt="%.9g")
 
 
-async def open_session(client: AsyncClient, session_id: str | None) -> AsyncSession:
+async def open_session(client: AsyncClient, session_id: str | None, model: str | None = None,
+                       version: int | None = None) -> AsyncSession:
     if session_id is None:
-        return await client.create_session()
+        return await client.create_session(model=model, version=version)
     try:
         return await client.session(session_id)
     except SessionGone:
-        return await client.create_session(session_id)
+        return await client.create_session(session_id, model=model, version=version)
 
 
 async def stream_file(args: argparse.Namespace) -> int:
@@ -92,7 +96,7 @@ async def stream_file(args: argparse.Namespace) -> int:
     outputs: list[np.ndarray] = []
     latencies: list[float] = []
     async with AsyncClient(args.url, args.api_key) as client:
-        session = await open_session(client, args.session)
+        session = await open_session(client, args.session, args.model_name, args.model_version)
         console.print(f"session [bold]{session.id}[/] (seq {session.seq}), {len(rows)} rows in "
                       f"{len(chunks)} chunks of {args.chunk}, over {args.transport}")
         stream = session.stream() if args.transport == "ws" else None

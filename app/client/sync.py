@@ -55,9 +55,14 @@ class Client:
         """The served model: features, output, recurrent layers, limits."""
         return self._loop.run(self._async.model())
 
-    def create_session(self, session_id: str | None = None, ttl_s: float | None = None) -> Session:
+    def models(self) -> list[dict[str, Any]]:
+        """Every model the server serves, with its versions, their states and live sessions."""
+        return self._loop.run(self._async.models())
+
+    def create_session(self, session_id: str | None = None, ttl_s: float | None = None,
+                       model: str | None = None, version: int | None = None) -> Session:
         """A new session (random id unless ``session_id`` is given)."""
-        return Session(self._loop, self._loop.run(self._async.create_session(session_id, ttl_s)))
+        return Session(self._loop, self._loop.run(self._async.create_session(session_id, ttl_s, model, version)))
 
     def session(self, session_id: str) -> Session:
         """An existing session, continuing from its last applied chunk."""

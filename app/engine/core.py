@@ -6,8 +6,9 @@ It is a loop over three steps, as vLLM's ``EngineCore.step``:
   waiting chunk, in arrival order, so a session's chunks, resets and deletes apply in the order
   they came; actions that reached the head of their session's line start;
 - **execute** (:class:`~app.engine.runner.BatchRunner`, on the model thread): the store checks the
-  batch's sessions out (their state rows into the slot table), the session rules admit each chunk
-  (``admit``: given by the sessions layer), and one model call runs them all;
+  batch's sessions out (their state rows into their model version's slot table), the session rules
+  admit each chunk (``admit``: given by the sessions layer), and one model call per model version
+  runs them all (one hop to the model thread for the batch);
 - **update**: the store commits each session's new state, atomically and only if nobody changed it
   meanwhile (another replica, on a shared store: then the chunk goes back to the head of its line
   and is computed again), and each waiter gets its answer.
@@ -18,7 +19,12 @@ unless ``batch_delay`` asks it to (for bigger batches, at the price of latency).
 the next one is checked out and computed while the last one is committed and answered. A session
 is in one batch at a time, so its chunks still apply one after another.
 
-Threads: the lines, the slot table and the records are touched only on the event loop; the model
+One engine serves every model version: a session's line is one whatever version it runs (a
+session moved to another version between two chunks stays in order), and the version of each chunk
+is the one its session runs when its turn comes, read with its state. Versions are added once
+compiled and warmed (:meth:`Engine.add_model`) and removed when retired.
+
+Threads: the lines, the slot tables and the records are touched only on the event loop; the model
 thread gets copies of the batch's rows and returns new ones.
 
 The engine returns outputs, not response bodies: each transport encodes them as it speaks.
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,17 +83,17 @@ class _Row:
 
 
 class Engine:
-    def __init__(self, model: StreamingModel, store: StateStore, *, admit: AdmitRule, max_batch: int,
+    def __init__(self, store: StateStore, *, admit: AdmitRule, max_batch: int,
                  max_queue: int, max_session_queue: int = 32, batch_delay: float = 0.0):
-        self.model = model
+        self.runners: dict[str, BatchRunner] = {}  # by model version, ``name/version``
         self.store = store
         self.admit = admit
         self.max_batch = max_batch
         self.batch_delay = batch_delay
         self.lines = Lines(max_queue, max_session_queue)
-        self.runner = BatchRunner(model)
-        self.ready = False
+        self.ready = False  # set by the layer above once the versions it serves at start are warm
         self._batches: set[asyncio.Task] = set()
+        self._in_flight: Counter[str] = Counter()  # chunks checked out and not yet committed, by version
         self._actions: set[asyncio.Task] = set()
         self._computing = False  # a batch is being read or computed: the next one waits for it
         self._wakeup = asyncio.Event()
@@ -98,13 +105,23 @@ class Engine:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, warm_shapes: tuple[int, int]) -> None:
-        """Start serving; compiling and warming the model runs in the background (see ``ready``)."""
+    def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="engine")
-        started = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.model.warm, *warm_shapes)
-        log.info("model compiled and warmed in %.1f s", time.perf_counter() - started)
-        self.ready = True
+
+    def add_model(self, model: StreamingModel) -> None:
+        """Serve a model version (compiled and warmed already): its table in the store, its runner."""
+        spec = model.spec
+        self.store.add_model(spec.key, spec.fingerprint, spec.state_units)
+        self.runners[spec.key] = BatchRunner(model)
+
+    def remove_model(self, key: str) -> None:
+        """Stop serving a version (none of its sessions may be in flight: see ``running_on``)."""
+        self.runners.pop(key, None)
+        self.store.drop_model(key)
+
+    def running_on(self, key: str) -> bool:
+        """Whether a batch in flight holds a chunk of version ``key``."""
+        return self._in_flight[key] > 0
 
     async def stop(self) -> None:
         """Finish every waiting item, then stop."""
@@ -252,14 +269,19 @@ class Engine:
         self._actions.add(task)  # the loop keeps only weak references to tasks
 
     async def _step(self, batch: list[Work]) -> None:
+        rows: list[_Row] = []
         try:
-            rows = await self._checkout(batch)
-            computed = await self._execute(rows) if rows else None
+            try:
+                rows = await self._checkout(batch)
+                self._in_flight.update(row.checkout.model for row in rows)
+                computed = await self._execute(rows) if rows else None
+            finally:
+                self._computing = False  # the model thread is free: the next batch may start
+                self._wakeup.set()
+            if computed:
+                await self._update(*computed)
         finally:
-            self._computing = False  # the model thread is free: the next batch may start
-            self._wakeup.set()
-        if computed:
-            await self._update(*computed)
+            self._in_flight.subtract(row.checkout.model for row in rows)
 
     async def _checkout(self, batch: list[Work]) -> list[_Row]:
         try:
@@ -276,6 +298,9 @@ class Engine:
                 self._finish(work, error=checkout)
                 continue
             verdict = self.admit(work, None if checkout is None else checkout.record, now)
+            if verdict is None and (checkout.slot is None or checkout.model not in self.runners):
+                # The rules admit only sessions of a version served here, which the store places.
+                verdict = ServiceError(f"session {work.session_id!r} could not be placed for its model version")
             if isinstance(verdict, ServiceError):
                 self._finish(work, error=verdict)
             elif verdict is not None:
@@ -286,14 +311,19 @@ class Engine:
         return rows
 
     async def _execute(self, rows: list[_Row]):
-        slots = np.fromiter((row.checkout.slot for row in rows), np.intp, len(rows))
-        states = self.store.slots.gather(slots)
-        inputs = [row.work.inputs for row in rows]
+        groups: dict[str, list[_Row]] = defaultdict(list)  # one model call per version
+        for row in rows:
+            groups[row.checkout.model].append(row)
+        calls = []
+        for key, group in groups.items():
+            slots = np.fromiter((row.checkout.slot for row in group), np.intp, len(group))
+            calls.append((self.runners[key], [row.work.inputs for row in group],
+                          self.store.tables[key].gather(slots)))
+        rows = [row for group in groups.values() for row in group]
         metrics.BATCH_SIZE.observe(len(rows))
         started = time.perf_counter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.runner.run, inputs, states)
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, _run_all, calls)
         except Exception:
             log.exception("model call failed for a batch of %d", len(rows))
             for row in rows:
@@ -323,6 +353,7 @@ class Engine:
             return
         retry = []
         applied = steps = 0
+        per_version: Counter[str] = Counter()
         answered = time.perf_counter()
         for (row, result), outcome in zip(computed, outcomes):
             work = row.work
@@ -334,6 +365,8 @@ class Engine:
                 queue, total = metrics.chunk_timers(work.transport)
                 queue.observe(started - work.arrived)
                 total.observe(answered - work.arrived)
+                per_version[row.checkout.model] += 1
+                metrics.version_timer(row.checkout.model).observe(answered - work.arrived)
                 self._finish(work, ChunkResult(work.session_id, row.seq, row.steps, result.outputs))
             elif outcome is Outcome.GONE:
                 self._finish(work, error=SessionNotFound(work.session_id))
@@ -345,8 +378,15 @@ class Engine:
                 retry.append(work)
         metrics.CHUNKS.inc(applied)  # once a batch: each inc takes a lock
         metrics.TIME_STEPS.inc(steps)
+        for key, count in per_version.items():
+            metrics.version_chunks(key).inc(count)
         if retry:  # back to the heads of their sessions' lines, in order
             self.lines.put_back(retry)
+
+
+def _run_all(calls: list[tuple[BatchRunner, list[np.ndarray], list[np.ndarray]]]) -> list[RowResult | None]:
+    """Each version's rows through its model, on the model thread; the results in the same order."""
+    return [result for runner, inputs, states in calls for result in runner.run(inputs, states)]
 
 
 def _as_service_error(exc: Exception, doing: str) -> ServiceError:

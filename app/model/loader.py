@@ -7,6 +7,7 @@ from pathlib import Path
 
 from app.errors import ModelError
 from app.model.builtin import BUILTINS, build_builtin
+from app.model.repository import Source
 from app.model.step import StreamingModel
 
 
@@ -50,9 +51,14 @@ def use_threads(threads: int) -> bool:
 
 def load_model(spec: str, xla: bool = False) -> StreamingModel:
     """Load ``spec`` (a built-in name or a path) and check that it can be streamed."""
-    if spec in BUILTINS:
-        model, name = build_builtin(spec), spec
+    name = spec if spec in BUILTINS else Path(spec).stem
+    return load_version(Source(name, 1, spec), xla=xla)
+
+
+def load_version(source: Source, xla: bool = False) -> StreamingModel:
+    """Load one version of the repository and check that it can be streamed."""
+    if source.location in BUILTINS:
+        model = build_builtin(source.location)
     else:
-        path = Path(spec)
-        model, name = load_keras_file(path), path.stem
-    return StreamingModel(model, name=name, xla=xla)
+        model = load_keras_file(Path(source.location))
+    return StreamingModel(model, name=source.name, version=source.version, xla=xla)

@@ -22,8 +22,36 @@ class ModelSpec:
     per_step: bool
     output_size: int
     recurrent: tuple[RecurrentLayer, ...]
+    version: int = 1
+
+    @property
+    def key(self) -> str:
+        """The version's name in the store and the engine: ``name/version``."""
+        return model_key(self.name, self.version)
+
+    @property
+    def layout(self) -> tuple:
+        """What a stream's state and its chunks look like: equal layouts take each other's state
+        rows and chunks unchanged (a session may then move between them with its state)."""
+        return (self.input_features, self.per_step, self.output_size,
+                tuple((r.kind, r.units, r.state_tensors) for r in self.recurrent))
+
+    @property
+    def streams_like(self) -> tuple:
+        """What a client of a stream sees: the chunks it sends and the outputs it gets."""
+        return self.input_features, self.per_step, self.output_size
 
     @property
     def state_units(self) -> list[int]:
         """Width of every state tensor, flattened in model order (LSTM: h then c)."""
         return [layer.units for layer in self.recurrent for _ in range(layer.state_tensors)]
+
+
+def model_key(name: str, version: int) -> str:
+    return f"{name}/{version}"
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """``name/version`` back into its parts."""
+    name, _, version = key.rpartition("/")
+    return name, int(version)

@@ -58,7 +58,7 @@ class StreamingModel:
     With ``xla``, a batch runs on an XLA-compiled step for its shape bucket once that is compiled
     (see :class:`XlaSteps`), and on the plain graph until then."""
 
-    def __init__(self, model, name: str, xla: bool = False):
+    def __init__(self, model, name: str, xla: bool = False, version: int = 1):
         import tensorflow as tf
 
         self._graph = StreamGraph(model)
@@ -69,6 +69,7 @@ class StreamingModel:
             per_step=self._graph.per_step,
             output_size=self._graph.output_size,
             recurrent=tuple(self._graph.recurrent),
+            version=version,
         )
         signature = [
             tf.TensorSpec([None, None, self.spec.input_features], tf.float32, name="inputs"),

@@ -30,7 +30,6 @@ import zmq.asyncio
 from app.engine import ChunkResult
 from app.errors import ServiceError
 from app.model.spec import ModelSpec
-from app.sessions.rules import model_mismatch
 from app.sessions.service import SessionService
 from app.store.records import SessionRecord
 
@@ -38,7 +37,8 @@ log = logging.getLogger(__name__)
 
 # What a worker may call: the service's public methods, and a description of it.
 CALLS = frozenset({"create", "get", "delete", "reset", "page", "last_outputs", "push", "state",
-                   "set_state", "count", "unready", "overview", "describe"})
+                   "set_state", "count", "unready", "overview", "describe", "models", "default_model",
+                   "load_model", "retire", "session_model"})
 
 
 def _dumps(value: Any) -> bytes:
@@ -80,8 +80,8 @@ class SessionServer(_Endpoint):
         self._socket.bind(self.address)
         self._reader = asyncio.create_task(self._read(), name="session-server")
 
-    def describe(self) -> tuple[ModelSpec, int, str]:
-        return self.service.spec, self.service.capacity, self.service.backend
+    def describe(self) -> tuple[int, str, int]:
+        return self.service.capacity, self.service.backend, self.service.max_features
 
     async def _read(self) -> None:
         while True:
@@ -140,7 +140,7 @@ class SessionServer(_Endpoint):
                 log.warning("could not answer a worker that went away")
 
 
-def describe(address: str, timeout_s: float = 60.0) -> tuple[ModelSpec, int, str]:
+def describe(address: str, timeout_s: float = 60.0) -> tuple[int, str, int]:
     """Ask the engine process what it serves, before a worker builds its app (blocking)."""
     context = zmq.Context.instance()
     socket = context.socket(zmq.DEALER)
@@ -161,9 +161,10 @@ def describe(address: str, timeout_s: float = 60.0) -> tuple[ModelSpec, int, str
 class RemoteSessions(_Endpoint):
     """In a worker: the engine process's session service, as routes use it."""
 
-    def __init__(self, address: str, description: tuple[ModelSpec, int, str]):
+    def __init__(self, address: str, description: tuple[int, str, int]):
         self.address = address
-        self.spec, self.capacity, self.backend = description
+        # The most input features among the versions served at start (for the chunk limits).
+        self.capacity, self.backend, self.max_features = description
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._outbox: list[tuple[int, str, tuple]] = []
@@ -207,8 +208,9 @@ class RemoteSessions(_Endpoint):
     # -- the service's calls, as SessionService has them --------------------------------------
 
     async def create(self, session_id: str | None = None, ttl_s: float | None = None,
-                     tenant: str | None = None) -> SessionRecord:
-        return await self._call("create", session_id, ttl_s, tenant)
+                     tenant: str | None = None, model: str | None = None,
+                     version: int | None = None) -> SessionRecord:
+        return await self._call("create", session_id, ttl_s, tenant, model, version)
 
     async def get(self, session_id: str, scope: str | None = None) -> SessionRecord:
         return await self._call("get", session_id, scope)
@@ -237,8 +239,9 @@ class RemoteSessions(_Endpoint):
     async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         return await self._call("state", session_id, scope)
 
-    async def set_state(self, session_id: str, values: list[np.ndarray], scope: str | None = None) -> SessionRecord:
-        return await self._call("set_state", session_id, values, scope)
+    async def set_state(self, session_id: str, values: list[np.ndarray], scope: str | None = None,
+                        model: str | None = None) -> SessionRecord:
+        return await self._call("set_state", session_id, values, scope, model)
 
     async def count(self) -> int:
         return await self._call("count")
@@ -249,6 +252,17 @@ class RemoteSessions(_Endpoint):
     async def overview(self) -> dict[str, Any]:
         return await self._call("overview")
 
-    def check_model(self, record: SessionRecord) -> None:
-        if (mismatch := model_mismatch(record, self.spec)) is not None:
-            raise mismatch
+    async def models(self, name: str | None = None) -> list[dict[str, Any]]:
+        return await self._call("models", name)
+
+    async def default_model(self) -> ModelSpec:
+        return await self._call("default_model")
+
+    async def load_model(self, name: str) -> dict[str, Any]:
+        return await self._call("load_model", name)
+
+    async def retire(self, name: str, version: int, mode: str) -> dict[str, Any]:
+        return await self._call("retire", name, version, mode)
+
+    async def session_model(self, session_id: str, scope: str | None = None) -> ModelSpec:
+        return await self._call("session_model", session_id, scope)

@@ -1,7 +1,9 @@
 """The rules a chunk meets when its turn comes, against its session as the store has it then.
 
 - The session must exist, be visible to the caller's tenant and not be expired (else 404).
-- It must hold the state of the model this server runs (else 409, and it is left alone).
+- Its model version must be served here (else 503 while it loads, 409 if the repository does not
+  have it or another model's state is under its name; see :meth:`Versions.problem`), and the chunk
+  must have that version's number of input features (else 422).
 - A chunk may carry ``seq``: ``last + 1`` is applied; ``last`` is a retry of the chunk already
   applied, answered with what that chunk was answered (nothing is applied); anything else is 409
   with ``expected_seq``. Without ``seq`` a chunk is applied and numbered ``last + 1``.
@@ -16,36 +18,37 @@ import numpy as np
 from app import metrics
 from app.engine.core import AdmitRule, ChunkResult
 from app.engine.lines import Work
-from app.errors import Conflict, ModelMismatch, ServiceError, SessionNotFound
+from app.errors import Conflict, InvalidInput, ServiceError, SessionNotFound
 from app.model.spec import ModelSpec
+from app.sessions.versions import Versions
 from app.store.records import SessionRecord
 
 
-def admission(spec: ModelSpec) -> AdmitRule:
+def admission(versions: Versions) -> AdmitRule:
     def admit(work: Work, record: SessionRecord | None, now: float) -> ChunkResult | ServiceError | None:
         if record is None or not record.visible_to(work.scope, now):
             return SessionNotFound(work.session_id)
-        if (mismatch := model_mismatch(record, spec)) is not None:
-            metrics.CONFLICTS.labels("model").inc()
-            return mismatch
-        if work.seq is None or work.seq == record.seq + 1:
-            return None
+        if (problem := versions.problem(record)) is not None:
+            return problem
+        spec = versions.entries[record.model].spec
         if work.seq == record.seq and record.last_chunk is not None:
             metrics.REPLAYS.inc()
             return last_answer(record, spec, replayed=True)
-        metrics.CONFLICTS.labels("seq").inc()
-        return Conflict(f"chunk seq {work.seq} is out of order: the session's last applied chunk is "
-                        f"{record.seq}, so the next must be {record.seq + 1}", expected_seq=record.seq + 1)
+        if work.seq is not None and work.seq != record.seq + 1:
+            metrics.CONFLICTS.labels("seq").inc()
+            return Conflict(f"chunk seq {work.seq} is out of order: the session's last applied chunk is "
+                            f"{record.seq}, so the next must be {record.seq + 1}", expected_seq=record.seq + 1)
+        if work.inputs.shape[1] != spec.input_features:
+            return wrong_features(work.inputs.shape[1], spec)
+        return None
 
     return admit
 
 
-def model_mismatch(record: SessionRecord, spec: ModelSpec) -> ModelMismatch | None:
-    """The error for a session that holds another model's state, or None. A session made before
-    fingerprints were kept (None) is taken for this model's."""
-    if record.fingerprint is not None and record.fingerprint != spec.fingerprint:
-        return ModelMismatch(record.session_id, record.fingerprint, spec.fingerprint)
-    return None
+def wrong_features(features: int, spec: ModelSpec) -> InvalidInput:
+    plural = "s" if spec.input_features != 1 else ""
+    return InvalidInput(f'"inputs" has rows of {features} number(s); model {spec.name} version {spec.version} '
+                        f"takes rows of {spec.input_features} feature{plural}")
 
 
 def last_answer(record: SessionRecord, spec: ModelSpec, replayed: bool = False) -> ChunkResult:

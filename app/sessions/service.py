@@ -16,7 +16,10 @@ import numpy as np
 
 from app.engine.core import ChunkResult, Engine
 from app.errors import InvalidInput, SessionNotFound, TooManyRequests, Unavailable
-from app.sessions.rules import last_answer, model_mismatch
+from app.model.spec import ModelSpec, split_key
+from app.sessions import periodic
+from app.sessions.rules import last_answer
+from app.sessions.versions import Versions
 from app.stats import RollingStats
 from app.store.records import SessionRecord
 
@@ -50,20 +53,30 @@ def session_info(record: SessionRecord, with_tenant: bool = False) -> dict[str, 
         "created_at": rfc3339(record.created_at),
         "last_active_at": rfc3339(record.last_active_at),
         "expires_at": rfc3339(record.expires_at),
+        "model": model_ref(record.model),
     }
     if with_tenant:
         info["tenant"] = record.tenant
     return info
 
 
+def model_ref(key: str | None) -> dict[str, Any] | None:
+    """A version as session documents name it."""
+    if key is None:
+        return None
+    name, version = split_key(key)
+    return {"name": name, "version": version}
+
+
 class SessionService:
     """Everything the API does with sessions goes through here: routes never reach the engine or
     the store themselves (so the service can live in another process, app.sessions.remote)."""
 
-    def __init__(self, engine: Engine, default_ttl_s: float, stats: RollingStats | None = None):
+    def __init__(self, engine: Engine, versions: Versions, default_ttl_s: float,
+                 stats: RollingStats | None = None):
         self.engine = engine
         self.store = engine.store
-        self.spec = engine.model.spec
+        self.versions = versions
         self.default_ttl_s = default_ttl_s
         self.stats = stats or RollingStats()
         self._sweeper: asyncio.Task | None = None
@@ -71,12 +84,14 @@ class SessionService:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
+        self._sweeper = asyncio.create_task(periodic.every(1.0, self.sweep, "expiring idle sessions failed"),
+                                            name="session-sweeper")
         self.stats.start()
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+        await self.versions.stop()
         await self.stats.stop()
 
     # -- the service as a whole ---------------------------------------------------------------
@@ -109,16 +124,32 @@ class SessionService:
         except Unavailable:
             total = None  # Redis is down: this replica's own figures are still worth showing
         return {"backend": self.backend,
-                "sessions": {"capacity": self.capacity, "hot": self.store.slots.used, "total": total},
+                "sessions": {"capacity": self.capacity, "hot": self.store.hot, "total": total},
                 "queue_depth": self.engine.depth, **self.stats.summary()}
 
-    async def _sweep_forever(self, every_s: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.sweep()
-            except Exception:  # a store that is down now may be back at the next sweep
-                log.warning("expiring idle sessions failed", exc_info=True)
+    # -- models -------------------------------------------------------------------------------
+
+    @property
+    def max_features(self) -> int:
+        """The most input features of any version served (for the limits on a chunk's size)."""
+        return self.versions.max_features
+
+    async def models(self, name: str | None = None) -> list[dict[str, Any]]:
+        return await self.versions.describe(name)
+
+    async def default_model(self) -> ModelSpec:
+        """The version a session created without naming one runs."""
+        return self.versions.entries[self.versions.choose(None, None)].spec
+
+    async def load_model(self, name: str) -> dict[str, Any]:
+        return await self.versions.load(name)
+
+    async def retire(self, name: str, version: int, mode: str) -> dict[str, Any]:
+        return await self.versions.retire(name, version, mode)
+
+    async def session_model(self, session_id: str, scope: str | None = None) -> ModelSpec:
+        """The spec of the version the session runs (503 while it loads here)."""
+        return self.versions.spec_of(await self.get(session_id, scope))
 
     async def sweep(self) -> int:
         """Delete sessions idle past their TTL; a session with work in flight is not idle."""
@@ -130,9 +161,11 @@ class SessionService:
     # -- sessions -----------------------------------------------------------------------------
 
     async def create(
-        self, session_id: str | None = None, ttl_s: float | None = None, tenant: str | None = None
+        self, session_id: str | None = None, ttl_s: float | None = None, tenant: str | None = None,
+        model: str | None = None, version: int | None = None,
     ) -> SessionRecord:
-        """A new session, owned by ``tenant`` (None: by no tenant, for admins only)."""
+        """A new session, owned by ``tenant`` (None: by no tenant, for admins only), running
+        ``model``'s ``version`` (default: the only model's, and its newest ready version)."""
         if session_id is None:
             session_id = new_session_id()
         elif not SESSION_ID.fullmatch(session_id):
@@ -152,12 +185,13 @@ class SessionService:
                 f"ttl_s must be a number of seconds from 0 (never expire) to {MAX_TTL_S:.0f}",
                 errors=[{"loc": ["body", "ttl_s"], "msg": "bad ttl"}],
             )
+        key = self.versions.choose(model, version)
         try:
-            return await self.store.create(session_id, float(ttl_s), time.time(), tenant)
+            return await self.store.create(session_id, float(ttl_s), time.time(), tenant, model=key)
         except (Unavailable, TooManyRequests):
             if not await self.sweep():  # expired sessions may still hold slots: free them, retry
                 raise
-            return await self.store.create(session_id, float(ttl_s), time.time(), tenant)
+            return await self.store.create(session_id, float(ttl_s), time.time(), tenant, model=key)
 
     async def get(self, session_id: str, scope: str | None = None) -> SessionRecord:
         """The session, if it exists for a caller of tenant ``scope`` (None: any caller)."""
@@ -184,8 +218,8 @@ class SessionService:
 
     async def reset(self, session_id: str, scope: str | None = None) -> SessionRecord:
         async def reset() -> SessionRecord:
-            await self.get(session_id, scope)
-            record = await self.store.reset(session_id, time.time())
+            key = self.versions.spec_of(await self.get(session_id, scope)).key
+            record = await self.store.reset(session_id, time.time(), model=key)
             if record is None:
                 raise SessionNotFound(session_id)
             return record
@@ -209,7 +243,7 @@ class SessionService:
         from the answer kept for replays, so watching a session costs its chunks nothing."""
         record = self._visible(session_id, await self.store.get(session_id, last=True), scope)
         # After a reset the kept answer still answers a retry of the last chunk, so it is shown.
-        outputs = last_answer(record, self.spec).outputs if record.last_chunk else None
+        outputs = last_answer(record, self.versions.spec_of(record)).outputs if record.last_chunk else None
         return {"session_id": record.session_id, "seq": record.seq, "steps": record.steps,
                 "outputs": outputs}
 
@@ -227,19 +261,18 @@ class SessionService:
     async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
 
-        async def read() -> tuple[SessionRecord, list[np.ndarray]]:
-            await self.get(session_id, scope)  # visibility first: another model's state is 404 too
+        async def read() -> tuple[SessionRecord, ModelSpec, list[np.ndarray]]:
+            spec = self.versions.spec_of(await self.get(session_id, scope))  # visibility first
             found = await self.store.read_state(session_id)
             if found is None:
                 raise SessionNotFound(session_id)
-            self.check_model(found[0])
-            return found
+            return found[0], spec, found[1]
 
         # In line with the session's chunks, so seq, steps and the state belong together.
-        record, values = await self.engine.exclusive(session_id, read)
+        record, spec, values = await self.engine.exclusive(session_id, read)
         rows = iter(values)
         layers = []
-        for layer in self.spec.recurrent:
+        for layer in spec.recurrent:
             # float32 arrays: written in float32's shortest form, which reads back bit for bit.
             states = np.stack([next(rows) for _ in range(layer.state_tensors)])
             layers.append({"name": layer.name, "kind": layer.kind, "states": states})
@@ -247,24 +280,21 @@ class SessionService:
             "session_id": record.session_id,
             "seq": record.seq,
             "steps": record.steps,
-            "model": {"name": self.spec.name, "fingerprint": self.spec.fingerprint},
+            "model": {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint},
             "layers": layers,
         }
 
     async def set_state(
-        self, session_id: str, values: list[np.ndarray], scope: str | None = None
+        self, session_id: str, values: list[np.ndarray], scope: str | None = None, model: str | None = None
     ) -> SessionRecord:
-        """Replace the session's state: one row per state tensor, in model order."""
+        """Replace the session's state: one row per state tensor of version ``model`` (the one the
+        caller checked ``values`` against; refused if the session has moved since), in model order."""
 
         async def write() -> SessionRecord:
-            self.check_model(await self.get(session_id, scope))
-            record = await self.store.write_state(session_id, values, time.time())
+            runs = self.versions.spec_of(await self.get(session_id, scope)).key
+            record = await self.store.write_state(session_id, values, time.time(), model=model or runs)
             if record is None:
                 raise SessionNotFound(session_id)
             return record
 
         return await self.engine.exclusive(session_id, write)
-
-    def check_model(self, record: SessionRecord) -> None:
-        if (mismatch := model_mismatch(record, self.spec)) is not None:
-            raise mismatch

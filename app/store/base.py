@@ -22,11 +22,14 @@ from app.store.slots import SlotTable
 
 @dataclass(eq=False)
 class Checkout:
-    """A session ready to run: its record as the store has it now, its state in ``slot``."""
+    """A session ready to run: its record as the store has it now, its state in ``slot`` of its
+    model version's table (None: this replica has no table for that version, or the session's
+    fingerprint is not the table's, so its state was not placed and it must not run)."""
 
     record: SessionRecord
-    slot: int
+    slot: int | None
     version: str
+    model: str | None = None  # the version it ran on at checkout (its commit must find it there)
 
 
 @dataclass(eq=False)
@@ -46,18 +49,36 @@ class Outcome(enum.Enum):
 
 
 class StateStore(Protocol):
+    """Sessions of every model version served; each version's state rows in a table of its own
+    (``tables``, by ``name/version``: versions differ in their state's shape)."""
+
     kind: str
-    slots: SlotTable
+    tables: dict[str, SlotTable]
 
     @property
-    def capacity(self) -> int: ...
+    def capacity(self) -> int:
+        """Rows of each version's table."""
+        ...
+
+    @property
+    def hot(self) -> int:
+        """Sessions holding a row of a table now."""
+        ...
+
+    def add_model(self, key: str, fingerprint: str, state_units: list[int]) -> None:
+        """Give version ``key`` a table; its sessions can run from now on."""
+        ...
+
+    def drop_model(self, key: str) -> None:
+        """Take version ``key``'s table away (no session of this replica may hold a row of it)."""
+        ...
 
     async def ping(self) -> bool: ...
 
     async def count(self) -> int: ...
 
     async def create(
-        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None
+        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None, *, model: str
     ) -> SessionRecord: ...
 
     async def get(self, session_id: str, last: bool = False) -> SessionRecord | None:
@@ -66,13 +87,40 @@ class StateStore(Protocol):
 
     async def delete(self, session_id: str) -> bool: ...
 
-    async def reset(self, session_id: str, now: float) -> SessionRecord | None: ...
+    # A reset or a state write names the version the caller checked the session runs: one that
+    # has moved to another meanwhile is refused (Conflict), never given the wrong shape of state.
+
+    async def reset(self, session_id: str, now: float, *, model: str) -> SessionRecord | None: ...
 
     async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None: ...
 
     async def write_state(
-        self, session_id: str, values: list[np.ndarray], now: float
+        self, session_id: str, values: list[np.ndarray], now: float, *, model: str
     ) -> SessionRecord | None: ...
+
+    async def migrate(self, session_id: str, source: str, target: str, keep_state: bool) -> bool | None:
+        """Move a session of version ``source`` to ``target``, with its state or zeroed (steps 0).
+        True if moved (or found on ``target`` already: another replica moved it), False if it runs
+        neither, None if it is gone."""
+        ...
+
+    async def count_by_model(self, fresh: bool = False) -> dict[str, int]:
+        """Live sessions per version (on Redis: every replica's; up to a few seconds old, unless
+        ``fresh``)."""
+        ...
+
+    async def sessions_of(self, key: str) -> list[str]:
+        """The ids of version ``key``'s live sessions (on Redis: every replica's)."""
+        ...
+
+    async def mark_retired(self, key: str, mode: str) -> None:
+        """Record that version ``key`` is retired (``mode``: what becomes of its sessions), for
+        every replica to see."""
+        ...
+
+    async def retired(self) -> dict[str, str]:
+        """Every retired version, with its mode."""
+        ...
 
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]: ...
 

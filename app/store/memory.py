@@ -2,6 +2,8 @@
 
 All methods run on the event loop thread and none awaits anything, so each is atomic without a
 lock; the engine hands copies of rows to the TensorFlow thread and commits results here, on the loop.
+Each model version has its own table of ``capacity`` rows, and ``capacity`` bounds the sessions of
+all versions together.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import Counter
 
 import numpy as np
 
-from app.errors import Conflict, TooManyRequests, Unavailable
+from app.errors import Conflict, ServiceError, TooManyRequests, Unavailable
 from app.store.base import Checkout, Commit, Outcome
 from app.store.records import LastChunk, SessionRecord
 from app.store.slots import SlotTable
@@ -21,10 +23,13 @@ from app.store.slots import SlotTable
 class MemoryStore:
     kind = "memory"
 
-    def __init__(self, capacity: int, state_units: list[int], tenant_quota: int = 0):
-        self.slots = SlotTable(capacity, state_units)
+    def __init__(self, capacity: int, tenant_quota: int = 0):
+        self._capacity = capacity
+        self.tables: dict[str, SlotTable] = {}
         self.tenant_quota = tenant_quota
+        self._retired: dict[str, str] = {}
         self._per_tenant: Counter[str] = Counter()
+        self._per_model: Counter[str] = Counter()
         self._records: dict[str, SessionRecord] = {}
         self._slot_of: dict[str, int] = {}
         # (expiry time, id) for sessions with a TTL. Use moves a session's expiry later without
@@ -42,7 +47,32 @@ class MemoryStore:
 
     @property
     def capacity(self) -> int:
-        return self.slots.capacity
+        return self._capacity
+
+    @property
+    def hot(self) -> int:
+        return len(self._records)
+
+    def add_model(self, key: str, fingerprint: str, state_units: list[int]) -> None:
+        if key not in self.tables:
+            self.tables[key] = SlotTable(self._capacity, state_units)
+
+    def drop_model(self, key: str) -> None:
+        if self._per_model[key]:
+            raise ServiceError(f"model version {key} still has {self._per_model[key]} sessions")
+        self.tables.pop(key, None)
+
+    async def count_by_model(self, fresh: bool = False) -> dict[str, int]:
+        return {key: count for key, count in self._per_model.items() if count}
+
+    async def sessions_of(self, key: str) -> list[str]:
+        return [sid for sid, record in self._records.items() if record.model == key]
+
+    async def mark_retired(self, key: str, mode: str) -> None:
+        self._retired[key] = mode
+
+    async def retired(self) -> dict[str, str]:
+        return dict(self._retired)
 
     async def ping(self) -> bool:
         return True
@@ -59,7 +89,7 @@ class MemoryStore:
     # -- sessions -----------------------------------------------------------------------------
 
     async def create(
-        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None
+        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None, *, model: str
     ) -> SessionRecord:
         existing = self._records.get(session_id)
         if existing is not None and existing.expired(now):
@@ -70,17 +100,20 @@ class MemoryStore:
             raise TooManyRequests(
                 f"tenant {tenant!r} holds {self.tenant_quota} sessions, its limit; delete one first"
             )
-        slot = self.slots.allocate()
+        slot = self.tables[model].allocate() if len(self._records) < self._capacity else None
         if slot is None:
             raise Unavailable(
                 f"all {self.capacity} session slots are in use; delete an idle session or retry later",
                 retry_after=5,
             )
-        record = SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s, tenant=tenant)
+        record = SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s, tenant=tenant,
+                               model=model)
         self.insert(record, slot)
         return record
 
     def insert(self, record: SessionRecord, slot: int) -> None:
+        """Add ``record``, its state in ``slot`` of its version's table (a snapshot's restore)."""
+        self._per_model[record.model] += 1
         if self._sorted_ids is not None and record.session_id not in self._records:
             bisect.insort(self._sorted_ids, record.session_id)
         self._records[record.session_id] = record
@@ -102,15 +135,16 @@ class MemoryStore:
             self._per_tenant[record.tenant] -= 1
             if not self._per_tenant[record.tenant]:
                 del self._per_tenant[record.tenant]
-        self.slots.release(self._slot_of.pop(session_id))
+        self.tables[record.model].release(self._slot_of.pop(session_id))
+        self._per_model[record.model] -= 1
         if self._due.pop(session_id, None) is not None:
             self._compact()
         return True
 
-    async def reset(self, session_id: str, now: float) -> SessionRecord | None:
-        record = self._records.get(session_id)
+    async def reset(self, session_id: str, now: float, *, model: str) -> SessionRecord | None:
+        record = self._on(session_id, model)
         if record is not None:
-            self.slots.zero(self._slot_of[session_id])
+            self.tables[model].zero(self._slot_of[session_id])
             record.steps = 0
             self._touch(record, now)
         return record
@@ -119,16 +153,41 @@ class MemoryStore:
         record = self._records.get(session_id)
         if record is None:
             return None
-        return record, self.slots.row(self._slot_of[session_id])
+        return record, self.tables[record.model].row(self._slot_of[session_id])
 
     async def write_state(
-        self, session_id: str, values: list[np.ndarray], now: float
+        self, session_id: str, values: list[np.ndarray], now: float, *, model: str
     ) -> SessionRecord | None:
-        record = self._records.get(session_id)
+        record = self._on(session_id, model)
         if record is not None:
-            self.slots.set_row(self._slot_of[session_id], values)
+            self.tables[model].set_row(self._slot_of[session_id], values)
             self._touch(record, now)
         return record
+
+    def _on(self, session_id: str, model: str) -> SessionRecord | None:
+        record = self._records.get(session_id)
+        if record is not None and record.model != model:
+            raise Conflict(f"session {session_id!r} moved to model version {record.model} meanwhile; retry")
+        return record
+
+    async def migrate(self, session_id: str, source: str, target: str, keep_state: bool) -> bool | None:
+        record = self._records.get(session_id)
+        if record is None:
+            return None
+        if record.model != source:
+            return record.model == target
+        old, new = self.tables[source], self.tables[target]
+        slot = new.allocate()  # never None: every table has a row for every session there is
+        if keep_state:
+            new.set_row(slot, old.row(self._slot_of[session_id]))
+        else:
+            record.steps = 0
+        old.release(self._slot_of[session_id])
+        self._slot_of[session_id] = slot
+        record.model = target
+        self._per_model[source] -= 1
+        self._per_model[target] += 1
+        return True
 
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
         """Sessions in id order, ``limit`` at most, after id ``cursor``."""
@@ -152,7 +211,8 @@ class MemoryStore:
         found = []
         for session_id, _ in requests:
             record = self._records.get(session_id)
-            found.append(None if record is None else Checkout(record, self._slot_of[session_id], ""))
+            found.append(None if record is None else
+                         Checkout(record, self._slot_of[session_id], "", record.model))
         return found
 
     async def commit(self, commits: list[Commit]) -> list[Outcome]:
@@ -163,7 +223,10 @@ class MemoryStore:
             if self._records.get(record.session_id) is not record:
                 outcomes.append(Outcome.GONE)
                 continue
-            self.slots.set_row(commit.checkout.slot, commit.states)
+            if record.model != commit.checkout.model:  # moved to another version: run it there
+                outcomes.append(Outcome.CONFLICT)
+                continue
+            self.tables[record.model].set_row(commit.checkout.slot, commit.states)
             record.seq, record.steps = commit.seq, commit.steps
             record.last_chunk = LastChunk(commit.steps, commit.outputs)
             self._touch(record, commit.now)

@@ -6,13 +6,15 @@ tag, so everything a session owns hashes to one slot. Fields: ``ver`` (a random 
 every change: a counter would start again at 1 if Redis lost its data, and a replica's cache could
 then take an old row for a new one),
 ``seq``, ``steps``, ``created``, ``active`` (last use, epoch seconds), ``ttl`` (seconds, 0: none),
-``fp`` (model fingerprint), ``tenant``, ``last`` (the last chunk's answer, ``LastChunk.pack``, for
+``fp`` (model fingerprint), ``model`` (the version it runs, ``name/version``; absent on sessions
+written before versions, which are taken by their fingerprint), ``tenant``, ``last`` (the last chunk's answer, ``LastChunk.pack``, for
 replays; versions before it kept the response body in ``resp``, still read) and
 ``s0``, ``s1``, ... (each state tensor's row, raw float32 little-endian). The key expires ``ttl``
 seconds after the last use (PEXPIRE, refreshed by every change).
 
 Every change is one Lua script, so it is atomic; a chunk's commit applies only if ``ver`` is still
 the one its checkout read. A batch costs one pipelined round trip to read and one to write.
+Retired versions are a hash, ``<prefix>:retired`` (version -> mode), that every replica reads.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ import hashlib
 import logging
 import math
 import secrets
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app import metrics
-from app.errors import Conflict, ModelMismatch, ServiceError, TooManyRequests
+from app.errors import Conflict, ServiceError, TooManyRequests, Unavailable
 from app.store.base import Checkout, Commit, Outcome
 from app.store.cached_count import CachedCount
 from app.store.records import LastChunk, SessionRecord
@@ -51,35 +55,72 @@ def ttl_ms(ttl_s: float) -> int:
     return math.ceil(ttl_s * 1000) if ttl_s > 0 else 0
 
 
-META = ("ver", "seq", "steps", "created", "active", "ttl", "fp", "tenant")
+META = ("ver", "seq", "steps", "created", "active", "ttl", "fp", "tenant", "model")
 # The session count (console, listing) is a SCAN of every key: taken at most this often.
 COUNT_MAX_AGE_S = 5.0
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A served version's state, as its sessions' hashes hold it."""
+
+    fingerprint: str
+    units: list[int]
+
+    @property
+    def fields(self) -> list[str]:
+        return [f"s{i}" for i in range(len(self.units))]
+
+    @property
+    def zeros(self) -> list[bytes]:
+        return [np.zeros(u, np.float32).tobytes() for u in self.units]
+
+    def pairs(self, values: list[bytes]) -> list[Any]:
+        return [x for pair in zip(self.fields, values) for x in pair]
 
 
 class RedisStore:
     kind = "redis"
 
-    def __init__(self, url: str, prefix: str, capacity: int, state_units: list[int], fingerprint: str,
-                 tenant_quota: int = 0):
-        self.slots = SlotTable(capacity, state_units)
+    def __init__(self, url: str, prefix: str, capacity: int, tenant_quota: int = 0):
+        self._capacity = capacity
+        self.tables: dict[str, SlotTable] = {}
+        self._layouts: dict[str, _Layout] = {}
+        self._by_fingerprint: dict[str, str] = {}  # for sessions written before versions
+        self._state_fields: list[str] = []  # enough for any served version's state
+        self._by_model: tuple[float, dict[str, int]] | None = None
         self.tenant_quota = tenant_quota
         self.prefix = prefix
-        self.fingerprint = fingerprint
-        self._units = state_units
-        self._state_fields = [f"s{i}" for i in range(len(state_units))]
-        self._zeros = [np.zeros(u, np.float32).tobytes() for u in state_units]
         self._redis = connect(url, socket_timeout=2.0, connect_timeout=1.0)  # one Redis or a cluster
         self._keyspace = Keyspace(self._redis)
         self._listing = Listing(self._keyspace, prefix)
         self._count = CachedCount(self._scan_count, COUNT_MAX_AGE_S)
         self._sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
         self._loading: asyncio.Task | None = None
-        # Hot sessions: id -> (slot, the version of the row held there), least recently used first.
-        self._hot: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        # Hot sessions: id -> (model version, slot in its table, the 'ver' of the row held there),
+        # least recently used first.
+        self._hot: OrderedDict[str, tuple[str, int, str]] = OrderedDict()
 
     @property
     def capacity(self) -> int:
-        return self.slots.capacity
+        return self._capacity
+
+    def add_model(self, key: str, fingerprint: str, state_units: list[int]) -> None:
+        if key in self.tables:
+            return
+        self.tables[key] = SlotTable(self._capacity, state_units)
+        self._layouts[key] = _Layout(fingerprint, list(state_units))
+        self._by_fingerprint.setdefault(fingerprint, key)
+        if len(state_units) > len(self._state_fields):
+            self._state_fields = [f"s{i}" for i in range(len(state_units))]
+
+    def drop_model(self, key: str) -> None:
+        for session_id in [sid for sid, (model, _, _) in self._hot.items() if model == key]:
+            self._drop(session_id)
+        self.tables.pop(key, None)
+        layout = self._layouts.pop(key, None)
+        if layout is not None and self._by_fingerprint.get(layout.fingerprint) == key:
+            del self._by_fingerprint[layout.fingerprint]
 
     def key(self, session_id: str) -> str:
         return f"{self.prefix}:{{{session_id}}}"
@@ -150,7 +191,8 @@ class RedisStore:
 
     def _record(self, session_id: str, meta: list[Any], last: list[Any] | None = None) -> SessionRecord:
         """A record from the META fields, and ``last``: the 'last' and 'resp' fields, if read."""
-        ver, seq, steps, created, active, ttl, fp, tenant = meta
+        ver, seq, steps, created, active, ttl, fp, tenant, model = meta
+        fingerprint = fp.decode() if fp else None
         return SessionRecord(
             session_id,
             created_at=float(created),
@@ -160,12 +202,10 @@ class RedisStore:
             steps=int(steps),
             last_chunk=_last_chunk(last),
             tenant=tenant.decode() if tenant else None,
-            fingerprint=fp.decode() if fp else None,
+            fingerprint=fingerprint,
+            model=model.decode() if model else self._by_fingerprint.get(fingerprint or ""),
             version=ver.decode(),
         )
-
-    def _state_pairs(self, values: list[bytes]) -> list[Any]:
-        return [x for pair in zip(self._state_fields, values) for x in pair]
 
     async def count(self) -> int:
         return await self._count.get()
@@ -179,21 +219,24 @@ class RedisStore:
 
     @unreachable
     async def create(
-        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None
+        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None, *, model: str
     ) -> SessionRecord:
+        layout = self._layouts[model]
         counted = await self._admit_tenant(tenant, session_id, now)
         version = new_version()
         fields = {"ver": version, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
-                  "ttl": repr(ttl_s), "fp": self.fingerprint, "tenant": tenant or "", "last": b""}
-        pairs = [x for item in fields.items() for x in item] + self._state_pairs(self._zeros)
+                  "ttl": repr(ttl_s), "fp": layout.fingerprint, "tenant": tenant or "", "model": model,
+                  "last": b""}
+        pairs = [x for item in fields.items() for x in item] + layout.pairs(layout.zeros)
         created = await self._run_one("create", self.key(session_id), [ttl_ms(ttl_s), *pairs])
         if not created:
             if counted:  # only the entry this create added: the id may be the tenant's live session
                 await self._redis.zrem(self._tenant_key(tenant), session_id)
             raise Conflict(f"session {session_id!r} already exists")
         self._count.adjust(+1)
+        self._by_model = None
         return SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s,
-                             tenant=tenant, fingerprint=self.fingerprint, version=version)
+                             tenant=tenant, fingerprint=layout.fingerprint, model=model, version=version)
 
     def _tenant_key(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{{{tenant}}}"
@@ -240,33 +283,34 @@ class RedisStore:
         tenant = await self._redis.hget(self.key(session_id), "tenant") if self.tenant_quota else None
         deleted = bool(await self._redis.delete(self.key(session_id)))
         self._count.adjust(-deleted)
+        self._by_model = None
         if tenant:
             await self._redis.zrem(self._tenant_key(tenant.decode()), session_id)
         return deleted
 
     @unreachable
-    async def reset(self, session_id: str, now: float) -> SessionRecord | None:
-        return await self._overwrite(session_id, ["ver", new_version(), "steps", 0, "active", repr(now),
-                                                  *self._state_pairs(self._zeros)])
+    async def reset(self, session_id: str, now: float, *, model: str) -> SessionRecord | None:
+        layout = self._layouts[model]
+        return await self._overwrite(session_id, model, ["ver", new_version(), "steps", 0, "active", repr(now),
+                                                         *layout.pairs(layout.zeros)])
 
     @unreachable
     async def write_state(
-        self, session_id: str, values: list[np.ndarray], now: float
+        self, session_id: str, values: list[np.ndarray], now: float, *, model: str
     ) -> SessionRecord | None:
         blobs = [np.ascontiguousarray(v, np.float32).tobytes() for v in values]
         return await self._overwrite(
-            session_id, ["ver", new_version(), "active", repr(now), *self._state_pairs(blobs)]
+            session_id, model, ["ver", new_version(), "active", repr(now), *self._layouts[model].pairs(blobs)]
         )
 
-    async def _overwrite(self, session_id: str, pairs: list[Any]) -> SessionRecord | None:
+    async def _overwrite(self, session_id: str, model: str, pairs: list[Any]) -> SessionRecord | None:
         self._drop(session_id)  # the cached row is stale from now on
-        meta = await self._run_one("overwrite", self.key(session_id), [self.fingerprint, *pairs])
+        runs = [model, self._layouts[model].fingerprint]
+        meta = await self._run_one("overwrite", self.key(session_id), [*runs, *pairs])
         if meta == 0:
-            raise self._foreign(session_id, await self.get(session_id))
+            raise Conflict(f"session {session_id!r} no longer runs model version {model} (it was moved "
+                           "meanwhile); retry")
         return None if meta is None else self._record(session_id, meta)
-
-    def _foreign(self, session_id: str, record: SessionRecord | None) -> ModelMismatch:
-        return ModelMismatch(session_id, record.fingerprint if record else None, self.fingerprint)
 
     @unreachable
     async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None:
@@ -275,9 +319,67 @@ class RedisStore:
             return None
         meta, _, states = found
         record = self._record(session_id, meta)
-        if record.fingerprint != self.fingerprint:
-            raise self._foreign(session_id, record)
-        return record, self._decode(session_id, states)
+        layout = self._layouts.get(record.model or "")
+        if layout is None or layout.fingerprint != record.fingerprint:
+            raise Unavailable(f"session {session_id!r} runs model version {record.model}, which this replica "
+                              "has not loaded", retry_after=2)
+        return record, self._decode(session_id, states, layout)
+
+    @unreachable
+    async def migrate(self, session_id: str, source: str, target: str, keep_state: bool) -> bool | None:
+        old, new = self._layouts[source], self._layouts[target]
+        self._drop(session_id)
+        args = [source, old.fingerprint, target, new.fingerprint, new_version(), "1" if keep_state else "0"]
+        if not keep_state:
+            extra = old.fields[len(new.fields):]
+            args += [len(extra), *extra, *new.pairs(new.zeros)]
+        moved = await self._run_one("migrate", self.key(session_id), args)
+        if moved:
+            self._by_model = None
+        return None if moved is None else bool(moved)
+
+    async def count_by_model(self, fresh: bool = False) -> dict[str, int]:
+        """Counted over every session key (a SCAN, and each one's version): kept for a few
+        seconds, as the session count is, unless ``fresh``."""
+        now = time.monotonic()
+        if fresh or self._by_model is None or now - self._by_model[0] > COUNT_MAX_AGE_S:
+            self._by_model = (now, await self._scan_models())
+        return dict(self._by_model[1])
+
+    async def _scan_models(self) -> dict[str, int]:
+        return dict(Counter(model for _, model in await self._models_of_sessions()))
+
+    async def sessions_of(self, key: str) -> list[str]:
+        return [session_id for session_id, model in await self._models_of_sessions() if model == key]
+
+    @unreachable
+    async def _models_of_sessions(self) -> list[tuple[str, str]]:
+        """(id, version) of every session: a SCAN of the keys, then each one's version, 1,000 a
+        round trip."""
+        found = []
+        keys = [key async for key in self._redis.scan_iter(match=f"{self.prefix}:{{*}}", count=1000)]
+        for start in range(0, len(keys), 1000):
+            page = keys[start:start + 1000]
+            pipe = self._redis.pipeline(transaction=False)
+            for key in page:
+                pipe.hmget(key, ("model", "fp"))
+            for key, (model, fp) in zip(page, await pipe.execute()):
+                if fp is not None:  # expired since the SCAN
+                    version = model.decode() if model else self._by_fingerprint.get(fp.decode())
+                    found.append((self._listing.session_id(key), version or "unknown"))
+        return found
+
+    def _retired_key(self) -> str:
+        return f"{self.prefix}:retired"
+
+    @unreachable
+    async def mark_retired(self, key: str, mode: str) -> None:
+        await self._redis.hset(self._retired_key(), key, mode)
+
+    @unreachable
+    async def retired(self) -> dict[str, str]:
+        found = await self._redis.hgetall(self._retired_key())
+        return {k.decode(): v.decode() for k, v in found.items()}
 
     @unreachable
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
@@ -304,7 +406,7 @@ class RedisStore:
         calls = []
         for session_id, seq in requests:
             cached = self._hot.get(session_id)
-            args = [cached[1] if cached else "", "" if seq is None else str(seq), *self._state_fields]
+            args = [cached[2] if cached else "", "" if seq is None else str(seq), *self._state_fields]
             calls.append(("read", self.key(session_id), args))
         found: list[Checkout | ServiceError | None] = []
         for (session_id, _), result in zip(requests, await self._run(calls)):
@@ -323,14 +425,18 @@ class RedisStore:
             return None
         meta, last, states = result
         record = self._record(session_id, meta, last)
-        if record.fingerprint != self.fingerprint:
-            raise self._foreign(session_id, record)  # before decoding: its shapes may differ
-        rows = self._decode(session_id, states) if states else None
-        slot = self._hot_slot(session_id, pinned)
+        layout = self._layouts.get(record.model or "")
+        if layout is None or layout.fingerprint != record.fingerprint:
+            # Not placed: a version this replica does not run (yet), or another model's state
+            # under its name; the session rules answer for it.
+            self._drop(session_id)
+            return Checkout(record, None, record.version, record.model)
+        rows = self._decode(session_id, states, layout) if states else None
+        slot = self._hot_slot(session_id, record.model, pinned)
         if rows is not None:  # the cached row is missing or stale
-            self.slots.set_row(slot, rows)
-        self._hot[session_id] = (slot, record.version)
-        return Checkout(record, slot, record.version)
+            self.tables[record.model].set_row(slot, rows)
+        self._hot[session_id] = (record.model, slot, record.version)
+        return Checkout(record, slot, record.version, record.model)
 
     @unreachable
     async def commit(self, commits: list[Commit]) -> list[Outcome | ServiceError]:
@@ -341,7 +447,7 @@ class RedisStore:
             versions.append(new_version())
             pairs = ["ver", versions[-1], "seq", commit.seq, "steps", commit.steps, "active", repr(commit.now),
                      "last", LastChunk(commit.steps, commit.outputs).pack(), "resp", b"",
-                     *self._state_pairs(blobs)]
+                     *[x for i, blob in enumerate(blobs) for x in (f"s{i}", blob)]]
             calls.append(("commit", self.key(record.session_id),
                           [commit.checkout.version, ttl_ms(record.ttl_s), *pairs]))
         try:
@@ -358,8 +464,12 @@ class RedisStore:
                 outcomes.append(unavailable(result) if transient(result)
                                 else ServiceError(f"writing session {session_id!r} failed: {result}"))
             elif result == 1:
-                self.slots.set_row(commit.checkout.slot, commit.states)
-                self._hot[session_id] = (commit.checkout.slot, version)
+                model = commit.checkout.model
+                if model in self.tables and self._hot.get(session_id, (None,))[0] == model:
+                    self.tables[model].set_row(commit.checkout.slot, commit.states)
+                    self._hot[session_id] = (model, commit.checkout.slot, version)
+                else:  # its version was unloaded here meanwhile
+                    self._drop(session_id)
                 outcomes.append(Outcome.APPLIED)
             elif result == 0:
                 self._drop(session_id)
@@ -371,30 +481,32 @@ class RedisStore:
 
     # -- the cache ----------------------------------------------------------------------------
 
-    def _hot_slot(self, session_id: str, pinned: set[str]) -> int:
-        """The session's slot, taking one (from the least recently used unpinned session if the
-        table is full: its state is safe in Redis)."""
-        if session_id in self._hot:
+    def _hot_slot(self, session_id: str, model: str, pinned: set[str]) -> int:
+        """The session's slot in its version's table, taking one (from the least recently used
+        unpinned session of that table if it is full: its state is safe in Redis)."""
+        hot = self._hot.get(session_id)
+        if hot is not None and hot[0] == model:
             self._hot.move_to_end(session_id)
-            return self._hot[session_id][0]
-        slot = self.slots.allocate()
+            return hot[1]
+        self._drop(session_id)
+        slot = self.tables[model].allocate()
         if slot is None:
-            victim = next((sid for sid in self._hot if sid not in pinned), None)
+            victim = next((sid for sid, (key, _, _) in self._hot.items() if key == model and sid not in pinned), None)
             if victim is None:
                 raise ServiceError("every slot is held by the running batch; raise --capacity")
-            slot, _ = self._hot.pop(victim)
+            _, slot, _ = self._hot.pop(victim)
             metrics.EVICTIONS.inc()
-        self._hot[session_id] = (slot, "")
+        self._hot[session_id] = (model, slot, "")
         return slot
 
     def _drop(self, session_id: str) -> None:
         hot = self._hot.pop(session_id, None)
-        if hot is not None:
-            self.slots.release(hot[0])
+        if hot is not None and hot[0] in self.tables:
+            self.tables[hot[0]].release(hot[1])
 
-    def _decode(self, session_id: str, states: list[bytes | None]) -> list[np.ndarray]:
+    def _decode(self, session_id: str, states: list[bytes | None], layout: _Layout) -> list[np.ndarray]:
         rows = []
-        for units, blob in zip(self._units, states):
+        for units, blob in zip(layout.units, states):
             if blob is None or len(blob) != 4 * units:
                 raise ServiceError(f"session {session_id!r} has a malformed state in Redis")
             rows.append(np.frombuffer(blob, np.float32).copy())

@@ -16,7 +16,7 @@ return 1
 # cached copy is stale, the last chunk's answer ('last', or 'resp' as written before it) only for a
 # replay.
 READ = """
-local meta = redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
+local meta = redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant', 'model')
 if not meta[1] then return nil end
 local last = {}
 if ARGV[2] ~= '' and ARGV[2] == meta[2] then last = redis.call('HMGET', KEYS[1], 'last', 'resp') end
@@ -36,17 +36,45 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
-# KEYS[1] session; ARGV: the fingerprint it must have, then field/value pairs to set (a reset or an
-# imported state; a new 'ver'). Returns nil if absent, 0 if it holds another model's state, else
-# the meta fields after the change.
-OVERWRITE = """
-local fp = redis.call('HGET', KEYS[1], 'fp')
-if not fp then return nil end
-if fp ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000)) end
-return redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant')
+# Whether the session (its 'model' and 'fp' fields in m) runs version ARGV[1] of fingerprint
+# ARGV[2]; a session written before versions has no 'model' and is taken by its fingerprint.
+RUNS = """
+local function runs(m)
+  if m[1] and m[1] ~= '' then return m[1] == ARGV[1] and m[2] == ARGV[2] end
+  return m[2] == ARGV[2]
+end
 """
 
-SCRIPTS = {"create": CREATE, "read": READ, "commit": COMMIT, "overwrite": OVERWRITE}
+# KEYS[1] session; ARGV: the version and fingerprint it must run, then field/value pairs to set (a
+# reset or an imported state; a new 'ver'). Returns nil if absent, 0 if it runs another version,
+# else the meta fields after the change.
+OVERWRITE = RUNS + """
+local m = redis.call('HMGET', KEYS[1], 'model', 'fp')
+if not m[2] then return nil end
+if not runs(m) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000)) end
+return redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant', 'model')
+"""
+
+# KEYS[1] session; ARGV: the version and fingerprint it runs now, the version and fingerprint to run,
+# a new 'ver', '1' to keep the state ('0': zero it and its steps), how many fields to delete (n),
+# their names, then state field/value pairs (the zeroed state). 1 moved, 2 on the target already
+# (moved by another replica carrying out the same retirement), 0 runs another version, nil gone.
+# Its expiry is left as it was: moving is not activity.
+MIGRATE = RUNS + """
+local m = redis.call('HMGET', KEYS[1], 'model', 'fp')
+if not m[2] then return nil end
+if m[1] == ARGV[3] and m[2] == ARGV[4] then return 2 end
+if not runs(m) then return 0 end
+redis.call('HSET', KEYS[1], 'model', ARGV[3], 'fp', ARGV[4], 'ver', ARGV[5])
+if ARGV[6] == '0' then
+  local n = tonumber(ARGV[7])
+  if n > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 8, 7 + n)) end
+  redis.call('HSET', KEYS[1], 'steps', 0, unpack(ARGV, 8 + n))
+end
+return 1
+"""
+
+SCRIPTS = {"create": CREATE, "read": READ, "commit": COMMIT, "overwrite": OVERWRITE, "migrate": MIGRATE}

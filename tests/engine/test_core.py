@@ -5,11 +5,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from app.engine import Engine
 from app.errors import Conflict, SessionNotFound, Unavailable
 from app.model.loader import load_model
-from app.sessions.rules import admission
 from app.store.memory import MemoryStore
+from tests.support.stores import only_model, start_engine
 from tests.support.reference import StatefulReference
 from app.model.builtin import build_seed_model
 
@@ -21,10 +20,9 @@ def seed():
 
 def run(seed, scenario, **options):
     async def main():
-        store = MemoryStore(8, seed.spec.state_units)
-        engine = Engine(seed, store, admit=admission(seed.spec), max_batch=options.get("max_batch", 8),
-                        max_queue=options.get("max_queue", 64))
-        await engine.start((8, 8))
+        store = MemoryStore(8)
+        engine, _ = await start_engine(seed, store, max_batch=options.get("max_batch", 8),
+                                       max_queue=options.get("max_queue", 64))
         try:
             return await scenario(engine, store)
         finally:
@@ -39,10 +37,10 @@ def chunk(*values):
 
 def test_a_sessions_chunks_and_reset_apply_in_arrival_order(seed):
     async def scenario(engine, store):
-        record = await store.create("s", 0, 0.0)
+        record = await store.create("s", 0, 0.0, model=only_model(store))
         first = asyncio.ensure_future(engine.push("s", chunk(1, 2)))
         second = asyncio.ensure_future(engine.push("s", chunk(3)))
-        reset = asyncio.ensure_future(engine.exclusive("s", lambda: store.reset("s", 0.0)))
+        reset = asyncio.ensure_future(engine.exclusive("s", lambda: store.reset("s", 0.0, model=only_model(store))))
         third = asyncio.ensure_future(engine.push("s", chunk(4, 5)))
         await asyncio.gather(first, second, reset, third)
         return (await first), (await third), (await store.read_state("s"))[1], record
@@ -58,7 +56,7 @@ def test_a_sessions_chunks_and_reset_apply_in_arrival_order(seed):
 
 def test_chunks_that_arrive_after_a_delete_get_404(seed):
     async def scenario(engine, store):
-        await store.create("gone", 0, 0.0)
+        await store.create("gone", 0, 0.0, model=only_model(store))
         before = [asyncio.ensure_future(engine.push("gone", chunk(1))) for _ in range(2)]
         await asyncio.sleep(0)  # they arrive, and the first is already running
         delete = asyncio.ensure_future(engine.exclusive("gone", lambda: store.delete("gone")))
@@ -75,7 +73,7 @@ def test_a_cancelled_waiter_leaves_the_session_consistent(seed):
     values = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5]
 
     async def scenario(engine, store):
-        record = await store.create("c", 0, 0.0)
+        record = await store.create("c", 0, 0.0, model=only_model(store))
         pushes = [asyncio.ensure_future(engine.push("c", chunk(v))) for v in values]
         await asyncio.sleep(0)
         pushes[2].cancel()
@@ -98,7 +96,7 @@ def test_a_cancelled_waiter_leaves_the_session_consistent(seed):
 
 def test_overload_and_warm_up_are_503(seed):
     async def scenario(engine, store):
-        await store.create("q", 0, 0.0)
+        await store.create("q", 0, 0.0, model=only_model(store))
         engine.ready = False
         with pytest.raises(Unavailable):
             await engine.push("q", chunk(1))
@@ -116,7 +114,7 @@ def test_overload_and_warm_up_are_503(seed):
 
 def test_seq_checks_happen_in_order(seed):
     async def scenario(engine, store):
-        await store.create("o", 0, 0.0)
+        await store.create("o", 0, 0.0, model=only_model(store))
         a = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))
         b = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))  # a retry of a, queued behind it
         c = asyncio.ensure_future(engine.push("o", chunk(2), seq=3))
@@ -143,7 +141,7 @@ def test_a_chunk_that_would_overflow_is_refused_alone_and_its_batch_goes_on():
 
     async def scenario(engine, store):
         for sid in ("huge", "plain"):
-            await store.create(sid, 0, 0.0)
+            await store.create(sid, 0, 0.0, model=only_model(store))
         await engine.push("huge", chunk(0.5))
         before = (await store.read_state("huge"))[1][0].copy()
         results = await asyncio.gather(engine.push("huge", chunk(3.4e38, 1.0)), engine.push("plain", chunk(0.5)),

@@ -8,12 +8,11 @@ import httpx
 import numpy as np
 import pytest
 
-from app.engine import Engine
 from app.errors import SessionNotFound
 from app.model.loader import load_model
-from app.sessions.rules import admission
 from app.sessions.service import SessionService
 from app.store.memory import MemoryStore
+from tests.support.stores import start_engine
 from tests.support.servers import serve_in_thread
 
 
@@ -25,10 +24,8 @@ def seed():
 def test_a_chunk_for_an_expired_session_is_not_found_before_the_sweep_removes_it(seed):
     # The sweeper is not started: between expiry and the sweep, nothing may touch the session.
     async def main():
-        store = MemoryStore(4, seed.spec.state_units)
-        engine = Engine(seed, store, admit=admission(seed.spec), max_batch=4, max_queue=16)
-        await engine.start((4, 4))
-        sessions = SessionService(engine, default_ttl_s=0)
+        engine, versions = await start_engine(seed, MemoryStore(4), max_batch=4, max_queue=16, warm=(4, 4))
+        sessions = SessionService(engine, versions, default_ttl_s=0)
         try:
             record = await sessions.create("brief", ttl_s=0.05)
             await sessions.push("brief", np.ones((2, 1), np.float32))

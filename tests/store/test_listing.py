@@ -9,13 +9,15 @@ import pytest
 import redis
 
 from app.errors import InvalidInput
-from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
 from tests.support.redis import own_redis
+from tests.support.stores import KEY, memory_store
 
 
 def redis_store(url: str, prefix: str) -> RedisStore:
-    return RedisStore(url, prefix, capacity=8, state_units=[2], fingerprint="fp")
+    store = RedisStore(url, prefix, capacity=8)
+    store.add_model(KEY, "fp", [2])
+    return store
 
 
 async def list_all(store, limit: int, between=None) -> list[str]:
@@ -33,18 +35,18 @@ async def list_all(store, limit: int, between=None) -> list[str]:
 @pytest.mark.parametrize("backend", ["redis", "memory"])
 def test_sessions_present_throughout_are_listed_exactly_once_while_others_churn(backend):
     async def main(url):
-        store = redis_store(url, "churn") if backend == "redis" else MemoryStore(1000, [2])
+        store = redis_store(url, "churn") if backend == "redis" else memory_store(1000, [2])
         rng = random.Random(3)
         stable = {f"s{i:03d}" for i in range(60)}  # fewer than one SCAN step: every page splits it
         for sid in stable:
-            await store.create(sid, 0.0, 1.0)
+            await store.create(sid, 0.0, 1.0, model=KEY)
         made = 0
 
         async def churn():
             nonlocal made
             for _ in range(3):  # ids that sort before and after the pages' last keys
                 made += 1
-                await store.create(f"{rng.choice('ay')}-churn{made}", 0.0, 1.0)
+                await store.create(f"{rng.choice('ay')}-churn{made}", 0.0, 1.0, model=KEY)
             await store.delete(f"{rng.choice('ay')}-churn{rng.randint(1, made)}")
 
         try:
@@ -79,13 +81,13 @@ def test_the_count_is_cached_and_taken_by_one_caller_at_a_time():
     async def main(url):
         store = redis_store(url, "count")
         try:
-            await store.create("one", 0.0, 1.0)
+            await store.create("one", 0.0, 1.0, model=KEY)
             admin = redis.Redis.from_url(url)
             scans_before = admin.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
             assert await asyncio.gather(*(store.count() for _ in range(20))) == [1] * 20
             scans = admin.info("commandstats")["cmdstat_scan"]["calls"] - scans_before
             assert scans == 1, "one walk of the keyspace for twenty callers"
-            await store.create("two", 0.0, 1.0)
+            await store.create("two", 0.0, 1.0, model=KEY)
             assert await store.count() == 2, "this replica's own creates show at once"
             admin.hset("count:{elsewhere}", "ver", "x")  # another replica's create
             assert await store.count() == 2, "within the cache's age, the count is the one taken"

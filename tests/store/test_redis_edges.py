@@ -12,7 +12,7 @@ import websockets
 
 from app.model.builtin import build_seed_model
 from app.model.loader import load_model
-from app.store.memory import MemoryStore
+from tests.support.stores import KEY, memory_store
 from tests.support.redis import own_redis
 from tests.support.reference import StatefulReference
 from tests.support.servers import serve_in_thread
@@ -95,11 +95,11 @@ def test_a_session_deleted_and_made_again_on_another_replica_is_not_read_from_a_
 
 def test_the_memory_expiry_heap_does_not_grow_with_re_created_sessions():
     async def run():
-        store = MemoryStore(4, [3])
+        store = memory_store(4, [3])
         for _ in range(1000):
-            await store.create("same", 60.0, 0.0)
+            await store.create("same", 60.0, 0.0, model=KEY)
             await store.delete("same")
-        await store.create("same", 60.0, 0.0)
+        await store.create("same", 60.0, 0.0, model=KEY)
         for now in range(0, 600, 30):  # many sweeps while the session stays in use
             store._records["same"].last_active_at = float(now)
             await store.expire(float(now), set())

@@ -67,8 +67,8 @@ def test_a_session_stored_by_another_model_is_refused(redis_url, redis_prefix):
         sid = httpx.post(f"{url}/v1/sessions").json()["session_id"]
         httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0]})
         document = httpx.get(f"{url}/v1/sessions/{sid}/state").json()
-    # Same shapes (GRU(5) over one feature), other weights: a different function.
-    other = StreamingModel(Architecture(1, (("GRU", 5, True),), False, 0, seed=99).build(), "other")
+    # Same name and shapes (GRU(5) over one feature), other weights: a different function.
+    other = StreamingModel(Architecture(1, (("GRU", 5, True),), False, 0, seed=99).build(), "seed")
     with serve_in_thread(other, **options) as url:
         for answer in (
             httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [3.0]}),

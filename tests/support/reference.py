@@ -35,6 +35,15 @@ class StatefulReference:
         """This sequence's row of every recurrent layer's ``layer.states``, in model order."""
         return [np.asarray(state)[row] for layer in self.recurrent for state in layer.states]
 
+    def set_states(self, rows: list[np.ndarray], row: int = 0) -> None:
+        """Put ``rows`` (one per state tensor, in model order) in as this sequence's state."""
+        values = iter(rows)
+        for layer in self.recurrent:
+            for state in layer.states:
+                current = np.asarray(state)
+                current[row] = next(values)
+                state.assign(current)
+
     def reset(self) -> None:
         for layer in self.recurrent:
             layer.reset_states()

@@ -30,8 +30,9 @@ def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None
 
 
 @contextmanager
-def serve_in_thread(model: StreamingModel, **settings) -> Iterator[str]:
-    """uvicorn serving ``model`` on a free port, in a thread: real HTTP, without a new process."""
+def serve_in_thread(model: StreamingModel | None, **settings) -> Iterator[str]:
+    """uvicorn serving ``model`` (None: what ``settings`` name, a repository say) on a free port, in
+    a thread: real HTTP, without a new process."""
     config = Settings(port=free_port(), log_level="warning", **settings)
     server = uvicorn.Server(server_config(create_app(config, model), config))
     thread = threading.Thread(target=server.run, daemon=True)

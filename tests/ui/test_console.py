@@ -82,7 +82,7 @@ def cell_values(page: Page) -> list[float]:
 def test_find_a_session_and_reset_it(page, url, pumps, artifacts):
     before = states(pumps)
     sign_in(page, url)
-    expect(page.locator("#model-name")).to_have_text("seed")
+    expect(page.locator("#model-name")).to_have_text("seed v1")
     expect(page.locator("#load-status")).to_contain_text("sessions")
     target = PUMPS[2]
     open_session(page, target)
@@ -144,7 +144,7 @@ def test_the_overview_names_its_replica_and_survives_redis_going_down(page):
         # The other figures stay; the total is unknown until Redis answers again (once the cached
         # count, at most 5 s old, is due again).
         expect(page.locator("#sessions-total")).to_have_text(re.compile("^unknown"), timeout=20_000)
-        expect(page.locator("#model-name")).to_have_text("seed")
+        expect(page.locator("#model-name")).to_have_text("seed v1")
         expect(page.locator("#banner")).to_be_hidden()
         redis_server.start()
         expect(page.locator("#sessions-total")).to_have_text("1")
@@ -188,19 +188,20 @@ def test_a_tenant_key_is_turned_away(page, url):
 def many_sessions(seed, count: int, path) -> float:
     """A snapshot of ``count`` sessions, written straight through a memory store; seconds taken."""
     started = time.perf_counter()
-    store = MemoryStore(count + 16, seed.spec.state_units)
+    store = MemoryStore(count + 16)
+    store.add_model(seed.spec.key, seed.spec.fingerprint, seed.spec.state_units)
     rng = np.random.default_rng(7)
 
     async def fill() -> None:
         now = time.time()
         for i in range(count):
-            record = await store.create(f"stream-{i:05d}", 0.0, now - i, tenant=f"t{i % 7}")
+            record = await store.create(f"stream-{i:05d}", 0.0, now - i, tenant=f"t{i % 7}", model=seed.spec.key)
             record.seq = record.steps = int(rng.integers(0, 1000))
 
     # Playwright's sync API runs an event loop in this thread: fill the store in another.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, fill()).result()
-    snapshot.write(path, snapshot.capture(store, seed.spec.fingerprint))
+    snapshot.write(path, snapshot.capture(store, {seed.spec.key: seed.spec.fingerprint}))
     return time.perf_counter() - started
 
 
@@ -239,3 +240,29 @@ def test_open_dev_mode_needs_no_key(page, seed):
         expect(page.locator("#session-table tbody tr[data-sid='dev-1']")).to_be_visible()
         expect(page.locator("#login")).to_be_hidden()
         expect(page.locator("#forget-key")).to_be_hidden()
+
+
+def test_models_and_versions_are_shown_and_a_version_is_retired_from_the_console(page, tmp_path):
+    from tests.support.repository import save_version
+
+    repo = tmp_path / "models"
+    save_version(repo, "speech", 1, seed=71)
+    with serve_in_thread(None, model_repository=str(repo), repository_poll_s=0.2, xla=False,
+                         admin_keys=ADMIN) as url, httpx.Client(base_url=url, headers=auth(ADMIN)) as http:
+        sid = http.post("/v1/sessions", json={}).json()["session_id"]
+        save_version(repo, "speech", 2, seed=72)
+        sign_in(page, url)
+        rows = page.locator("#model-table tbody tr")
+        expect(rows).to_have_count(2)
+        version1 = page.locator("#model-table tbody tr[data-version='1']")
+        expect(page.locator("#model-table tbody tr[data-version='2']")).to_contain_text("ready (new sessions)")
+        expect(version1).to_contain_text("ready")
+        version1.get_by_role("button", name="carry").click()
+        expect(page.locator("#confirm-text")).to_contain_text("Retire version 1 of speech (carry)?")
+        page.click("#confirm-cancel")
+        assert http.get(f"/v1/sessions/{sid}").json()["model"]["version"] == 1  # cancelled: nothing moved
+        version1.get_by_role("button", name="carry").click()
+        page.click("#confirm-ok")
+        expect(page.locator("#models-status")).to_have_text("version 1 of speech: 1 sessions moved to version 2")
+        expect(version1).to_contain_text("retired", timeout=10_000)
+        assert http.get(f"/v1/sessions/{sid}").json()["model"]["version"] == 2

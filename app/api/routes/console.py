@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from app.api.deps import CurrentCaller, Sessions, json_response
 from app.api.errors import problem
 from app.api.schemas import Stats, problems
-from app.errors import Forbidden
+from app.errors import Forbidden, ServiceError
 
 router = APIRouter()
 
@@ -43,10 +43,14 @@ SECURITY_HEADERS = {
 async def stats(request: Request, sessions: Sessions, caller: CurrentCaller) -> Response:
     if not caller.admin:
         raise Forbidden("the stats take an admin key")
-    spec = sessions.spec
+    try:
+        spec = await sessions.default_model()
+        model = {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint}
+    except ServiceError:  # several models (none is the default), or none ready yet
+        model = {"name": None, "version": None, "fingerprint": None}
     return json_response({
         "replica": replica_name(request.app.state.settings.port),
-        "model": {"name": spec.name, "fingerprint": spec.fingerprint},
+        "model": model,
         **await sessions.overview(),
     })
 

@@ -14,13 +14,14 @@ from app.metrics import exposition
 router = APIRouter()
 
 
-@router.get("/v1/model", response_model=ModelInfo, tags=["model"], responses=problems(401),
-            summary="Describe the served model")
+@router.get("/v1/model", response_model=ModelInfo, tags=["models"], responses=problems(401, 422, 503),
+            summary="Describe the model version new sessions get by default (one model served)")
 async def model_info(sessions: Sessions, settings: CurrentSettings, caller: CurrentCaller) -> Response:
-    spec = sessions.spec
+    spec = await sessions.default_model()
     return json_response(
         {
             "name": spec.name,
+            "version": spec.version,
             "fingerprint": spec.fingerprint,
             "input_features": spec.input_features,
             "output": {"per_step": spec.per_step, "size": spec.output_size},

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     "",
     status_code=201,
     response_model=SessionInfo,
-    responses=problems(400, 401, 409, 413, 415, 422, 429, 503),
+    responses=problems(400, 401, 404, 409, 413, 415, 422, 429, 503),
     openapi_extra=json_body(CreateSession, required=False),
     summary="Create a session (one state row)",
 )
@@ -27,7 +27,8 @@ async def create_session(request: Request, sessions: Sessions, settings: Current
                          caller: CurrentCaller) -> Response:
     body = await read_body(request, settings.max_body_bytes)
     options = _create_options(body)
-    record = await sessions.create(options.session_id, options.ttl_s, tenant=caller.tenant)
+    record = await sessions.create(options.session_id, options.ttl_s, caller.tenant, options.model,
+                                   options.version)
     location = f"/v1/sessions/{record.session_id}"
     return json_response(session_info(record), 201, headers={"Location": location})
 

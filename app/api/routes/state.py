@@ -29,11 +29,11 @@ async def get_state(session_id: str, sessions: Sessions, caller: CurrentCaller) 
 )
 async def put_state(session_id: str, request: Request, sessions: Sessions,
                     settings: CurrentSettings, caller: CurrentCaller) -> Response:
-    # A session of another model is 409 whatever the document says.
-    sessions.check_model(await sessions.get(session_id, caller.scope))
+    # The session's own model version first: another model's session is 409 whatever the document says.
+    spec = await sessions.session_model(session_id, caller.scope)
     document = load_json(await read_body(request, settings.max_body_bytes))
-    values = parse_state(document, sessions.spec)
-    return json_response(session_info(await sessions.set_state(session_id, values, caller.scope)))
+    values = parse_state(document, spec)
+    return json_response(session_info(await sessions.set_state(session_id, values, caller.scope, spec.key)))
 
 
 @router.get("/{session_id}/outputs", response_model=LastOutputs, responses=problems(401, 404, 503),

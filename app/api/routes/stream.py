@@ -49,21 +49,24 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         await websocket.close(CLOSE_UNAUTHORIZED, _reason(exc.detail))
         return
     try:
-        await sessions.get(session_id, caller.scope)
+        spec = await sessions.session_model(session_id, caller.scope)
     except SessionNotFound as exc:
         await websocket.close(CLOSE_UNKNOWN_SESSION, _reason(exc.detail))
         return
     except ServiceError as exc:
         await websocket.close(CLOSE_TRY_AGAIN, _reason(exc.detail))
         return
-    connection = _Connection(websocket, sessions, settings, limits, session_id, caller.scope)
+    # Binary chunks are cut into rows of this version's features; a session moves only to versions
+    # that take the same (see app.sessions.versions), and the engine checks each chunk again.
+    connection = _Connection(websocket, sessions, settings, limits, session_id, caller.scope, spec.input_features)
     await connection.run()
 
 
 class _Connection:
     def __init__(self, websocket: WebSocket, sessions: SessionService, settings: Settings,
-                 limits: ChunkLimits, session_id: str, scope: str | None):
+                 limits: ChunkLimits, session_id: str, scope: str | None, features: int):
         self.scope = scope
+        self.features = features
         self.websocket = websocket
         self.sessions = sessions
         self.limits = limits
@@ -122,7 +125,7 @@ class _Connection:
         """A binary chunk into its session's line at once: no task, its reply the engine's future.
         (Only while no text message before it is still on its way into the line.)"""
         try:
-            inputs = parse_frame(frame, self.sessions.spec.input_features, self.limits.steps)
+            inputs = parse_frame(frame, self.features, self.limits.steps)
             return self.sessions.submit(self.session_id, inputs, scope=self.scope, transport="websocket")
         except ServiceError as exc:
             refused = asyncio.get_running_loop().create_future()
@@ -148,8 +151,7 @@ class _Connection:
             document = load_json(body)
             if isinstance(document, dict) and "op" in document:
                 return "text", await self._command(document["op"])
-            spec = self.sessions.spec
-            chunk = chunk_from_document(document, spec.input_features, self.limits.steps, body)
+            chunk = chunk_from_document(document, None, self.limits.steps, body)
             result = await self.sessions.push(self.session_id, chunk.inputs, chunk.seq, self.scope,
                                               transport="websocket")
         except ServiceError as exc:

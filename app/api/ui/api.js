@@ -22,13 +22,18 @@ export function sessionPath(sid, rest = "") {
   return `../v1/sessions/${encodeURIComponent(sid)}${rest}`;
 }
 
-export async function call(method, path) {
+export async function call(method, path, body) {
   const headers = { Accept: "application/json" };
   const key = sessionStorage.getItem(KEY);
   if (key) headers.Authorization = `Bearer ${key}`;
-  const response = await fetch(path, { method, headers, cache: "no-store" });
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
   if (response.status === 204) return null;
-  const body = await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(response.status, (body && body.detail) || response.statusText);
-  return body;
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, (answer && answer.detail) || response.statusText);
+  return answer;
 }

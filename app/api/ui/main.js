@@ -3,6 +3,7 @@
 import { ApiError, call, hasKey, setKey } from "./api.js";
 import { capacityBar, sparkline } from "./charts.js";
 import { byId } from "./dom.js";
+import { ModelsView } from "./models.js";
 import { SessionView } from "./session.js";
 import { SessionTable } from "./table.js";
 
@@ -11,6 +12,7 @@ const RETRY_MAX_MS = 30000;
 
 let table = null;
 let view = null;
+let models = null;
 // One stats loop at a time: a new one (a key typed in) or the login screen ends the one before.
 let statsRun = 0;
 let statsTimer = null;
@@ -50,9 +52,11 @@ function handle(error) {
 
 function drawStats(stats) {
   byId("replica").textContent = stats.replica;
-  byId("model-name").textContent = stats.model.name;
-  byId("model-fingerprint").textContent = stats.model.fingerprint.slice(0, 19) + "…";
-  byId("model-fingerprint").title = stats.model.fingerprint;
+  // With several models no one is the default: the Models table below shows them all.
+  const { name, version, fingerprint } = stats.model;
+  byId("model-name").textContent = name === null ? "several" : `${name} v${version}`;
+  byId("model-fingerprint").textContent = fingerprint === null ? "see Models" : fingerprint.slice(0, 19) + "…";
+  byId("model-fingerprint").title = fingerprint || "";
   byId("backend").textContent = stats.backend;
   byId("queue-depth").textContent = String(stats.queue_depth);
   // The bar is this replica's slot table; the total is a count of another kind (on Redis, every
@@ -95,6 +99,7 @@ function startStats() {
       byId("banner").hidden = true;
       drawStats(stats);
       if (byId("console").hidden) showConsole();
+      models.load();
     } catch (error) {
       if (run !== statsRun) return;
       if (refused(error)) {
@@ -115,6 +120,7 @@ function startStats() {
 function main() {
   table = new SessionTable(byId("session-table"), (sid) => view.open(sid), handle);
   view = new SessionView(table, handle);
+  models = new ModelsView(handle);
   const submit = () => {
     const key = byId("key-input").value.trim();
     if (!key) return;

@@ -4,32 +4,10 @@
 // marks the gap).
 import { ApiError, call, sessionPath } from "./api.js";
 import { heatmap, lineChart } from "./charts.js";
-import { byId } from "./dom.js";
+import { byId, confirmAction } from "./dom.js";
 
 const POLL_MS = 2000;
 const HISTORY_ROWS = 300;
-
-// A modal yes/no; resolves true only for the confirming button.
-function confirmAction(text, label) {
-  const dialog = byId("confirm");
-  byId("confirm-text").textContent = text;
-  byId("confirm-ok").textContent = label;
-  return new Promise((resolve) => {
-    const done = (answer) => {
-      byId("confirm-ok").removeEventListener("click", yes);
-      byId("confirm-cancel").removeEventListener("click", no);
-      dialog.removeEventListener("cancel", no);
-      dialog.close();
-      resolve(answer);
-    };
-    const yes = () => done(true);
-    const no = () => done(false);
-    byId("confirm-ok").addEventListener("click", yes);
-    byId("confirm-cancel").addEventListener("click", no);
-    dialog.addEventListener("cancel", no); // Escape
-    dialog.showModal();
-  });
-}
 
 export class SessionView {
   // onError takes the failures that are not this view's own (a refused key: the login screen).

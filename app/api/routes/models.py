@@ -1,0 +1,67 @@
+"""The model repository: models and their versions, loading new ones, retiring old ones (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from app.api.auth import Caller
+from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
+from app.api.parsing import load_json, read_body
+from app.api.schemas import ModelDocument, ModelList, RetireResult, Retirement, json_body, problems
+from app.errors import Forbidden, InvalidInput
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+ModelName = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="The model's folder in the repository")
+
+
+@router.get("", response_model=ModelList, responses=problems(401, 503),
+            summary="Models and versions: state, layout, live sessions")
+async def list_models(sessions: Sessions, caller: CurrentCaller) -> Response:
+    return json_response({"models": [_for(caller, m) for m in await sessions.models()]})
+
+
+@router.get("/{name}", response_model=ModelDocument, responses=problems(401, 404, 503), summary="One model")
+async def get_model(sessions: Sessions, caller: CurrentCaller, name: str = ModelName) -> Response:
+    (document,) = await sessions.models(name)
+    return json_response(_for(caller, document))
+
+
+def _for(caller: Caller, document: dict) -> dict:
+    """What a caller may see: the session counts are every tenant's, so for admins only."""
+    if caller.admin:
+        return document
+    return {**document, "versions": [{**v, "live_sessions": None} for v in document["versions"]]}
+
+
+@router.post("/{name}/load", response_model=ModelDocument, responses=problems(401, 403, 404, 503),
+             summary="Read the repository now and load the model's new versions (admin); answered once loaded")
+async def load_model(sessions: Sessions, caller: CurrentCaller, name: str = ModelName) -> Response:
+    _admin(caller, "loading a model")
+    return json_response(await sessions.load_model(name))
+
+
+@router.post(
+    "/{name}/versions/{version}/retire",
+    response_model=RetireResult,
+    responses=problems(400, 401, 403, 404, 409, 415, 422, 503),
+    openapi_extra=json_body(Retirement),
+    summary="Retire a version (admin): its sessions drain, or move to the newest version (reset, carry)",
+)
+async def retire_version(request: Request, sessions: Sessions, settings: CurrentSettings,
+                         caller: CurrentCaller, version: int = Path(ge=1),
+                         name: str = ModelName) -> Response:
+    _admin(caller, "retiring a version")
+    try:
+        retirement = Retirement.model_validate(load_json(await read_body(request, settings.max_body_bytes)))
+    except ValidationError as exc:
+        where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in exc.errors())
+        raise InvalidInput(f'the body must be {{"mode": "drain" | "reset" | "carry"}}: {where}') from None
+    return json_response(await sessions.retire(name, version, retirement.mode))
+
+
+def _admin(caller: Caller, doing: str) -> None:
+    if not caller.admin:
+        raise Forbidden(f"{doing} takes an admin key")

@@ -1,0 +1,427 @@
+"""Model versions: which are served, new ones loaded off the hot path, old ones retired.
+
+The policy is TF Serving's: of each model in the repository, the newest ``keep`` versions that are
+not retired are served, and so is any version that still has live sessions. A session runs the
+version it was created on until it ends, or until an operator retires that version and moves it:
+
+- ``drain``: its sessions go on where they are until they end or expire; then it is unloaded;
+- ``reset``: each session moves to the newest ready version with a zeroed state (as a reset);
+- ``carry``: each moves with its state, only when the two versions' state layouts are identical.
+
+A move is an action in the session's line (:meth:`Engine.exclusive`), so every chunk before it ran
+on the old version and every chunk after it runs on the new one. Loading (reading the file,
+building the graph, warming it) runs on a thread of its own, never the model thread: serving goes
+on meanwhile, and a version is offered to sessions only once it is warm. A file that fails to load
+is marked ``failed`` (the versions serving already keep serving) and is tried again when it changes.
+
+With Redis every replica reads the same repository and the same retirements (kept in Redis); a
+replica asked for a session of a version it has not loaded loads it and answers 503 with
+Retry-After meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app import metrics
+from app.engine import Engine
+from app.errors import Conflict, InvalidInput, ModelMismatch, NotFound, ServiceError, Unavailable
+from app.model.repository import Repository, Source
+from app.model.spec import ModelSpec, model_key
+from app.sessions import periodic
+from app.store.records import SessionRecord
+
+log = logging.getLogger(__name__)
+
+MODES = ("drain", "reset", "carry")
+STATES = ("loading", "ready", "retiring", "failed", "unloaded", "retired")
+MOVES_AT_ONCE = 256
+RESCAN_S = 0.1
+LOADING_RETRY_S = 2
+
+
+@dataclass(eq=False)
+class Version:
+    name: str
+    version: int
+    state: str = "unloaded"
+    model: Any = None  # the StreamingModel, while loaded
+    spec: ModelSpec | None = None  # kept after unloading, to describe it
+    error: str | None = None
+    failed_stamp: tuple[int, int] | None = None  # the file that failed; tried again once it changes
+    loading: asyncio.Task | None = None
+
+    @property
+    def key(self) -> str:
+        return model_key(self.name, self.version)
+
+    @property
+    def serving(self) -> bool:
+        return self.model is not None
+
+
+class Versions:
+    def __init__(self, repository: Repository, engine: Engine, loader: Callable[[Source], Any],
+                 warm_shapes: tuple[int, int], keep: int = 2, poll_s: float = 5.0):
+        self.repository, self.engine, self.store = repository, engine, engine.store
+        self.loader, self.warm_shapes = loader, warm_shapes
+        self.keep, self.poll_s = keep, poll_s
+        self.entries: dict[str, Version] = {}
+        self.sources: dict[str, dict[int, Source]] = {}
+        self.retired: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self._poller: asyncio.Task | None = None
+        self._preloaded: list[Any] = []
+        self._scanned = 0.0
+
+    # -- start and stop -----------------------------------------------------------------------
+
+    def preload(self, models: list[Any]) -> None:
+        """The versions loaded before serving (compiled, not yet warm): ``start`` warms them."""
+        self._scan()
+        for model in models:
+            spec = model.spec
+            entry = self._entry(spec.name, spec.version)
+            entry.state, entry.spec = "loading", spec
+            self.store.add_model(spec.key, spec.fingerprint, spec.state_units)  # a snapshot restores into it
+            self._preloaded.append(model)
+
+    async def start(self) -> None:
+        """Warm the preloaded versions (then the engine is ready), and watch the repository."""
+        started = time.perf_counter()
+        for model in self._preloaded:
+            await asyncio.to_thread(model.warm, *self.warm_shapes)
+            self._serve(self.entries[model.spec.key], model)
+        self._preloaded = []
+        log.info("model compiled and warmed in %.1f s", time.perf_counter() - started)
+        self.engine.ready = True
+        if self.poll_s > 0 or self.store.kind == "redis":
+            # Without a folder to read, still the retirements and the counts, now and then.
+            self._poller = asyncio.create_task(
+                periodic.every(self.poll_s or 5.0, self.poll, "checking the model repository failed"),
+                name="model-versions")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+
+    @property
+    def max_features(self) -> int:
+        return max((e.spec.input_features for e in self.entries.values() if e.spec), default=1)
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """Of every version served, or loaded and warming."""
+        return {key: e.spec.fingerprint for key, e in self.entries.items() if e.serving or e.key in self.store.tables}
+
+    def serving(self, key: str | None) -> ModelSpec | None:
+        entry = self.entries.get(key) if key else None
+        return entry.spec if entry is not None and entry.serving else None
+
+    # -- the rules a session's model meets ----------------------------------------------------
+
+    def problem(self, record: SessionRecord) -> ServiceError | None:
+        """Why the session cannot run here now (its version is loading, failed, not in the
+        repository, or another model's state is under its name), or None. Asking starts the load
+        of a version in the repository that this replica has not loaded."""
+        entry = self.entries.get(record.model) if record.model else None
+        if entry is not None and entry.serving:
+            if record.fingerprint is not None and record.fingerprint != entry.spec.fingerprint:
+                metrics.CONFLICTS.labels("model").inc()
+                return ModelMismatch(record.session_id, record.fingerprint, entry.spec.fingerprint)
+            return None
+        if record.model is None:  # written before versions, by a model served nowhere here
+            metrics.CONFLICTS.labels("model").inc()
+            return ModelMismatch(record.session_id, record.fingerprint, ", ".join(self.fingerprints.values()))
+        name, _, number = record.model.rpartition("/")
+        source = self.sources.get(name, {}).get(int(number))
+        if source is None and time.monotonic() - self._scanned >= RESCAN_S:
+            # Another replica may have seen a version this one has not read yet: look now (a
+            # folder listing, at most ten a second; a look less than 0.1 s old is trusted: a
+            # version takes seconds to reach a session on another replica), rather than call the
+            # session lost.
+            self._scan()
+            source = self.sources.get(name, {}).get(int(number))
+        if source is None:
+            return Conflict(f"session {record.session_id!r} runs model {name} version {number}, which this "
+                            "server's model repository does not have (put it back, or delete the session)")
+        return self._unavailable(self._load_soon(source))
+
+    def spec_of(self, record: SessionRecord) -> ModelSpec:
+        """The spec of the version the session runs, or the error :meth:`problem` gives."""
+        problem = self.problem(record)
+        if problem is not None:
+            raise problem
+        return self.entries[record.model].spec
+
+    def choose(self, name: str | None, version: int | None) -> str:
+        """The version a new session runs: ``name``'s ``version``, or its newest ready one."""
+        names = sorted(set(self.sources) | {e.name for e in self.entries.values() if e.serving})
+        if name is None:
+            if len(names) != 1:
+                raise InvalidInput(f'this server serves the models {", ".join(names)}: name one as "model"')
+            name = names[0]
+        if name not in names:
+            raise NotFound(f"there is no model {name!r}; the models are {', '.join(names)}")
+        if version is None:
+            ready = [e for e in self.entries.values() if e.name == name and e.state == "ready"]
+            if not ready:
+                raise Unavailable(f"no version of model {name!r} is ready yet", retry_after=LOADING_RETRY_S)
+            return max(ready, key=lambda e: e.version).key
+        key = model_key(name, version)
+        entry = self.entries.get(key)
+        if key in self.retired:
+            raise Conflict(f"version {version} of model {name!r} is retired; new sessions get "
+                           f"version {self._newest(name) or 'none yet'}")
+        if entry is not None and entry.state == "ready":
+            return key
+        source = self.sources.get(name, {}).get(version)
+        if source is None or key not in self._wanted():
+            raise NotFound(f"model {name!r} has no version {version} served; see GET /v1/models/{name}")
+        raise self._unavailable(self._load_soon(source))
+
+    def _scan(self, found: dict[str, dict[int, Source]] | None = None) -> None:
+        self.sources = self.repository.scan() if found is None else found
+        self._scanned = time.monotonic()
+
+    def _newest(self, name: str, besides: int | None = None) -> int | None:
+        ready = [e.version for e in self.entries.values()
+                 if e.name == name and e.state == "ready" and e.version != besides]
+        return max(ready, default=None)
+
+    def _unavailable(self, entry: Version) -> ServiceError:
+        if entry.state == "failed":
+            return Unavailable(f"model {entry.name} version {entry.version} failed to load on this replica: "
+                               f"{entry.error}", retry_after=30)
+        return Unavailable(f"model {entry.name} version {entry.version} is loading on this replica; retry",
+                           retry_after=LOADING_RETRY_S)
+
+    # -- loading and unloading ----------------------------------------------------------------
+
+    def _entry(self, name: str, version: int) -> Version:
+        key = model_key(name, version)
+        if key not in self.entries:
+            self.entries[key] = Version(name, version)
+        return self.entries[key]
+
+    def _load_soon(self, source: Source) -> Version:
+        """Start loading ``source`` unless it is loaded, loading, or failed as its file is now."""
+        entry = self._entry(source.name, source.version)
+        if entry.serving or entry.loading is not None or entry.failed_stamp == source.stamp:
+            return entry
+        entry.state, entry.error = "loading", None
+        entry.loading = asyncio.create_task(self._load(entry, source), name=f"load {entry.key}")
+        return entry
+
+    async def _load(self, entry: Version, source: Source) -> None:
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(self._build, source)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            entry.state, entry.error, entry.failed_stamp = "failed", message, source.stamp
+            log.error("model %s version %d failed to load, and is not served: %s", entry.name, entry.version,
+                      message)
+            return
+        finally:
+            entry.loading = None
+        self._serve(entry, model)
+        log.info("model %s version %d loaded, compiled and warmed in %.1f s", entry.name, entry.version,
+                 time.perf_counter() - started)
+
+    def _build(self, source: Source) -> Any:
+        """On a thread of its own: read the file, build the step, warm it."""
+        model = self.loader(source)
+        model.warm(*self.warm_shapes)
+        return model
+
+    def _serve(self, entry: Version, model: Any) -> None:
+        self.engine.add_model(model)
+        entry.model, entry.spec, entry.failed_stamp = model, model.spec, None
+        entry.state = "retiring" if entry.key in self.retired else "ready"
+
+    def _unload(self, entry: Version) -> None:
+        self.engine.remove_model(entry.key)
+        entry.model = None
+        entry.state = "retired" if entry.key in self.retired else "unloaded"
+        gc.collect()  # the graph and its weights go now, not at some later collection
+        log.info("model %s version %d unloaded", entry.name, entry.version)
+
+    def _wanted(self) -> set[str]:
+        """The newest ``keep`` unretired versions of each model, and every version with sessions."""
+        wanted = {key for key, count in self.counts.items() if count}
+        for name, versions in self.sources.items():
+            live = [v for v in sorted(versions, reverse=True) if model_key(name, v) not in self.retired]
+            wanted.update(model_key(name, v) for v in live[:self.keep])
+        return wanted
+
+    async def poll(self) -> None:
+        """Read the repository, the retirements and the sessions per version; load what is wanted,
+        move what retired versions left behind, and unload what nothing needs."""
+        if self.poll_s > 0:
+            self._scan(await asyncio.to_thread(self.repository.scan))
+        self.retired = await self.store.retired()
+        # Counting is a SCAN of every session on Redis: done only while some version is served
+        # that the policy alone would not keep (one with sessions, or retired).
+        if any(e.serving and e.key not in self._wanted() for e in self.entries.values()):
+            self.counts = await self.store.count_by_model()
+        wanted = self._wanted()
+        for name, versions in self.sources.items():
+            for version, source in versions.items():
+                if model_key(name, version) in wanted:
+                    self._load_soon(source)
+        for entry in list(self.entries.values()):
+            mode = self.retired.get(entry.key)
+            if entry.serving and mode in ("reset", "carry") and self.counts.get(entry.key):
+                target = self._newest(entry.name, besides=entry.version)
+                if target is not None:
+                    await self._move_all(entry, self.entries[model_key(entry.name, target)], mode == "carry")
+            if entry.serving and entry.key in self.retired:
+                entry.state = "retiring"
+            await self._settle(entry, wanted)
+        self._publish()
+
+    async def _settle(self, entry: Version, wanted: set[str]) -> None:
+        """Unload ``entry`` if nothing needs it: not wanted, and no sessions, counted afresh (a
+        count a few seconds old may not show sessions just moved to it by another replica)."""
+        if not entry.serving or entry.key in wanted or self.engine.running_on(entry.key):
+            return
+        if not self.counts.get(entry.key):
+            self.counts = await self.store.count_by_model(fresh=True)
+        if not self.counts.get(entry.key) and entry.serving and not self.engine.running_on(entry.key):
+            self._unload(entry)
+
+    def _publish(self) -> None:
+        for entry in self.entries.values():
+            name, version = entry.name, str(entry.version)
+            metrics.MODEL_SESSIONS.labels(name, version).set(self.counts.get(entry.key, 0))
+            for state in STATES:
+                metrics.MODEL_STATE.labels(name, version, state).set(1 if entry.state == state else 0)
+
+    # -- what operators ask -------------------------------------------------------------------
+
+    async def describe(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every model (or ``name``), each version with its state, layout and live sessions (the
+        last counts known, while the store does not answer)."""
+        try:
+            self.counts = await self.store.count_by_model()
+        except Unavailable:
+            pass
+        names = sorted(set(self.sources) | {e.name for e in self.entries.values()})
+        if name is not None:
+            if name not in names:
+                raise NotFound(f"there is no model {name!r}; the models are {', '.join(names)}")
+            names = [name]
+        return [self._document(n) for n in names]
+
+    def _document(self, name: str) -> dict[str, Any]:
+        numbers = set(self.sources.get(name, {})) | {e.version for e in self.entries.values() if e.name == name}
+        versions = []
+        wanted = self._wanted()
+        for number in sorted(numbers, reverse=True):
+            key = model_key(name, number)
+            entry = self.entries.get(key) or Version(name, number)
+            state = entry.state
+            if state == "unloaded" and key in self.retired:
+                state = "retired"
+            elif state == "unloaded" and key in wanted:
+                state = "loading"
+            versions.append({"version": number, "state": state, "live_sessions": self.counts.get(key, 0),
+                             "retired": self.retired.get(key), "error": entry.error,
+                             **_layout(entry.spec)})
+        return {"name": name, "default_version": self._newest(name), "versions": versions}
+
+    async def load(self, name: str) -> dict[str, Any]:
+        """Read the repository now and load ``name``'s wanted versions; answered once they are
+        loaded (or failed)."""
+        self._scan(await asyncio.to_thread(self.repository.scan))
+        if name not in self.sources:
+            raise NotFound(f"the model repository has no model {name!r}")
+        self.counts = await self.store.count_by_model()
+        wanted = self._wanted()
+        for version, source in self.sources[name].items():
+            if model_key(name, version) in wanted:
+                entry = self._load_soon(source)
+                if entry.state == "failed" and entry.failed_stamp == source.stamp:
+                    entry.failed_stamp = None  # an operator asked: try again even if unchanged
+                    entry = self._load_soon(source)
+        tasks = [e.loading for e in self.entries.values() if e.name == name and e.loading is not None]
+        await asyncio.gather(*(asyncio.shield(t) for t in tasks))
+        self._publish()
+        return self._document(name)
+
+    async def retire(self, name: str, version: int, mode: str) -> dict[str, Any]:
+        if mode not in MODES:
+            raise InvalidInput(f'"mode" must be one of {", ".join(MODES)}')
+        key = model_key(name, version)
+        entry = self.entries.get(key)
+        if entry is None and version not in self.sources.get(name, {}):
+            raise NotFound(f"model {name!r} has no version {version}")
+        entry = self._entry(name, version)
+        self.counts = await self.store.count_by_model(fresh=True)
+        target = None
+        if mode != "drain" and self.counts.get(key):
+            target = self._target(entry, mode)
+        await self.store.mark_retired(key, mode)
+        self.retired[key] = mode
+        if entry.serving:
+            entry.state = "retiring"
+        moved = await self._move_all(entry, target, mode == "carry") if target is not None else 0
+        self.counts = await self.store.count_by_model(fresh=True)
+        await self._settle(entry, self._wanted())
+        self._publish()
+        log.info("model %s version %d retired (%s): %d sessions moved", name, version, mode, moved)
+        return {"name": name, "version": version, "mode": mode, "moved": moved,
+                "moved_to": target.version if target is not None else None, "state": entry.state,
+                "live_sessions": self.counts.get(key, 0)}
+
+    def _target(self, entry: Version, mode: str) -> Version:
+        """Where ``reset`` or ``carry`` moves ``entry``'s sessions: the newest other ready version,
+        if its streams look the same to clients (and, to carry, its state rows are the same)."""
+        newest = self._newest(entry.name, besides=entry.version)
+        if newest is None:
+            raise Conflict(f"model {entry.name!r} has no other ready version to move the sessions of "
+                           f"version {entry.version} to: load one first, or retire with drain")
+        target = self.entries[model_key(entry.name, newest)]
+        if not entry.serving:
+            raise Unavailable(f"version {entry.version} of {entry.name!r} is not loaded on this replica; "
+                              "retry once it is", retry_after=LOADING_RETRY_S)
+        if entry.spec.streams_like != target.spec.streams_like:
+            raise Conflict(f"version {newest} of {entry.name!r} takes other inputs or gives other outputs than "
+                           f"version {entry.version}: its streams cannot move there; retire with drain")
+        if mode == "carry" and entry.spec.layout != target.spec.layout:
+            raise Conflict(f"version {newest} of {entry.name!r} has another state layout than version "
+                           f"{entry.version}: a state cannot be carried over; retire with reset or drain")
+        return target
+
+    async def _move_all(self, entry: Version, target: Version, keep_state: bool) -> int:
+        """Move every session of ``entry`` to ``target``, each in its turn in its line."""
+        moved = 0
+        ids = await self.store.sessions_of(entry.key)
+        for start in range(0, len(ids), MOVES_AT_ONCE):
+            results = await asyncio.gather(*(self._move(session_id, entry.key, target.key, keep_state)
+                                             for session_id in ids[start:start + MOVES_AT_ONCE]))
+            moved += sum(1 for result in results if result)
+        return moved
+
+    async def _move(self, session_id: str, source: str, target: str, keep_state: bool) -> bool | None:
+        return await self.engine.exclusive(
+            session_id, lambda: self.store.migrate(session_id, source, target, keep_state))
+
+
+def _layout(spec: ModelSpec | None) -> dict[str, Any]:
+    if spec is None:
+        return {"fingerprint": None, "input_features": None, "output": None, "recurrent_layers": None}
+    return {
+        "fingerprint": spec.fingerprint,
+        "input_features": spec.input_features,
+        "output": {"per_step": spec.per_step, "size": spec.output_size},
+        "recurrent_layers": [{"name": r.name, "kind": r.kind, "units": r.units, "state_tensors": r.state_tensors}
+                             for r in spec.recurrent],
+    }
