@@ -108,6 +108,10 @@ class Engine:
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="engine")
 
+    async def warm(self, model: StreamingModel, shapes: tuple[int, int]) -> None:
+        """Warm ``model`` on the model thread (before serving: nothing else runs there yet)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, model.warm, *shapes)
+
     def add_model(self, model: StreamingModel) -> None:
         """Serve a model version (compiled and warmed already): its table in the store, its runner."""
         spec = model.spec

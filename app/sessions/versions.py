@@ -96,7 +96,7 @@ class Versions:
         """Warm the preloaded versions (then the engine is ready), and watch the repository."""
         started = time.perf_counter()
         for model in self._preloaded:
-            await asyncio.to_thread(model.warm, *self.warm_shapes)
+            await self.engine.warm(model, self.warm_shapes)
             self._serve(self.entries[model.spec.key], model)
         self._preloaded = []
         log.info("model compiled and warmed in %.1f s", time.perf_counter() - started)
