@@ -20,6 +20,7 @@ from app.api.routes import chunks, console, state, stream
 from app.api.routes import models as models_routes
 from app.api.routes import service as service_routes
 from app.api.routes import sessions as sessions_routes
+from app.api.routes import v2
 from app.config import Settings
 from app.engine import Engine
 from app.logs import log_config
@@ -228,7 +229,7 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     app.state.sessions = api
     app.state.keys = keys
     errors.install(app)
-    for module in (sessions_routes, chunks, state, stream, models_routes, service_routes, console):
+    for module in (sessions_routes, chunks, state, stream, models_routes, v2, service_routes, console):
         app.include_router(module.router)
     return app
 

@@ -1,4 +1,5 @@
-"""Every error leaves as an RFC 9457 problem document; never HTML, never a stack trace."""
+"""Every error leaves as an RFC 9457 problem document (on the Open Inference Protocol's ``/v2``, as
+its ``{"error": "..."}``); never HTML, never a stack trace."""
 
 from __future__ import annotations
 
@@ -32,13 +33,16 @@ def problem_document(status: int, detail: str, slug: str | None = None, title: s
 
 
 def problem(status: int, detail: str, *, headers: dict[str, str] | None = None,
-            slug: str | None = None, title: str | None = None, **extra: Any) -> Response:
+            slug: str | None = None, title: str | None = None, path: str = "", **extra: Any) -> Response:
+    """The error document for a request to ``path``: KServe v2's on ``/v2``, else a problem."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return Response(orjson.dumps({"error": detail}), status, headers=headers, media_type="application/json")
     body = problem_document(status, detail, slug, title, **extra)
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def service_error_response(exc: ServiceError) -> Response:
-    return problem(exc.status, exc.detail, headers=exc.headers, slug=exc.slug, title=exc.title,
+def service_error_response(exc: ServiceError, path: str = "") -> Response:
+    return problem(exc.status, exc.detail, headers=exc.headers, slug=exc.slug, title=exc.title, path=path,
                    **exc.extra)
 
 
@@ -47,14 +51,14 @@ def install(app: FastAPI) -> None:
     async def on_service_error(request: Request, exc: ServiceError) -> Response:
         if exc.status >= 500 and exc.status != 503:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
-        return service_error_response(exc)
+        return service_error_response(exc, request.url.path)
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, exc: HTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path}"
-        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None), path=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -63,10 +67,10 @@ def install(app: FastAPI) -> None:
             for error in exc.errors()
         ]
         if any(error["type"] == "json_invalid" for error in errors):
-            return problem(400, "the body is not valid JSON", slug="bad-request")
+            return problem(400, "the body is not valid JSON", slug="bad-request", path=request.url.path)
         where = ", ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors)
         return problem(422, f"invalid request: {where}", slug="invalid-input",
-                       title="Invalid input", errors=errors)
+                       title="Invalid input", path=request.url.path, errors=errors)
 
     @app.exception_handler(ClientDisconnect)
     async def on_disconnect(request: Request, exc: ClientDisconnect) -> Response:
@@ -77,4 +81,4 @@ def install(app: FastAPI) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return problem(500, "the server failed to handle this request; it has been logged",
-                       slug="internal")
+                       slug="internal", path=request.url.path)

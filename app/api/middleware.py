@@ -91,7 +91,7 @@ class Admission:
         if refusal is not None:
             reason, detail = refusal
             metrics.SHED.labels(reason).inc()
-            return await self._answer_later(send, _unavailable(detail))
+            return await self._answer_later(send, _unavailable(detail, scope["path"]))
         held: list[Message] = []
 
         async def hold(message: Message) -> None:
@@ -172,8 +172,8 @@ class Admission:
         )
 
 
-def _unavailable(detail: str) -> list[Message]:
+def _unavailable(detail: str, path: str) -> list[Message]:
     """The 503 that the API answers for :class:`Unavailable`, as ASGI messages to send later."""
-    response = service_error_response(Unavailable(f"{detail}; retry shortly"))
+    response = service_error_response(Unavailable(f"{detail}; retry shortly"), path)
     return [{"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers},
             {"type": "http.response.body", "body": response.body}]

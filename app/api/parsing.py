@@ -61,12 +61,12 @@ class ChunkLimits:
 BODY_TIMEOUT_S = 10.0
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 415 unless it is JSON, with 413 as soon as it is known to
-    exceed ``limit`` bytes, and with 408 if it takes over 10 s to arrive (a stalled body would hold
-    an in-flight slot)."""
+async def read_body(request: Request, limit: int, json_only: bool = True) -> bytes:
+    """The request body, refused with 415 unless it is JSON (``json_only``), with 413 as soon as it
+    is known to exceed ``limit`` bytes, and with 408 if it takes over 10 s to arrive (a stalled body
+    would hold an in-flight slot)."""
     declared = request.headers.get("content-length")
-    if declared != "0" and (declared is not None or "transfer-encoding" in request.headers):
+    if json_only and declared != "0" and (declared is not None or "transfer-encoding" in request.headers):
         _require_json(request.headers.get("content-type"))
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
@@ -154,7 +154,7 @@ def parse_inputs(inputs: Any, features: int | None, max_steps: int, body: bytes 
     if len(inputs) > max_steps:  # before any work that grows with T
         raise TooLarge(f"the chunk has {len(inputs)} time steps; the limit is {max_steps}")
     # NumPy turns true/false into 1/0 without a word, so look for them when the text has any.
-    if (not body or b"true" in body or b"false" in body) and _has_bool(inputs):
+    if (not body or b"true" in body or b"false" in body) and has_bool(inputs):
         raise InvalidInput('"inputs" must hold numbers only; found true or false')
     try:
         array = np.array(inputs)
@@ -185,7 +185,7 @@ def parse_inputs(inputs: Any, features: int | None, max_steps: int, body: bytes 
     return array
 
 
-def _has_bool(value: Any) -> bool:
+def has_bool(value: Any) -> bool:
     pending = [value]  # a loop, not recursion: the nesting depth is the client's to choose
     while pending:
         item = pending.pop()
@@ -221,7 +221,7 @@ def parse_state(document: Any, spec: ModelSpec) -> list[np.ndarray]:
             array = np.array(states)
         except (ValueError, RecursionError):
             array = None
-        if array is None or array.shape != shape or array.dtype.kind not in "iuf" or _has_bool(states):
+        if array is None or array.shape != shape or array.dtype.kind not in "iuf" or has_bool(states):
             raise InvalidInput(
                 f"layer {layer.name!r} needs 'states' as {shape[0]} list(s) of {shape[1]} numbers"
             )

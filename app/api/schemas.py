@@ -226,6 +226,15 @@ def problems(*statuses: int) -> dict[int | str, dict]:
     }
 
 
+class InferenceError(BaseModel):
+    error: str = Field(description="What was wrong (the Open Inference Protocol's error document)")
+
+
+def inference_errors(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for the given error statuses of a /v2 operation."""
+    return {status: {"model": InferenceError, "description": "an error"} for status in statuses}
+
+
 def json_body(model: type[BaseModel], required: bool = True) -> dict:
     """``openapi_extra`` documenting a body that the route reads and checks by hand."""
     schema = model.model_json_schema()

@@ -168,13 +168,18 @@ class Engine:
 
     async def exclusive(self, session_id: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` once the session's earlier work is done and before its later work."""
+        return await self.enqueue(session_id, action)
+
+    def enqueue(self, session_id: str, action: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        """``exclusive``, without a coroutine: the action takes its place in the session's line
+        now (for a caller that places several items in order before awaiting any)."""
         work = Work(session_id, self._future(), action=action)
         if self.lines.busy(session_id):
             self._add(work)
         else:
             self.lines.begin(work)
             self._act(work)
-        return await work.future
+        return work.future
 
     def _future(self) -> asyncio.Future:
         return asyncio.get_running_loop().create_future()

@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 # What a worker may call: the service's public methods, and a description of it.
 CALLS = frozenset({"create", "get", "delete", "reset", "page", "last_outputs", "push", "state",
                    "set_state", "count", "unready", "overview", "describe", "models", "default_model",
-                   "load_model", "retire", "session_model"})
+                   "load_model", "retire", "session_model", "model_spec", "sequence"})
+
+
+KEYWORD_CALLS = frozenset({"sequence"})
 
 
 def _dumps(value: Any) -> bytes:
@@ -110,6 +113,9 @@ class SessionServer(_Endpoint):
     async def _started(self, name: str, args: tuple) -> Any:
         self._unstarted -= 1
         # The service's changes and pushes take their place in line before their first suspension.
+        if name in KEYWORD_CALLS:  # the last argument holds its keywords
+            *positional, keywords = args
+            return await getattr(self.service, name)(*positional, **keywords)
         return await getattr(self.service, name)(*args)
 
     def _finished(self, identity: bytes, call_id: int, name: str, task: asyncio.Future) -> None:
@@ -266,3 +272,10 @@ class RemoteSessions(_Endpoint):
 
     async def session_model(self, session_id: str, scope: str | None = None) -> ModelSpec:
         return await self._call("session_model", session_id, scope)
+
+    async def model_spec(self, name: str, version: int | None = None) -> ModelSpec:
+        return await self._call("model_spec", name, version)
+
+    def sequence(self, session_id: str, inputs: np.ndarray, **options: Any) -> asyncio.Future[ChunkResult]:
+        # Sent now, so that the engine process places it in line in the order it was made.
+        return self._send("sequence", session_id, inputs, options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import math
 import re
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.core import ChunkResult, Engine
-from app.errors import InvalidInput, SessionNotFound, TooManyRequests, Unavailable
+from app.errors import Conflict, InvalidInput, SessionNotFound, TooManyRequests, Unavailable
 from app.model.spec import ModelSpec, split_key
 from app.sessions import periodic
 from app.sessions.rules import last_answer
@@ -30,6 +31,18 @@ SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # sending, so a session so named could never be reached.
 PATH_STEPS = (".", "..")
 MAX_TTL_S = 10 * 365 * 86400.0
+SEQUENCE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,96}")
+
+
+def sequence_session_id(tenant: str | None, sequence_id: int | str) -> str:
+    """The session of a tenant's Open Inference Protocol sequence. Clients pick small ids (1000),
+    so the tenant is part of the name (two tenants' sequence 1000 are two sessions); an id that is
+    not a valid session id itself is hashed."""
+    owner = hashlib.sha256((tenant or "").encode()).hexdigest()[:12]
+    name = str(sequence_id)
+    if not SEQUENCE_NAME.fullmatch(name):
+        name = "h" + hashlib.sha256(name.encode()).hexdigest()[:40]
+    return f"seq.{owner}.{name}"
 
 
 def new_session_id() -> str:
@@ -140,6 +153,10 @@ class SessionService:
     async def default_model(self) -> ModelSpec:
         """The version a session created without naming one runs."""
         return self.versions.entries[self.versions.choose(None, None)].spec
+
+    async def model_spec(self, name: str, version: int | None = None) -> ModelSpec:
+        """A served version of ``name`` (default: the newest ready one)."""
+        return self.versions.entries[self.versions.choose(name, version)].spec
 
     async def load_model(self, name: str) -> dict[str, Any]:
         return await self.versions.load(name)
@@ -257,6 +274,52 @@ class SessionService:
                scope: str | None = None, transport: str = "http") -> asyncio.Future[ChunkResult]:
         """``push`` without a coroutine: the chunk is in its session's line when this returns."""
         return self.engine.submit(session_id, inputs, seq, scope, transport)
+
+    async def sequence(self, session_id: str, inputs: np.ndarray, *, tenant: str | None, scope: str | None,
+                       start: bool, end: bool, seq: int | None = None, model: str | None = None,
+                       version: int | None = None, transport: str = "v2") -> ChunkResult:
+        """One request of a sequence (the Open Inference Protocol's): ``start`` creates the
+        session (``model``'s ``version``) or resets it if it is live; the chunk is applied; ``end``
+        deletes the session after it. All three take their places in the session's line before
+        anything is awaited, so requests of one sequence apply in the order they arrived."""
+        begun = self.engine.enqueue(session_id, lambda: self._begin(session_id, tenant, scope, model, version)) \
+            if start else None
+        try:
+            chunk = self.engine.submit(session_id, inputs, seq, scope, transport)
+        except BaseException:
+            if begun is not None:
+                await asyncio.gather(begun, return_exceptions=True)
+            raise
+        ended = self.engine.enqueue(session_id, lambda: self._end(session_id, scope)) if end else None
+        try:
+            if begun is not None:
+                try:
+                    await begun
+                except BaseException:  # the chunk found no session: the reason is the start's
+                    await asyncio.gather(chunk, return_exceptions=True)
+                    raise
+            return await chunk
+        finally:
+            if ended is not None:
+                await asyncio.gather(ended, return_exceptions=True)
+
+    async def _begin(self, session_id: str, tenant: str | None, scope: str | None, model: str | None,
+                     version: int | None) -> SessionRecord:
+        record = await self.store.get(session_id)
+        if record is None or not record.visible_to(scope, time.time()):
+            if record is not None:  # expired: gone to its clients already
+                await self.store.delete(session_id)
+            key = self.versions.choose(model, version)
+            return await self.store.create(session_id, self.default_ttl_s, time.time(), tenant, model=key)
+        spec = self.versions.spec_of(record)
+        if model is not None and spec.name != model:
+            raise Conflict(f"sequence {session_id!r} runs model {spec.name}, not {model}")
+        return await self.store.reset(session_id, time.time(), model=spec.key)
+
+    async def _end(self, session_id: str, scope: str | None) -> None:
+        record = await self.store.get(session_id)
+        if record is not None and record.visible_to(scope, time.time()):
+            await self.store.delete(session_id)
 
     async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""

@@ -1,0 +1,168 @@
+"""The Open Inference Protocol over HTTP/REST (KServe v2), beside /v1: health, metadata, and infer with
+Triton's sequence extension, its tensors as JSON ``data`` or in the binary tensor extension
+(``Inference-Header-Content-Length``). Errors on /v2 are the protocol's ``{"error": "..."}``
+(app.api.errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.api import inference
+from app.api.auth import caller_of
+from app.api.deps import CurrentCaller, Sessions, json_response
+from app.api.parsing import ChunkLimits, load_json, read_body
+from app.api.schemas import inference_errors
+from app.errors import BadRequest, NotFound, ServiceError, Unavailable
+from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+ERRORS = inference_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
+
+
+@router.get("", summary="Server metadata", responses=ERRORS)
+async def server_metadata(caller: CurrentCaller) -> Response:
+    return json_response({"name": "stateful-rnn", "version": "1",
+                          "extensions": ["binary_tensor_data", "sequence", "model_repository"]})
+
+
+@router.get("/health/live", summary="200 while the process is alive")
+async def live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get("/health/ready", summary="200 once the models are warm and the state store answers", responses=ERRORS)
+async def ready(sessions: Sessions) -> Response:
+    reason = await sessions.unready()
+    if reason is not None:
+        raise Unavailable(reason)
+    return json_response({"ready": True})
+
+
+@router.get("/models/{name}", summary="Model metadata (its newest ready version)", responses=ERRORS)
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=ERRORS)
+async def model_metadata(name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None) -> Response:
+    spec = await sessions.model_spec(name, _version(version))
+    (document,) = await sessions.models(name)
+    served = [v["version"] for v in document["versions"] if v["state"] in ("ready", "retiring")]
+    return json_response(inference.metadata(spec, served))
+
+
+@router.get("/models/{name}/ready", summary="200 when a version of the model is ready", responses=ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", summary="200 when the version is ready", responses=ERRORS)
+async def model_ready(name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None) -> Response:
+    spec = await sessions.model_spec(name, _version(version))
+    return json_response({"name": spec.name, "ready": True})
+
+
+@router.post("/models/{name}/infer", summary="Infer: one chunk of a sequence", responses=ERRORS)
+@router.post("/models/{name}/versions/{version}/infer", summary="Infer on a version: one chunk of a sequence",
+             responses=ERRORS)
+async def infer(name: str, request: Request, version: str | None = None) -> Response:
+    sessions = request.app.state.sessions
+    limits: ChunkLimits = request.app.state.chunk_limits
+    caller = caller_of(request)
+    body = await read_body(request, request.app.state.settings.max_body_bytes, json_only=False)
+    header, tail = _split(body, request.headers.get(HEADER_LENGTH))
+    spec = await sessions.model_spec(name, _version(version))
+    inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
+    array, rank = inference.input_array(inputs[0], raws[0], spec, limits.steps)
+    sequence = inference.Sequence.of(header.get("parameters"))
+    binary = _binary_output(header)
+    if sequence.sequence_id is None:  # a fresh state, kept for nothing
+        session_id, start, end = new_session_id(), True, True
+    else:
+        session_id = sequence_session_id(caller.tenant, sequence.sequence_id)
+        start, end = sequence.start, sequence.end
+    try:
+        result = await sessions.sequence(session_id, array, tenant=caller.tenant, scope=caller.scope, start=start,
+                                         end=end, seq=sequence.seq, model=name, version=_version(version))
+    except NotFound:
+        if sequence.sequence_id is None:
+            raise
+        raise BadRequest(f"sequence {sequence.sequence_id!r} is not live: start it with sequence_start "
+                         "(or it has ended or expired)") from None
+    return _answer(name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None)
+
+
+def _version(version: str | None) -> int | None:
+    if version is None or version == "":
+        return None
+    if not version.isdigit() or int(version) < 1:
+        raise BadRequest(f"model version must be a positive integer, not {version!r}")
+    return int(version)
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON request header, and the binary tensor data after it (if any)."""
+    if header_length is None:
+        length = len(body)
+    elif header_length.isdigit() and int(header_length) <= len(body):
+        length = int(header_length)
+    else:
+        raise BadRequest(f"{HEADER_LENGTH} is {header_length!r}, but the body has {len(body)} bytes")
+    try:
+        header = load_json(body[:length])
+    except ServiceError:
+        raise BadRequest("the inference request header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise BadRequest("the inference request must be a JSON object")
+    return header, body[length:]
+
+
+def _binary_inputs(inputs: Any, tail: bytes) -> list[bytes | None]:
+    """Each input's bytes from the binary data after the header, in order (None: JSON data)."""
+    if not isinstance(inputs, list):
+        return []
+    found, at = [], 0
+    for tensor in inputs:
+        size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
+        if size is None:
+            found.append(None)
+            continue
+        if type(size) is not int or size < 0 or at + size > len(tail):
+            raise BadRequest(f"binary_data_size {size!r} runs past the {len(tail)} bytes of binary data")
+        found.append(tail[at:at + size])
+        at += size
+    if at != len(tail):
+        raise BadRequest(f"{len(tail) - at} bytes of binary data belong to no input")
+    return found
+
+
+def _binary_output(header: dict[str, Any]) -> bool:
+    """Whether the output goes back binary: asked per output, or for all (tritonclient's default)."""
+    for output in header.get("outputs") or []:
+        if not isinstance(output, dict) or output.get("name") != inference.OUTPUT:
+            name = output.get("name") if isinstance(output, dict) else output
+            raise BadRequest(f"unexpected output {name!r}: the model gives one output, {inference.OUTPUT!r}")
+        return bool((output.get("parameters") or {}).get("binary_data", False))
+    return bool((header.get("parameters") or {}).get("binary_data_output", False))
+
+
+def _answer(name: str, version: int, request_id: Any, result: ChunkResult, rank: int, binary: bool,
+            kept: bool) -> Response:
+    outputs = result.outputs
+    tensor: dict[str, Any] = {"name": inference.OUTPUT, "datatype": inference.DATATYPE,
+                              "shape": inference.output_shape(outputs, rank)}
+    raw = outputs.astype("<f4", copy=False).tobytes()
+    if binary:
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+    else:
+        tensor["data"] = outputs.reshape(-1)
+    document: dict[str, Any] = {"model_name": name, "model_version": str(version), "outputs": [tensor]}
+    if kept:  # the sequence's session, as /v1 knows it (its state: GET /v1/sessions/{id}/state)
+        document["parameters"] = {"session_id": result.session_id, "seq": result.seq}
+    if request_id is not None:
+        document["id"] = request_id
+    head = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not binary:
+        return Response(head, media_type="application/json")
+    return Response(head + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(head))})

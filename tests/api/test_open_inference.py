@@ -1,0 +1,204 @@
+"""The Open Inference Protocol over HTTP, spoken by an unmodified ``tritonclient.http``: sequences with
+integer and string ids, start and end flags, binary and JSON tensors, exact against Keras; concurrent
+async sequences; the protocol's errors, which change nothing; tenants kept apart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+import tritonclient.http.aio as triton_aio
+from tritonclient.utils import InferenceServerException
+
+from tests.support.keys import auth
+from tests.support.reference import StatefulReference
+from tests.support.repository import save_version
+from tests.support.servers import serve_in_thread
+
+KEYS = {"alpha": "alpha-key-triton", "beta": "beta-key-triton"}
+RNG = np.random.default_rng(16)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("triton") / "models"
+    models = {"speech": save_version(repo, "speech", 1, seed=101),
+              "desk": save_version(repo, "desk", 1, seed=102, features=1, layers=(("LSTM", 3, False),),
+                                   per_step=False)}
+    api_keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
+    with serve_in_thread(None, model_repository=str(repo), api_keys=api_keys, xla=False) as url:
+        yield url, models
+
+
+def client(url: str) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(url.removeprefix("http://"))
+
+
+def headers(tenant: str = "alpha") -> dict[str, str]:
+    return auth(KEYS[tenant])
+
+
+def request(chunk: np.ndarray, binary: bool = True) -> list:
+    tensor = triton.InferInput("inputs", [1, *chunk.shape], "FP32")
+    tensor.set_data_from_numpy(chunk[None], binary_data=binary)
+    return [tensor]
+
+
+def infer(http, chunk, sequence_id, *, start=False, end=False, binary_in=True, binary_out=True,
+          model="speech", tenant="alpha"):
+    outputs = [triton.InferRequestedOutput("outputs", binary_data=binary_out)]
+    answer = http.infer(model, request(chunk, binary_in), outputs=outputs, sequence_id=sequence_id,
+                        sequence_start=start, sequence_end=end, headers=headers(tenant))
+    return answer.as_numpy("outputs")[0], answer.get_response()
+
+
+@pytest.mark.parametrize("sequence_id", [1000, "call-7/üñí"], ids=["integer id", "string id"])
+def test_a_sequence_over_http_binary_and_json_equals_keras(served, sequence_id):
+    url, models = served
+    http = client(url)
+    reference = StatefulReference(models["speech"])
+    chunks = [RNG.uniform(-2, 2, (steps, 2)).astype(np.float32) for steps in (3, 1, 4, 2)]
+    modes = [(True, True), (False, False), (True, False), (False, True)]  # inputs, outputs binary
+    for index, (chunk, (binary_in, binary_out)) in enumerate(zip(chunks, modes)):
+        got, response = infer(http, chunk, sequence_id, start=index == 0, end=index == len(chunks) - 1,
+                              binary_in=binary_in, binary_out=binary_out)
+        np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
+        assert response["parameters"]["seq"] == index + 1
+    # Ended: the id is gone, and a chunk without sequence_start is refused.
+    with pytest.raises(InferenceServerException, match="not live"):
+        infer(http, chunks[0], sequence_id)
+    assert httpx.get(f"{url}/v1/sessions/{response['parameters']['session_id']}", headers=headers()).status_code == 404
+
+
+def test_sequence_start_on_a_live_sequence_resets_it_and_state_is_readable_over_v1(served):
+    url, models = served
+    http = client(url)
+    first = RNG.uniform(-2, 2, (3, 2)).astype(np.float32)
+    infer(http, first, 2000, start=True)
+    infer(http, first, 2000)
+    again = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
+    got, response = infer(http, again, 2000, start=True)
+    np.testing.assert_allclose(got, StatefulReference(models["speech"]).feed(again), atol=1e-5)
+    state = httpx.get(f"{url}/v1/sessions/{response['parameters']['session_id']}/state", headers=headers()).json()
+    assert state["steps"] == 2 and state["model"]["name"] == "speech"
+
+
+def test_no_sequence_id_runs_on_a_fresh_state_and_keeps_nothing(served):
+    url, models = served
+    http = client(url)
+    chunk = RNG.uniform(-2, 2, (4, 1)).astype(np.float32)
+    for _ in range(2):
+        got, response = infer(http, chunk, 0, model="desk")
+        np.testing.assert_allclose(got, StatefulReference(models["desk"]).feed(chunk), atol=1e-5)
+        assert "parameters" not in response
+
+
+def test_two_tenants_with_the_same_sequence_id_get_two_sequences(served):
+    url, models = served
+    http = client(url)
+    references = {tenant: StatefulReference(models["speech"]) for tenant in KEYS}
+    for step in range(3):
+        for tenant in KEYS:
+            chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
+            got, _ = infer(http, chunk, 77, start=step == 0, tenant=tenant)
+            np.testing.assert_allclose(got, references[tenant].feed(chunk), atol=1e-5)
+
+
+def test_interleaved_sequences_from_concurrent_async_clients_stay_exact(served):
+    url, models = served
+    count, steps = 12, 6
+    chunks = RNG.uniform(-2, 2, (count, steps, 2, 2)).astype(np.float32)
+
+    async def one(index: int) -> list[np.ndarray]:
+        http = triton_aio.InferenceServerClient(url.removeprefix("http://"))
+        try:
+            answers = []
+            for step in range(steps):
+                tensor = triton_aio.InferInput("inputs", [1, 2, 2], "FP32")
+                tensor.set_data_from_numpy(chunks[index, step][None])
+                answer = await http.infer("speech", [tensor], sequence_id=5000 + index, sequence_start=step == 0,
+                                          sequence_end=step == steps - 1, headers=headers())
+                answers.append(answer.as_numpy("outputs")[0])
+            return answers
+        finally:
+            await http.close()
+
+    async def main():
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+    for index, answers in enumerate(asyncio.run(main())):
+        reference = StatefulReference(models["speech"])
+        for step, got in enumerate(answers):
+            np.testing.assert_allclose(got, reference.feed(chunks[index, step]), atol=1e-5)
+
+
+def test_bad_requests_get_the_protocols_error_and_change_nothing(served):
+    url, models = served
+    http = client(url)
+    reference = StatefulReference(models["speech"])
+    chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
+    np.testing.assert_allclose(infer(http, chunk, 3000, start=True)[0], reference.feed(chunk), atol=1e-5)
+
+    def refused(inputs, model="speech", status=400):
+        with pytest.raises(InferenceServerException) as caught:
+            http.infer(model, inputs, sequence_id=3000, headers=headers())
+        assert caught.value.status() == str(status), caught.value
+
+    wrong_type = triton.InferInput("inputs", [1, 2, 2], "FP64")
+    wrong_type.set_data_from_numpy(chunk[None].astype(np.float64))
+    refused([wrong_type])
+    wrong_shape = triton.InferInput("inputs", [1, 2, 3], "FP32")
+    wrong_shape.set_data_from_numpy(np.ones((1, 2, 3), np.float32))
+    refused([wrong_shape])
+    wrong_name = triton.InferInput("INPUT0", [1, 2, 2], "FP32")
+    wrong_name.set_data_from_numpy(chunk[None])
+    refused([wrong_name])
+    refused(request(chunk), model="nope", status=404)
+    # A binary body cut short: the header says more than the body holds.
+    header = (b'{"inputs":[{"name":"inputs","shape":[1,2,2],"datatype":"FP32","parameters":{"binary_data_size":16}}],'
+              b'"parameters":{"sequence_id":3000}}')
+    for body, length in ((header + chunk.tobytes()[:8], len(header)), (header, len(header) + 40)):
+        answer = httpx.post(f"{url}/v2/models/speech/infer", content=body,
+                            headers={**headers(), "Inference-Header-Content-Length": str(length)})
+        assert answer.status_code == 400 and set(answer.json()) == {"error"}, answer.text
+    # Another tenant's sequence 3000 is another sequence: not live.
+    with pytest.raises(InferenceServerException, match="not live"):
+        infer(http, chunk, 3000, tenant="beta")
+    # None of it changed the sequence.
+    again = RNG.uniform(-2, 2, (1, 2)).astype(np.float32)
+    np.testing.assert_allclose(infer(http, again, 3000, end=True)[0], reference.feed(again), atol=1e-5)
+
+
+def test_health_readiness_and_metadata(served):
+    url, _ = served
+    http = client(url)
+    assert http.is_server_live() and http.is_server_ready(headers=headers())
+    assert http.is_model_ready("speech", headers=headers()) and http.is_model_ready("desk", "1", headers=headers())
+    assert not http.is_model_ready("nope", headers=headers())
+    assert http.get_server_metadata(headers=headers())["name"] == "stateful-rnn"
+    metadata = http.get_model_metadata("speech", headers=headers())
+    assert metadata["inputs"] == [{"name": "inputs", "datatype": "FP32", "shape": [-1, -1, 2]}]
+    assert metadata["outputs"] == [{"name": "outputs", "datatype": "FP32", "shape": [-1, -1, 4]}]
+    assert http.get_model_metadata("desk", "1", headers=headers())["outputs"][0]["shape"] == [-1, 3]
+    answer = httpx.get(f"{url}/v2/models/speech")
+    assert answer.status_code == 401 and set(answer.json()) == {"error"}
+
+
+def test_the_readmes_tritonclient_example_works_as_written():
+    import re
+    from pathlib import Path
+
+    from app.model.builtin import build_seed_model
+    from app.model.loader import load_model
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Coming from Triton", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    printed = []
+    with serve_in_thread(load_model("seed"), xla=False) as url:
+        exec(code.replace("127.0.0.1:8000", url.removeprefix("http://")), {"print": printed.append})
+    whole = StatefulReference(build_seed_model()).feed(np.arange(-4, 5, dtype=np.float32).reshape(9, 1))
+    np.testing.assert_allclose(np.asarray(printed[0]).reshape(-1), whole, atol=1e-5)
