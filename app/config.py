@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port for the Open Inference Protocol over gRPC (Triton's GRPCInferenceService; 8001 is "
+        "Triton's); off unless given.",
+    )
     workers: int = Field(
         0,
         ge=0,

@@ -201,9 +201,12 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
         @asynccontextmanager
         async def lifespan(app: FastAPI):
             await service.start()
+            rpc = await start_grpc(settings, service.sessions, keys, app.state.chunk_limits)
             try:
                 yield
             finally:  # uvicorn has stopped accepting and finished the requests in flight
+                if rpc is not None:
+                    await rpc.stop()
                 await service.stop()
 
         api: SessionService | RemoteSessions = service.sessions
@@ -232,6 +235,17 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     for module in (sessions_routes, chunks, state, stream, models_routes, v2, service_routes, console):
         app.include_router(module.router)
     return app
+
+
+async def start_grpc(settings: Settings, sessions: SessionService, keys: KeyRing, limits: ChunkLimits):
+    """The gRPC server of ``--grpc-port``, started; None without one."""
+    if settings.grpc_port is None:
+        return None
+    from app.api.rpc import GrpcServer  # grpcio: only when asked for
+
+    server = GrpcServer(sessions, keys, limits, settings.host, settings.grpc_port, settings.max_body_bytes)
+    await server.start()
+    return server
 
 
 def warn_if_open(settings: Settings, keys: KeyRing) -> None:

@@ -35,7 +35,8 @@ from prometheus_client import multiprocess
 
 from app.config import Settings
 from app.api.auth import KeyRing
-from app.main import Service, create_app, server_config, warn_if_open
+from app.api.parsing import ChunkLimits
+from app.main import Service, create_app, server_config, start_grpc, warn_if_open
 from app.model.repository import Repository
 from app.model.step import StreamingModel
 from app.sessions.remote import SessionServer
@@ -84,7 +85,8 @@ class EngineProcess:
         self.workers: dict[int, subprocess.Popen] = {}
 
     async def run(self) -> int:
-        warn_if_open(self.settings, KeyRing.from_settings(self.settings))
+        keys = KeyRing.from_settings(self.settings)
+        warn_if_open(self.settings, keys)
         folder = Path(tempfile.mkdtemp(prefix="srnn-engine-"))  # only this user may enter it
         address = f"ipc://{folder}/sessions"
         listener = listen(self.settings)
@@ -92,6 +94,10 @@ class EngineProcess:
         await service.start()
         server = SessionServer(service.sessions, address)
         server.start()
+        # gRPC is served here, beside the session service (its streams keep order only there).
+        limits = ChunkLimits.of(service.sessions.max_features, self.settings.max_chunk_steps,
+                                self.settings.max_body_bytes)
+        rpc = await start_grpc(self.settings, service.sessions, keys, limits)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for received in (signal.SIGTERM, signal.SIGINT):
@@ -112,6 +118,8 @@ class EngineProcess:
                 if worker.poll() is None:
                     worker.kill()
             listener.close()
+            if rpc is not None:
+                await rpc.stop()
             await server.close()
             await service.stop()
             shutil.rmtree(folder, ignore_errors=True)

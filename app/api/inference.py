@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from app.api.auth import Caller
 from app.api.parsing import has_bool
-from app.errors import BadRequest, InvalidInput
+from app.errors import BadRequest, InvalidInput, NotFound
 from app.model.spec import ModelSpec
+from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
 
 INPUT, OUTPUT, DATATYPE = "inputs", "outputs", "FP32"
 
@@ -49,6 +51,24 @@ class Sequence:
         if seq is not None and (type(seq) is not int or seq < 0):
             raise BadRequest('"seq" must be a non-negative integer')
         return cls(found, *flags, seq)
+
+
+async def run(sessions: Any, caller: Caller, name: str, version: int | None, inputs: np.ndarray,
+              sequence: Sequence, transport: str) -> ChunkResult:
+    """Apply one request's chunk to its sequence (HTTP and gRPC alike)."""
+    if sequence.sequence_id is None:  # a fresh state, kept for nothing
+        session_id, start, end = new_session_id(), True, True
+    else:
+        session_id = sequence_session_id(caller.tenant, sequence.sequence_id)
+        start, end = sequence.start, sequence.end
+    try:
+        return await sessions.sequence(session_id, inputs, tenant=caller.tenant, scope=caller.scope, start=start,
+                                       end=end, seq=sequence.seq, model=name, version=version, transport=transport)
+    except NotFound:
+        if sequence.sequence_id is None:
+            raise
+        raise BadRequest(f"sequence {sequence.sequence_id!r} is not live: start it with sequence_start "
+                         "(or it has ended or expired)") from None
 
 
 def metadata(spec: ModelSpec, versions: list[int]) -> dict[str, Any]:

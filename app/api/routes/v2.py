@@ -16,8 +16,8 @@ from app.api.auth import caller_of
 from app.api.deps import CurrentCaller, Sessions, json_response
 from app.api.parsing import ChunkLimits, load_json, read_body
 from app.api.schemas import inference_errors
-from app.errors import BadRequest, NotFound, ServiceError, Unavailable
-from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
+from app.errors import BadRequest, ServiceError, Unavailable
+from app.sessions.service import ChunkResult
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -77,19 +77,7 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
     array, rank = inference.input_array(inputs[0], raws[0], spec, limits.steps)
     sequence = inference.Sequence.of(header.get("parameters"))
     binary = _binary_output(header)
-    if sequence.sequence_id is None:  # a fresh state, kept for nothing
-        session_id, start, end = new_session_id(), True, True
-    else:
-        session_id = sequence_session_id(caller.tenant, sequence.sequence_id)
-        start, end = sequence.start, sequence.end
-    try:
-        result = await sessions.sequence(session_id, array, tenant=caller.tenant, scope=caller.scope, start=start,
-                                         end=end, seq=sequence.seq, model=name, version=_version(version))
-    except NotFound:
-        if sequence.sequence_id is None:
-            raise
-        raise BadRequest(f"sequence {sequence.sequence_id!r} is not live: start it with sequence_start "
-                         "(or it has ended or expired)") from None
+    result = await inference.run(sessions, caller, name, _version(version), array, sequence, "v2")
     return _answer(name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None)
 
 
