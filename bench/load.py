@@ -89,7 +89,10 @@ end
 function request()
   local sid = PREFIX .. (first + turn % count)
   turn = turn + 1
-  return wrk.format(nil, "/v1/sessions/" .. sid .. "/chunks")
+  if PER_SESSION_BODY then  -- the session is named in the body (the Open Inference Protocol)
+    return wrk.format(nil, PATH, nil, string.format(BODY, sid))
+  end
+  return wrk.format(nil, string.format(PATH, sid))
 end
 
 if RATE > 0 then
@@ -185,12 +188,14 @@ def run_child(command: list[str]) -> tuple[str, float]:
 
 
 def wrk(url: str, server_pid: int, *, body: bytes, sessions: int, prefix: str, seconds: float,
-        rate: float = 0, threads: int = 2) -> Run:
+        rate: float = 0, threads: int = 2, path: str = "/v1/sessions/%s/chunks", per_session_body: bool = False) -> Run:
     """Chunks to ``sessions`` sessions (``prefix`` + number), one connection each: as fast as the
-    answers come back (closed loop), or at ``rate`` chunks/s overall (open loop)."""
+    answers come back (closed loop), or at ``rate`` chunks/s overall (open loop). The session's name
+    goes in ``path`` (``%s``), or with ``per_session_body`` in ``body`` (``%s``) sent to ``path``."""
     threads = max(1, min(threads, sessions))
     sessions -= sessions % threads
-    constants = {"SESSIONS": sessions, "THREADS": threads, "RATE": rate,
+    constants = {"SESSIONS": sessions, "THREADS": threads, "RATE": rate, "PATH": json.dumps(path),
+                 "PER_SESSION_BODY": "true" if per_session_body else "false",
                  "PREFIX": json.dumps(prefix), "BODY": json.dumps(body.decode())}
     script = "\n".join(f"{name} = {value}" for name, value in constants.items()) + LUA
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
@@ -211,10 +216,22 @@ def wrk(url: str, server_pid: int, *, body: bytes, sessions: int, prefix: str, s
 
 def websocket(url: str, server_pid: int, *, frame: bytes, sessions: int, prefix: str, seconds: float) -> Run:
     """Binary frames over one WebSocket per session, each sent when the last is answered."""
-    command = [sys.executable, "-m", "bench.wsclient", "--url", url, "--prefix", prefix,
-               "--sessions", str(sessions), "--seconds", str(seconds), "--frame", frame.hex()]
+    return _python_client(server_pid, ["bench.wsclient", "--url", url, "--prefix", prefix, "--sessions",
+                                       str(sessions), "--seconds", str(seconds), "--frame", frame.hex()])
+
+
+def grpc_streams(address: str, server_pid: int, *, model: str, frame: bytes, features: int, sessions: int,
+                 prefix: str, seconds: float) -> Run:
+    """One ``ModelStreamInfer`` stream per sequence, each request sent when the last is answered."""
+    return _python_client(server_pid, ["bench.grpcclient", "--address", address, "--model", model, "--prefix",
+                                       prefix, "--sessions", str(sessions), "--seconds", str(seconds),
+                                       "--frame", frame.hex(), "--features", str(features)])
+
+
+def _python_client(server_pid: int, module_and_args: list[str]) -> Run:
+    """A load client of ours (``python -m MODULE ARGS``) that prints a RESULT line, measured."""
     with Measured(server_pid) as server:
-        text, client_cpu = run_child(command)
+        text, client_cpu = run_child([sys.executable, "-m", *module_and_args])
     found = result_of(text)
     return Run(
         requests=found["requests"], seconds=found["seconds"], p50_ms=found["p50_ms"],
