@@ -18,7 +18,7 @@ import numpy as np
 from app.api.auth import Caller
 from app.api.parsing import has_bool
 from app.errors import BadRequest, InvalidInput, NotFound
-from app.model.spec import ModelSpec
+from app.model.spec import ModelSpec, parse_version
 from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
 
 INPUT, OUTPUT, DATATYPE = "inputs", "outputs", "FP32"
@@ -69,6 +69,16 @@ async def run(sessions: Any, caller: Caller, name: str, version: int | None, inp
             raise
         raise BadRequest(f"sequence {sequence.sequence_id!r} is not live: start it with sequence_start "
                          "(or it has ended or expired)") from None
+
+
+def version_of(text: str | None) -> int | None:
+    """A version as a URL or a request names it; None (or ""): the newest ready one."""
+    if not text:
+        return None
+    number = parse_version(text)
+    if number is None:
+        raise BadRequest(f"model version must be a positive integer, not {text!r}")
+    return number
 
 
 def metadata(spec: ModelSpec, versions: list[int]) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request, context):
         await self._guard(context, lambda: self._caller(context))
         try:
-            await self.sessions.model_spec(request.name, _version(request.version))
+            await self.sessions.model_spec(request.name, inference.version_of(request.version))
         except ServiceError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
@@ -66,7 +66,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         async def describe():
             self._caller(context)
-            spec = await self.sessions.model_spec(request.name, _version(request.version))
+            spec = await self.sessions.model_spec(request.name, inference.version_of(request.version))
             (document,) = await self.sessions.models(request.name)
             served = [v["version"] for v in document["versions"] if v["state"] in ("ready", "retiring")]
             return inference.metadata(spec, served)
@@ -105,7 +105,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             reader.cancel()
 
     async def _infer(self, request, caller: Caller):
-        name, version = request.model_name, _version(request.model_version)
+        name, version = request.model_name, inference.version_of(request.model_version)
         spec = await self.sessions.model_spec(name, version)
         if len(request.inputs) != 1:
             raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
@@ -140,13 +140,6 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         except ServiceError as exc:
             await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.detail)
 
-
-def _version(version: str) -> int | None:
-    if not version:
-        return None
-    if not version.isdigit() or int(version) < 1:
-        raise BadRequest(f"model version must be a positive integer, not {version!r}")
-    return int(version)
 
 
 class GrpcServer:

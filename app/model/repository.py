@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.errors import StartupError
 from app.model.builtin import BUILTINS
+from app.model.spec import parse_version
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MODEL_FILE = "model.keras"
@@ -61,10 +62,10 @@ class Repository:
             versions = {}
             for entry in folder.iterdir():
                 file = entry / MODEL_FILE
-                if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0 and file.is_file():
+                number = parse_version(entry.name)
+                if number is not None and entry.is_dir() and file.is_file():
                     stat = file.stat()
-                    versions[int(entry.name)] = Source(folder.name, int(entry.name), str(file),
-                                                       (stat.st_mtime_ns, stat.st_size))
+                    versions[number] = Source(folder.name, number, str(file), (stat.st_mtime_ns, stat.st_size))
             if versions:
                 found[folder.name] = versions
         return found

@@ -3,6 +3,7 @@ that API worker processes (which never load the model) can have it too."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -45,6 +46,14 @@ class ModelSpec:
     def state_units(self) -> list[int]:
         """Width of every state tensor, flattened in model order (LSTM: h then c)."""
         return [layer.units for layer in self.recurrent for _ in range(layer.state_tensors)]
+
+
+VERSION = re.compile(r"[1-9][0-9]{0,17}")  # a positive integer, as written in a folder or a URL
+
+
+def parse_version(text: str) -> int | None:
+    """A version as written (``"3"``), or None if it is not one (``"0"``, ``"03"``, ``"²"``)."""
+    return int(text) if VERSION.fullmatch(text) else None
 
 
 def model_key(name: str, version: int) -> str:

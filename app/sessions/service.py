@@ -282,7 +282,7 @@ class SessionService:
         session (``model``'s ``version``) or resets it if it is live; the chunk is applied; ``end``
         deletes the session after it. All three take their places in the session's line before
         anything is awaited, so requests of one sequence apply in the order they arrived."""
-        begun = self.engine.enqueue(session_id, lambda: self._begin(session_id, tenant, scope, model, version)) \
+        begun = self.engine.enqueue(session_id, lambda: self._begin(session_id, tenant, scope, model, version, seq)) \
             if start else None
         try:
             chunk = self.engine.submit(session_id, inputs, seq, scope, transport)
@@ -304,7 +304,9 @@ class SessionService:
                 await asyncio.gather(ended, return_exceptions=True)
 
     async def _begin(self, session_id: str, tenant: str | None, scope: str | None, model: str | None,
-                     version: int | None) -> SessionRecord:
+                     version: int | None, seq: int | None) -> SessionRecord:
+        """Create the sequence's session, or reset it if it is live, unless this start carries a
+        ``seq`` the session has applied already: then it is a retry, answered by the replay."""
         record = await self.store.get(session_id)
         if record is None or not record.visible_to(scope, time.time()):
             if record is not None:  # expired: gone to its clients already
@@ -314,6 +316,8 @@ class SessionService:
         spec = self.versions.spec_of(record)
         if model is not None and spec.name != model:
             raise Conflict(f"sequence {session_id!r} runs model {spec.name}, not {model}")
+        if seq is not None and record.seq >= seq:
+            return record
         return await self.store.reset(session_id, time.time(), model=spec.key)
 
     async def _end(self, session_id: str, scope: str | None) -> None:

@@ -120,10 +120,6 @@ class Versions:
         """Of every version served, or loaded and warming."""
         return {key: e.spec.fingerprint for key, e in self.entries.items() if e.serving or e.key in self.store.tables}
 
-    def serving(self, key: str | None) -> ModelSpec | None:
-        entry = self.entries.get(key) if key else None
-        return entry.spec if entry is not None and entry.serving else None
-
     # -- the rules a session's model meets ----------------------------------------------------
 
     def problem(self, record: SessionRecord) -> ServiceError | None:

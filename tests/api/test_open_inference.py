@@ -202,3 +202,42 @@ def test_the_readmes_tritonclient_example_works_as_written():
         exec(code.replace("127.0.0.1:8000", url.removeprefix("http://")), {"print": printed.append})
     whole = StatefulReference(build_seed_model()).feed(np.arange(-4, 5, dtype=np.float32).reshape(9, 1))
     np.testing.assert_allclose(np.asarray(printed[0]).reshape(-1), whole, atol=1e-5)
+
+
+def test_the_seq_parameter_gives_exactly_once_replays(served):
+    url, models = served
+    http = client(url)
+    reference = StatefulReference(models["speech"])
+    chunks = [RNG.uniform(-2, 2, (2, 2)).astype(np.float32) for _ in range(2)]
+
+    def send(chunk, seq, start=False):
+        answer = http.infer("speech", request(chunk), sequence_id="exactly-once", sequence_start=start,
+                            parameters={"seq": seq}, headers=headers())
+        return answer.as_numpy("outputs")[0]
+
+    first = send(chunks[0], 1, start=True)
+    np.testing.assert_allclose(first, reference.feed(chunks[0]), atol=1e-5)
+    np.testing.assert_array_equal(send(chunks[0], 1), first)  # a retry: the stored answer, applied once
+    with pytest.raises(InferenceServerException) as caught:
+        send(chunks[1], 3)
+    assert caught.value.status() == "409" and "next must be 2" in str(caught.value)
+    np.testing.assert_allclose(send(chunks[1], 2), reference.feed(chunks[1]), atol=1e-5)
+
+
+def test_a_retried_start_with_seq_is_answered_by_its_replay_and_resets_nothing(served):
+    url, models = served
+    http = client(url)
+    reference = StatefulReference(models["speech"])
+    chunks = [RNG.uniform(-2, 2, (2, 2)).astype(np.float32) for _ in range(2)]
+
+    def send(chunk, seq, start=False):
+        answer = http.infer("speech", request(chunk), sequence_id="retried-start", sequence_start=start,
+                            parameters={"seq": seq}, headers=headers())
+        return answer.as_numpy("outputs")[0]
+
+    first = send(chunks[0], 1, start=True)
+    np.testing.assert_array_equal(send(chunks[0], 1, start=True), first)  # its answer lost, sent again
+    reference.feed(chunks[0])
+    np.testing.assert_allclose(send(chunks[1], 2), reference.feed(chunks[1]), atol=1e-5)  # not reset
+    restarted = send(chunks[0], 3, start=True)  # a new start, numbered on: resets
+    np.testing.assert_allclose(restarted, StatefulReference(models["speech"]).feed(chunks[0]), atol=1e-5)

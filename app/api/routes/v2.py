@@ -48,7 +48,7 @@ async def ready(sessions: Sessions) -> Response:
 @router.get("/models/{name}", summary="Model metadata (its newest ready version)", responses=ERRORS)
 @router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=ERRORS)
 async def model_metadata(name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None) -> Response:
-    spec = await sessions.model_spec(name, _version(version))
+    spec = await sessions.model_spec(name, inference.version_of(version))
     (document,) = await sessions.models(name)
     served = [v["version"] for v in document["versions"] if v["state"] in ("ready", "retiring")]
     return json_response(inference.metadata(spec, served))
@@ -57,7 +57,7 @@ async def model_metadata(name: str, sessions: Sessions, caller: CurrentCaller, v
 @router.get("/models/{name}/ready", summary="200 when a version of the model is ready", responses=ERRORS)
 @router.get("/models/{name}/versions/{version}/ready", summary="200 when the version is ready", responses=ERRORS)
 async def model_ready(name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None) -> Response:
-    spec = await sessions.model_spec(name, _version(version))
+    spec = await sessions.model_spec(name, inference.version_of(version))
     return json_response({"name": spec.name, "ready": True})
 
 
@@ -73,23 +73,16 @@ async def infer(request: Request) -> Response:
     caller = caller_of(request)
     body = await read_body(request, request.app.state.settings.max_body_bytes, json_only=False)
     header, tail = _split(body, request.headers.get(HEADER_LENGTH))
-    spec = await sessions.model_spec(name, _version(version))
+    spec = await sessions.model_spec(name, inference.version_of(version))
     inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
     array, rank = inference.input_array(inputs[0], raws[0], spec, limits.steps)
     sequence = inference.Sequence.of(header.get("parameters"))
     binary = _binary_output(header)
-    result = await inference.run(sessions, caller, name, _version(version), array, sequence, "v2")
+    result = await inference.run(sessions, caller, name, inference.version_of(version), array, sequence, "v2")
     return _answer(name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None)
 
-
-def _version(version: str | None) -> int | None:
-    if version is None or version == "":
-        return None
-    if not version.isdigit() or int(version) < 1:
-        raise BadRequest(f"model version must be a positive integer, not {version!r}")
-    return int(version)
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
