@@ -17,9 +17,10 @@ import json
 import time
 
 import grpc
-import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from bench.wsclient import result
 
 
 def request(model: str, sequence_id: str, frame: bytes, features: int) -> pb.ModelInferRequest:
@@ -53,9 +54,7 @@ async def run(args) -> dict:
         started = time.perf_counter()
         failures = await asyncio.gather(*(stream(stub, m, started + args.seconds, latencies) for m in messages))
         elapsed = time.perf_counter() - started
-    p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e3 if latencies else (0, 0, 0)
-    return {"requests": len(latencies) - sum(failures), "failed": sum(failures), "seconds": elapsed,
-            "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
+    return result(latencies, sum(failures), elapsed)
 
 
 def main() -> None:

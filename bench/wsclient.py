@@ -93,9 +93,13 @@ async def run(url: str, ids: list[str], frame: bytes, seconds: float) -> dict:
     latencies: list[float] = []
     started = time.perf_counter()
     failures = await asyncio.gather(*(stream(url, sid, frame, started + seconds, latencies) for sid in ids))
-    elapsed = time.perf_counter() - started
+    return result(latencies, sum(failures), time.perf_counter() - started)
+
+
+def result(latencies: list[float], failed: int, seconds: float) -> dict:
+    """A closed-loop client's RESULT: answers that were not errors, and their latency."""
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e3 if latencies else (0, 0, 0)
-    return {"requests": len(latencies) - sum(failures), "failed": sum(failures), "seconds": elapsed,
+    return {"requests": len(latencies) - failed, "failed": failed, "seconds": seconds,
             "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
 
 

@@ -47,6 +47,13 @@ def request(chunk: np.ndarray, binary: bool = True) -> list:
     return [tensor]
 
 
+def numbered(http, sequence_id, chunk, seq: int, start: bool = False) -> np.ndarray:
+    """A chunk carrying our ``seq`` parameter (exactly-once)."""
+    answer = http.infer("speech", request(chunk), sequence_id=sequence_id, sequence_start=start,
+                        parameters={"seq": seq}, headers=headers())
+    return answer.as_numpy("outputs")[0]
+
+
 def infer(http, chunk, sequence_id, *, start=False, end=False, binary_in=True, binary_out=True,
           model="speech", tenant="alpha"):
     outputs = [triton.InferRequestedOutput("outputs", binary_data=binary_out)]
@@ -211,9 +218,7 @@ def test_the_seq_parameter_gives_exactly_once_replays(served):
     chunks = [RNG.uniform(-2, 2, (2, 2)).astype(np.float32) for _ in range(2)]
 
     def send(chunk, seq, start=False):
-        answer = http.infer("speech", request(chunk), sequence_id="exactly-once", sequence_start=start,
-                            parameters={"seq": seq}, headers=headers())
-        return answer.as_numpy("outputs")[0]
+        return numbered(http, "exactly-once", chunk, seq, start)
 
     first = send(chunks[0], 1, start=True)
     np.testing.assert_allclose(first, reference.feed(chunks[0]), atol=1e-5)
@@ -231,9 +236,7 @@ def test_a_retried_start_with_seq_is_answered_by_its_replay_and_resets_nothing(s
     chunks = [RNG.uniform(-2, 2, (2, 2)).astype(np.float32) for _ in range(2)]
 
     def send(chunk, seq, start=False):
-        answer = http.infer("speech", request(chunk), sequence_id="retried-start", sequence_start=start,
-                            parameters={"seq": seq}, headers=headers())
-        return answer.as_numpy("outputs")[0]
+        return numbered(http, "retried-start", chunk, seq, start)
 
     first = send(chunks[0], 1, start=True)
     np.testing.assert_array_equal(send(chunks[0], 1, start=True), first)  # its answer lost, sent again
