@@ -68,7 +68,7 @@ async def read_body(request: Request, limit: int, json_only: bool = True) -> byt
     declared = request.headers.get("content-length")
     if json_only and declared != "0" and (declared is not None or "transfer-encoding" in request.headers):
         _require_json(request.headers.get("content-type"))
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
 
     async def read() -> bytes:

@@ -115,7 +115,7 @@ class AsyncClient:
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         wait = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
-        if retry_after and retry_after.isdigit():
+        if retry_after and retry_after.isascii() and retry_after.isdigit():
             wait = max(wait, min(float(retry_after), self.max_backoff))
         return wait
 

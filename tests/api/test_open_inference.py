@@ -167,9 +167,10 @@ def test_bad_requests_get_the_protocols_error_and_change_nothing(served):
     # A binary body cut short: the header says more than the body holds.
     header = (b'{"inputs":[{"name":"inputs","shape":[1,2,2],"datatype":"FP32","parameters":{"binary_data_size":16}}],'
               b'"parameters":{"sequence_id":3000}}')
-    for body, length in ((header + chunk.tobytes()[:8], len(header)), (header, len(header) + 40)):
+    for body, length in ((header + chunk.tobytes()[:8], str(len(header))), (header, str(len(header) + 40)),
+                         (header, "²".encode("latin-1"))):  # digits to str.isdigit, not to int
         answer = httpx.post(f"{url}/v2/models/speech/infer", content=body,
-                            headers={**headers(), "Inference-Header-Content-Length": str(length)})
+                            headers={**headers(), "Inference-Header-Content-Length": length})
         assert answer.status_code == 400 and set(answer.json()) == {"error"}, answer.text
     # Another tenant's sequence 3000 is another sequence: not live.
     with pytest.raises(InferenceServerException, match="not live"):

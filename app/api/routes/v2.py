@@ -84,12 +84,11 @@ async def infer(request: Request) -> Response:
     return _answer(name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None)
 
 
-
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
     """The JSON request header, and the binary tensor data after it (if any)."""
     if header_length is None:
         length = len(body)
-    elif header_length.isdigit() and int(header_length) <= len(body):
+    elif header_length.isascii() and header_length.isdigit() and int(header_length) <= len(body):
         length = int(header_length)
     else:
         raise BadRequest(f"{HEADER_LENGTH} is {header_length!r}, but the body has {len(body)} bytes")
