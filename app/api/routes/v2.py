@@ -67,20 +67,20 @@ async def model_ready(name: str, sessions: Sessions, caller: CurrentCaller, vers
 async def infer(request: Request) -> Response:
     # The path's parts and the application's state read directly, with no parameters or Depends for
     # FastAPI to solve: they were a tenth of this route's CPU (py-spy, 64 closed-loop sequences).
-    name, version = request.path_params["name"], request.path_params.get("version")
+    name, version = request.path_params["name"], inference.version_of(request.path_params.get("version"))
     sessions = request.app.state.sessions
     limits: ChunkLimits = request.app.state.chunk_limits
     caller = caller_of(request)
     body = await read_body(request, request.app.state.settings.max_body_bytes, json_only=False)
     header, tail = _split(body, request.headers.get(HEADER_LENGTH))
-    spec = await sessions.model_spec(name, inference.version_of(version))
+    spec = await sessions.model_spec(name, version)
     inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
     array, rank = inference.input_array(inputs[0], raws[0], spec, limits.steps)
     sequence = inference.Sequence.of(header.get("parameters"))
     binary = _binary_output(header)
-    result = await inference.run(sessions, caller, name, inference.version_of(version), array, sequence, "v2")
+    result = await inference.run(sessions, caller, name, version, array, sequence, "v2")
     return _answer(name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None)
 
 
