@@ -18,10 +18,12 @@ import numpy as np
 from app.api.auth import Caller
 from app.api.parsing import has_bool
 from app.errors import BadRequest, InvalidInput, NotFound
+from app.engine.tally import Duration, Tally
 from app.model.spec import ModelSpec, parse_version
 from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
 
 INPUT, OUTPUT, DATATYPE = "inputs", "outputs", "FP32"
+EXTENSIONS = ["binary_tensor_data", "sequence", "model_repository", "statistics"]
 
 
 @dataclass
@@ -137,3 +139,25 @@ def output_shape(outputs: np.ndarray, rank: int) -> list[int]:
     """The output's shape as the request's input had its rank: batch 1 first when it had one."""
     return ([1] if rank == 3 else []) + list(outputs.shape)
 
+
+
+def statistics(found: list[tuple[ModelSpec, Tally]]) -> dict[str, Any]:
+    """The statistics extension's document (Triton's ``model_stats``): per version served, what this
+    server did with it since it started. The model call is ``compute_infer`` (its padding and
+    splitting included); nothing is timed apart as input or output, and nothing is cached."""
+
+    def duration(d: Duration) -> dict[str, int]:
+        return {"count": d.count, "ns": d.ns}
+
+    none = {"count": 0, "ns": 0}
+    return {"model_stats": [{
+        "name": spec.name, "version": str(spec.version), "last_inference": tally.last_inference_ms,
+        "inference_count": tally.inferences, "execution_count": tally.executions,
+        "inference_stats": {
+            "success": duration(tally.success), "fail": duration(tally.fail), "queue": duration(tally.queue),
+            "compute_input": {"count": tally.compute.count, "ns": 0}, "compute_infer": duration(tally.compute),
+            "compute_output": {"count": tally.compute.count, "ns": 0}, "cache_hit": none, "cache_miss": none},
+        "batch_stats": [{"batch_size": rows, "compute_input": {"count": calls.count, "ns": 0},
+                         "compute_infer": duration(calls), "compute_output": {"count": calls.count, "ns": 0}}
+                        for rows, calls in sorted(tally.batches.items())],
+    } for spec, tally in found]}

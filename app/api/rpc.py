@@ -18,13 +18,14 @@ import logging
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from app.api import inference
 from app.api.auth import Caller, KeyRing
 from app.api.parsing import ChunkLimits
-from app.errors import BadRequest, ServiceError
+from app.errors import BadRequest, Forbidden, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(self, request, context):
         await self._guard(context, lambda: self._caller(context))
         return pb.ServerMetadataResponse(name="stateful-rnn", version="1",
-                                         extensions=["binary_tensor_data", "sequence", "model_repository"])
+                                         extensions=inference.EXTENSIONS)
 
     async def ModelReady(self, request, context):
         await self._guard(context, lambda: self._caller(context))
@@ -75,6 +76,15 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         tensors = [[pb.ModelMetadataResponse.TensorMetadata(**t) for t in found[kind]] for kind in ("inputs", "outputs")]
         return pb.ModelMetadataResponse(name=found["name"], versions=found["versions"], platform=found["platform"],
                                         inputs=tensors[0], outputs=tensors[1])
+
+    async def ModelStatistics(self, request, context):
+        async def read():
+            if not self._caller(context).admin:
+                raise Forbidden("the statistics take an admin key: they count every tenant's requests")
+            found = await self.sessions.model_stats(request.name or None, inference.version_of(request.version))
+            return json_format.ParseDict(inference.statistics(found), pb.ModelStatisticsResponse())
+
+        return await self._guard(context, read)
 
     async def ModelInfer(self, request, context):
         caller = await self._guard(context, lambda: self._caller(context))

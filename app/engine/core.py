@@ -46,6 +46,7 @@ import numpy as np
 from app import metrics
 from app.engine.lines import Lines, Work
 from app.engine.runner import BatchRunner, RowResult
+from app.engine.tally import Tally
 from app.errors import InvalidInput, ServiceError, SessionNotFound, Unavailable
 from app.store.base import Checkout, Commit, Outcome, StateStore
 from app.store.records import SessionRecord
@@ -86,6 +87,7 @@ class Engine:
     def __init__(self, store: StateStore, *, admit: AdmitRule, max_batch: int,
                  max_queue: int, max_session_queue: int = 32, batch_delay: float = 0.0):
         self.runners: dict[str, BatchRunner] = {}  # by model version, ``name/version``
+        self.tallies: defaultdict[str, Tally] = defaultdict(Tally)  # by model version, since start
         self.store = store
         self.admit = admit
         self.max_batch = max_batch
@@ -157,12 +159,14 @@ class Engine:
         return await self.submit(session_id, inputs, seq, scope, transport)
 
     def submit(self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None,
-               transport: str = "http") -> asyncio.Future[ChunkResult]:
+               transport: str = "http", model: str | None = None) -> asyncio.Future[ChunkResult]:
         """``push``, without a coroutine: the chunk takes its place in its session's line now, and
-        the future is its answer (for callers that handle many chunks and await none of them)."""
+        the future is its answer (for callers that handle many chunks and await none of them).
+        ``model``: the model the caller named, which the session must run."""
         if not self.ready:
             raise Unavailable("the model is still warming up", retry_after=1)
-        work = Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope, transport=transport)
+        work = Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope, transport=transport,
+                    model=model)
         self._add(work)
         return work.future
 
@@ -319,6 +323,11 @@ class Engine:
                 rows.append(_Row(work, checkout, record.seq + 1, record.steps + len(work.inputs)))
         return rows
 
+    def _fail(self, row: _Row, error: ServiceError) -> None:
+        """Refuse a chunk whose version is known (counted in that version's tally)."""
+        self.tallies[row.checkout.model].fail.add(time.perf_counter() - row.work.arrived)
+        self._finish(row.work, error=error)
+
     async def _execute(self, rows: list[_Row]):
         groups: dict[str, list[_Row]] = defaultdict(list)  # one model call per version
         for row in rows:
@@ -332,18 +341,20 @@ class Engine:
         metrics.BATCH_SIZE.observe(len(rows))
         started = time.perf_counter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self._executor, _run_all, calls)
+            results, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, _run_all, calls)
         except Exception:
             log.exception("model call failed for a batch of %d", len(rows))
             for row in rows:
-                self._finish(row.work, error=ServiceError("the model call failed"))
+                self._fail(row, ServiceError("the model call failed"))
             return None
         ended = time.perf_counter()
         metrics.MODEL_SECONDS.observe(ended - started)
+        for (key, group), spent in zip(groups.items(), seconds):
+            self.tallies[key].called(len(group), spent)
         kept = []
         for row, result in zip(rows, results):
             if result is None:
-                self._finish(row.work, error=InvalidInput(
+                self._fail(row, InvalidInput(
                     "this chunk would make the session's state or outputs NaN or infinite (its state "
                     "or inputs are too large for the model); nothing was applied"))
             else:
@@ -358,7 +369,7 @@ class Engine:
             outcomes = await self.store.commit(commits)
         except Exception as exc:
             for row, _ in computed:
-                self._finish(row.work, error=_as_service_error(exc, "writing the sessions"))
+                self._fail(row, _as_service_error(exc, "writing the sessions"))
             return
         retry = []
         applied = steps = 0
@@ -367,7 +378,7 @@ class Engine:
         for (row, result), outcome in zip(computed, outcomes):
             work = row.work
             if isinstance(outcome, ServiceError):
-                self._finish(work, error=outcome)
+                self._fail(row, outcome)
             elif outcome is Outcome.APPLIED:
                 applied += 1
                 steps += len(work.inputs)
@@ -376,9 +387,12 @@ class Engine:
                 total.observe(answered - work.arrived)
                 per_version[row.checkout.model] += 1
                 metrics.version_timer(row.checkout.model).observe(answered - work.arrived)
+                tally = self.tallies[row.checkout.model]
+                tally.queue.add(started - work.arrived)
+                tally.success.add(answered - work.arrived)
                 self._finish(work, ChunkResult(work.session_id, row.seq, row.steps, result.outputs))
             elif outcome is Outcome.GONE:
-                self._finish(work, error=SessionNotFound(work.session_id))
+                self._fail(row, SessionNotFound(work.session_id))
             elif work.conflicts >= MAX_CONFLICTS:
                 self._finish(work, error=Unavailable("the session is too contended; retry"))
             else:
@@ -389,13 +403,23 @@ class Engine:
         metrics.TIME_STEPS.inc(steps)
         for key, count in per_version.items():
             metrics.version_chunks(key).inc(count)
+            self.tallies[key].inferences += count
+            self.tallies[key].last_inference_ms = int(now * 1000)
         if retry:  # back to the heads of their sessions' lines, in order
             self.lines.put_back(retry)
 
 
-def _run_all(calls: list[tuple[BatchRunner, list[np.ndarray], list[np.ndarray]]]) -> list[RowResult | None]:
-    """Each version's rows through its model, on the model thread; the results in the same order."""
-    return [result for runner, inputs, states in calls for result in runner.run(inputs, states)]
+def _run_all(calls: list[tuple[BatchRunner, list[np.ndarray], list[np.ndarray]]],
+             ) -> tuple[list[RowResult | None], list[float]]:
+    """Each version's rows through its model, on the model thread: the results in the same order,
+    and each call's seconds."""
+    results: list[RowResult | None] = []
+    seconds = []
+    for runner, inputs, states in calls:
+        started = time.perf_counter()
+        results.extend(runner.run(inputs, states))
+        seconds.append(time.perf_counter() - started)
+    return results, seconds
 
 
 def _as_service_error(exc: Exception, doing: str) -> ServiceError:

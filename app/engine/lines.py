@@ -30,6 +30,7 @@ class Work:
     seq: int | None = None
     scope: str | None = None  # the tenant the caller acts for; None: any session
     transport: str = "http"  # what it came over, for the latency metrics
+    model: str | None = None  # the model the caller named (the Open Inference Protocol's URL), if any
     action: Callable[[], Awaitable[Any]] | None = None
     arrived: float = field(default_factory=time.perf_counter)
     conflicts: int = 0  # commits lost to another replica so far

@@ -28,6 +28,7 @@ import zmq
 import zmq.asyncio
 
 from app.engine import ChunkResult
+from app.engine.tally import Tally
 from app.errors import ServiceError
 from app.model.spec import ModelSpec
 from app.sessions.service import SessionService
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 # What a worker may call: the service's public methods, and a description of it.
 CALLS = frozenset({"create", "get", "delete", "reset", "page", "last_outputs", "push", "state",
                    "set_state", "count", "unready", "overview", "describe", "models", "default_model",
-                   "load_model", "retire", "session_model", "model_spec", "sequence"})
+                   "load_model", "retire", "session_model", "model_spec", "model_stats", "sequence"})
 
 
 KEYWORD_CALLS = frozenset({"sequence"})
@@ -263,6 +264,9 @@ class RemoteSessions(_Endpoint):
 
     async def default_model(self) -> ModelSpec:
         return await self._call("default_model")
+
+    async def model_stats(self, name: str | None = None, version: int | None = None) -> list[tuple[ModelSpec, Tally]]:
+        return await self._call("model_stats", name, version)
 
     async def load_model(self, name: str) -> dict[str, Any]:
         return await self._call("load_model", name)

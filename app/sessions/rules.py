@@ -2,8 +2,9 @@
 
 - The session must exist, be visible to the caller's tenant and not be expired (else 404).
 - Its model version must be served here (else 503 while it loads, 409 if the repository does not
-  have it or another model's state is under its name; see :meth:`Versions.problem`), and the chunk
-  must have that version's number of input features (else 422).
+  have it or another model's state is under its name; see :meth:`Versions.problem`), of the model
+  the request named if it named one (else 409), and the chunk must have that version's number of
+  input features (else 422).
 - A chunk may carry ``seq``: ``last + 1`` is applied; ``last`` is a retry of the chunk already
   applied, answered with what that chunk was answered (nothing is applied); anything else is 409
   with ``expected_seq``. Without ``seq`` a chunk is applied and numbered ``last + 1``.
@@ -31,6 +32,8 @@ def admission(versions: Versions) -> AdmitRule:
         if (problem := versions.problem(record)) is not None:
             return problem
         spec = versions.entries[record.model].spec
+        if work.model is not None and work.model != spec.name:
+            return wrong_model(work.session_id, spec, work.model)
         if work.seq == record.seq and record.last_chunk is not None:
             metrics.REPLAYS.inc()
             return last_answer(record, spec, replayed=True)
@@ -43,6 +46,11 @@ def admission(versions: Versions) -> AdmitRule:
         return None
 
     return admit
+
+
+def wrong_model(session_id: str, spec: ModelSpec, named: str) -> Conflict:
+    metrics.CONFLICTS.labels("model").inc()
+    return Conflict(f"sequence {session_id!r} runs model {spec.name}, not {named}")
 
 
 def wrong_features(features: int, spec: ModelSpec) -> InvalidInput:

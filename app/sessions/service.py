@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from app.engine.core import ChunkResult, Engine
-from app.errors import Conflict, InvalidInput, SessionNotFound, TooManyRequests, Unavailable
+from app.engine.tally import Tally
+from app.errors import InvalidInput, SessionNotFound, TooManyRequests, Unavailable
 from app.model.spec import ModelSpec, split_key
 from app.sessions import periodic
-from app.sessions.rules import last_answer
+from app.sessions.rules import last_answer, wrong_model
 from app.sessions.versions import Versions
 from app.stats import RollingStats
 from app.store.records import SessionRecord
@@ -158,6 +159,11 @@ class SessionService:
         """A served version of ``name`` (default: the newest ready one)."""
         return self.versions.entries[self.versions.choose(name, version)].spec
 
+    async def model_stats(self, name: str | None = None, version: int | None = None) -> list[tuple[ModelSpec, Tally]]:
+        """Each version served (of ``name``, or that version) and what this engine did with it."""
+        tallies = self.engine.tallies
+        return [(entry.spec, tallies.get(entry.key) or Tally()) for entry in self.versions.serving(name, version)]
+
     async def load_model(self, name: str) -> dict[str, Any]:
         return await self.versions.load(name)
 
@@ -285,7 +291,7 @@ class SessionService:
         begun = self.engine.enqueue(session_id, lambda: self._begin(session_id, tenant, scope, model, version, seq)) \
             if start else None
         try:
-            chunk = self.engine.submit(session_id, inputs, seq, scope, transport)
+            chunk = self.engine.submit(session_id, inputs, seq, scope, transport, model)
         except BaseException:
             if begun is not None:
                 await asyncio.gather(begun, return_exceptions=True)
@@ -315,7 +321,7 @@ class SessionService:
             return await self.store.create(session_id, self.default_ttl_s, time.time(), tenant, model=key)
         spec = self.versions.spec_of(record)
         if model is not None and spec.name != model:
-            raise Conflict(f"sequence {session_id!r} runs model {spec.name}, not {model}")
+            raise wrong_model(session_id, spec, model)
         if seq is not None and record.seq >= seq:
             return record
         return await self.store.reset(session_id, time.time(), model=spec.key)

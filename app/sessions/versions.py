@@ -182,6 +182,16 @@ class Versions:
             raise NotFound(f"model {name!r} has no version {version} served; see GET /v1/models/{name}")
         raise self._unavailable(self._load_soon(source))
 
+    def serving(self, name: str | None, version: int | None) -> list[Version]:
+        """The versions served now: every model's (``name`` None), ``name``'s, or that one version."""
+        found = [e for e in self.entries.values() if e.serving and name in (None, e.name)
+                 and version in (None, e.version)]
+        if name is not None and not found:
+            if version is not None:
+                raise NotFound(f"model {name!r} has no version {version} served; see GET /v1/models/{name}")
+            self.choose(name, None)  # the reason: no such model, or none ready yet
+        return sorted(found, key=lambda e: (e.name, e.version))
+
     def _scan(self, found: dict[str, dict[int, Source]] | None = None) -> None:
         self.sources = self.repository.scan() if found is None else found
         self._scanned = time.monotonic()

@@ -5,6 +5,7 @@ async sequences; the protocol's errors, which change nothing; tenants kept apart
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import numpy as np
@@ -19,6 +20,7 @@ from tests.support.repository import save_version
 from tests.support.servers import serve_in_thread
 
 KEYS = {"alpha": "alpha-key-triton", "beta": "beta-key-triton"}
+ADMIN = auth("root-key-triton")
 RNG = np.random.default_rng(16)
 
 
@@ -29,7 +31,8 @@ def served(tmp_path_factory):
               "desk": save_version(repo, "desk", 1, seed=102, features=1, layers=(("LSTM", 3, False),),
                                    per_step=False)}
     api_keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
-    with serve_in_thread(None, model_repository=str(repo), api_keys=api_keys, xla=False) as url:
+    with serve_in_thread(None, model_repository=str(repo), api_keys=api_keys, admin_keys="root-key-triton",
+                         xla=False) as url:
         yield url, models
 
 
@@ -91,6 +94,22 @@ def test_sequence_start_on_a_live_sequence_resets_it_and_state_is_readable_over_
     np.testing.assert_allclose(got, StatefulReference(models["speech"]).feed(again), atol=1e-5)
     state = httpx.get(f"{url}/v1/sessions/{response['parameters']['session_id']}/state", headers=headers()).json()
     assert state["steps"] == 2 and state["model"]["name"] == "speech"
+
+
+def test_a_chunk_naming_another_model_than_its_sequences_is_409_and_changes_nothing(served):
+    url, models = served
+    http = client(url)
+    reference = StatefulReference(models["speech"])
+    chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
+    got, _ = infer(http, chunk, 2500, start=True)
+    np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
+    for start in (False, True):  # desk takes one feature: the chunk itself is fine for desk
+        with pytest.raises(InferenceServerException, match="runs model speech, not desk") as refused:
+            infer(http, chunk[:, :1], 2500, start=start, model="desk")
+        assert refused.value.status() == "409"
+    got, response = infer(http, chunk, 2500, end=True)
+    np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
+    assert response["parameters"]["seq"] == 2
 
 
 def test_no_sequence_id_runs_on_a_fresh_state_and_keeps_nothing(served):
@@ -245,3 +264,32 @@ def test_a_retried_start_with_seq_is_answered_by_its_replay_and_resets_nothing(s
     np.testing.assert_allclose(send(chunks[1], 2), reference.feed(chunks[1]), atol=1e-5)  # not reset
     restarted = send(chunks[0], 3, start=True)  # a new start, numbered on: resets
     np.testing.assert_allclose(restarted, StatefulReference(models["speech"]).feed(chunks[0]), atol=1e-5)
+
+
+def test_the_statistics_extension_counts_each_versions_chunks_and_calls_for_admins_only(served):
+    url, _ = served
+    http = client(url)
+    (before,) = http.get_inference_statistics("desk", headers=ADMIN)["model_stats"]
+    started_ms = int(time.time() * 1000)
+    chunk = RNG.uniform(-1, 1, (3, 1)).astype(np.float32)
+    for index in range(3):
+        infer(http, chunk, "counted", start=index == 0, end=index == 2, model="desk")
+    (after,) = http.get_inference_statistics("desk", "1", headers=ADMIN)["model_stats"]
+    assert (after["name"], after["version"]) == ("desk", "1")
+    assert after["inference_count"] - before["inference_count"] == 3
+    assert after["execution_count"] - before["execution_count"] == 3  # one sequence: a chunk a call
+    assert after["last_inference"] >= started_ms
+    figures = after["inference_stats"]
+    assert figures["success"]["count"] == figures["queue"]["count"] == after["inference_count"]
+    assert figures["success"]["ns"] > figures["queue"]["ns"] > 0
+    assert figures["compute_infer"]["ns"] > 0
+    calls = {entry["batch_size"]: entry["compute_infer"]["count"] for entry in after["batch_stats"]}
+    assert sum(calls.values()) == after["execution_count"] and calls[1] >= 3
+    everything = http.get_inference_statistics(headers=ADMIN)["model_stats"]
+    assert [(entry["name"], entry["version"]) for entry in everything] == [("desk", "1"), ("speech", "1")]
+    with pytest.raises(InferenceServerException, match="admin key"):
+        http.get_inference_statistics("desk", headers=headers())
+    with pytest.raises(InferenceServerException, match="no model 'nope'"):
+        http.get_inference_statistics("nope", headers=ADMIN)
+    with pytest.raises(InferenceServerException, match="no version 7"):
+        http.get_inference_statistics("desk", "7", headers=ADMIN)

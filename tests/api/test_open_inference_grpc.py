@@ -30,7 +30,8 @@ def served(tmp_path_factory):
     model = save_version(repo, "speech", 1, seed=111)
     port = free_port()
     api_keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
-    with serve_in_thread(None, model_repository=str(repo), api_keys=api_keys, xla=False, grpc_port=port) as url:
+    with serve_in_thread(None, model_repository=str(repo), api_keys=api_keys, admin_keys="root-key-grpc",
+                         xla=False, grpc_port=port) as url:
         yield url, f"127.0.0.1:{port}", model
 
 
@@ -182,9 +183,32 @@ def test_with_api_workers_the_engine_process_serves_grpc():
     from tests.support.servers import ServerProcess, running
 
     port = free_port()
-    with running([ServerProcess("--model", "seed", "--workers", "2", "--grpc-port", str(port), "--xla", "false")]):
+    with running([ServerProcess("--model", "seed", "--workers", "2", "--grpc-port", str(port),
+                                "--xla", "false")]) as (server,):
         client = triton.InferenceServerClient(f"127.0.0.1:{port}")
         reference = StatefulReference(build_seed_model())
         for index, chunk in enumerate(np.split(np.arange(-4, 5, dtype=np.float32).reshape(9, 1), 3)):
             answer = client.infer("seed", tensor(chunk), sequence_id=1, sequence_start=index == 0)
             np.testing.assert_allclose(answer.as_numpy("outputs")[0], reference.feed(chunk), atol=1e-5)
+        # A worker's /v2 statistics are the engine process's.
+        (stats,) = httpx.get(f"{server.url}/v2/models/seed/stats").json()["model_stats"]
+        assert stats["inference_count"] == 3
+
+
+def test_the_statistics_extension_over_grpc_is_the_http_document_for_admins_only(served):
+    url, address, _ = served
+    client = triton.InferenceServerClient(address)
+    admin = {"authorization": "Bearer root-key-grpc"}
+    (before,) = client.get_inference_statistics("speech", headers=admin, as_json=True)["model_stats"]
+    chunk = RNG.uniform(-1, 1, (2, 2)).astype(np.float32)
+    for index in range(2):
+        client.infer("speech", tensor(chunk), sequence_id=4242, sequence_start=index == 0, sequence_end=index == 1,
+                     headers=metadata())
+    (after,) = client.get_inference_statistics("speech", "1", headers=admin, as_json=True)["model_stats"]
+    # JSON of a protobuf message: 64-bit integers as strings, fields at zero left out.
+    assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 2
+    assert int(after["inference_stats"]["success"]["count"]) == int(after["inference_count"])
+    over_http = httpx.get(f"{url}/v2/models/speech/stats", headers=admin).json()["model_stats"][0]
+    assert over_http["inference_count"] == int(after["inference_count"])
+    with pytest.raises(InferenceServerException, match="admin key"):
+        client.get_inference_statistics("speech", headers=metadata())

@@ -16,7 +16,7 @@ from app.api.auth import caller_of
 from app.api.deps import CurrentCaller, Sessions, json_response
 from app.api.parsing import ChunkLimits, load_json, read_body
 from app.api.schemas import inference_errors
-from app.errors import BadRequest, ServiceError, Unavailable
+from app.errors import BadRequest, Forbidden, ServiceError, Unavailable
 from app.sessions.service import ChunkResult
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
@@ -29,7 +29,7 @@ ERRORS = inference_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
 @router.get("", summary="Server metadata", responses=ERRORS)
 async def server_metadata(caller: CurrentCaller) -> Response:
     return json_response({"name": "stateful-rnn", "version": "1",
-                          "extensions": ["binary_tensor_data", "sequence", "model_repository"]})
+                          "extensions": inference.EXTENSIONS})
 
 
 @router.get("/health/live", summary="200 while the process is alive")
@@ -43,6 +43,17 @@ async def ready(sessions: Sessions) -> Response:
     if reason is not None:
         raise Unavailable(reason)
     return json_response({"ready": True})
+
+
+@router.get("/models/stats", summary="Statistics of every model version served (admin)", responses=ERRORS)
+@router.get("/models/{name}/stats", summary="Statistics of the model's versions served (admin)", responses=ERRORS)
+@router.get("/models/{name}/versions/{version}/stats", summary="Statistics of one version (admin)",
+            responses=ERRORS)
+async def model_statistics(sessions: Sessions, caller: CurrentCaller, name: str | None = None,
+                           version: str | None = None) -> Response:
+    if not caller.admin:
+        raise Forbidden("the statistics take an admin key: they count every tenant's requests")
+    return json_response(inference.statistics(await sessions.model_stats(name, inference.version_of(version))))
 
 
 @router.get("/models/{name}", summary="Model metadata (its newest ready version)", responses=ERRORS)
