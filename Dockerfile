@@ -6,17 +6,19 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# The package alone (no test extras, not editable), so the venv is all the runtime needs.
-COPY pyproject.toml README.md ./
+# The packages alone (no test extras, not editable), so the venv is all the runtime needs: the
+# server and the client it depends on (its stream and demo commands). One TensorFlow (the PyPI
+# build, which runs on the CPU here); for a GPU image install ".[gpu]" on a CUDA base instead.
+COPY pyproject.toml README.md LICENSE ./
+COPY client ./client
 COPY app ./app
-RUN /opt/venv/bin/pip install .
+RUN /opt/venv/bin/pip install ./client .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /srv --create-home --shell /usr/sbin/nologin srnn
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
     SRNN_MODEL=default \
     SRNN_HOST=0.0.0.0 \
     SRNN_PORT=8000

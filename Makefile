@@ -9,10 +9,10 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ./client -e ".[test]"
 	touch $(STAMP)
 
 serve: install  ## start the server on the default model (flags: make serve ARGS="--model seed")

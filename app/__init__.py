@@ -1,7 +1,8 @@
 """stateful-rnn: a recurrent Keras model's state, kept per client stream."""
 
-import os
+from importlib.metadata import PackageNotFoundError, version
 
-# TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature lists) is noise in a server log;
-# this must be set before TensorFlow is first imported, which any module below may do.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+try:
+    __version__ = version("stateful-rnn")
+except PackageNotFoundError:  # run from a source tree, not installed
+    __version__ = "0+unknown"

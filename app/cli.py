@@ -1,4 +1,5 @@
-"""``stateful-rnn``: the command line. ``serve`` flags are generated from :class:`Settings`."""
+"""The ``stateful-rnn`` command: ``serve``, whose flags are generated from :class:`Settings`, and
+the client's ``stream`` and ``demo`` (:mod:`stateful_rnn_client.commands`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import sys
 import tempfile
 from typing import Sequence
 
-from app.client.commands import add_commands
-from app.client.commands import run as run_client_command
+from stateful_rnn_client.commands import add_commands
+from stateful_rnn_client.commands import run as run_client_command
+
+from app import __version__
 from app.config import Settings
+
+PROG = "stateful-rnn"
 
 
 def _serve_parser(subcommands: argparse._SubParsersAction) -> None:
@@ -36,15 +41,30 @@ def _serve_parser(subcommands: argparse._SubParsersAction) -> None:
 
 
 def serve(overrides: dict[str, str]) -> int:
+    """Check everything that can be checked before TensorFlow loads (seconds), then serve."""
+    import logging
+    import logging.config
+
     from pydantic import ValidationError
 
+    from app.config import describe_errors, unknown_variables
     from app.errors import StartupError
+    from app.logs import log_config
 
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"stateful-rnn: bad configuration:\n{exc}", file=sys.stderr)
+        for line in describe_errors(exc):
+            print(f"{PROG}: bad setting {line}", file=sys.stderr)
         return 2
+    # Configured now, so that every line from here on, warnings included, is in the chosen format.
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
+    logging.captureWarnings(True)  # Python's warnings, too, as log lines
+    log = logging.getLogger("app")
+    for line in unknown_variables(os.environ):
+        log.warning("%s", line)
+    if settings.log_level == "debug":  # TensorFlow's own C++ log too (app.model.framework)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
     if settings.workers and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Set before prometheus_client is first imported: each process then writes its metrics
         # under it, and /metrics sums them.
@@ -52,38 +72,42 @@ def serve(overrides: dict[str, str]) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     from app.api.auth import KeyRing
+
+    try:
+        KeyRing.from_settings(settings)  # a bad key list stops the start before TensorFlow loads
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     from app.main import load_initial, repository_of
     from app.model.loader import use_threads
     from app.serve import run
 
-    try:
-        KeyRing.from_settings(settings)  # a bad key list stops the start before the model loads
-    except StartupError as exc:
-        print(f"stateful-rnn: cannot start: {exc}", file=sys.stderr)
-        return 2
     use_threads(settings.model_threads)
     try:
         repository = repository_of(settings)
         models = load_initial(settings, repository)
     except StartupError as exc:
-        print(f"stateful-rnn: cannot serve model {str(settings.model_repository or settings.model)!r}: {exc}",
-              file=sys.stderr)
+        log.error("cannot serve model %r: %s", str(settings.model_repository or settings.model), exc)
         return 2
     try:
         return run(settings, models, repository)
     except StartupError as exc:
-        print(f"stateful-rnn: cannot start: {exc}", file=sys.stderr)
+        log.error("cannot start: %s", exc)
         return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stateful-rnn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Real-time inference for recurrent Keras models that keeps each client stream's "
+        "state: run the server, or stream a file through it.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subcommands)
     add_commands(subcommands)
+    parser.set_defaults(prog=PROG)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "prog") and v is not None}
         return serve(overrides)
     return run_client_command(args)
 

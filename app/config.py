@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+import difflib
+from collections.abc import Mapping
+
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "SRNN_"
+# Read by others, not by the server: the client's key (stateful_rnn_client's commands), and the
+# test suite's own variables.
+NOT_SETTINGS = frozenset({"SRNN_API_KEY"})
+TEST_PREFIX = "SRNN_TEST_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SRNN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
     model: str = Field(
         "default",
@@ -184,3 +193,26 @@ class Settings(BaseSettings):
     @property
     def allowed_origin_list(self) -> list[str]:
         return [origin.strip().rstrip("/") for origin in self.allowed_origins.split(",") if origin.strip()]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each ``SRNN_*`` variable that names no setting (a typo, or a setting since
+    removed), with the nearest setting's name: a mistyped setting would otherwise be ignored."""
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    found = []
+    for variable in sorted(environ):
+        if (variable.startswith(PREFIX) and variable not in known and variable not in NOT_SETTINGS
+                and not variable.startswith(TEST_PREFIX)):
+            near = difflib.get_close_matches(variable, known, n=1, cutoff=0.8)
+            found.append(f"{variable} is not a setting and is ignored" + (f"; the nearest is {near[0]}" if near else ""))
+    return found
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """A line for each bad setting: its flag, its variable, and what is wrong with it."""
+    lines = []
+    for problem in error.errors():
+        name = str(problem["loc"][0]) if problem["loc"] else ""
+        where = f"--{name.replace('_', '-')} ({PREFIX}{name.upper()})" if name else "the settings"
+        lines.append(f"{where}: {problem['msg']} (got {problem.get('input')!r})")
+    return lines

@@ -70,6 +70,9 @@ def log_config(level: str, form: str) -> dict[str, Any]:
         "filters": {"trace": {"()": NoProtocolTrace}, "redact": {"()": RedactKeys}},
         "formatters": {"main": formatter},
         "handlers": {"main": handler},
+        # Every other library's lines too (TensorFlow's start-up output among them, at debug), in
+        # the same format: in JSON mode every line is JSON.
+        "root": {"handlers": ["main"], "level": "DEBUG" if level == "debug" else "WARNING"},
         "loggers": {
             "app": {"handlers": ["main"], "level": level.upper(), "propagate": False},
             "uvicorn": {"handlers": ["main"], "level": level.upper(), "propagate": False},

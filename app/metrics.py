@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
+                               generate_latest, multiprocess)
+
+# A ``_created`` series per counter and histogram doubles the exposition for a timestamp that
+# Prometheus does not need (it sees resets by itself).
+disable_created_metrics()
 
 CHUNKS = Counter("srnn_chunks_total", "Chunks applied to a session's state")
 TIME_STEPS = Counter("srnn_time_steps_total", "Time steps applied, over all chunks")
@@ -84,16 +88,41 @@ MODEL_STATE = Gauge(
     ["model", "version", "state"],
     multiprocess_mode="livemax",
 )
+BUILD_INFO = Gauge(
+    "srnn_build_info",
+    "1 for each model version this replica serves, with the server's version and the model's fingerprint",
+    ["version", "model", "fingerprint"],
+    multiprocess_mode="livemax",
+)
 CAPACITY = Gauge("srnn_capacity", "State slots", multiprocess_mode="livesum")
 HOT_SESSIONS = Gauge("srnn_hot_sessions", "Sessions holding a state slot (sampled every second)",
                      multiprocess_mode="livesum")
-SESSIONS = Gauge("srnn_sessions", "Sessions in the memory store (sampled every second)", multiprocess_mode="livesum")
-EVICTIONS = Counter("srnn_evictions_total", "Hot sessions that gave up their slot to another (Redis backend)")
-REDIS_SECONDS = Histogram(
-    "srnn_redis_round_trip_seconds", "One pipelined round trip to Redis",
-    buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0),
-)
-REDIS_ERRORS = Counter("srnn_redis_errors_total", "Redis calls that failed", ["kind"])
+
+# A backend's own series exist only on a server of that backend (:func:`use_backend`): a memory
+# server exports no Redis series, not even at zero.
+SESSIONS: Gauge  # memory
+EVICTIONS: Counter  # redis
+REDIS_SECONDS: Histogram  # redis
+REDIS_ERRORS: Counter  # redis
+_backends: set[str] = set()
+
+
+def use_backend(backend: str) -> None:
+    """Define the metrics of ``backend`` ("memory" or "redis"), once per process."""
+    global SESSIONS, EVICTIONS, REDIS_SECONDS, REDIS_ERRORS
+    if backend in _backends:
+        return
+    _backends.add(backend)
+    if backend == "memory":
+        SESSIONS = Gauge("srnn_sessions", "Sessions in the memory store (sampled every second)",
+                         multiprocess_mode="livesum")
+    else:
+        EVICTIONS = Counter("srnn_evictions_total", "Hot sessions that gave up their slot to another (Redis backend)")
+        REDIS_SECONDS = Histogram(
+            "srnn_redis_round_trip_seconds", "One pipelined round trip to Redis",
+            buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0),
+        )
+        REDIS_ERRORS = Counter("srnn_redis_errors_total", "Redis calls that failed", ["kind"])
 
 _refreshers: dict[str, Callable[[], None]] = {}
 

@@ -1,8 +1,6 @@
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, settings
 
 # Each example builds and compiles a Keras model: slow by unit-test standards, so no deadline.
 settings.register_profile(

@@ -16,7 +16,10 @@ Two rules keep one tenant's HTTP flood from slowing the others:
 
 Plain ASGI (not Starlette's BaseHTTPMiddleware), so it adds no task or copy to the hot path. The log
 line has the method, the path without its query string (a browser's WebSocket may carry its key
-there), the session id, the status and the latency; never a body, never a key.
+there), the session id, the status, the latency, the client's address, the tenant (or ``admin``,
+``unknown``) and the request id; never a body, never a key. The request id is the caller's
+``X-Request-ID`` when it is one (1-128 visible ASCII characters), else one made here, and it goes
+back in the response's ``X-Request-ID`` (a WebSocket's: in its handshake answer).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
 from collections import Counter
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +45,7 @@ log = logging.getLogger("app.access")
 SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)")
 EXEMPT = ("/healthz", "/readyz", "/metrics")  # probes and scrapers get through a flood
 HELD = (401, 429, 503)  # refusals a flood would otherwise retry at once
+REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 ADMIN, UNKNOWN = "admin", "unknown"
 
 
@@ -61,21 +67,21 @@ class Admission:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        outcome: dict[str, int] = {}
+        request_id = _request_id(scope)
+        outcome: dict[str, Any] = {}
 
         async def watch(message: Message) -> None:
             kind = message["type"]
-            if kind == "http.response.start":
-                outcome["status"] = message["status"]
-            elif kind == "websocket.accept":
-                outcome.setdefault("status", 101)
+            if kind == "http.response.start" or kind == "websocket.accept":
+                outcome.setdefault("status", message.get("status", 101))
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             elif kind == "websocket.close":
                 outcome["close"] = message.get("code", 1000)
             await send(message)
 
         try:
             if scope["type"] == "http" and scope["path"] not in EXEMPT:
-                await self._admit(scope, receive, watch)
+                await self._admit(scope, receive, watch, outcome)
             else:
                 await self.app(scope, receive, watch)
         finally:
@@ -83,10 +89,10 @@ class Admission:
             metrics.REQUEST_SECONDS.labels(
                 getattr(route, "path", "unmatched"), scope["type"], str(outcome.get("status", "none"))
             ).observe(time.perf_counter() - started)
-            self._log(scope, outcome, started)
+            self._log(scope, outcome, started, request_id)
 
-    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        party = self._party(scope)
+    async def _admit(self, scope: Scope, receive: Receive, send: Send, outcome: dict[str, Any]) -> None:
+        party = outcome["party"] = self._party(scope)
         refusal = self._refusal(party)
         if refusal is not None:
             reason, detail = refusal
@@ -152,24 +158,40 @@ class Admission:
         for message in messages:
             await send(message)
 
-    def _log(self, scope: Scope, outcome: dict[str, int], started: float) -> None:
+    def _log(self, scope: Scope, outcome: dict[str, Any], started: float, request_id: bytes) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
+        latency_ms = 1000 * (time.perf_counter() - started)
         # Escaped, so a path with a line break in it cannot forge a log line.
         path = scope["path"].encode("unicode_escape").decode("ascii")
         match = SESSION_PATH.match(path)
+        client = scope.get("client")
+        address = f"{client[0]}:{client[1]}" if client else None
+        party = outcome["party"] if "party" in outcome else self._party(scope)
+        tenant = party.removeprefix("tenant:") if party else None
+        rid = request_id.decode("ascii")
         log.info(
-            "%s %s %s %.2f ms",
-            scope.get("method", "WS"), path, outcome.get("status", "-"), 1000 * (time.perf_counter() - started),
+            "%s %s %s %.2f ms client=%s tenant=%s id=%s",
+            scope.get("method", "WS"), path, outcome.get("status", "-"), latency_ms, address, tenant or "-", rid,
             extra={
                 "method": scope.get("method", "WEBSOCKET"),
                 "path": path,
                 "session_id": match.group(1) if match else None,
                 "status": outcome.get("status"),
                 "close_code": outcome.get("close"),
-                "latency_ms": round(1000 * (time.perf_counter() - started), 3),
+                "latency_ms": round(latency_ms, 3),
+                "client": address,
+                "tenant": tenant,
+                "request_id": rid,
             },
         )
+
+
+def _request_id(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value if REQUEST_ID.fullmatch(value) else secrets.token_hex(8).encode()
+    return secrets.token_hex(8).encode()
 
 
 def _unavailable(detail: str, path: str) -> list[Message]:

@@ -12,9 +12,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-import keras
-
 from app.errors import ModelError
+from app.model.framework import keras
 from app.model.spec import RecurrentLayer
 
 RECURRENT_KINDS = {"GRU": keras.layers.GRU, "LSTM": keras.layers.LSTM, "SimpleRNN": keras.layers.SimpleRNN}

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app import metrics
+from app import __version__, metrics
 from app.engine import Engine
 from app.errors import Conflict, InvalidInput, ModelMismatch, NotFound, ServiceError, Unavailable
 from app.model.repository import Repository, Source
@@ -101,6 +101,7 @@ class Versions:
         self._preloaded = []
         log.info("model compiled and warmed in %.1f s", time.perf_counter() - started)
         self.engine.ready = True
+        self._publish()
         if self.poll_s > 0 or self.store.kind == "redis":
             # Without a folder to read, still the retirements and the counts, now and then.
             self._poller = asyncio.create_task(
@@ -306,6 +307,8 @@ class Versions:
     def _publish(self) -> None:
         for entry in self.entries.values():
             name, version = entry.name, str(entry.version)
+            if entry.spec is not None:
+                metrics.BUILD_INFO.labels(__version__, entry.key, entry.spec.fingerprint).set(1 if entry.serving else 0)
             metrics.MODEL_SESSIONS.labels(name, version).set(self.counts.get(entry.key, 0))
             for state in STATES:
                 metrics.MODEL_STATE.labels(name, version, state).set(1 if entry.state == state else 0)

@@ -14,6 +14,7 @@ from collections import Counter
 
 import numpy as np
 
+from app import metrics
 from app.errors import Conflict, ServiceError, TooManyRequests, Unavailable
 from app.store.base import Checkout, Commit, Outcome
 from app.store.records import LastChunk, SessionRecord
@@ -24,6 +25,7 @@ class MemoryStore:
     kind = "memory"
 
     def __init__(self, capacity: int, tenant_quota: int = 0):
+        metrics.use_backend(self.kind)
         self._capacity = capacity
         self.tables: dict[str, SlotTable] = {}
         self.tenant_quota = tenant_quota

@@ -83,6 +83,7 @@ class RedisStore:
     kind = "redis"
 
     def __init__(self, url: str, prefix: str, capacity: int, tenant_quota: int = 0):
+        metrics.use_backend(self.kind)
         self._capacity = capacity
         self.tables: dict[str, SlotTable] = {}
         self._layouts: dict[str, _Layout] = {}

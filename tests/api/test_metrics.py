@@ -1,13 +1,16 @@
 """/metrics moves as requests are served."""
 
 import re
+import shutil
+import subprocess
 import time
 
 import httpx
+import pytest
 
 from app.model.loader import load_model
 from tests.support.metrics import scrape
-from tests.support.servers import serve_in_thread
+from tests.support.servers import serve_in_thread, serve_process
 
 
 def test_metrics_count_what_was_served(redis_url, redis_prefix):
@@ -44,3 +47,32 @@ def test_metrics_count_what_was_served(redis_url, redis_prefix):
     assert moved(f'srnn_chunk_seconds_count{{{chunk.format("total")}}}') == 3
     assert moved(f'srnn_chunk_seconds_count{{{chunk.format("queue")}}}') == 3
     assert after["srnn_connections"] >= 1
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_the_exposition_is_clean_for_promtool_and_has_only_its_backends_series(backend, redis_url, redis_prefix):
+    from app import __version__
+
+    args = ["--model", "seed", "--backend", backend]
+    if backend == "redis":
+        args += ["--redis-url", redis_url, "--redis-prefix", redis_prefix]
+    with serve_process(*args) as url:
+        session = httpx.post(f"{url}/v1/sessions").json()["session_id"]
+        httpx.post(f"{url}/v1/sessions/{session}/chunks", json={"inputs": [1.0]})
+        time.sleep(1.2)  # the sampled gauges
+        text = httpx.get(f"{url}/metrics").text
+        fingerprint = httpx.get(f"{url}/v1/model").json()["fingerprint"]
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert not [name for name in names if name.endswith("_created")]
+    redis_series = {"srnn_redis_round_trip_seconds_count", "srnn_evictions_total"}
+    if backend == "memory":
+        assert not names & redis_series and "srnn_sessions" in names
+    else:
+        assert redis_series <= names and "srnn_sessions" not in names
+    info = f'srnn_build_info{{fingerprint="{fingerprint}",model="seed/1",version="{__version__}"}} 1.0'
+    assert info in text.splitlines()
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian's prometheus package) is not installed")
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

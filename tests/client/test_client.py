@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.client import Client, SeqConflict, SessionGone
+from stateful_rnn_client import Client, SeqConflict, SessionGone
 from app.model.builtin import DEFAULT_MODEL_FILE, build_seed_model
 from app.model.loader import load_keras_file, load_model
 from tests.support.reference import StatefulReference, state_rows
@@ -124,7 +124,7 @@ def test_demo_prints_equal_states(seed_url):
 def test_a_cancelled_send_is_settled_by_the_next_and_applied_once(seed_url):
     import asyncio
 
-    from app.client import AsyncClient
+    from stateful_rnn_client import AsyncClient
 
     async def run():
         async with AsyncClient(seed_url) as client:
@@ -159,8 +159,9 @@ def test_odd_arrays_and_files_are_read_right(seed_url, tmp_path):
     bom.write_bytes("\ufeff0.5\n0.25\n".encode())
     empty = tmp_path / "empty.csv"
     empty.write_text("value\n")
-    from app.client.commands import read_rows
+    from stateful_rnn_client.commands import read_rows
+    from stateful_rnn_client.failures import Failure
 
     assert read_rows(bom).tolist() == [[0.5], [0.25]]
-    with pytest.raises(SystemExit):
+    with pytest.raises(Failure, match="has no rows"):
         read_rows(empty)

@@ -32,7 +32,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_exec_form_entrypoint():
     stages = instructions("FROM")
     assert len(stages) == 2 and all(s.startswith("python:3.11-slim") for s in stages)
     assert any("--from=build /opt/venv /opt/venv" in c for c in instructions("COPY"))
-    assert "[test]" not in DOCKERFILE and "pip install ." in DOCKERFILE  # runtime dependencies only
+    assert "[test]" not in DOCKERFILE and "pip install ./client ." in DOCKERFILE  # runtime dependencies only
     (user,) = instructions("USER")
     assert user not in ("root", "0")
     (healthcheck,) = instructions("HEALTHCHECK")
@@ -54,7 +54,7 @@ def test_the_build_context_is_the_runtime_files_only():
         pytest.skip("not a git checkout")
     ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}
     tops = {path.split("/")[0] for path in tracked.stdout.split()} | {"test-artifacts"}
-    runtime = {"pyproject.toml", "README.md", "app"}
+    runtime = {"pyproject.toml", "README.md", "LICENSE", "client", "app"}
     assert not runtime & ignored
     assert tops - runtime <= ignored, f"would go into the build context: {tops - runtime - ignored}"
 

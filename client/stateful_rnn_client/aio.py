@@ -8,6 +8,7 @@ answers a repeat with the stored response.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import secrets
 from dataclasses import dataclass
@@ -17,22 +18,28 @@ import httpx
 import numpy as np
 import orjson
 import websockets
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.client.errors import SeqConflict, ServerError, SessionGone
+from stateful_rnn_client.errors import SeqConflict, ServerError, SessionGone
+
+log = logging.getLogger("stateful_rnn_client")
 
 
 class AsyncClient:
     """A connection to one stateful-rnn server (or a load balancer in front of replicas).
 
-    ``retries`` bounds how often one call is tried again after a connection error or a 503, with
-    exponential backoff (honouring ``Retry-After``) from ``backoff`` up to ``max_backoff`` seconds.
+    A call that meets a connection error or a 503 is tried again, with exponential backoff
+    (honouring ``Retry-After``) from ``backoff`` up to ``max_backoff`` seconds, at most ``retries``
+    times and never past ``timeout`` seconds from its start: ``timeout`` bounds the whole call,
+    retries included. Each retry is logged (logger ``stateful_rnn_client``, level INFO).
     """
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  retries: int = 10, backoff: float = 0.05, max_backoff: float = 5.0):
         self.url = url.rstrip("/")
         self.api_key = api_key
+        self.timeout = timeout
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
@@ -92,26 +99,31 @@ class AsyncClient:
 
     async def request(self, method: str, path: str, attempt: Attempt | None = None,
                       **kwargs: Any) -> httpx.Response:
-        """One API call, retried on connection errors and 503; other errors raise ServerError.
-        ``attempt`` learns whether a try may have reached the server and been lost on the way back."""
+        """One API call, retried on connection errors and 503 within the deadline; other errors
+        raise ServerError. ``attempt`` learns whether a try may have reached the server and been
+        lost on the way back."""
         attempt = attempt or Attempt()
-        for attempt_number in range(self.retries + 1):
+        retrying = self.retrying(f"{method} {path}")
+        while True:
             try:
-                response = await self._http.request(method, path, **kwargs)
+                response = await self._http.request(method, path, timeout=retrying.left(), **kwargs)
             except httpx.TransportError as exc:
                 if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
                     attempt.uncertain = True  # sent, perhaps applied, answer lost
-                if attempt_number == self.retries:
+                if not await retrying.again(_reason(exc)):
                     raise
-                await asyncio.sleep(self.delay(attempt_number))
                 continue
-            if response.status_code == 503 and attempt_number < self.retries:
-                await asyncio.sleep(self.delay(attempt_number, response.headers.get("retry-after")))
-                continue
+            if response.status_code == 503:
+                problem = _problem(response)
+                if await retrying.again(f"503 {problem.get('detail', '')}", response.headers.get("retry-after")):
+                    continue
             if response.status_code >= 400:
                 raise ServerError.from_problem(response.status_code, _problem(response))
             return response
-        raise AssertionError("unreachable")
+
+    def retrying(self, what: str) -> Retrying:
+        """The retry budget of one call: ``retries`` tries more, within ``timeout`` seconds."""
+        return Retrying(self, what, asyncio.get_running_loop().time() + self.timeout)
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         wait = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
@@ -226,18 +238,19 @@ class AsyncStream:
             await self._socket.close()
             self._socket = None
 
-    async def _connect(self) -> None:
+    async def _connect(self, retrying: Retrying | None = None) -> None:
         client = self.client
         headers = {"Authorization": f"Bearer {client.api_key}"} if client.api_key else None
         url = client.ws_url(f"/v1/sessions/{self.session.id}/stream")
-        for attempt in range(client.retries + 1):
+        retrying = retrying or client.retrying(f"WebSocket {url}")
+        while True:
             try:
-                self._socket = await websockets.connect(url, additional_headers=headers, max_size=None)
+                self._socket = await connect(url, additional_headers=headers, max_size=None,
+                                             open_timeout=retrying.left())
                 return
-            except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError):
-                if attempt == client.retries:
+            except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
+                if not await retrying.again(_reason(exc)):
                     raise
-                await asyncio.sleep(client.delay(attempt))
 
     @property
     def client(self) -> AsyncClient:
@@ -292,10 +305,11 @@ class AsyncStream:
             return await self._exchange_locked(message, resend)
 
     async def _exchange_locked(self, message: str | bytes, resend: bool) -> str | bytes:
-        for attempt in range(self.client.retries + 1):
+        retrying = self.client.retrying(f"WebSocket session {self.session.id}")
+        while True:
             try:
                 if self._socket is None:
-                    await self._connect()
+                    await self._connect(retrying)
                 await self._socket.send(message)
                 reply = await self._socket.recv()
             except BaseException as exc:
@@ -312,15 +326,33 @@ class AsyncStream:
                     raise SessionGone(404, {"detail": closed.rcvd.reason}) from None
                 if code == 4401:
                     raise ServerError(401, {"detail": closed.rcvd.reason}) from None
-                if not resend or attempt == self.client.retries:
+                if not resend or not await retrying.again("the connection closed"):
                     raise
-                await asyncio.sleep(self.client.delay(attempt))
                 continue
-            if isinstance(reply, str) and '"status":503' in reply and attempt < self.client.retries:
-                await asyncio.sleep(self.client.delay(attempt))
+            if isinstance(reply, str) and '"status":503' in reply and await retrying.again("503"):
                 continue
             return reply
-        raise AssertionError("unreachable")
+
+
+class Retrying:
+    """One call's retries: how long is left of its deadline, and whether to try again (after a
+    pause, logged) or give up."""
+
+    def __init__(self, client: AsyncClient, what: str, deadline: float):
+        self.client, self.what, self.deadline = client, what, deadline
+        self.tries = 0
+
+    def left(self) -> float:
+        return max(0.001, self.deadline - asyncio.get_running_loop().time())
+
+    async def again(self, reason: str, retry_after: str | None = None) -> bool:
+        pause = self.client.delay(self.tries, retry_after)
+        if self.tries >= self.client.retries or asyncio.get_running_loop().time() + pause >= self.deadline:
+            return False
+        self.tries += 1
+        log.info("%s: %s; retry %d in %.1f s", self.what, reason, self.tries, pause)
+        await asyncio.sleep(pause)
+        return True
 
 
 @dataclass
@@ -338,6 +370,10 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         body = None
     return body if isinstance(body, dict) else {"detail": response.text[:500]}
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def _raise(error: dict[str, Any]) -> None:

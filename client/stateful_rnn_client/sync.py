@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from app.client.aio import AsyncClient, AsyncSession, AsyncStream
+from stateful_rnn_client.aio import AsyncClient, AsyncSession, AsyncStream
 
 T = TypeVar("T")
 
