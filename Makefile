@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install serve test bench model topology clean
+.PHONY: install serve test test-fast lint bench model topology clean
 
 install: $(STAMP)
 
@@ -18,8 +18,15 @@ $(STAMP): pyproject.toml client/pyproject.toml
 serve: install  ## start the server on the default model (flags: make serve ARGS="--model seed")
 	$(BIN)/stateful-rnn serve $(ARGS)
 
-test: install  ## run the whole test suite
+test: install  ## run the whole test suite (both tiers)
 	$(BIN)/pytest $(ARGS)
+
+test-fast: install  ## the in-process tier only: route contracts, errors and schemas (under a minute)
+	$(BIN)/pytest tests/routes $(ARGS)
+
+lint: install  ## ruff: the lint rules and the formatting (pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install  ## the benchmark against its ceilings and the naive baseline (needs wrk; ARGS="--quick")
 	$(BIN)/pip install --quiet -e ".[bench]"

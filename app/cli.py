@@ -9,13 +9,12 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Sequence
-
-from stateful_rnn_client.commands import add_commands
-from stateful_rnn_client.commands import run as run_client_command
+from collections.abc import Sequence
 
 from app import __version__
 from app.config import Settings
+from stateful_rnn_client.commands import add_commands
+from stateful_rnn_client.commands import run as run_client_command
 
 PROG = "stateful-rnn"
 
@@ -29,7 +28,11 @@ def _serve_parser(subcommands: argparse._SubParsersAction) -> None:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
-        choices = getattr(field.annotation, "__args__", None) if "Literal" in str(field.annotation) else None
+        choices = (
+            getattr(field.annotation, "__args__", None)
+            if "Literal" in str(field.annotation)
+            else None
+        )
         serve.add_argument(
             flag,
             dest=name,
@@ -87,7 +90,9 @@ def serve(overrides: dict[str, str]) -> int:
         repository = repository_of(settings)
         models = load_initial(settings, repository)
     except StartupError as exc:
-        log.error("cannot serve model %r: %s", str(settings.model_repository or settings.model), exc)
+        log.error(
+            "cannot serve model %r: %s", str(settings.model_repository or settings.model), exc
+        )
         return 2
     try:
         return run(settings, models, repository)
@@ -98,8 +103,10 @@ def serve(overrides: dict[str, str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Real-time inference for recurrent Keras models that keeps each client stream's "
-        "state: run the server, or stream a file through it.")
+        prog=PROG,
+        description="Real-time inference for recurrent Keras models that keeps each client stream's "
+        "state: run the server, or stream a file through it.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subcommands)
@@ -107,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.set_defaults(prog=PROG)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "prog") and v is not None}
+        overrides = {
+            k: v for k, v in vars(args).items() if k not in ("command", "prog") and v is not None
+        }
         return serve(overrides)
     return run_client_command(args)
 

@@ -6,13 +6,12 @@ environment variable (``SRNN_MAX_BATCH``). Precedence: flag, then environment, t
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
-
-import difflib
-from collections.abc import Mapping
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,10 +37,14 @@ class Settings(BaseSettings):
         "served instead of --model: several models at once, and new versions as they appear.",
     )
     keep_versions: int = Field(
-        2, ge=1, description="Versions of each model served: the newest this many, and any with live sessions."
+        2,
+        ge=1,
+        description="Versions of each model served: the newest this many, and any with live sessions.",
     )
     repository_poll_s: float = Field(
-        5.0, ge=0, description="Seconds between reads of the model repository for new versions; 0: never."
+        5.0,
+        ge=0,
+        description="Seconds between reads of the model repository for new versions; 0: never.",
     )
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
@@ -58,7 +61,9 @@ class Settings(BaseSettings):
         description="API worker processes serving HTTP and WebSockets, beside the engine process that "
         "owns the sessions and runs the model; 0: one process does all.",
     )
-    capacity: int = Field(1024, ge=1, description="State slots: how many sessions are held at once.")
+    capacity: int = Field(
+        1024, ge=1, description="State slots: how many sessions are held at once."
+    )
     model_threads: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
         ge=1,
@@ -79,7 +84,9 @@ class Settings(BaseSettings):
         description="Redis to use with --backend redis; redis+cluster://host:port for a Redis Cluster.",
     )
     redis_prefix: str = Field(
-        "srnn", pattern=r"^[A-Za-z0-9._:-]{1,64}$", description="Prefix of every Redis key this service writes."
+        "srnn",
+        pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+        description="Prefix of every Redis key this service writes.",
     )
     snapshot: Path | None = Field(
         None,
@@ -120,7 +127,9 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="A file of TENANT:KEY lines (# comments), read with --api-keys."
     )
-    admin_keys: str = Field("", description="Admin keys as KEY,...: every session, and the listing.")
+    admin_keys: str = Field(
+        "", description="Admin keys as KEY,...: every session, and the listing."
+    )
     max_sessions_per_tenant: int = Field(
         0, ge=0, description="Most live sessions one tenant may hold (429 beyond); 0: no limit."
     )
@@ -149,7 +158,9 @@ class Settings(BaseSettings):
         "and closed (default: 4096, and never more than the open-file limit allows, less 128).",
     )
     max_header_bytes: int = Field(
-        64 * 1024, ge=4096, description="Largest request line and headers of one request, in bytes (431 beyond)."
+        64 * 1024,
+        ge=4096,
+        description="Largest request line and headers of one request, in bytes (431 beyond).",
     )
     header_timeout: float = Field(
         10.0,
@@ -158,10 +169,13 @@ class Settings(BaseSettings):
         "connection opening (408 and closed beyond).",
     )
     http: Literal["auto", "httptools", "h11"] = Field(
-        "auto", description="HTTP/1.1 parser: httptools (fast, when installed) or h11; auto: httptools if installed."
+        "auto",
+        description="HTTP/1.1 parser: httptools (fast, when installed) or h11; auto: httptools if installed.",
     )
     ws_max_in_flight: int = Field(
-        16, ge=1, description="WebSocket: most messages of one connection in flight before reading pauses."
+        16,
+        ge=1,
+        description="WebSocket: most messages of one connection in flight before reading pauses.",
     )
     ws_ping_interval: float = Field(
         20.0, gt=0, description="WebSocket: seconds between pings, to notice dead peers."
@@ -185,14 +199,22 @@ class Settings(BaseSettings):
     def _origins(cls, value: str) -> str:
         for origin in (o.strip() for o in value.split(",") if o.strip()):
             parts = urlsplit(origin)
-            if origin != "*" and not (parts.scheme in ("http", "https") and parts.netloc
-                                      and parts.path in ("", "/") and not parts.query):
+            if origin != "*" and not (
+                parts.scheme in ("http", "https")
+                and parts.netloc
+                and parts.path in ("", "/")
+                and not parts.query
+            ):
                 raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], or *")
         return value
 
     @property
     def allowed_origin_list(self) -> list[str]:
-        return [origin.strip().rstrip("/") for origin in self.allowed_origins.split(",") if origin.strip()]
+        return [
+            origin.strip().rstrip("/")
+            for origin in self.allowed_origins.split(",")
+            if origin.strip()
+        ]
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -201,10 +223,17 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     known = {PREFIX + name.upper() for name in Settings.model_fields}
     found = []
     for variable in sorted(environ):
-        if (variable.startswith(PREFIX) and variable not in known and variable not in NOT_SETTINGS
-                and not variable.startswith(TEST_PREFIX)):
+        if (
+            variable.startswith(PREFIX)
+            and variable not in known
+            and variable not in NOT_SETTINGS
+            and not variable.startswith(TEST_PREFIX)
+        ):
             near = difflib.get_close_matches(variable, known, n=1, cutoff=0.8)
-            found.append(f"{variable} is not a setting and is ignored" + (f"; the nearest is {near[0]}" if near else ""))
+            found.append(
+                f"{variable} is not a setting and is ignored"
+                + (f"; the nearest is {near[0]}" if near else "")
+            )
     return found
 
 

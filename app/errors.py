@@ -26,7 +26,9 @@ class ServiceError(Exception):
         return _rebuild, (type(self), self.detail, self.headers, self.extra)
 
 
-def _rebuild(cls: type[ServiceError], detail: str, headers: dict[str, str], extra: dict[str, Any]) -> ServiceError:
+def _rebuild(
+    cls: type[ServiceError], detail: str, headers: dict[str, str], extra: dict[str, Any]
+) -> ServiceError:
     error = cls.__new__(cls)
     Exception.__init__(error, detail)
     error.detail, error.headers, error.extra = detail, headers, extra
@@ -100,8 +102,10 @@ class ModelMismatch(Conflict):
     reset or overwritten here."""
 
     def __init__(self, session_id: str, theirs: str | None, ours: str):
-        super().__init__(f"session {session_id!r} holds state of a different model ({theirs or 'another'}); "
-                         f"this server runs {ours}", fingerprint=ours)
+        super().__init__(
+            f"session {session_id!r} holds state of a different model ({theirs or 'another'}); this server runs {ours}",
+            fingerprint=ours,
+        )
 
 
 class Unavailable(RetryLater):

@@ -12,7 +12,11 @@ from typing import Any
 import websockets
 
 # Attributes every LogRecord has; anything else on a record came in through ``extra=``.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class RedactKeys(logging.Filter):
@@ -46,12 +50,15 @@ class NoProtocolTrace(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None})
+        entry.update(
+            {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
+        )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -60,10 +67,17 @@ class JsonFormatter(logging.Formatter):
 def log_config(level: str, form: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for uvicorn's ``log_config``: one handler on stderr for the
     server's own loggers and uvicorn's; uvicorn's access log is off (ours leaves query strings out)."""
-    formatter = {"()": JsonFormatter} if form == "json" else {
-        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr",
-               "filters": ["trace", "redact"]}
+    formatter = (
+        {"()": JsonFormatter}
+        if form == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "main",
+        "stream": "ext://sys.stderr",
+        "filters": ["trace", "redact"],
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,

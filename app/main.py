@@ -16,15 +16,14 @@ from app import metrics
 from app.api import connections, errors, middleware, origins
 from app.api.auth import KeyRing
 from app.api.parsing import ChunkLimits
-from app.api.routes import chunks, console, state, stream
+from app.api.routes import chunks, console, state, stream, v2
 from app.api.routes import models as models_routes
 from app.api.routes import service as service_routes
 from app.api.routes import sessions as sessions_routes
-from app.api.routes import v2
 from app.config import Settings
 from app.engine import Engine
-from app.logs import log_config
 from app.errors import StartupError
+from app.logs import log_config
 from app.model.repository import Repository, Source
 from app.model.spec import model_key, split_key
 from app.sessions import rules
@@ -52,7 +51,9 @@ documents.
 def create_store(settings: Settings) -> StateStore:
     quota = settings.max_sessions_per_tenant
     if settings.backend == "redis":
-        return RedisStore(settings.redis_url, settings.redis_prefix, settings.capacity, tenant_quota=quota)
+        return RedisStore(
+            settings.redis_url, settings.redis_prefix, settings.capacity, tenant_quota=quota
+        )
     return MemoryStore(settings.capacity, tenant_quota=quota)
 
 
@@ -76,24 +77,33 @@ def load_initial(settings: Settings, repository: Repository) -> list[StreamingMo
     from app.model.loader import load_version  # TensorFlow: only where the model runs
 
     sources = repository.scan()
-    wanted = {model_key(name, v): versions[v] for name, versions in sources.items()
-              for v in sorted(versions, reverse=True)[:settings.keep_versions]}
+    wanted = {
+        model_key(name, v): versions[v]
+        for name, versions in sources.items()
+        for v in sorted(versions, reverse=True)[: settings.keep_versions]
+    }
     if settings.backend == "memory" and settings.snapshot is not None:
         for key in snapshot.models(settings.snapshot, legacy_key(sources) or ""):
             name, version = split_key(key)
             if version not in sources.get(name, {}):
-                raise StartupError(f"snapshot {str(settings.snapshot)!r} holds sessions of model {name} "
-                                   f"version {version}, which the model repository does not have")
+                raise StartupError(
+                    f"snapshot {str(settings.snapshot)!r} holds sessions of model {name} "
+                    f"version {version}, which the model repository does not have"
+                )
             wanted[key] = sources[name][version]
     models = []
-    for key, source in sorted(wanted.items()):
+    for _, source in sorted(wanted.items()):
         try:
             models.append(load_version(source, xla=settings.xla))
         except StartupError as exc:
             if not repository.watched:
                 raise
-            log.error("model %s version %d failed to load, and is not served: %s", source.name,
-                      source.version, exc)
+            log.error(
+                "model %s version %d failed to load, and is not served: %s",
+                source.name,
+                source.version,
+                exc,
+            )
     if not models:
         raise StartupError(f"no model in the repository {str(settings.model_repository)!r} loads")
     return models
@@ -107,7 +117,9 @@ class Service:
 
     ``models`` are the versions loaded before serving (:func:`load_initial`), not yet warm."""
 
-    def __init__(self, settings: Settings, models: list[StreamingModel], repository: Repository | None = None):
+    def __init__(
+        self, settings: Settings, models: list[StreamingModel], repository: Repository | None = None
+    ):
         from app.model.loader import load_version  # TensorFlow: only where the model runs
 
         self.settings = settings
@@ -115,20 +127,34 @@ class Service:
         # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
         self.max_batch = min(settings.max_batch, settings.capacity)
         # The session rules ask the versions, which need the engine: bound once both exist.
-        self.engine = Engine(self.store, admit=lambda *args: admit(*args), max_batch=self.max_batch,
-                             max_queue=settings.max_queue, max_session_queue=settings.max_session_queue,
-                             batch_delay=settings.max_batch_delay_ms / 1000)
+        self.engine = Engine(
+            self.store,
+            admit=lambda *args: admit(*args),
+            max_batch=self.max_batch,
+            max_queue=settings.max_queue,
+            max_session_queue=settings.max_session_queue,
+            batch_delay=settings.max_batch_delay_ms / 1000,
+        )
         repository = repository or repository_of(settings)
-        self.versions = Versions(repository, self.engine, lambda source: load_version(source, xla=settings.xla),
-                                 (self.max_batch, settings.max_chunk_steps), keep=settings.keep_versions,
-                                 poll_s=settings.repository_poll_s if repository.watched else 0)
+        self.versions = Versions(
+            repository,
+            self.engine,
+            lambda source: load_version(source, xla=settings.xla),
+            (self.max_batch, settings.max_chunk_steps),
+            keep=settings.keep_versions,
+            poll_s=settings.repository_poll_s if repository.watched else 0,
+        )
         self.versions.preload(models)
         if isinstance(self.store, MemoryStore) and settings.snapshot is not None:
             legacy = legacy_key(self.versions.sources)
-            restored = snapshot.restore(self.store, self.versions.fingerprints, settings.snapshot, legacy)
+            restored = snapshot.restore(
+                self.store, self.versions.fingerprints, settings.snapshot, legacy
+            )
             log.info("restored %d sessions from %s", restored, settings.snapshot)
         admit = rules.admission(self.versions)
-        self.sessions = SessionService(self.engine, self.versions, default_ttl_s=settings.session_ttl)
+        self.sessions = SessionService(
+            self.engine, self.versions, default_ttl_s=settings.session_ttl
+        )
         # Set once a second by the stats sampler, so they cost nothing per request.
         store, engine = self.store, self.engine
         metrics.CAPACITY.set(settings.capacity)
@@ -182,9 +208,13 @@ class Service:
                 log.exception("writing the snapshot to %s failed", self.settings.snapshot)
 
 
-def create_app(settings: Settings | None = None, model: StreamingModel | None = None,
-               sessions: RemoteSessions | None = None, models: list[StreamingModel] | None = None,
-               repository: Repository | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    model: StreamingModel | None = None,
+    sessions: RemoteSessions | None = None,
+    models: list[StreamingModel] | None = None,
+    repository: Repository | None = None,
+) -> FastAPI:
     """The API: with its own service, serving ``models`` of ``repository`` (as
     :func:`load_initial` loads them; default: the repository ``settings`` names), or ``model``
     alone; or, in an API worker, with the engine process's (``sessions``)."""
@@ -211,6 +241,7 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
 
         api: SessionService | RemoteSessions = service.sessions
     else:
+
         @asynccontextmanager
         async def lifespan(app: FastAPI):
             await sessions.start()
@@ -228,30 +259,49 @@ def create_app(settings: Settings | None = None, model: StreamingModel | None = 
     middleware.install(app, settings, keys)
     app.state.settings = settings
     # From the versions loaded at start (a later one with more input features is held to these).
-    app.state.chunk_limits = ChunkLimits.of(api.max_features, settings.max_chunk_steps, settings.max_body_bytes)
+    app.state.chunk_limits = ChunkLimits.of(
+        api.max_features, settings.max_chunk_steps, settings.max_body_bytes
+    )
     app.state.sessions = api
     app.state.keys = keys
     errors.install(app)
-    for module in (sessions_routes, chunks, state, stream, models_routes, v2, service_routes, console):
+    for module in (
+        sessions_routes,
+        chunks,
+        state,
+        stream,
+        models_routes,
+        v2,
+        service_routes,
+        console,
+    ):
         app.include_router(module.router)
     return app
 
 
-async def start_grpc(settings: Settings, sessions: SessionService, keys: KeyRing, limits: ChunkLimits):
+async def start_grpc(
+    settings: Settings, sessions: SessionService, keys: KeyRing, limits: ChunkLimits
+):
     """The gRPC server of ``--grpc-port``, started; None without one."""
     if settings.grpc_port is None:
         return None
     from app.api.rpc import GrpcServer  # grpcio: only when asked for
 
-    server = GrpcServer(sessions, keys, limits, settings.host, settings.grpc_port, settings.max_body_bytes)
+    server = GrpcServer(
+        sessions, keys, limits, settings.host, settings.grpc_port, settings.max_body_bytes
+    )
     await server.start()
     return server
 
 
 def warn_if_open(settings: Settings, keys: KeyRing) -> None:
     if keys.open:
-        log.warning("no API keys configured: the service is open to anyone who can reach %s:%s "
-                    "(dev mode; set --api-keys and --admin-keys before exposing it)", settings.host, settings.port)
+        log.warning(
+            "no API keys configured: the service is open to anyone who can reach %s:%s "
+            "(dev mode; set --api-keys and --admin-keys before exposing it)",
+            settings.host,
+            settings.port,
+        )
 
 
 async def _refresh_metrics() -> None:

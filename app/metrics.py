@@ -11,8 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from prometheus_client import (REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
-                               generate_latest, multiprocess)
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
 # A ``_created`` series per counter and histogram doubles the exposition for a timestamp that
 # Prometheus does not need (it sees resets by itself).
@@ -22,14 +30,18 @@ CHUNKS = Counter("srnn_chunks_total", "Chunks applied to a session's state")
 TIME_STEPS = Counter("srnn_time_steps_total", "Time steps applied, over all chunks")
 REPLAYS = Counter("srnn_replays_total", "Chunks answered from the stored response (repeated seq)")
 CONFLICTS = Counter(
-    "srnn_conflicts_total", "Chunks refused with 409, by reason: seq out of order, or another model's session",
+    "srnn_conflicts_total",
+    "Chunks refused with 409, by reason: seq out of order, or another model's session",
     ["reason"],
 )
 COMMIT_RACES = Counter(
-    "srnn_commit_races_total", "Chunks recomputed because another replica changed their session first"
+    "srnn_commit_races_total",
+    "Chunks recomputed because another replica changed their session first",
 )
 BATCH_SIZE = Histogram(
-    "srnn_batch_size", "Chunks per model call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+    "srnn_batch_size",
+    "Chunks per model call",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 MODEL_SECONDS = Histogram(
     "srnn_model_call_seconds",
@@ -42,10 +54,16 @@ SHED = Counter(
     "or the tenant's share of it (share)",
     ["reason"],
 )
-IN_FLIGHT = Gauge("srnn_requests_in_flight", "HTTP requests in progress (probes and scrapes aside)",
-                  multiprocess_mode="livesum")
-CONNECTIONS = Gauge("srnn_connections", "Client connections open, WebSockets included (sampled every second)",
-                    multiprocess_mode="livesum")
+IN_FLIGHT = Gauge(
+    "srnn_requests_in_flight",
+    "HTTP requests in progress (probes and scrapes aside)",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS = Gauge(
+    "srnn_connections",
+    "Client connections open, WebSockets included (sampled every second)",
+    multiprocess_mode="livesum",
+)
 CONNECTIONS_REFUSED = Counter(
     "srnn_connections_refused_total",
     "Connections answered and closed by the connection guard, by reason: over --max-connections "
@@ -53,8 +71,11 @@ CONNECTIONS_REFUSED = Counter(
     "(header_timeout)",
     ["reason"],
 )
-QUEUE_DEPTH = Gauge("srnn_queue_depth", "Work items waiting for the engine (sampled every second)",
-                    multiprocess_mode="livesum")
+QUEUE_DEPTH = Gauge(
+    "srnn_queue_depth",
+    "Work items waiting for the engine (sampled every second)",
+    multiprocess_mode="livesum",
+)
 CHUNK_SECONDS = Histogram(
     "srnn_chunk_seconds",
     "A chunk's time in the engine, by the transport it came over and the phase: queue (from its "
@@ -69,7 +90,9 @@ REQUEST_SECONDS = Histogram(
     ["route", "transport", "status"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
 )
-MODEL_CHUNKS = Counter("srnn_model_chunks_total", "Chunks applied, by model and version", ["model", "version"])
+MODEL_CHUNKS = Counter(
+    "srnn_model_chunks_total", "Chunks applied, by model and version", ["model", "version"]
+)
 MODEL_CHUNK_SECONDS = Histogram(
     "srnn_model_chunk_seconds",
     "A chunk's time in the engine, arrival to answer, by the model and version its session runs",
@@ -95,8 +118,11 @@ BUILD_INFO = Gauge(
     multiprocess_mode="livemax",
 )
 CAPACITY = Gauge("srnn_capacity", "State slots", multiprocess_mode="livesum")
-HOT_SESSIONS = Gauge("srnn_hot_sessions", "Sessions holding a state slot (sampled every second)",
-                     multiprocess_mode="livesum")
+HOT_SESSIONS = Gauge(
+    "srnn_hot_sessions",
+    "Sessions holding a state slot (sampled every second)",
+    multiprocess_mode="livesum",
+)
 
 # A backend's own series exist only on a server of that backend (:func:`use_backend`): a memory
 # server exports no Redis series, not even at zero.
@@ -114,15 +140,23 @@ def use_backend(backend: str) -> None:
         return
     _backends.add(backend)
     if backend == "memory":
-        SESSIONS = Gauge("srnn_sessions", "Sessions in the memory store (sampled every second)",
-                         multiprocess_mode="livesum")
+        SESSIONS = Gauge(
+            "srnn_sessions",
+            "Sessions in the memory store (sampled every second)",
+            multiprocess_mode="livesum",
+        )
     else:
-        EVICTIONS = Counter("srnn_evictions_total", "Hot sessions that gave up their slot to another (Redis backend)")
+        EVICTIONS = Counter(
+            "srnn_evictions_total",
+            "Hot sessions that gave up their slot to another (Redis backend)",
+        )
         REDIS_SECONDS = Histogram(
-            "srnn_redis_round_trip_seconds", "One pipelined round trip to Redis",
+            "srnn_redis_round_trip_seconds",
+            "One pipelined round trip to Redis",
             buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0),
         )
         REDIS_ERRORS = Counter("srnn_redis_errors_total", "Redis calls that failed", ["kind"])
+
 
 _refreshers: dict[str, Callable[[], None]] = {}
 
@@ -142,8 +176,10 @@ def chunk_timers(transport: str) -> tuple[Histogram, Histogram]:
     """The queue and total histograms of one transport (looked up once, not per chunk)."""
     found = _chunk_timers.get(transport)
     if found is None:
-        found = _chunk_timers[transport] = (CHUNK_SECONDS.labels(transport, "queue"),
-                                            CHUNK_SECONDS.labels(transport, "total"))
+        found = _chunk_timers[transport] = (
+            CHUNK_SECONDS.labels(transport, "queue"),
+            CHUNK_SECONDS.labels(transport, "total"),
+        )
     return found
 
 

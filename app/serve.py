@@ -33,9 +33,9 @@ from pathlib import Path
 import uvicorn
 from prometheus_client import multiprocess
 
-from app.config import Settings
 from app.api.auth import KeyRing
 from app.api.parsing import ChunkLimits
+from app.config import Settings
 from app.main import Service, create_app, server_config, start_grpc, warn_if_open
 from app.model.repository import Repository
 from app.model.step import StreamingModel
@@ -47,7 +47,9 @@ WORKER_GRACE_S = 35.0  # uvicorn's own graceful shutdown is 30 s
 
 def run(settings: Settings, models: list[StreamingModel], repository: Repository) -> int:
     if not settings.workers:
-        uvicorn.Server(server_config(create_app(settings, models=models, repository=repository), settings)).run()
+        uvicorn.Server(
+            server_config(create_app(settings, models=models, repository=repository), settings)
+        ).run()
         return 0
     import logging.config
 
@@ -63,7 +65,9 @@ def run(settings: Settings, models: list[StreamingModel], repository: Repository
 
 def listen(settings: Settings) -> socket.socket:
     """The listening socket the workers share, bound here so that it is bound once."""
-    family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+    family, kind, proto, _, address = socket.getaddrinfo(
+        settings.host, settings.port, type=socket.SOCK_STREAM
+    )[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(address)
@@ -74,8 +78,11 @@ def listen(settings: Settings) -> socket.socket:
 
 def worker_environment(settings: Settings) -> dict[str, str]:
     """The settings as ``SRNN_*`` variables, which is how a worker reads them."""
-    found = {f"SRNN_{name.upper()}": str(value) for name, value in settings.model_dump().items()
-             if value is not None}
+    found = {
+        f"SRNN_{name.upper()}": str(value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
     return {**os.environ, **found}
 
 
@@ -95,8 +102,11 @@ class EngineProcess:
         server = SessionServer(service.sessions, address)
         server.start()
         # gRPC is served here, beside the session service (its streams keep order only there).
-        limits = ChunkLimits.of(service.sessions.max_features, self.settings.max_chunk_steps,
-                                self.settings.max_body_bytes)
+        limits = ChunkLimits.of(
+            service.sessions.max_features,
+            self.settings.max_chunk_steps,
+            self.settings.max_body_bytes,
+        )
         rpc = await start_grpc(self.settings, service.sessions, keys, limits)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -106,8 +116,12 @@ class EngineProcess:
             for index in range(self.settings.workers):
                 self.workers[index] = self._start(index, listener, address)
             host, port = listener.getsockname()[:2]
-            log.info("serving on http://%s:%d: an engine process and %d API workers", host, port,
-                     self.settings.workers)
+            log.info(
+                "serving on http://%s:%d: an engine process and %d API workers",
+                host,
+                port,
+                self.settings.workers,
+            )
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
@@ -126,14 +140,28 @@ class EngineProcess:
         return 0
 
     def _start(self, index: int, listener: socket.socket, address: str) -> subprocess.Popen:
-        command = [sys.executable, "-m", "app.worker", "--fd", str(listener.fileno()), "--engine", address]
-        return subprocess.Popen(command, env=worker_environment(self.settings), pass_fds=(listener.fileno(),))
+        command = [
+            sys.executable,
+            "-m",
+            "app.worker",
+            "--fd",
+            str(listener.fileno()),
+            "--engine",
+            address,
+        ]
+        return subprocess.Popen(
+            command, env=worker_environment(self.settings), pass_fds=(listener.fileno(),)
+        )
 
     def _restart_dead(self, listener: socket.socket, address: str, stop: asyncio.Event) -> None:
         for index, worker in list(self.workers.items()):
             if worker.poll() is not None and not stop.is_set():
-                log.error("API worker %d (pid %d) exited with %s; starting another", index, worker.pid,
-                          worker.returncode)
+                log.error(
+                    "API worker %d (pid %d) exited with %s; starting another",
+                    index,
+                    worker.pid,
+                    worker.returncode,
+                )
                 multiprocess.mark_process_dead(worker.pid)
                 self.workers[index] = self._start(index, listener, address)
 
@@ -146,7 +174,11 @@ class EngineProcess:
             try:
                 worker.wait(WORKER_GRACE_S)
             except subprocess.TimeoutExpired:
-                log.error("API worker pid %d did not stop within %.0f s; killed", worker.pid, WORKER_GRACE_S)
+                log.error(
+                    "API worker pid %d did not stop within %.0f s; killed",
+                    worker.pid,
+                    WORKER_GRACE_S,
+                )
                 worker.kill()
                 worker.wait()
             multiprocess.mark_process_dead(worker.pid)

@@ -44,7 +44,9 @@ def read_metrics(now: float) -> Reading:
     for sample in metrics.MODEL_SECONDS.collect()[0].samples:  # per call, not per chunk
         if sample.name.endswith("_bucket"):
             buckets["model"][float(sample.labels["le"])] = sample.value
-    return Reading(now, chunks, {phase: tuple(sorted(found.items())) for phase, found in buckets.items()})
+    return Reading(
+        now, chunks, {phase: tuple(sorted(found.items())) for phase, found in buckets.items()}
+    )
 
 
 def quantile(q: float, before: Buckets, after: Buckets) -> float | None:

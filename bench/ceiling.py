@@ -33,7 +33,9 @@ from app.main import freeze_heap, server_config
 def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step: bool) -> FastAPI:
     app = FastAPI(title="stateful-rnn ceiling")
     app.state.keys = KeyRing.from_settings(settings)
-    limits = app.state.chunk_limits = ChunkLimits.of(features, settings.max_chunk_steps, settings.max_body_bytes)
+    limits = app.state.chunk_limits = ChunkLimits.of(
+        features, settings.max_chunk_steps, settings.max_body_bytes
+    )
     origins.install(app, settings)
     middleware.install(app, settings, app.state.keys)
     errors.install(app)
@@ -56,9 +58,15 @@ def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step
         caller_of(request)
         body = await read_body(request, limits.json_bytes)
         chunk = parse_chunk(body, features, limits.steps)
-        answer = {"session_id": session_id, "seq": 1, "steps": len(chunk.inputs),
-                  "outputs": zeros(len(chunk.inputs))}
-        return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        answer = {
+            "session_id": session_id,
+            "seq": 1,
+            "steps": len(chunk.inputs),
+            "outputs": zeros(len(chunk.inputs)),
+        }
+        return Response(
+            orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+        )
 
     @app.websocket("/v1/sessions/{session_id}/stream")
     async def echo(websocket: WebSocket, session_id: str) -> None:
@@ -91,7 +99,9 @@ def create_bare_app(outputs: int, per_step: bool) -> FastAPI:
         inputs = np.asarray(orjson.loads(await request.body())["inputs"], np.float32)
         zeros = np.zeros((len(inputs), outputs) if per_step else (outputs,), np.float32)
         answer = {"session_id": session_id, "seq": 1, "steps": len(inputs), "outputs": zeros}
-        return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        return Response(
+            orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+        )
 
     return app
 
@@ -102,7 +112,9 @@ def main() -> None:
     parser.add_argument("--features", type=int, required=True)
     parser.add_argument("--outputs", type=int, required=True)
     parser.add_argument("--per-step", action="store_true")
-    parser.add_argument("--bare", action="store_true", help="plain FastAPI and uvicorn, no middleware")
+    parser.add_argument(
+        "--bare", action="store_true", help="plain FastAPI and uvicorn, no middleware"
+    )
     args = parser.parse_args()
     if args.bare:
         app = create_bare_app(args.outputs, args.per_step)

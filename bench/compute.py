@@ -34,8 +34,14 @@ def measure(model_path: str, batch: int, steps: int, seconds: float) -> dict:
         times.append(time.perf_counter() - started)
         calls += 1
     call = float(np.median(times))
-    return {"batch": batch, "steps": steps, "calls": calls, "call_ms": call * 1e3,
-            "chunks_per_s": batch / call, "time_steps_per_s": batch * steps / call}
+    return {
+        "batch": batch,
+        "steps": steps,
+        "calls": calls,
+        "call_ms": call * 1e3,
+        "chunks_per_s": batch / call,
+        "time_steps_per_s": batch * steps / call,
+    }
 
 
 def main() -> None:

@@ -27,13 +27,15 @@ import httpx
 
 from bench import report
 from bench.load import Measured, require_wrk
-from tests.support.flood import create_flood_sessions, flooding, result_of
-from tests.support.keys import auth
-from tests.support.servers import ServerProcess, running
+from harness.flood import create_flood_sessions, flooding
+from harness.keys import auth
+from harness.servers import ServerProcess, running
+from harness.wrk import result_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FLOOD_KEY, PROBE_KEY = "flood-key-0001", "probe-key-0001"
 SESSIONS = 50
+
 
 @dataclass
 class Phase:
@@ -63,8 +65,13 @@ def probe(url: str, samples: int) -> tuple[list[float], int]:
 
 def phase(server: ServerProcess, name: str, connections: int, samples: int) -> Phase:
     seconds = 3 + samples * 0.012  # outlasts the probe, which starts a second in
-    flood = flooding(server.url, sessions=SESSIONS, connections=connections, seconds=seconds,
-                     key=FLOOD_KEY) if connections else nullcontext()
+    flood = (
+        flooding(
+            server.url, sessions=SESSIONS, connections=connections, seconds=seconds, key=FLOOD_KEY
+        )
+        if connections
+        else nullcontext()
+    )
     with Measured(server.process.pid) as measured, flood as wrk:
         if wrk is not None:
             time.sleep(1.0)
@@ -74,8 +81,16 @@ def phase(server: ServerProcess, name: str, connections: int, samples: int) -> P
     if found is not None:
         wall = found["duration_us"] / 1e6
         served, shed = (found["requests"] - found["non_2xx"]) / wall, found["shed"] / wall
-    return Phase(name, connections, _median(latencies), _p90(latencies), admitted / samples,
-                 served, shed, measured.cpu)
+    return Phase(
+        name,
+        connections,
+        _median(latencies),
+        _p90(latencies),
+        admitted / samples,
+        served,
+        shed,
+        measured.cpu,
+    )
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -88,32 +103,71 @@ def _p90(values: list[float]) -> float | None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    common = ["--api-keys", f"flood:{FLOOD_KEY},probe:{PROBE_KEY}", "--model", "default",
-              "--max-in-flight", str(args.max_in_flight)]
+    common = [
+        "--api-keys",
+        f"flood:{FLOOD_KEY},probe:{PROBE_KEY}",
+        "--model",
+        "default",
+        "--max-in-flight",
+        str(args.max_in_flight),
+    ]
     options = {"log_level": "info" if args.access_log else "warning", "output": subprocess.DEVNULL}
-    guarded = ServerProcess(*common, "--max-in-flight-per-tenant", str(args.share),
-                            "--shed-delay", str(args.shed_delay), **options)
-    open_ = ServerProcess(*common, "--max-in-flight-per-tenant", str(args.max_in_flight),
-                          "--shed-delay", "0", **options)
+    guarded = ServerProcess(
+        *common,
+        "--max-in-flight-per-tenant",
+        str(args.share),
+        "--shed-delay",
+        str(args.shed_delay),
+        **options,
+    )
+    open_ = ServerProcess(
+        *common,
+        "--max-in-flight-per-tenant",
+        str(args.max_in_flight),
+        "--shed-delay",
+        "0",
+        **options,
+    )
     connections, share, samples = args.connections, args.share, args.samples
-    plan = [(guarded, "alone", 0), (guarded, "flood at its share", share),
-            (guarded, "flood beyond its share", connections),
-            (open_, "same flood, no share and no delay", connections)]
+    plan = [
+        (guarded, "alone", 0),
+        (guarded, "flood at its share", share),
+        (guarded, "flood beyond its share", connections),
+        (open_, "same flood, no share and no delay", connections),
+    ]
     with running([guarded, open_]):
         for server in (guarded, open_):
             create_flood_sessions(server.url, SESSIONS, FLOOD_KEY)
-            httpx.post(f"{server.url}/v1/sessions", json={"session_id": "probe"}, headers=auth(PROBE_KEY))
-        runs = [[phase(server, name, count, samples) for server, name, count in plan]
-                for _ in range(args.rounds)]
+            httpx.post(
+                f"{server.url}/v1/sessions", json={"session_id": "probe"}, headers=auth(PROBE_KEY)
+            )
+        runs = [
+            [phase(server, name, count, samples) for server, name, count in plan]
+            for _ in range(args.rounds)
+        ]
     # Each figure is the median over the rounds: the machine is shared and noisy.
-    phases = [Phase(name=name, flood_connections=count,
-                    **{f.name: _median([getattr(run[i], f.name) for run in runs]) for f in fields(Phase)[2:]})
-              for i, (_, name, count) in enumerate(plan)]
+    phases = [
+        Phase(
+            name=name,
+            flood_connections=count,
+            **{
+                f.name: _median([getattr(run[i], f.name) for run in runs])
+                for f in fields(Phase)[2:]
+            },
+        )
+        for i, (_, name, count) in enumerate(plan)
+    ]
     ratios = [run[2].probe_median_ms / run[1].probe_median_ms for run in runs]
     return {
-        "settings": {"max_in_flight": args.max_in_flight, "share": share, "shed_delay": args.shed_delay,
-                     "flood_connections": connections, "samples": samples, "rounds": args.rounds,
-                     "access_log": args.access_log},
+        "settings": {
+            "max_in_flight": args.max_in_flight,
+            "share": share,
+            "shed_delay": args.shed_delay,
+            "flood_connections": connections,
+            "samples": samples,
+            "rounds": args.rounds,
+            "access_log": args.access_log,
+        },
         "phases": [asdict(p) for p in phases],
         "flood_vs_share": statistics.median(ratios),
         "flood_vs_share_rounds": ratios,
@@ -128,9 +182,14 @@ def main() -> None:
     parser.add_argument("--share", type=int, default=16, help="--max-in-flight-per-tenant")
     parser.add_argument("--shed-delay", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--access-log", action="store_true",
-                        help="servers at --log-level info (the default), writing a line per request to /dev/null")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where flood.json and flood.md go")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="servers at --log-level info (the default), writing a line per request to /dev/null",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where flood.json and flood.md go"
+    )
     args = parser.parse_args()
     require_wrk()
     result = measure(args)

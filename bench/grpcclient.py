@@ -25,14 +25,22 @@ from bench.wsclient import result
 
 def request(model: str, sequence_id: str, frame: bytes, features: int) -> pb.ModelInferRequest:
     steps = len(frame) // (4 * features)
-    found = pb.ModelInferRequest(model_name=model, raw_input_contents=[frame],
-                                 inputs=[pb.ModelInferRequest.InferInputTensor(name="inputs", datatype="FP32",
-                                                                               shape=[1, steps, features])])
+    found = pb.ModelInferRequest(
+        model_name=model,
+        raw_input_contents=[frame],
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(
+                name="inputs", datatype="FP32", shape=[1, steps, features]
+            )
+        ],
+    )
     found.parameters["sequence_id"].string_param = sequence_id
     return found
 
 
-async def stream(stub, message: pb.ModelInferRequest, deadline: float, latencies: list[float]) -> int:
+async def stream(
+    stub, message: pb.ModelInferRequest, deadline: float, latencies: list[float]
+) -> int:
     failed = 0
     calls = stub.ModelStreamInfer()
     while time.perf_counter() < deadline:
@@ -50,9 +58,14 @@ async def run(args) -> dict:
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(args.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        messages = [request(args.model, f"{args.prefix}{i}", frame, args.features) for i in range(args.sessions)]
+        messages = [
+            request(args.model, f"{args.prefix}{i}", frame, args.features)
+            for i in range(args.sessions)
+        ]
         started = time.perf_counter()
-        failures = await asyncio.gather(*(stream(stub, m, started + args.seconds, latencies) for m in messages))
+        failures = await asyncio.gather(
+            *(stream(stub, m, started + args.seconds, latencies) for m in messages)
+        )
         elapsed = time.perf_counter() - started
     return result(latencies, sum(failures), elapsed)
 

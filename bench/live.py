@@ -29,9 +29,9 @@ import numpy as np
 
 from bench import load, report
 from bench.scenarios import LIVE, write_model
-from tests.support.flood import result_of
-from tests.support.metrics import scrape
-from tests.support.servers import ServerProcess, running
+from harness.metrics import scrape
+from harness.servers import ServerProcess, running
+from harness.wrk import result_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 P99_TARGET_MS = 50.0
@@ -58,8 +58,12 @@ class Row:
     @property
     def holds(self) -> bool:
         """Real time: p99 under the target, and every chunk answered."""
-        return (self.p99_ms < P99_TARGET_MS and self.refused == 0 and self.unanswered == 0
-                and self.closed == 0)
+        return (
+            self.p99_ms < P99_TARGET_MS
+            and self.refused == 0
+            and self.unanswered == 0
+            and self.closed == 0
+        )
 
 
 def live_frame() -> bytes:
@@ -70,26 +74,59 @@ def live_frame() -> bytes:
 def create_sessions(url: str, count: int) -> None:
     with httpx.Client(base_url=url, timeout=60) as client:
         for i in range(count):
-            client.post("/v1/sessions", json={"session_id": f"{PREFIX}{i}", "ttl_s": 0}).raise_for_status()
+            client.post(
+                "/v1/sessions", json={"session_id": f"{PREFIX}{i}", "ttl_s": 0}
+            ).raise_for_status()
 
 
-def measure(server: ServerProcess, streams: int, seconds: float, period_ms: float,
-            frame: bytes | None = None, prefix: str = PREFIX) -> Row:
+def measure(
+    server: ServerProcess,
+    streams: int,
+    seconds: float,
+    period_ms: float,
+    frame: bytes | None = None,
+    prefix: str = PREFIX,
+) -> Row:
     """One run of ``streams`` streams, sessions ``prefix0``... (made already), ``frame`` each."""
     frame = frame if frame is not None else live_frame()
-    command = [sys.executable, "-m", "bench.livegen", "--url", server.url, "--prefix", prefix,
-               "--streams", str(streams), "--period-ms", str(period_ms), "--frame", frame.hex(),
-               "--seconds", str(seconds)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.livegen",
+        "--url",
+        server.url,
+        "--prefix",
+        prefix,
+        "--streams",
+        str(streams),
+        "--period-ms",
+        str(period_ms),
+        "--frame",
+        frame.hex(),
+        "--seconds",
+        str(seconds),
+    ]
     before = batches(server.url)
     with load.Measured(server.process.pid) as cpu:
         text, client_cpu = load.run_child(command)
     calls, chunks = (after - first for after, first in zip(batches(server.url), before))
     found = result_of(text)
-    return Row(streams=streams, offered_per_s=found["offered"] / seconds, served_per_s=found["served"] / seconds,
-               refused=found["refused"], unanswered=found["unanswered"], closed=found["closed"],
-               late=found["late"], p50_ms=found["p50_ms"], p90_ms=found["p90_ms"], p99_ms=found["p99_ms"],
-               max_ms=found["max_ms"], server_cpu=cpu.cpu, client_cpu=client_cpu,
-               mean_batch=chunks / calls if calls else 0.0)
+    return Row(
+        streams=streams,
+        offered_per_s=found["offered"] / seconds,
+        served_per_s=found["served"] / seconds,
+        refused=found["refused"],
+        unanswered=found["unanswered"],
+        closed=found["closed"],
+        late=found["late"],
+        p50_ms=found["p50_ms"],
+        p90_ms=found["p90_ms"],
+        p99_ms=found["p99_ms"],
+        max_ms=found["max_ms"],
+        server_cpu=cpu.cpu,
+        client_cpu=client_cpu,
+        mean_batch=chunks / calls if calls else 0.0,
+    )
 
 
 def batches(url: str) -> tuple[float, float]:
@@ -112,45 +149,72 @@ def sweep(counts: list[int], seconds: float, period_ms: float, server_args: list
             for count in counts:
                 time.sleep(2)  # the last run's backlog, if any, is gone
                 rows.append(measure(server, count, seconds, period_ms))
-                print(f"{count} streams: p50 {rows[-1].p50_ms:.1f} ms, p99 {rows[-1].p99_ms:.1f} ms, "
-                      f"refused {rows[-1].refused}, server CPU {rows[-1].server_cpu:.2f}", flush=True)
+                print(
+                    f"{count} streams: p50 {rows[-1].p50_ms:.1f} ms, p99 {rows[-1].p99_ms:.1f} ms, "
+                    f"refused {rows[-1].refused}, server CPU {rows[-1].server_cpu:.2f}",
+                    flush=True,
+                )
     held = [row.streams for row in rows if row.holds]
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "scenario": LIVE.what, "period_ms": period_ms, "seconds": seconds,
-        "server_args": " ".join(server_args), "p99_target_ms": P99_TARGET_MS,
+        "scenario": LIVE.what,
+        "period_ms": period_ms,
+        "seconds": seconds,
+        "server_args": " ".join(server_args),
+        "p99_target_ms": P99_TARGET_MS,
         "capacity": max(held) if held else 0,
         "rows": [{**asdict(row), "holds": row.holds} for row in rows],
     }
 
 
-def delay_curve(counts: list[int], delays: list[float], seconds: float, period_ms: float,
-                server_args: list[str]) -> dict:
+def delay_curve(
+    counts: list[int], delays: list[float], seconds: float, period_ms: float, server_args: list[str]
+) -> dict:
     """The sweep again for each ``--max-batch-delay-ms``: what waiting for company buys (bigger
     batches, fewer model calls) and what it costs (latency)."""
     sweeps = []
     for delay in delays:
-        sweeps.append({"delay_ms": delay, **sweep(counts, seconds, period_ms,
-                                                  [*server_args, "--max-batch-delay-ms", f"{delay:g}"])})
-    return {"when": sweeps[0]["when"], "scenario": LIVE.what, "period_ms": period_ms, "seconds": seconds,
-            "server_args": " ".join(server_args), "sweeps": sweeps}
+        sweeps.append(
+            {
+                "delay_ms": delay,
+                **sweep(
+                    counts, seconds, period_ms, [*server_args, "--max-batch-delay-ms", f"{delay:g}"]
+                ),
+            }
+        )
+    return {
+        "when": sweeps[0]["when"],
+        "scenario": LIVE.what,
+        "period_ms": period_ms,
+        "seconds": seconds,
+        "server_args": " ".join(server_args),
+        "sweeps": sweeps,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", default="250,500,750,1000,1250,1500",
-                        help="stream counts to sweep, comma-separated")
+    parser.add_argument(
+        "--streams",
+        default="250,500,750,1000,1250,1500",
+        help="stream counts to sweep, comma-separated",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per count")
     parser.add_argument("--period-ms", type=float, default=100.0)
     parser.add_argument("--server-args", default="", help="extra flags for stateful-rnn serve")
-    parser.add_argument("--delays", help="batch delays in ms, comma-separated: the sweep for each "
-                                             "(--max-batch-delay-ms), written as live-delays.json and .md")
+    parser.add_argument(
+        "--delays",
+        help="batch delays in ms, comma-separated: the sweep for each "
+        "(--max-batch-delay-ms), written as live-delays.json and .md",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     counts = sorted(int(c) for c in args.streams.split(","))
     if args.delays:
         delays = [float(d) for d in args.delays.split(",")]
-        result = delay_curve(counts, delays, args.seconds, args.period_ms, shlex.split(args.server_args))
+        result = delay_curve(
+            counts, delays, args.seconds, args.period_ms, shlex.split(args.server_args)
+        )
         report.save(args.out, "live-delays", result, report.delay_table(result))
         return
     result = sweep(counts, args.seconds, args.period_ms, shlex.split(args.server_args))

@@ -76,12 +76,17 @@ async def main(args: argparse.Namespace) -> dict:
 
     async def connect(index: int) -> Stream:
         async with connecting:
-            _, stream = await ws_connect(lambda: Stream(run), f"{url}/v1/sessions/{args.prefix}{index}/stream")
+            _, stream = await ws_connect(
+                lambda: Stream(run), f"{url}/v1/sessions/{args.prefix}{index}/stream"
+            )
             return stream
 
     streams = await asyncio.gather(*(connect(i) for i in range(args.streams)))
     started = max(started, time.monotonic() + 0.2)
-    run.measure_from, run.measure_until = started + args.warmup, started + args.warmup + args.seconds
+    run.measure_from, run.measure_until = (
+        started + args.warmup,
+        started + args.warmup + args.seconds,
+    )
     offsets = np.arange(args.streams) * (period / args.streams)
     end = run.measure_until
     rounds = 0
@@ -101,17 +106,27 @@ async def main(args: argparse.Namespace) -> dict:
                 run.offered += 1
         rounds += 1
     await asyncio.sleep(args.drain_s)  # the last answers
-    run.unanswered = sum(1 for s in streams for due in s.sent if run.measure_from <= due < run.measure_until)
+    run.unanswered = sum(
+        1 for s in streams for due in s.sent if run.measure_from <= due < run.measure_until
+    )
     for stream in streams:
         if not stream.closed:
             stream.transport.disconnect()
     latencies = np.array(run.latencies) * 1000 if run.latencies else np.array([np.nan])
     return {
-        "streams": args.streams, "period_ms": args.period_ms, "seconds": args.seconds,
-        "offered": run.offered, "served": len(run.latencies), "refused": run.refused,
-        "unanswered": run.unanswered, "closed": sum(s.closed for s in streams), "late": run.late,
-        "p50_ms": float(np.percentile(latencies, 50)), "p90_ms": float(np.percentile(latencies, 90)),
-        "p99_ms": float(np.percentile(latencies, 99)), "max_ms": float(latencies.max()),
+        "streams": args.streams,
+        "period_ms": args.period_ms,
+        "seconds": args.seconds,
+        "offered": run.offered,
+        "served": len(run.latencies),
+        "refused": run.refused,
+        "unanswered": run.unanswered,
+        "closed": sum(s.closed for s in streams),
+        "late": run.late,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p90_ms": float(np.percentile(latencies, 90)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "max_ms": float(latencies.max()),
     }
 
 

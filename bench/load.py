@@ -24,11 +24,11 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.flood import result_of
+from harness.wrk import result_of
+from harness.wrk import script as wrk_script
 
 # Creates sessions (server-made ids) until each thread has its share of COUNT answers.
 CREATE_LUA = r"""
-local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
   wrk.method = "POST"
@@ -40,17 +40,18 @@ function response(status, headers, body)
   if answered >= share then wrk.thread:stop() end
 end
 function done(summary, latency, requests)
-  local refused = 0
-  for _, thread in ipairs(threads) do refused = refused + thread:get("refused") end
   io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "refused": %d}\n',
-    summary.requests, summary.duration, refused))
+    summary.requests, summary.duration, total("refused")))
 end
 """
 
 
 def require_wrk() -> None:
     if shutil.which("wrk") is None:
-        sys.exit("the benchmark needs wrk: apt-get install wrk (Debian, Ubuntu) or brew install wrk")
+        sys.exit(
+            "the benchmark needs wrk: apt-get install wrk (Debian, Ubuntu) or brew install wrk"
+        )
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,7 @@ local function now_ms()
   return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
 end
 
-local threads, made = {}, 0
+local made = 0
 function setup(thread)
   thread:set("first", made * math.floor(SESSIONS / THREADS))
   made = made + 1
@@ -107,8 +108,7 @@ if RATE > 0 then
 end
 
 function done(summary, latency, requests)
-  local behind = 0
-  for _, thread in ipairs(threads) do behind = behind + (thread:get("late") or 0) end
+  local behind = total("late")
   local e = summary.errors
   io.write(string.format(
     'RESULT {"requests": %d, "duration_us": %d, "failed": %d, "non_2xx": %d, "late": %d, ' ..
@@ -187,45 +187,116 @@ def run_child(command: list[str]) -> tuple[str, float]:
     return text, (usage.ru_utime + usage.ru_stime) / wall
 
 
-def wrk(url: str, server_pid: int, *, body: bytes, sessions: int, prefix: str, seconds: float,
-        rate: float = 0, threads: int = 2, path: str = "/v1/sessions/%s/chunks", per_session_body: bool = False) -> Run:
+def wrk(
+    url: str,
+    server_pid: int,
+    *,
+    body: bytes,
+    sessions: int,
+    prefix: str,
+    seconds: float,
+    rate: float = 0,
+    threads: int = 2,
+    path: str = "/v1/sessions/%s/chunks",
+    per_session_body: bool = False,
+) -> Run:
     """Chunks to ``sessions`` sessions (``prefix`` + number), one connection each: as fast as the
     answers come back (closed loop), or at ``rate`` chunks/s overall (open loop). The session's name
     goes in ``path`` (``%s``), or with ``per_session_body`` in ``body`` (``%s``) sent to ``path``."""
     threads = max(1, min(threads, sessions))
     sessions -= sessions % threads
-    constants = {"SESSIONS": sessions, "THREADS": threads, "RATE": rate, "PATH": json.dumps(path),
-                 "PER_SESSION_BODY": "true" if per_session_body else "false",
-                 "PREFIX": json.dumps(prefix), "BODY": json.dumps(body.decode())}
-    script = "\n".join(f"{name} = {value}" for name, value in constants.items()) + LUA
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
-        file.write(script)
-        file.flush()
-        command = ["wrk", f"-t{threads}", f"-c{sessions}", f"-d{seconds:g}s", "--timeout", "10s",
-                   "-s", file.name, url]
+    constants = {
+        "SESSIONS": sessions,
+        "THREADS": threads,
+        "RATE": rate,
+        "PATH": json.dumps(path),
+        "PER_SESSION_BODY": "true" if per_session_body else "false",
+        "PREFIX": json.dumps(prefix),
+        "BODY": json.dumps(body.decode()),
+    }
+    with wrk_script(constants, LUA) as lua:
+        command = [
+            "wrk",
+            f"-t{threads}",
+            f"-c{sessions}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(lua),
+            url,
+        ]
         with Measured(server_pid) as server:
             text, client_cpu = run_child(command)
     found = result_of(text)
     return Run(
-        requests=found["requests"] - found["non_2xx"], seconds=found["duration_us"] / 1e6,
-        p50_ms=found["p50_us"] / 1e3, p90_ms=found["p90_us"] / 1e3, p99_ms=found["p99_us"] / 1e3,
-        failed=found["failed"] + found["non_2xx"], late=found["late"],
-        client_cpu=client_cpu, server_cpu=server.cpu, server_rss_mb=server.rss_mb,
+        requests=found["requests"] - found["non_2xx"],
+        seconds=found["duration_us"] / 1e6,
+        p50_ms=found["p50_us"] / 1e3,
+        p90_ms=found["p90_us"] / 1e3,
+        p99_ms=found["p99_us"] / 1e3,
+        failed=found["failed"] + found["non_2xx"],
+        late=found["late"],
+        client_cpu=client_cpu,
+        server_cpu=server.cpu,
+        server_rss_mb=server.rss_mb,
     )
 
 
-def websocket(url: str, server_pid: int, *, frame: bytes, sessions: int, prefix: str, seconds: float) -> Run:
+def websocket(
+    url: str, server_pid: int, *, frame: bytes, sessions: int, prefix: str, seconds: float
+) -> Run:
     """Binary frames over one WebSocket per session, each sent when the last is answered."""
-    return _python_client(server_pid, ["bench.wsclient", "--url", url, "--prefix", prefix, "--sessions",
-                                       str(sessions), "--seconds", str(seconds), "--frame", frame.hex()])
+    return _python_client(
+        server_pid,
+        [
+            "bench.wsclient",
+            "--url",
+            url,
+            "--prefix",
+            prefix,
+            "--sessions",
+            str(sessions),
+            "--seconds",
+            str(seconds),
+            "--frame",
+            frame.hex(),
+        ],
+    )
 
 
-def grpc_streams(address: str, server_pid: int, *, model: str, frame: bytes, features: int, sessions: int,
-                 prefix: str, seconds: float) -> Run:
+def grpc_streams(
+    address: str,
+    server_pid: int,
+    *,
+    model: str,
+    frame: bytes,
+    features: int,
+    sessions: int,
+    prefix: str,
+    seconds: float,
+) -> Run:
     """One ``ModelStreamInfer`` stream per sequence, each request sent when the last is answered."""
-    return _python_client(server_pid, ["bench.grpcclient", "--address", address, "--model", model, "--prefix",
-                                       prefix, "--sessions", str(sessions), "--seconds", str(seconds),
-                                       "--frame", frame.hex(), "--features", str(features)])
+    return _python_client(
+        server_pid,
+        [
+            "bench.grpcclient",
+            "--address",
+            address,
+            "--model",
+            model,
+            "--prefix",
+            prefix,
+            "--sessions",
+            str(sessions),
+            "--seconds",
+            str(seconds),
+            "--frame",
+            frame.hex(),
+            "--features",
+            str(features),
+        ],
+    )
 
 
 def _python_client(server_pid: int, module_and_args: list[str]) -> Run:
@@ -234,9 +305,15 @@ def _python_client(server_pid: int, module_and_args: list[str]) -> Run:
         text, client_cpu = run_child([sys.executable, "-m", *module_and_args])
     found = result_of(text)
     return Run(
-        requests=found["requests"], seconds=found["seconds"], p50_ms=found["p50_ms"],
-        p90_ms=found["p90_ms"], p99_ms=found["p99_ms"], failed=found["failed"],
-        client_cpu=client_cpu, server_cpu=server.cpu, server_rss_mb=server.rss_mb,
+        requests=found["requests"],
+        seconds=found["seconds"],
+        p50_ms=found["p50_ms"],
+        p90_ms=found["p90_ms"],
+        p99_ms=found["p99_ms"],
+        failed=found["failed"],
+        client_cpu=client_cpu,
+        server_cpu=server.cpu,
+        server_rss_mb=server.rss_mb,
     )
 
 
@@ -245,21 +322,38 @@ def create_sessions(url: str, count: int, threads: int = 2, connections: int = 3
     time is taken when the server holds them all: wrk itself always runs out its duration."""
     import httpx
 
-    script = f"COUNT = {count}\nTHREADS = {threads}\n" + CREATE_LUA
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as file, tempfile.TemporaryFile("w+") as out:
-        file.write(script)
-        file.flush()
+    with (
+        wrk_script({"COUNT": count, "THREADS": threads}, CREATE_LUA) as lua,
+        tempfile.TemporaryFile("w+") as out,
+    ):
         started = time.perf_counter()
-        child = subprocess.Popen(["wrk", f"-t{threads}", f"-c{connections}", "-d600s", "-s", file.name,
-                                  f"{url}/v1/sessions"], stdout=out, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                "-d600s",
+                "-s",
+                str(lua),
+                f"{url}/v1/sessions",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         held = 0
         while held < count and child.poll() is None:
             time.sleep(0.2)
-            held = int(float(re.search(r"^srnn_sessions (\S+)", httpx.get(f"{url}/metrics").text, re.M)[1]))
+            held = int(
+                float(re.search(r"^srnn_sessions (\S+)", httpx.get(f"{url}/metrics").text, re.M)[1])
+            )
         seconds = time.perf_counter() - started
         child.send_signal(signal.SIGINT)
         _, _, usage = os.wait4(child.pid, 0)
         out.seek(0)
         text = out.read()
-    return {**result_of(text), "held": held, "seconds": seconds,
-            "client_cpu": (usage.ru_utime + usage.ru_stime) / seconds}
+    return {
+        **result_of(text),
+        "held": held,
+        "seconds": seconds,
+        "client_cpu": (usage.ru_utime + usage.ru_stime) / seconds,
+    }

@@ -66,8 +66,18 @@ def main() -> None:
     scenario = SCENARIOS[args.scenario]
     with tempfile.TemporaryDirectory() as tmp:
         model = write_model(scenario, Path(tmp))
-        server = service(model, "--max-batch", str(max(scenario.sessions, 256)), "--capacity", "4096",
-                         *shlex.split(args.server_args)).start().wait_ready(180)
+        server = (
+            service(
+                model,
+                "--max-batch",
+                str(max(scenario.sessions, 256)),
+                "--capacity",
+                "4096",
+                *shlex.split(args.server_args),
+            )
+            .start()
+            .wait_ready(180)
+        )
         try:
             body, frame = chunk_body(scenario)
             if scenario is LIVE:
@@ -77,23 +87,54 @@ def main() -> None:
             else:
                 create_sessions(server.url, "s", scenario.sessions, body)
             raw = Path(tmp) / "profile.txt"
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "200",
-                                    "-d", str(int(args.seconds)), "-f", "raw", "-o", str(raw),
-                                    "-p", str(server.process.pid)], stdout=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--nonblocking",
+                    "-r",
+                    "200",
+                    "-d",
+                    str(int(args.seconds)),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(raw),
+                    "-p",
+                    str(server.process.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
             if scenario is LIVE:
                 row = live.measure(server, args.streams, args.seconds - 3, 100.0)
-                header = (f"{scenario.what}, {args.streams} streams: {row.served_per_s:,.0f} chunks/s, "
-                          f"p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms, server CPU {row.server_cpu:.2f}, "
-                          f"generator CPU {row.client_cpu:.2f}\n")
+                header = (
+                    f"{scenario.what}, {args.streams} streams: {row.served_per_s:,.0f} chunks/s, "
+                    f"p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms, server CPU {row.server_cpu:.2f}, "
+                    f"generator CPU {row.client_cpu:.2f}\n"
+                )
             elif scenario.transport == "websocket":
-                run = load.websocket(server.url, server.process.pid, frame=frame, sessions=scenario.sessions,
-                                     prefix="s", seconds=args.seconds)
+                run = load.websocket(
+                    server.url,
+                    server.process.pid,
+                    frame=frame,
+                    sessions=scenario.sessions,
+                    prefix="s",
+                    seconds=args.seconds,
+                )
             else:
-                run = load.wrk(server.url, server.process.pid, body=body, sessions=scenario.sessions,
-                               prefix="s", seconds=args.seconds)
+                run = load.wrk(
+                    server.url,
+                    server.process.pid,
+                    body=body,
+                    sessions=scenario.sessions,
+                    prefix="s",
+                    seconds=args.seconds,
+                )
             if scenario is not LIVE:
-                header = (f"{scenario.what}: {run.rate:,.0f} chunks/s, p50 {run.p50_ms:.1f} ms, "
-                          f"server CPU {run.server_cpu:.2f}, client CPU {run.client_cpu:.2f}\n")
+                header = (
+                    f"{scenario.what}: {run.rate:,.0f} chunks/s, p50 {run.p50_ms:.1f} ms, "
+                    f"server CPU {run.server_cpu:.2f}, client CPU {run.client_cpu:.2f}\n"
+                )
             spy.wait()
         finally:
             server.stop()

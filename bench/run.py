@@ -28,8 +28,8 @@ import psutil
 from bench import live, load, report, targets
 from bench.load import Run
 from bench.scenarios import FRAMES, LARGE, OUTPUTS, SMALL, Scenario, write_model
-from tests.support.redis import delete_prefix, new_prefix
-from tests.support.servers import ServerProcess, running
+from harness.redis import delete_prefix, new_prefix
+from harness.servers import ServerProcess, running
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,12 +50,26 @@ def service(model: Path, *args: str) -> ServerProcess:
 
 
 def ceiling(scenario: Scenario) -> ServerProcess:
-    return Module("bench.ceiling", "--features", str(scenario.features), "--outputs", str(OUTPUTS), "--per-step")
+    return Module(
+        "bench.ceiling",
+        "--features",
+        str(scenario.features),
+        "--outputs",
+        str(OUTPUTS),
+        "--per-step",
+    )
 
 
 def bare(scenario: Scenario) -> ServerProcess:
-    return Module("bench.ceiling", "--features", str(scenario.features), "--outputs", str(OUTPUTS), "--per-step",
-                  "--bare")
+    return Module(
+        "bench.ceiling",
+        "--features",
+        str(scenario.features),
+        "--outputs",
+        str(OUTPUTS),
+        "--per-step",
+        "--bare",
+    )
 
 
 def naive(model: Path) -> ServerProcess:
@@ -68,13 +82,18 @@ def create_sessions(url: str, prefix: str, count: int, body: bytes) -> None:
     with httpx.Client(base_url=url, timeout=120) as client:
         for i in range(count):
             client.post("/v1/sessions", json={"session_id": f"{prefix}{i}"}).raise_for_status()
-            client.post(f"/v1/sessions/{prefix}{i}/chunks", content=body,
-                        headers={"Content-Type": "application/json"}).raise_for_status()
+            client.post(
+                f"/v1/sessions/{prefix}{i}/chunks",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            ).raise_for_status()
 
 
 def chunk_body(scenario: Scenario) -> tuple[bytes, bytes]:
     """One chunk of the scenario, as a JSON body and as a binary frame."""
-    inputs = np.random.default_rng(0).normal(size=(scenario.steps, scenario.features)).astype(np.float32)
+    inputs = (
+        np.random.default_rng(0).normal(size=(scenario.steps, scenario.features)).astype(np.float32)
+    )
     return json.dumps({"inputs": inputs.round(4).tolist()}).encode(), inputs.astype("<f4").tobytes()
 
 
@@ -85,9 +104,17 @@ def median_run(runs: list[Run]) -> dict:
 
 
 def summary(run: Run) -> dict:
-    return {"chunks_per_s": run.rate, "p50_ms": run.p50_ms, "p90_ms": run.p90_ms, "p99_ms": run.p99_ms,
-            "failed": run.failed, "late": run.late, "server_cpu": run.server_cpu,
-            "client_cpu": run.client_cpu, "server_rss_mb": run.server_rss_mb}
+    return {
+        "chunks_per_s": run.rate,
+        "p50_ms": run.p50_ms,
+        "p90_ms": run.p90_ms,
+        "p99_ms": run.p99_ms,
+        "failed": run.failed,
+        "late": run.late,
+        "server_cpu": run.server_cpu,
+        "client_cpu": run.client_cpu,
+        "server_rss_mb": run.server_rss_mb,
+    }
 
 
 def settle(servers: dict[str, ServerProcess], timeout: float = 30) -> None:
@@ -102,41 +129,68 @@ def settle(servers: dict[str, ServerProcess], timeout: float = 30) -> None:
             return
 
 
-def closed_loops(servers: dict[str, ServerProcess], scenario: Scenario, counts: dict[str, list[int]],
-                 args, transport: str = "http") -> dict[str, dict[int, dict]]:
+def closed_loops(
+    servers: dict[str, ServerProcess],
+    scenario: Scenario,
+    counts: dict[str, list[int]],
+    args,
+    transport: str = "http",
+) -> dict[str, dict[int, dict]]:
     """Each server at each session count, closed loop, rounds interleaved."""
     body, frame = chunk_body(scenario)
-    runs: dict[str, dict[int, list[Run]]] = {name: {n: [] for n in counts[name]} for name in servers}
+    runs: dict[str, dict[int, list[Run]]] = {
+        name: {n: [] for n in counts[name]} for name in servers
+    }
     for _ in range(args.rounds):
         for name, server in servers.items():
             for n in counts[name]:
                 pid = server.process.pid
                 settle(servers)
                 if transport == "http":
-                    run = load.wrk(server.url, pid, body=body, sessions=n, prefix="s", seconds=args.seconds)
+                    run = load.wrk(
+                        server.url, pid, body=body, sessions=n, prefix="s", seconds=args.seconds
+                    )
                 else:
-                    run = load.websocket(server.url, pid, frame=frame, sessions=n, prefix="s",
-                                         seconds=args.seconds)
+                    run = load.websocket(
+                        server.url, pid, frame=frame, sessions=n, prefix="s", seconds=args.seconds
+                    )
                 runs[name][n].append(run)
-                print(f"  {scenario.name} {transport} {name:<8} {n:>5} sessions: {run.rate:>9,.0f} chunks/s "
-                      f"p99 {run.p99_ms:6.1f} ms  cpu server {run.server_cpu:.2f} client {run.client_cpu:.2f}",
-                      flush=True)
+                print(
+                    f"  {scenario.name} {transport} {name:<8} {n:>5} sessions: {run.rate:>9,.0f} chunks/s "
+                    f"p99 {run.p99_ms:6.1f} ms  cpu server {run.server_cpu:.2f} client {run.client_cpu:.2f}",
+                    flush=True,
+                )
     return {name: {n: median_run(r) for n, r in by_n.items()} for name, by_n in runs.items()}
 
 
-def open_loop(server: ServerProcess, scenario: Scenario, peak: float, args,
-              running_now: dict[str, ServerProcess]) -> list[dict]:
+def open_loop(
+    server: ServerProcess,
+    scenario: Scenario,
+    peak: float,
+    args,
+    running_now: dict[str, ServerProcess],
+) -> list[dict]:
     """Latency at fixed offered rates, fractions of the closed-loop peak."""
     body, _ = chunk_body(scenario)
     points = []
     for fraction in args.fractions:
         rate = max(1.0, peak * fraction)
         settle(running_now)
-        run = load.wrk(server.url, server.process.pid, body=body, sessions=scenario.sessions, prefix="s",
-                       seconds=args.seconds, rate=rate)
+        run = load.wrk(
+            server.url,
+            server.process.pid,
+            body=body,
+            sessions=scenario.sessions,
+            prefix="s",
+            seconds=args.seconds,
+            rate=rate,
+        )
         points.append({"fraction": fraction, "offered_per_s": rate, **summary(run)})
-        print(f"  open loop {fraction:4.0%} of peak = {rate:,.0f}/s: served {run.rate:,.0f}/s, "
-              f"p50 {run.p50_ms:.1f} p90 {run.p90_ms:.1f} p99 {run.p99_ms:.1f} ms, late {run.late}", flush=True)
+        print(
+            f"  open loop {fraction:4.0%} of peak = {rate:,.0f}/s: served {run.rate:,.0f}/s, "
+            f"p50 {run.p50_ms:.1f} p90 {run.p90_ms:.1f} p99 {run.p99_ms:.1f} ms, late {run.late}",
+            flush=True,
+        )
     return points
 
 
@@ -167,28 +221,43 @@ def idle_sessions(model: Path, count: int) -> dict:
         active = httpx.get(f"{server.url}/v1/sessions", params={"limit": 1}).json()["active"]
     finally:
         server.stop()
-    return {"sessions": active, "seconds": created["seconds"], "per_s": active / created["seconds"],
-            "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
-            "rss_growth_mb": (after - before) / 2**20, "bytes_per_session": (after - before) / max(active, 1),
-            "client_cpu": created["client_cpu"]}
+    return {
+        "sessions": active,
+        "seconds": created["seconds"],
+        "per_s": active / created["seconds"],
+        "rss_before_mb": before / 2**20,
+        "rss_after_mb": after / 2**20,
+        "rss_growth_mb": (after - before) / 2**20,
+        "bytes_per_session": (after - before) / max(active, 1),
+        "client_cpu": created["client_cpu"],
+    }
 
 
 def scenario_small(models: dict, prefix: str, args) -> dict:
     model = models["small"]
-    servers = {"bare": bare(SMALL), "ceiling": ceiling(SMALL), "memory": service(model),
-               "redis": service(model, "--backend", "redis", "--redis-url", args.redis_url,
-                                 "--redis-prefix", prefix),
-               "naive": naive(model)}
+    servers = {
+        "bare": bare(SMALL),
+        "ceiling": ceiling(SMALL),
+        "memory": service(model),
+        "redis": service(
+            model, "--backend", "redis", "--redis-url", args.redis_url, "--redis-prefix", prefix
+        ),
+        "naive": naive(model),
+    }
     sweep = sorted(set(args.sweep) | {SMALL.sessions})
-    counts = {name: sweep for name in servers}
+    counts = dict.fromkeys(servers, sweep)
     counts["bare"] = [SMALL.sessions]  # a reference point, not a curve
-    counts["naive"] = [n for n in sweep if n <= SMALL.sessions]  # a Keras model per session: memory-bound
+    counts["naive"] = [
+        n for n in sweep if n <= SMALL.sessions
+    ]  # a Keras model per session: memory-bound
     with running(list(servers.values()), timeout=180):
         for name, server in servers.items():
             create_sessions(server.url, "s", max(counts[name]), chunk_body(SMALL)[0])
         closed = closed_loops(servers, SMALL, counts, args)
         peak = closed["memory"][SMALL.sessions]["chunks_per_s"]
-        print(f"  open loop against memory, {SMALL.sessions} sessions, peak {peak:,.0f}/s", flush=True)
+        print(
+            f"  open loop against memory, {SMALL.sessions} sessions, peak {peak:,.0f}/s", flush=True
+        )
         latency = {"memory": open_loop(servers["memory"], SMALL, peak, args, servers)}
         peak = closed["redis"][SMALL.sessions]["chunks_per_s"]
         latency["redis"] = open_loop(servers["redis"], SMALL, peak, args, servers)
@@ -197,9 +266,13 @@ def scenario_small(models: dict, prefix: str, args) -> dict:
 
 def scenario_frames(models: dict, prefix: str, args) -> dict:
     model = models["frames"]
-    servers = {"ceiling": ceiling(FRAMES), "memory": service(model),
-               "redis": service(model, "--backend", "redis", "--redis-url", args.redis_url,
-                                 "--redis-prefix", prefix)}
+    servers = {
+        "ceiling": ceiling(FRAMES),
+        "memory": service(model),
+        "redis": service(
+            model, "--backend", "redis", "--redis-url", args.redis_url, "--redis-prefix", prefix
+        ),
+    }
     counts = {name: [FRAMES.sessions] for name in servers}
     with running(list(servers.values()), timeout=180):
         for server in servers.values():
@@ -219,8 +292,21 @@ def scenario_large(models: dict, args) -> dict:
             create_sessions(server.url, "s", LARGE.sessions, chunk_body(LARGE)[0])
         http = closed_loops(servers, LARGE, counts, args)
         websocket = closed_loops(servers, LARGE, counts, args, transport="websocket")
-    text, cpu = load.run_child([sys.executable, "-m", "bench.compute", "--model", str(model), "--batch",
-                                str(batch), "--steps", str(LARGE.steps), "--seconds", str(args.seconds)])
+    text, cpu = load.run_child(
+        [
+            sys.executable,
+            "-m",
+            "bench.compute",
+            "--model",
+            str(model),
+            "--batch",
+            str(batch),
+            "--steps",
+            str(LARGE.steps),
+            "--seconds",
+            str(args.seconds),
+        ]
+    )
     compute = {**load.result_of(text), "cpu": cpu}
     print(f"  compute ceiling, batch {batch}: {compute['chunks_per_s']:,.0f} chunks/s", flush=True)
     return {"scenario": LARGE.as_dict(), "closed": http, "websocket": websocket, "compute": compute}
@@ -230,25 +316,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sweep", type=int, nargs="+", default=[1, 4, 16, 64, 256],
-                        help="session counts for the small scenario's throughput curve")
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 0.9],
-                        help="open-loop rates, as fractions of the closed-loop peak")
-    parser.add_argument("--idle", type=int, default=100_000, help="idle sessions for the memory check")
-    parser.add_argument("--scenarios", nargs="+", default=["small", "frames", "large", "live", "idle", "start"])
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16, 64, 256],
+        help="session counts for the small scenario's throughput curve",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.25, 0.5, 0.75, 0.9],
+        help="open-loop rates, as fractions of the closed-loop peak",
+    )
+    parser.add_argument(
+        "--idle", type=int, default=100_000, help="idle sessions for the memory check"
+    )
+    parser.add_argument(
+        "--scenarios", nargs="+", default=["small", "frames", "large", "live", "idle", "start"]
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 2 s, fewer points")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 1 round of 2 s, fewer points"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.rounds, args.sweep, args.fractions, args.idle = 2, 1, [1, 64], [0.5], 5000
+        args.seconds, args.rounds, args.sweep, args.fractions, args.idle = (
+            2,
+            1,
+            [1, 64],
+            [0.5],
+            5000,
+        )
     load.require_wrk()
 
-    results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "machine": {"cpus": psutil.cpu_count(), "python": platform.python_version(),
-                                 "platform": platform.platform(),
-                                 "load_before": os.getloadavg()[0]},
-                     "settings": {"seconds": args.seconds, "rounds": args.rounds}}
+    results: dict = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_before": os.getloadavg()[0],
+        },
+        "settings": {"seconds": args.seconds, "rounds": args.rounds},
+    }
     prefix = new_prefix()
     with tempfile.TemporaryDirectory() as tmp:
         models = {s.name: write_model(s, Path(tmp)) for s in (SMALL, LARGE, FRAMES)}

@@ -32,12 +32,27 @@ SMALL = Scenario("small", 64, 16, 10, 64, "http", "GRU 64, F=16, T=10, 64 sessio
 LARGE = Scenario("large", 256, 40, 10, 1024, "http", "GRU 256, F=40, T=10, 1024 sessions over HTTP")
 FRAMES = Scenario("frames", 64, 16, 1, 64, "websocket", "GRU 64, F=16, T=1, 64 WebSocket streams")
 # Live streams: each of ``sessions`` streams sends a chunk every 100 ms (bench.live).
-LIVE = Scenario("live", 64, 16, 10, 1000, "websocket",
-                "GRU 64, F=16, Dense 16 per step; a T=10 chunk every 100 ms per stream", outputs=16)
+LIVE = Scenario(
+    "live",
+    64,
+    16,
+    10,
+    1000,
+    "websocket",
+    "GRU 64, F=16, Dense 16 per step; a T=10 chunk every 100 ms per stream",
+    outputs=16,
+)
 SCENARIOS = {s.name: s for s in (SMALL, LARGE, FRAMES, LIVE)}
 
 
-def build(units: int, features: int, *, outputs: int = OUTPUTS, stateful_batch: int | None = None, seed: int = 7):
+def build(
+    units: int,
+    features: int,
+    *,
+    outputs: int = OUTPUTS,
+    stateful_batch: int | None = None,
+    seed: int = 7,
+):
     """The scenario model; with ``stateful_batch``, its Keras ``stateful=True`` form (as the seed
     notebook writes it) for that many rows."""
     import keras
@@ -47,8 +62,9 @@ def build(units: int, features: int, *, outputs: int = OUTPUTS, stateful_batch: 
         inputs = keras.Input(shape=(None, features), name="frames")
     else:
         inputs = keras.Input(batch_shape=(stateful_batch, None, features), name="frames")
-    hidden = keras.layers.GRU(units, return_sequences=True, stateful=stateful_batch is not None,
-                              name="gru")(inputs)
+    hidden = keras.layers.GRU(
+        units, return_sequences=True, stateful=stateful_batch is not None, name="gru"
+    )(inputs)
     head = keras.layers.Dense(outputs, name="head")(hidden)
     return keras.Model(inputs, head, name=f"gru{units}_f{features}")
 

@@ -17,8 +17,8 @@ import httpx
 import psutil
 import redis
 
-from tests.support.redis import own_redis
-from tests.support.servers import serve_processes
+from harness.redis import own_redis
+from harness.servers import serve_processes
 
 
 def rss_bytes(pid: int) -> int:
@@ -33,8 +33,12 @@ async def fill(url: str, sessions: int, features: int) -> None:
         async def one(i: int) -> None:
             async with gate:
                 sid = f"size-{i:08d}"
-                assert (await http.post("/v1/sessions", json={"session_id": sid})).status_code == 201
-                answer = await http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [[0.5] * features] * 10})
+                assert (
+                    await http.post("/v1/sessions", json={"session_id": sid})
+                ).status_code == 201
+                answer = await http.post(
+                    f"/v1/sessions/{sid}/chunks", json={"inputs": [[0.5] * features] * 10}
+                )
                 assert answer.status_code == 200, answer.text
 
         await asyncio.gather(*(one(i) for i in range(sessions)))
@@ -49,21 +53,37 @@ def main() -> None:
     with own_redis(appendonly=False) as server:
         client = redis.Redis.from_url(server.url)
         for backend in ("memory", "redis"):
-            args = ("--model", options.model, "--capacity", str(n), "--backend", backend,
-                    "--redis-url", server.url, "--redis-prefix", "size", "--session-ttl", "0")
+            args = (
+                "--model",
+                options.model,
+                "--capacity",
+                str(n),
+                "--backend",
+                backend,
+                "--redis-url",
+                server.url,
+                "--redis-prefix",
+                "size",
+                "--session-ttl",
+                "0",
+            )
             with serve_processes(1, *args) as (process,):
                 features = httpx.get(f"{process.url}/v1/model").json()["input_features"]
                 redis_before = client.info("memory")["used_memory"]
                 rss_before = rss_bytes(process.process.pid)
                 asyncio.run(fill(process.url, n, features))
                 rss_after = rss_bytes(process.process.pid)
-                print(f"{backend}: server RSS {rss_before / 2**20:.0f} MiB -> {rss_after / 2**20:.0f} MiB "
-                      f"with {n} hot sessions: {(rss_after - rss_before) / n:.0f} bytes per session")
+                print(
+                    f"{backend}: server RSS {rss_before / 2**20:.0f} MiB -> {rss_after / 2**20:.0f} MiB "
+                    f"with {n} hot sessions: {(rss_after - rss_before) / n:.0f} bytes per session"
+                )
                 if backend == "redis":
                     used = client.info("memory")["used_memory"] - redis_before
                     sample = client.memory_usage("size:{size-00000000}", samples=0)
-                    print(f"redis: used_memory +{used / 2**20:.1f} MiB for {n} sessions: "
-                          f"{used / n:.0f} bytes per session; MEMORY USAGE of one key: {sample} bytes")
+                    print(
+                        f"redis: used_memory +{used / 2**20:.1f} MiB for {n} sessions: "
+                        f"{used / n:.0f} bytes per session; MEMORY USAGE of one key: {sample} bytes"
+                    )
                     client.flushall()
 
 

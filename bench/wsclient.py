@@ -92,15 +92,23 @@ async def stream(url: str, sid: str, frame: bytes, deadline: float, latencies: l
 async def run(url: str, ids: list[str], frame: bytes, seconds: float) -> dict:
     latencies: list[float] = []
     started = time.perf_counter()
-    failures = await asyncio.gather(*(stream(url, sid, frame, started + seconds, latencies) for sid in ids))
+    failures = await asyncio.gather(
+        *(stream(url, sid, frame, started + seconds, latencies) for sid in ids)
+    )
     return result(latencies, sum(failures), time.perf_counter() - started)
 
 
 def result(latencies: list[float], failed: int, seconds: float) -> dict:
     """A closed-loop client's RESULT: answers that were not errors, and their latency."""
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e3 if latencies else (0, 0, 0)
-    return {"requests": len(latencies) - failed, "failed": failed, "seconds": seconds,
-            "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
+    return {
+        "requests": len(latencies) - failed,
+        "failed": failed,
+        "seconds": seconds,
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+    }
 
 
 def main() -> None:
@@ -114,7 +122,9 @@ def main() -> None:
     frame = client_frame(BINARY, bytes.fromhex(args.frame))
     ids = [f"{args.prefix}{i}" for i in range(args.sessions)]
     result = asyncio.run(run(args.url, ids, frame, args.seconds))
-    print("RESULT " + json.dumps({k: float(v) if k.endswith("_ms") else v for k, v in result.items()}))
+    print(
+        "RESULT " + json.dumps({k: float(v) if k.endswith("_ms") else v for k, v in result.items()})
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.model.loader import load_model  # noqa: E402
-from tests.support.servers import ROOT, serve_in_thread  # noqa: E402
+from harness.servers import ROOT, serve_in_thread  # noqa: E402
 
 ADMIN = "admin-key-screenshot"
 TENANTS = {"desk-a": "desk-a-key-0001", "desk-b": "desk-b-key-0002", "fleet": "fleet-key-00003"}
@@ -33,8 +33,11 @@ def load(url: str, ids: list[tuple[str, str]], stop: threading.Event) -> None:
         while not stop.is_set():
             for n, (sid, key) in enumerate(ids):
                 inputs = [math.sin(0.3 * (tick + k) + n) + 0.05 * n for k in range(10)]
-                client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": inputs},
-                            headers={"Authorization": f"Bearer {key}"})
+                client.post(
+                    f"/v1/sessions/{sid}/chunks",
+                    json={"inputs": inputs},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
             tick += 10
 
 
@@ -45,12 +48,18 @@ def main() -> None:
     from playwright.sync_api import expect, sync_playwright
 
     api_keys = ",".join(f"{t}:{k}" for t, k in TENANTS.items())
-    with serve_in_thread(load_model("default"), admin_keys=ADMIN, api_keys=api_keys, capacity=256) as url:
+    with serve_in_thread(
+        load_model("default"), admin_keys=ADMIN, api_keys=api_keys, capacity=256
+    ) as url:
         ids = []
         for i in range(60):
             tenant, key = list(TENANTS.items())[i % 3]
             sid = f"{tenant}-stream-{i:02d}"
-            httpx.post(f"{url}/v1/sessions", json={"session_id": sid}, headers={"Authorization": f"Bearer {key}"})
+            httpx.post(
+                f"{url}/v1/sessions",
+                json={"session_id": sid},
+                headers={"Authorization": f"Bearer {key}"},
+            )
             ids.append((sid, key))
         stop = threading.Event()
         workers = [threading.Thread(target=load, args=(url, ids[i::3], stop)) for i in range(3)]

@@ -23,7 +23,9 @@ OUT = Path(__file__).resolve().parent.parent / "app" / "model" / "default.keras"
 
 def tick_series(rng: np.random.Generator, count: int, length: int) -> np.ndarray:
     """Random walks around 0 whose drift flips now and then, with bursts of larger noise."""
-    drift = rng.normal(0, 0.05, (count, 1)) * np.where(rng.random((count, length)) < 0.01, -1, 1).cumprod(1)
+    drift = rng.normal(0, 0.05, (count, 1)) * np.where(
+        rng.random((count, length)) < 0.01, -1, 1
+    ).cumprod(1)
     volatility = rng.uniform(0.02, 0.1, (count, 1)) * (1 + (rng.random((count, length)) < 0.05))
     steps = drift + volatility * rng.standard_normal((count, length))
     level = rng.normal(0, 1, (count, 1))

@@ -13,7 +13,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 import pytest  # noqa: E402
 
-from tests.support.redis import SHARED_URL, delete_prefix, new_prefix, own_redis, reachable  # noqa: E402
+from harness.redis import SHARED_URL, delete_prefix, new_prefix, own_redis, reachable  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -30,20 +30,31 @@ def test_the_report_is_what_the_code_makes_of_the_json(results):
 
 def test_the_readme_shows_the_latest_table_and_plots(results):
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Performance"):]
-    table = [line for line in (RESULTS / "latest.md").read_text().splitlines() if line.startswith("|")]
-    assert table and all(line in section for line in table), "copy bench/results/latest.md into the README"
+    section = readme[readme.index("## Performance") :]
+    table = [
+        line for line in (RESULTS / "latest.md").read_text().splitlines() if line.startswith("|")
+    ]
+    assert table and all(line in section for line in table), (
+        "copy bench/results/latest.md into the README"
+    )
     assert "bench/results/throughput.png" in section and "bench/results/latency.png" in section
 
 
-@pytest.mark.parametrize("name, table, section", [
-    ("flood", report.flood_markdown, ("## Security", "## Configuration")),
-    ("live-delays", report.delay_table, ("### Live streams", "## Development")),
-])
+@pytest.mark.parametrize(
+    "name, table, section",
+    [
+        ("flood", report.flood_markdown, ("## Security", "## Configuration")),
+        ("live-delays", report.delay_table, ("### Live streams", "## Development")),
+    ],
+)
 def test_the_readme_shows_the_latest_table_of(name, table, section):
     result = json.loads((RESULTS / f"{name}.json").read_text())
     assert table(result) == (RESULTS / f"{name}.md").read_text()
     readme = (ROOT / "README.md").read_text()
-    shown = readme[readme.index(section[0]):readme.index(section[1])]
-    lines = [line for line in (RESULTS / f"{name}.md").read_text().splitlines() if line.startswith("|")]
-    assert lines and all(line in shown for line in lines), f"copy bench/results/{name}.md into the README"
+    shown = readme[readme.index(section[0]) : readme.index(section[1])]
+    lines = [
+        line for line in (RESULTS / f"{name}.md").read_text().splitlines() if line.startswith("|")
+    ]
+    assert lines and all(line in shown for line in lines), (
+        f"copy bench/results/{name}.md into the README"
+    )

@@ -12,7 +12,7 @@ import numpy as np
 
 from app.model.builtin import DEFAULT_MODEL_FILE
 from app.model.loader import load_keras_file
-from tests.support.servers import ROOT, ServerProcess, running, serve_process
+from harness.servers import ROOT, ServerProcess, running, serve_process
 
 
 def test_flags_override_environment_and_environment_overrides_defaults():
@@ -25,8 +25,15 @@ def test_flags_override_environment_and_environment_overrides_defaults():
         assert model["output"] == {"per_step": True, "size": 1}
         assert model["backend"] == "memory"
         docs = httpx.get(f"{url}/openapi.json").json()
-        assert {"/v1/sessions", "/v1/sessions/{session_id}/chunks", "/v1/sessions/{session_id}/state",
-                "/v1/model", "/healthz", "/readyz", "/metrics"} <= set(docs["paths"])
+        assert {
+            "/v1/sessions",
+            "/v1/sessions/{session_id}/chunks",
+            "/v1/sessions/{session_id}/state",
+            "/v1/model",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        } <= set(docs["paths"])
         assert httpx.get(f"{url}/docs").status_code == 200
         assert httpx.get(f"{url}/healthz").status_code == 200
 
@@ -36,8 +43,13 @@ def test_console_script_and_bad_configuration():
     command = [str(script)] if script.exists() else [sys.executable, "-m", "app"]
     done = subprocess.run([*command, "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--max-batch" in done.stdout and "SRNN_MAX_BATCH" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "app", "serve", "--capacity", "zero"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--capacity", "zero"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "capacity" in bad.stderr
 
 
@@ -46,8 +58,13 @@ def test_training_script_reproduces_the_committed_default_model(tmp_path):
     # one machine, but how a CPU and its thread count split the sums moves the last bits (seen here:
     # 2 threads and 10 give other fingerprints, every weight within 8.3e-7 of the committed file's).
     out = tmp_path / "default.keras"
-    subprocess.run([sys.executable, "scripts/train_default_model.py", "--out", str(out)],
-                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "scripts/train_default_model.py", "--out", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     fresh, committed = load_keras_file(out), load_keras_file(DEFAULT_MODEL_FILE)
     assert json.loads(fresh.to_json()) == json.loads(committed.to_json())
     for a, b in zip(fresh.weights, committed.weights, strict=True):
@@ -57,31 +74,56 @@ def test_training_script_reproduces_the_committed_default_model(tmp_path):
 def test_start_up_is_quiet_and_every_json_log_line_is_json(tmp_path):
     log = tmp_path / "server.log"
     with log.open("w") as output:
-        server = ServerProcess("--model", "seed", "--log-format", "json", "--api-keys", "acme:acme-key-logs",
-                               env={"SRNN_MODLE": "seed"}, output=output, log_level="info")
+        server = ServerProcess(
+            "--model",
+            "seed",
+            "--log-format",
+            "json",
+            "--api-keys",
+            "acme:acme-key-logs",
+            env={"SRNN_MODLE": "seed"},
+            output=output,
+            log_level="info",
+        )
         with running([server]):
-            answered = httpx.get(f"{server.url}/v1/model", headers={"X-Request-ID": "trace-1",
-                                                                  "Authorization": "Bearer acme-key-logs"})
+            answered = httpx.get(
+                f"{server.url}/v1/model",
+                headers={"X-Request-ID": "trace-1", "Authorization": "Bearer acme-key-logs"},
+            )
             made_up = httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": "two words"})
     assert answered.headers["x-request-id"] == "trace-1"
     assert re.fullmatch(r"[0-9a-f]{16}", made_up.headers["x-request-id"])
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]  # each one JSON
+    lines = [
+        json.loads(line) for line in log.read_text().splitlines() if line.strip()
+    ]  # each one JSON
     messages = [line["message"] for line in lines]
     assert "SRNN_MODLE is not a setting and is ignored; the nearest is SRNN_MODEL" in messages
     access = next(line for line in lines if line.get("request_id") == "trace-1")
     assert access["tenant"] == "acme" and access["status"] == 200 and access["latency_ms"] > 0
     assert access["client"].startswith("127.0.0.1:")
-    assert not [m for m in messages if re.search(r"cuda|absl|oneDNN|^[IWE]0000", m)]  # TensorFlow's noise
+    assert not [
+        m for m in messages if re.search(r"cuda|absl|oneDNN|^[IWE]0000", m)
+    ]  # TensorFlow's noise
 
 
 def test_bad_settings_and_keys_are_reported_in_a_line_each_before_tensorflow_loads():
-    probe = ("import sys; from app.cli import main; code = main(['serve', '--api-keys', 'no-colon-here']); "
-             "print(code, 'tensorflow' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    probe = (
+        "import sys; from app.cli import main; code = main(['serve', '--api-keys', 'no-colon-here']); "
+        "print(code, 'tensorflow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.stdout.split() == ["2", "False"], done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "cannot start" in done.stderr
-    bad = subprocess.run([sys.executable, "-m", "app", "serve", "--capacity", "zero"], cwd=ROOT,
-                         env={**os.environ, "SRNN_LOG_LEVEL": "loud"}, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--capacity", "zero"],
+        cwd=ROOT,
+        env={**os.environ, "SRNN_LOG_LEVEL": "loud"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2
     assert bad.stderr.splitlines() == [
         "stateful-rnn: bad setting --capacity (SRNN_CAPACITY): Input should be a valid integer, unable to parse "

@@ -1,7 +1,7 @@
 """The README stays true to the code: every setting is documented with its flag and variable."""
 
 from app.config import Settings
-from tests.support.servers import ROOT
+from harness.servers import ROOT
 
 
 def test_every_setting_is_in_the_configuration_table():

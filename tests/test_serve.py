@@ -17,22 +17,33 @@ import pytest
 import websockets
 
 from app.model.builtin import build_seed_model
-from tests.support.metrics import metric
+from harness.metrics import metric
+from harness.servers import ServerProcess, running, wait_for
 from tests.support.reference import StatefulReference, state_rows
-from tests.support.servers import ServerProcess, running, wait_for
 
 CUTS = [2, 5, 6, 9]
 
 
 def workers_of(server: ServerProcess) -> list[psutil.Process]:
-    return [p for p in psutil.Process(server.process.pid).children() if "app.worker" in " ".join(p.cmdline())]
+    return [
+        p
+        for p in psutil.Process(server.process.pid).children()
+        if "app.worker" in " ".join(p.cmdline())
+    ]
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request, redis_url):
     args = ["--model", "seed", "--workers", "2"]
     if request.param == "redis":
-        args += ["--backend", "redis", "--redis-url", redis_url, "--redis-prefix", f"test-serve-{os.getpid()}"]
+        args += [
+            "--backend",
+            "redis",
+            "--redis-url",
+            redis_url,
+            "--redis-prefix",
+            f"test-serve-{os.getpid()}",
+        ]
     with running([ServerProcess(*args)]) as (server,):
         yield server
 
@@ -47,11 +58,15 @@ def test_sessions_over_both_workers_and_both_transports_equal_keras_stateful(ser
             outputs = []
             if i % 2:
                 for seq, chunk in enumerate(chunks, start=1):
-                    answer = await http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist(), "seq": seq})
+                    answer = await http.post(
+                        f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist(), "seq": seq}
+                    )
                     assert answer.status_code == 200, answer.text
                     outputs.append(np.array(answer.json()["outputs"], np.float32))
             else:
-                async with websockets.connect(f"{server.url.replace('http', 'ws')}/v1/sessions/{sid}/stream") as ws:
+                async with websockets.connect(
+                    f"{server.url.replace('http', 'ws')}/v1/sessions/{sid}/stream"
+                ) as ws:
                     for chunk in chunks:  # all sent before any reply is read: order must hold
                         await ws.send(chunk.astype("<f4").tobytes())
                     outputs = [np.frombuffer(await ws.recv(), "<f4") for _ in chunks]
@@ -96,17 +111,27 @@ def test_a_worker_that_dies_is_started_again_and_nothing_is_lost(server):
     sid = httpx.post(f"{server.url}/v1/sessions").json()["session_id"]
     victim = workers_of(server)[0]
     victim.send_signal(signal.SIGKILL)
-    for seq in range(1, 21):  # the other worker serves meanwhile; a retry may meet the dead one's socket
+    for seq in range(
+        1, 21
+    ):  # the other worker serves meanwhile; a retry may meet the dead one's socket
         for _ in range(50):
             try:
-                answer = httpx.post(f"{server.url}/v1/sessions/{sid}/chunks", json={"inputs": [0.5], "seq": seq})
+                answer = httpx.post(
+                    f"{server.url}/v1/sessions/{sid}/chunks", json={"inputs": [0.5], "seq": seq}
+                )
                 if answer.status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
         assert answer.status_code == 200
-    wait_for(lambda: len(workers_of(server)) == 2 and victim.pid not in {p.pid for p in workers_of(server)},
-             "a new worker", 30, errors=(psutil.Error,))
+    wait_for(
+        lambda: (
+            len(workers_of(server)) == 2 and victim.pid not in {p.pid for p in workers_of(server)}
+        ),
+        "a new worker",
+        30,
+        errors=(psutil.Error,),
+    )
     state = httpx.get(f"{server.url}/v1/sessions/{sid}/state").json()
     assert (state["seq"], state["steps"]) == (20, 20)
 
@@ -118,11 +143,15 @@ def test_a_stream_keeps_its_order_through_a_worker():
         script = [frame, json.dumps({"op": "reset"}), frame, frame, json.dumps({"op": "state"})]
 
         async def run():
-            async with websockets.connect(f"{server.url.replace('http', 'ws')}/v1/sessions/{sid}/stream") as ws:
+            async with websockets.connect(
+                f"{server.url.replace('http', 'ws')}/v1/sessions/{sid}/stream"
+            ) as ws:
                 for message in script * 10:
                     await ws.send(message)
                 return [await ws.recv() for _ in range(len(script) * 10)]
 
         replies = asyncio.run(run())
-        states = [json.loads(r) for r in replies if isinstance(r, str) and "layers" in json.loads(r)]
+        states = [
+            json.loads(r) for r in replies if isinstance(r, str) and "layers" in json.loads(r)
+        ]
         assert [s["steps"] for s in states] == [4] * 10

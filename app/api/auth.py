@@ -19,7 +19,6 @@ from starlette.requests import HTTPConnection
 from app.config import Settings
 from app.errors import StartupError, Unauthorized
 
-
 TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -41,13 +40,17 @@ class KeyRing:
     def __init__(self, tenant_keys: dict[str, str], admin_keys: list[str]):
         # Only digests are kept; ``identify`` compares a presented key with every one of them, in
         # constant time each, so neither a match nor its position shows in the timing.
-        self._callers = [(_digest(key), Caller(tenant, admin=False)) for key, tenant in tenant_keys.items()]
+        self._callers = [
+            (_digest(key), Caller(tenant, admin=False)) for key, tenant in tenant_keys.items()
+        ]
         self._callers += [(_digest(key), Caller(None, admin=True)) for key in admin_keys]
         # Whose share of the in-flight limit a request counts against, looked up by digest before
         # the request is let in. This is accounting, not the check that admits a caller; a lookup
         # by the digest of a guessed key tells the guesser nothing a 401 would not.
-        self._parties = {digest: "admin" if caller.admin else f"tenant:{caller.tenant}"
-                         for digest, caller in self._callers}
+        self._parties = {
+            digest: "admin" if caller.admin else f"tenant:{caller.tenant}"
+            for digest, caller in self._callers
+        }
 
     @property
     def open(self) -> bool:
@@ -61,7 +64,9 @@ class KeyRing:
                 lines = Path(settings.api_keys_file).read_text().splitlines()
             except OSError as exc:
                 raise StartupError(f"cannot read --api-keys-file: {exc}") from exc
-            entries += [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            entries += [
+                line for line in lines if line.strip() and not line.lstrip().startswith("#")
+            ]
         tenant_keys: dict[str, str] = {}
         for number, entry in enumerate(entries, start=1):
             tenant, _, key = entry.strip().partition(":")

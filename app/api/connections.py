@@ -63,8 +63,11 @@ def protocol_class(settings: Settings) -> type[asyncio.Protocol]:
     if settings.http == "httptools" and HttpToolsProtocol is None:
         raise RuntimeError("--http httptools, but httptools is not installed")
     guard = _H11Guard if use_h11 else _HttpToolsGuard  # noqa: F821 (defined when httptools is)
-    options = {"max_header_bytes": settings.max_header_bytes, "header_timeout": settings.header_timeout,
-               "max_connections": max_connections(settings)}
+    options = {
+        "max_header_bytes": settings.max_header_bytes,
+        "header_timeout": settings.header_timeout,
+        "max_connections": max_connections(settings),
+    }
     return type(guard.__name__, (guard,), options)
 
 
@@ -86,9 +89,15 @@ class _Guard:
         if len(self.connections) >= self.max_connections:
             metrics.CONNECTIONS_REFUSED.labels("limit").inc()
             # Closed at once, not lingering: its descriptor is what the limit keeps free.
-            _answer(transport, Unavailable(f"the server holds {self.max_connections} connections, its "
-                                           "limit; retry shortly"))
-            transport.set_protocol(asyncio.Protocol())  # this one never started: nothing to clean up
+            _answer(
+                transport,
+                Unavailable(
+                    f"the server holds {self.max_connections} connections, its limit; retry shortly"
+                ),
+            )
+            transport.set_protocol(
+                asyncio.Protocol()
+            )  # this one never started: nothing to clean up
             transport.close()
             return
         self._headers_done = 0  # requests whose headers are complete, on this connection
@@ -100,7 +109,9 @@ class _Guard:
     def data_received(self, data: bytes) -> None:
         awaiting, done = self._awaiting_headers(), self._headers_done
         super().data_received(data)  # type: ignore[misc]
-        if self.transport.is_closing() or self.transport.get_protocol() is not self:  # closed, or a WebSocket now
+        if (
+            self.transport.is_closing() or self.transport.get_protocol() is not self
+        ):  # closed, or a WebSocket now
             self._disarm()
         elif self._headers_done != done:
             pass  # these bytes ended a request's headers (see _headers_complete)
@@ -108,7 +119,9 @@ class _Guard:
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes:
                 metrics.CONNECTIONS_REFUSED.labels("headers_too_large").inc()
-                self._refuse(HeadersTooLarge(f"the request's headers exceed {self.max_header_bytes} bytes"))
+                self._refuse(
+                    HeadersTooLarge(f"the request's headers exceed {self.max_header_bytes} bytes")
+                )
             elif self._timer is None:
                 self._arm()
         elif self.cycle is not None and self.cycle.response_complete:
@@ -149,7 +162,11 @@ class _Guard:
         if not self._awaiting_headers():  # a refused body still coming: it was answered already
             self._linger()
         elif self._header_bytes:
-            self._refuse(RequestTimeout(f"the request's headers did not arrive within {self.header_timeout:g} s"))
+            self._refuse(
+                RequestTimeout(
+                    f"the request's headers did not arrive within {self.header_timeout:g} s"
+                )
+            )
         else:  # a connection that never sent anything: nobody to answer
             self.transport.close()
 
@@ -214,8 +231,11 @@ if HttpToolsProtocol is not None:
 def _answer(transport: asyncio.Transport, error: ServiceError) -> None:
     """Write ``error`` as a whole HTTP/1.1 response that closes the connection."""
     response = service_error_response(error)
-    head = [f"HTTP/1.1 {response.status_code} {error.title}".encode(),
-            *(name + b": " + value for name, value in response.raw_headers), b"connection: close"]
+    head = [
+        f"HTTP/1.1 {response.status_code} {error.title}".encode(),
+        *(name + b": " + value for name, value in response.raw_headers),
+        b"connection: close",
+    ]
     transport.write(b"\r\n".join(head) + b"\r\n\r\n" + response.body)
 
 

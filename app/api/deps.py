@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from app.api.auth import Caller, caller_of
 from app.config import Settings
-
 from app.sessions.service import ChunkResult, SessionService
 
 
@@ -33,7 +32,9 @@ CurrentCaller = Annotated[Caller, Depends(_caller)]
 CurrentSettings = Annotated[Settings, Depends(_settings)]
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, status, headers=headers, media_type="application/json")
 
@@ -41,5 +42,12 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 def chunk_body(result: ChunkResult) -> bytes:
     """A chunk's answer as JSON: the same bytes for the same answer, so a replay is byte for byte
     what the first answer was (outputs are float32, written in float32's shortest form)."""
-    return orjson.dumps({"session_id": result.session_id, "seq": result.seq, "steps": result.steps,
-                         "outputs": result.outputs}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(
+        {
+            "session_id": result.session_id,
+            "seq": result.seq,
+            "steps": result.steps,
+            "outputs": result.outputs,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem_document(status: int, detail: str, slug: str | None = None, title: str | None = None,
-                     **extra: Any) -> dict[str, Any]:
+def problem_document(
+    status: int, detail: str, slug: str | None = None, title: str | None = None, **extra: Any
+) -> dict[str, Any]:
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     return {
         "type": f"/problems/{slug}" if slug else "about:blank",
@@ -32,18 +33,35 @@ def problem_document(status: int, detail: str, slug: str | None = None, title: s
     }
 
 
-def problem(status: int, detail: str, *, headers: dict[str, str] | None = None,
-            slug: str | None = None, title: str | None = None, path: str = "", **extra: Any) -> Response:
+def problem(
+    status: int,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    slug: str | None = None,
+    title: str | None = None,
+    path: str = "",
+    **extra: Any,
+) -> Response:
     """The error document for a request to ``path``: KServe v2's on ``/v2``, else a problem."""
     if path == "/v2" or path.startswith("/v2/"):
-        return Response(orjson.dumps({"error": detail}), status, headers=headers, media_type="application/json")
+        return Response(
+            orjson.dumps({"error": detail}), status, headers=headers, media_type="application/json"
+        )
     body = problem_document(status, detail, slug, title, **extra)
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
 
 
 def service_error_response(exc: ServiceError, path: str = "") -> Response:
-    return problem(exc.status, exc.detail, headers=exc.headers, slug=exc.slug, title=exc.title, path=path,
-                   **exc.extra)
+    return problem(
+        exc.status,
+        exc.detail,
+        headers=exc.headers,
+        slug=exc.slug,
+        title=exc.title,
+        path=path,
+        **exc.extra,
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -58,19 +76,33 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path}"
-        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None), path=request.url.path)
+        return problem(
+            exc.status_code, detail, headers=getattr(exc, "headers", None), path=request.url.path
+        )
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(request: Request, exc: RequestValidationError) -> Response:
         errors = [
-            {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+            {
+                "loc": list(error.get("loc", ())),
+                "msg": error.get("msg", ""),
+                "type": error.get("type"),
+            }
             for error in exc.errors()
         ]
         if any(error["type"] == "json_invalid" for error in errors):
-            return problem(400, "the body is not valid JSON", slug="bad-request", path=request.url.path)
+            return problem(
+                400, "the body is not valid JSON", slug="bad-request", path=request.url.path
+            )
         where = ", ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors)
-        return problem(422, f"invalid request: {where}", slug="invalid-input",
-                       title="Invalid input", path=request.url.path, errors=errors)
+        return problem(
+            422,
+            f"invalid request: {where}",
+            slug="invalid-input",
+            title="Invalid input",
+            path=request.url.path,
+            errors=errors,
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def on_disconnect(request: Request, exc: ClientDisconnect) -> Response:
@@ -80,5 +112,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return problem(500, "the server failed to handle this request; it has been logged",
-                       slug="internal", path=request.url.path)
+        return problem(
+            500,
+            "the server failed to handle this request; it has been logged",
+            slug="internal",
+            path=request.url.path,
+        )

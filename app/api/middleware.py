@@ -51,12 +51,19 @@ ADMIN, UNKNOWN = "admin", "unknown"
 
 def install(app: ASGIApp, settings: Settings, keys: KeyRing) -> None:
     share = settings.max_in_flight_per_tenant or max(1, settings.max_in_flight // 4)
-    app.add_middleware(Admission, keys=keys, max_in_flight=settings.max_in_flight,
-                       share=min(share, settings.max_in_flight), shed_delay=settings.shed_delay)
+    app.add_middleware(
+        Admission,
+        keys=keys,
+        max_in_flight=settings.max_in_flight,
+        share=min(share, settings.max_in_flight),
+        shed_delay=settings.shed_delay,
+    )
 
 
 class Admission:
-    def __init__(self, app: ASGIApp, keys: KeyRing, max_in_flight: int, share: int, shed_delay: float):
+    def __init__(
+        self, app: ASGIApp, keys: KeyRing, max_in_flight: int, share: int, shed_delay: float
+    ):
         self.app, self.keys = app, keys
         self.max_in_flight, self.share, self.shed_delay = max_in_flight, share, shed_delay
         self.in_flight = 0
@@ -87,11 +94,15 @@ class Admission:
         finally:
             route = scope.get("route")
             metrics.REQUEST_SECONDS.labels(
-                getattr(route, "path", "unmatched"), scope["type"], str(outcome.get("status", "none"))
+                getattr(route, "path", "unmatched"),
+                scope["type"],
+                str(outcome.get("status", "none")),
             ).observe(time.perf_counter() - started)
             self._log(scope, outcome, started, request_id)
 
-    async def _admit(self, scope: Scope, receive: Receive, send: Send, outcome: dict[str, Any]) -> None:
+    async def _admit(
+        self, scope: Scope, receive: Receive, send: Send, outcome: dict[str, Any]
+    ) -> None:
         party = outcome["party"] = self._party(scope)
         refusal = self._refusal(party)
         if refusal is not None:
@@ -137,8 +148,9 @@ class Admission:
         if party is not None and self.by_party[party] >= self.share:
             count = self.by_party[party]
             if party == UNKNOWN:
-                return "share", (f"{count} requests without a valid API key are in progress, "
-                                 "the share they hold together")
+                return "share", (
+                    f"{count} requests without a valid API key are in progress, the share they hold together"
+                )
             return "share", f"{count} requests of yours are in progress, your share of the limit"
         if party != ADMIN and self.in_flight >= self.max_in_flight:
             return "server", f"{self.in_flight} requests are in progress, the server's limit"
@@ -153,12 +165,16 @@ class Admission:
                 self.held -= 1
         elif self.shed_delay:  # too many held already: answer now, and make the client reconnect
             start = messages[0]
-            messages = [{**start, "headers": [*start.get("headers", []), (b"connection", b"close")]},
-                        *messages[1:]]
+            messages = [
+                {**start, "headers": [*start.get("headers", []), (b"connection", b"close")]},
+                *messages[1:],
+            ]
         for message in messages:
             await send(message)
 
-    def _log(self, scope: Scope, outcome: dict[str, Any], started: float, request_id: bytes) -> None:
+    def _log(
+        self, scope: Scope, outcome: dict[str, Any], started: float, request_id: bytes
+    ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         latency_ms = 1000 * (time.perf_counter() - started)
@@ -172,7 +188,13 @@ class Admission:
         rid = request_id.decode("ascii")
         log.info(
             "%s %s %s %.2f ms client=%s tenant=%s id=%s",
-            scope.get("method", "WS"), path, outcome.get("status", "-"), latency_ms, address, tenant or "-", rid,
+            scope.get("method", "WS"),
+            path,
+            outcome.get("status", "-"),
+            latency_ms,
+            address,
+            tenant or "-",
+            rid,
             extra={
                 "method": scope.get("method", "WEBSOCKET"),
                 "path": path,
@@ -197,5 +219,11 @@ def _request_id(scope: Scope) -> bytes:
 def _unavailable(detail: str, path: str) -> list[Message]:
     """The 503 that the API answers for :class:`Unavailable`, as ASGI messages to send later."""
     response = service_error_response(Unavailable(f"{detail}; retry shortly"), path)
-    return [{"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers},
-            {"type": "http.response.body", "body": response.body}]
+    return [
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        },
+        {"type": "http.response.body", "body": response.body},
+    ]

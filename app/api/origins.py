@@ -31,9 +31,14 @@ def install(app: ASGIApp, settings: Settings) -> None:
     allowed = settings.allowed_origin_list
     if allowed:
         # Added first, so it runs inside the check: a preflight from an origin not allowed is refused.
-        app.add_middleware(CORSMiddleware, allow_origins=allowed, allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=EXPOSED,
-                           max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=allowed,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=EXPOSED,
+            max_age=600,
+        )
     app.add_middleware(SameOrigin, allowed=allowed)
 
 
@@ -66,14 +71,22 @@ class SameOrigin:
 
     async def _refuse(self, scope: Scope, send: Send, origin: str) -> None:
         shown = origin.encode("unicode_escape").decode("ascii")[:200]
-        response = service_error_response(Forbidden(
-            f"requests from pages of {shown} are not allowed here; the server's operator can allow "
-            "that origin with --allowed-origins"))
+        response = service_error_response(
+            Forbidden(
+                f"requests from pages of {shown} are not allowed here; the server's operator can allow "
+                "that origin with --allowed-origins"
+            )
+        )
         if scope["type"] == "http":
             return await response(scope, _no_receive, send)
         if "websocket.http.response" in scope.get("extensions", {}):
-            await send({"type": "websocket.http.response.start", "status": response.status_code,
-                        "headers": response.raw_headers})
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": response.status_code,
+                    "headers": response.raw_headers,
+                }
+            )
             await send({"type": "websocket.http.response.body", "body": response.body})
         else:  # refused before the handshake: the server answers 403
             await send({"type": "websocket.close", "code": 1008})

@@ -17,8 +17,15 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 
-from app.errors import BadRequest, Conflict, InvalidInput, RequestTimeout, TooLarge, UnsupportedMediaType
-from app.model.spec import ModelSpec
+from app.errors import (
+    BadRequest,
+    Conflict,
+    InvalidInput,
+    RequestTimeout,
+    TooLarge,
+    UnsupportedMediaType,
+)
+from app.sessions import ModelSpec
 
 
 @dataclass
@@ -48,7 +55,9 @@ class ChunkLimits:
 
     @classmethod
     def of(cls, features: int, max_steps: int, max_body_bytes: int) -> ChunkLimits:
-        json_bytes = JSON_BYTES_OTHER + max_steps * (JSON_BYTES_PER_ROW + features * JSON_BYTES_PER_NUMBER)
+        json_bytes = JSON_BYTES_OTHER + max_steps * (
+            JSON_BYTES_PER_ROW + features * JSON_BYTES_PER_NUMBER
+        )
         return cls(max_steps, 4 * features * max_steps, min(json_bytes, max_body_bytes))
 
     @property
@@ -66,7 +75,11 @@ async def read_body(request: Request, limit: int, json_only: bool = True) -> byt
     is known to exceed ``limit`` bytes, and with 408 if it takes over 10 s to arrive (a stalled body
     would hold an in-flight slot)."""
     declared = request.headers.get("content-length")
-    if json_only and declared != "0" and (declared is not None or "transfer-encoding" in request.headers):
+    if (
+        json_only
+        and declared != "0"
+        and (declared is not None or "transfer-encoding" in request.headers)
+    ):
         _require_json(request.headers.get("content-type"))
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
@@ -94,7 +107,9 @@ def _require_json(content_type: str | None) -> None:
     untyped body to this server without asking the browser first (no CORS preflight); it cannot
     send ``application/json``. So no such request is ever taken for a chunk or a session."""
     media = (content_type or "").partition(";")[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
         return
     raise UnsupportedMediaType(
         f"the body must be JSON sent with Content-Type: application/json (this one is "
@@ -112,14 +127,18 @@ def load_json(body: bytes) -> Any:
             # Decoded here as UTF-8 only: json.loads would guess UTF-16 or UTF-32 from bytes.
             return json.loads(body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError, RecursionError):
-            raise BadRequest(f"the body is not valid UTF-8 JSON (or nests too deep): {exc}") from None
+            raise BadRequest(
+                f"the body is not valid UTF-8 JSON (or nests too deep): {exc}"
+            ) from None
 
 
 def parse_chunk(body: bytes, features: int | None, max_steps: int) -> Chunk:
     return chunk_from_document(load_json(body), features, max_steps, body)
 
 
-def chunk_from_document(document: Any, features: int | None, max_steps: int, body: bytes = b"") -> Chunk:
+def chunk_from_document(
+    document: Any, features: int | None, max_steps: int, body: bytes = b""
+) -> Chunk:
     if not isinstance(document, dict) or "inputs" not in document:
         raise InvalidInput('the body must be a JSON object with "inputs": T rows of F numbers')
     seq = document.get("seq")
@@ -145,7 +164,9 @@ def parse_frame(frame: bytes, features: int, max_steps: int) -> np.ndarray:
     return array
 
 
-def parse_inputs(inputs: Any, features: int | None, max_steps: int, body: bytes = b"") -> np.ndarray:
+def parse_inputs(
+    inputs: Any, features: int | None, max_steps: int, body: bytes = b""
+) -> np.ndarray:
     """``inputs`` as float32 ``[T, F]``; ``body`` lets the common case skip a per-number scan.
     ``features`` None: any F (a flat list is F = 1), for a chunk whose session's model is not
     known yet (the engine's rules check F against it)."""
@@ -159,8 +180,9 @@ def parse_inputs(inputs: Any, features: int | None, max_steps: int, body: bytes 
     try:
         array = np.array(inputs)
     except ValueError:
-        raise InvalidInput(f'"inputs" is ragged: every row must have {features or "the same count of"} '
-                           'numbers') from None
+        raise InvalidInput(
+            f'"inputs" is ragged: every row must have {features or "the same count of"} numbers'
+        ) from None
     if array.dtype.kind not in "iuf":
         raise InvalidInput(
             '"inputs" must hold numbers only; found a string, null, object or an integer too long'
@@ -168,7 +190,9 @@ def parse_inputs(inputs: Any, features: int | None, max_steps: int, body: bytes 
     if array.ndim == 1 and features in (1, None):
         array = array[:, None]
     if features is None and (array.ndim != 2 or not array.shape[1]):
-        raise InvalidInput(f'"inputs" has shape {list(array.shape)}; it must be T rows of F numbers')
+        raise InvalidInput(
+            f'"inputs" has shape {list(array.shape)}; it must be T rows of F numbers'
+        )
     if features is not None and (array.ndim != 2 or array.shape[1] != features):
         raise InvalidInput(
             f'"inputs" has shape {list(array.shape)}; the model takes rows of {features} '
@@ -209,9 +233,10 @@ def parse_state(document: Any, spec: ModelSpec) -> list[np.ndarray]:
         )
     layers = document.get("layers")
     expected = [layer.name for layer in spec.recurrent]
-    if not isinstance(layers, list) or [
-        layer.get("name") if isinstance(layer, dict) else None for layer in layers
-    ] != expected:
+    if (
+        not isinstance(layers, list)
+        or [layer.get("name") if isinstance(layer, dict) else None for layer in layers] != expected
+    ):
         raise InvalidInput(f"'layers' must list the recurrent layers {expected} in this order")
     values = []
     for layer, given in zip(spec.recurrent, layers):
@@ -221,7 +246,12 @@ def parse_state(document: Any, spec: ModelSpec) -> list[np.ndarray]:
             array = np.array(states)
         except (ValueError, RecursionError):
             array = None
-        if array is None or array.shape != shape or array.dtype.kind not in "iuf" or has_bool(states):
+        if (
+            array is None
+            or array.shape != shape
+            or array.dtype.kind not in "iuf"
+            or has_bool(states)
+        ):
             raise InvalidInput(
                 f"layer {layer.name!r} needs 'states' as {shape[0]} list(s) of {shape[1]} numbers"
             )

@@ -29,11 +29,18 @@ from app.errors import BadRequest, Forbidden, ServiceError
 
 log = logging.getLogger(__name__)
 
-CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-         403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
-         408: grpc.StatusCode.DEADLINE_EXCEEDED, 409: grpc.StatusCode.FAILED_PRECONDITION,
-         413: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
-         429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 STREAM_IN_FLIGHT = 64  # requests of one stream under way before reading pauses
 
 
@@ -42,7 +49,9 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         self.sessions, self.keys, self.limits = sessions, keys, limits
 
     def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
-        scheme, _, key = dict(context.invocation_metadata() or ()).get("authorization", "").partition(" ")
+        scheme, _, key = (
+            dict(context.invocation_metadata() or ()).get("authorization", "").partition(" ")
+        )
         return self.keys.identify(key.strip() or None if scheme.lower() == "bearer" else None)
 
     async def ServerLive(self, request, context):
@@ -53,8 +62,9 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request, context):
         await self._guard(context, lambda: self._caller(context))
-        return pb.ServerMetadataResponse(name="stateful-rnn", version="1",
-                                         extensions=inference.EXTENSIONS)
+        return pb.ServerMetadataResponse(
+            name="stateful-rnn", version="1", extensions=inference.EXTENSIONS
+        )
 
     async def ModelReady(self, request, context):
         await self._guard(context, lambda: self._caller(context))
@@ -67,21 +77,37 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         async def describe():
             self._caller(context)
-            spec = await self.sessions.model_spec(request.name, inference.version_of(request.version))
+            spec = await self.sessions.model_spec(
+                request.name, inference.version_of(request.version)
+            )
             (document,) = await self.sessions.models(request.name)
-            served = [v["version"] for v in document["versions"] if v["state"] in ("ready", "retiring")]
+            served = [
+                v["version"] for v in document["versions"] if v["state"] in ("ready", "retiring")
+            ]
             return inference.metadata(spec, served)
 
         found = await self._guard(context, describe)
-        tensors = [[pb.ModelMetadataResponse.TensorMetadata(**t) for t in found[kind]] for kind in ("inputs", "outputs")]
-        return pb.ModelMetadataResponse(name=found["name"], versions=found["versions"], platform=found["platform"],
-                                        inputs=tensors[0], outputs=tensors[1])
+        tensors = [
+            [pb.ModelMetadataResponse.TensorMetadata(**t) for t in found[kind]]
+            for kind in ("inputs", "outputs")
+        ]
+        return pb.ModelMetadataResponse(
+            name=found["name"],
+            versions=found["versions"],
+            platform=found["platform"],
+            inputs=tensors[0],
+            outputs=tensors[1],
+        )
 
     async def ModelStatistics(self, request, context):
         async def read():
             if not self._caller(context).admin:
-                raise Forbidden("the statistics take an admin key: they count every tenant's requests")
-            found = await self.sessions.model_stats(request.name or None, inference.version_of(request.version))
+                raise Forbidden(
+                    "the statistics take an admin key: they count every tenant's requests"
+                )
+            found = await self.sessions.model_stats(
+                request.name or None, inference.version_of(request.version)
+            )
             return json_format.ParseDict(inference.statistics(found), pb.ModelStatisticsResponse())
 
         return await self._guard(context, read)
@@ -110,7 +136,9 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
                     yield pb.ModelStreamInferResponse(error_message=exc.detail)
                 except Exception:
                     log.exception("a gRPC stream request failed")
-                    yield pb.ModelStreamInferResponse(error_message="the server failed to handle this request")
+                    yield pb.ModelStreamInferResponse(
+                        error_message="the server failed to handle this request"
+                    )
         finally:
             reader.cancel()
 
@@ -127,16 +155,27 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             tensor["data"] = list(given.contents.fp32_contents)
         array, rank = inference.input_array(tensor, raw, spec, self.limits.steps)
-        parameters = {key: getattr(value, value.WhichOneof("parameter_choice"))
-                      for key, value in request.parameters.items() if value.WhichOneof("parameter_choice")}
+        parameters = {
+            key: getattr(value, value.WhichOneof("parameter_choice"))
+            for key, value in request.parameters.items()
+            if value.WhichOneof("parameter_choice")
+        }
         sequence = inference.Sequence.of(parameters)
         result = await inference.run(self.sessions, caller, name, version, array, sequence, "grpc")
         outputs = result.outputs
         response = pb.ModelInferResponse(
-            model_name=name, model_version=str(spec.version), id=request.id,
-            outputs=[pb.ModelInferResponse.InferOutputTensor(name=inference.OUTPUT, datatype=inference.DATATYPE,
-                                                             shape=inference.output_shape(outputs, rank))],
-            raw_output_contents=[outputs.astype("<f4", copy=False).tobytes()])
+            model_name=name,
+            model_version=str(spec.version),
+            id=request.id,
+            outputs=[
+                pb.ModelInferResponse.InferOutputTensor(
+                    name=inference.OUTPUT,
+                    datatype=inference.DATATYPE,
+                    shape=inference.output_shape(outputs, rank),
+                )
+            ],
+            raw_output_contents=[outputs.astype("<f4", copy=False).tobytes()],
+        )
         if sequence.sequence_id is not None:
             response.parameters["session_id"].string_param = result.session_id
             response.parameters["seq"].int64_param = result.seq
@@ -151,12 +190,25 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.detail)
 
 
-
 class GrpcServer:
-    def __init__(self, sessions: Any, keys: KeyRing, limits: ChunkLimits, host: str, port: int, max_bytes: int):
-        self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_bytes),
-                                               ("grpc.max_send_message_length", max_bytes)])
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(sessions, keys, limits), self.server)
+    def __init__(
+        self,
+        sessions: Any,
+        keys: KeyRing,
+        limits: ChunkLimits,
+        host: str,
+        port: int,
+        max_bytes: int,
+    ):
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            Servicer(sessions, keys, limits), self.server
+        )
         self.address = f"{host}:{port}"
 
     async def start(self) -> None:

@@ -10,20 +10,26 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_TTL_S = 10 * 365 * 86400.0
+from app.sessions.names import MAX_TTL_S, MODEL_NAME, SESSION_ID, anchored
 
 
 class CreateSession(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     session_id: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="1 to 128 of A-Z a-z 0-9 . _ : -; omitted: random"
+        None,
+        pattern=anchored(SESSION_ID),
+        description="1 to 128 of A-Z a-z 0-9 . _ : -; omitted: random",
     )
     ttl_s: float | None = Field(
-        None, ge=0, le=MAX_TTL_S, allow_inf_nan=False,
+        None,
+        ge=0,
+        le=MAX_TTL_S,
+        allow_inf_nan=False,
         description="Idle seconds before expiry; 0: never; omitted: server default",
     )
     model: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        None,
+        pattern=anchored(MODEL_NAME),
         description="The model's name; omitted: the only model the server serves",
     )
     version: int | None = Field(
@@ -47,7 +53,9 @@ class SessionInfo(BaseModel):
 
 
 class ListedSession(SessionInfo):
-    tenant: str | None = Field(None, description="The tenant whose key created it; null: an admin or open mode")
+    tenant: str | None = Field(
+        None, description="The tenant whose key created it; null: an admin or open mode"
+    )
 
 
 class SessionList(BaseModel):
@@ -133,7 +141,9 @@ class ModelVersion(BaseModel):
         description="Sessions that run it (Redis: over every replica, a few seconds old); admins only (null "
         "for a tenant: the count is every tenant's)"
     )
-    retired: Literal["drain", "reset", "carry"] | None = Field(description="How it was retired, if it was")
+    retired: Literal["drain", "reset", "carry"] | None = Field(
+        description="How it was retired, if it was"
+    )
     error: str | None = Field(description="Why it failed to load")
     fingerprint: str | None = Field(description="null until it has been loaded")
     input_features: int | None
@@ -143,7 +153,9 @@ class ModelVersion(BaseModel):
 
 class ModelDocument(BaseModel):
     name: str
-    default_version: int | None = Field(description="The version new sessions get: the newest ready one")
+    default_version: int | None = Field(
+        description="The version new sessions get: the newest ready one"
+    )
     versions: list[ModelVersion] = Field(description="Newest first")
 
 
@@ -189,26 +201,31 @@ class StatsInterval(BaseModel):
         "WebSocket), estimated from the buckets of srnn_chunk_seconds; null when none were applied"
     )
     queue_p99_ms: float | None = Field(description="The same, of their wait for a model call")
-    model_p99_ms: float | None = Field(description="The same, of the model calls (each a batch of chunks)")
+    model_p99_ms: float | None = Field(
+        description="The same, of the model calls (each a batch of chunks)"
+    )
 
 
 class SessionCounts(BaseModel):
     capacity: int = Field(description="This replica's state slots")
     hot: int = Field(description="Sessions holding one of this replica's state slots now")
     total: int | None = Field(
-        description="Sessions that exist (Redis: counted over all replicas); null while the store "
-        "does not answer"
+        description="Sessions that exist (Redis: counted over all replicas); null while the store does not answer"
     )
 
 
 class Stats(BaseModel):
-    replica: str = Field(description="The replica that answered (host name:port); the figures are its own")
+    replica: str = Field(
+        description="The replica that answered (host name:port); the figures are its own"
+    )
     model: ModelRef
     backend: Literal["memory", "redis"]
     sessions: SessionCounts
     queue_depth: int
     window: StatsInterval = Field(description="The last 10 seconds or so")
-    series: list[StatsInterval] = Field(description="One interval a second, the last minute, oldest first")
+    series: list[StatsInterval] = Field(
+        description="One interval a second, the last minute, oldest first"
+    )
 
 
 class Problem(BaseModel):
@@ -222,7 +239,8 @@ class Problem(BaseModel):
 def problems(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI ``responses`` entries for the given error statuses."""
     return {
-        status: {"model": Problem, "content": {"application/problem+json": {}}} for status in statuses
+        status: {"model": Problem, "content": {"application/problem+json": {}}}
+        for status in statuses
     }
 
 
@@ -238,4 +256,6 @@ def inference_errors(*statuses: int) -> dict[int | str, dict]:
 def json_body(model: type[BaseModel], required: bool = True) -> dict:
     """``openapi_extra`` documenting a body that the route reads and checks by hand."""
     schema = model.model_json_schema()
-    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+    return {
+        "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}
+    }

@@ -84,8 +84,16 @@ class _Row:
 
 
 class Engine:
-    def __init__(self, store: StateStore, *, admit: AdmitRule, max_batch: int,
-                 max_queue: int, max_session_queue: int = 32, batch_delay: float = 0.0):
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        admit: AdmitRule,
+        max_batch: int,
+        max_queue: int,
+        max_session_queue: int = 32,
+        batch_delay: float = 0.0,
+    ):
         self.runners: dict[str, BatchRunner] = {}  # by model version, ``name/version``
         self.tallies: defaultdict[str, Tally] = defaultdict(Tally)  # by model version, since start
         self.store = store
@@ -95,7 +103,9 @@ class Engine:
         self.lines = Lines(max_queue, max_session_queue)
         self.ready = False  # set by the layer above once the versions it serves at start are warm
         self._batches: set[asyncio.Task] = set()
-        self._in_flight: Counter[str] = Counter()  # chunks checked out and not yet committed, by version
+        self._in_flight: Counter[str] = (
+            Counter()
+        )  # chunks checked out and not yet committed, by version
         self._actions: set[asyncio.Task] = set()
         self._computing = False  # a batch is being read or computed: the next one waits for it
         self._wakeup = asyncio.Event()
@@ -152,21 +162,41 @@ class Engine:
     def depth(self) -> int:
         return len(self.lines)
 
-    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
-                   scope: str | None = None, transport: str = "http") -> ChunkResult:
+    async def push(
+        self,
+        session_id: str,
+        inputs: np.ndarray,
+        seq: int | None = None,
+        scope: str | None = None,
+        transport: str = "http",
+    ) -> ChunkResult:
         """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work.
         With ``scope``, only a session of that tenant (another's is 'not found')."""
         return await self.submit(session_id, inputs, seq, scope, transport)
 
-    def submit(self, session_id: str, inputs: np.ndarray, seq: int | None = None, scope: str | None = None,
-               transport: str = "http", model: str | None = None) -> asyncio.Future[ChunkResult]:
+    def submit(
+        self,
+        session_id: str,
+        inputs: np.ndarray,
+        seq: int | None = None,
+        scope: str | None = None,
+        transport: str = "http",
+        model: str | None = None,
+    ) -> asyncio.Future[ChunkResult]:
         """``push``, without a coroutine: the chunk takes its place in its session's line now, and
         the future is its answer (for callers that handle many chunks and await none of them).
         ``model``: the model the caller named, which the session must run."""
         if not self.ready:
             raise Unavailable("the model is still warming up", retry_after=1)
-        work = Work(session_id, self._future(), inputs=inputs, seq=seq, scope=scope, transport=transport,
-                    model=model)
+        work = Work(
+            session_id,
+            self._future(),
+            inputs=inputs,
+            seq=seq,
+            scope=scope,
+            transport=transport,
+            model=model,
+        )
         self._add(work)
         return work.future
 
@@ -298,8 +328,9 @@ class Engine:
 
     async def _checkout(self, batch: list[Work]) -> list[_Row]:
         try:
-            found = await self.store.checkout([(w.session_id, w.seq) for w in batch],
-                                              pinned=set(self.lines.running))
+            found = await self.store.checkout(
+                [(w.session_id, w.seq) for w in batch], pinned=set(self.lines.running)
+            )
         except Exception as exc:
             for work in batch:
                 self._finish(work, error=_as_service_error(exc, "reading the sessions"))
@@ -313,7 +344,9 @@ class Engine:
             verdict = self.admit(work, None if checkout is None else checkout.record, now)
             if verdict is None and (checkout.slot is None or checkout.model not in self.runners):
                 # The rules admit only sessions of a version served here, which the store places.
-                verdict = ServiceError(f"session {work.session_id!r} could not be placed for its model version")
+                verdict = ServiceError(
+                    f"session {work.session_id!r} could not be placed for its model version"
+                )
             if isinstance(verdict, ServiceError):
                 self._finish(work, error=verdict)
             elif verdict is not None:
@@ -335,13 +368,20 @@ class Engine:
         calls = []
         for key, group in groups.items():
             slots = np.fromiter((row.checkout.slot for row in group), np.intp, len(group))
-            calls.append((self.runners[key], [row.work.inputs for row in group],
-                          self.store.tables[key].gather(slots)))
+            calls.append(
+                (
+                    self.runners[key],
+                    [row.work.inputs for row in group],
+                    self.store.tables[key].gather(slots),
+                )
+            )
         rows = [row for group in groups.values() for row in group]
         metrics.BATCH_SIZE.observe(len(rows))
         started = time.perf_counter()
         try:
-            results, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, _run_all, calls)
+            results, seconds = await asyncio.get_running_loop().run_in_executor(
+                self._executor, _run_all, calls
+            )
         except Exception:
             log.exception("model call failed for a batch of %d", len(rows))
             for row in rows:
@@ -354,17 +394,25 @@ class Engine:
         kept = []
         for row, result in zip(rows, results):
             if result is None:
-                self._fail(row, InvalidInput(
-                    "this chunk would make the session's state or outputs NaN or infinite (its state "
-                    "or inputs are too large for the model); nothing was applied"))
+                self._fail(
+                    row,
+                    InvalidInput(
+                        "this chunk would make the session's state or outputs NaN or infinite (its state "
+                        "or inputs are too large for the model); nothing was applied"
+                    ),
+                )
             else:
                 kept.append((row, result))
         return (kept, started, ended) if kept else None
 
-    async def _update(self, computed: list[tuple[_Row, RowResult]], started: float, ended: float) -> None:
+    async def _update(
+        self, computed: list[tuple[_Row, RowResult]], started: float, ended: float
+    ) -> None:
         now = time.time()
-        commits = [Commit(row.checkout, row.seq, row.steps, now, result.outputs.tobytes(), result.states)
-                   for row, result in computed]
+        commits = [
+            Commit(row.checkout, row.seq, row.steps, now, result.outputs.tobytes(), result.states)
+            for row, result in computed
+        ]
         try:
             outcomes = await self.store.commit(commits)
         except Exception as exc:
@@ -409,8 +457,9 @@ class Engine:
             self.lines.put_back(retry)
 
 
-def _run_all(calls: list[tuple[BatchRunner, list[np.ndarray], list[np.ndarray]]],
-             ) -> tuple[list[RowResult | None], list[float]]:
+def _run_all(
+    calls: list[tuple[BatchRunner, list[np.ndarray], list[np.ndarray]]],
+) -> tuple[list[RowResult | None], list[float]]:
     """Each version's rows through its model, on the model thread: the results in the same order,
     and each call's seconds."""
     results: list[RowResult | None] = []

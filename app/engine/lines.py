@@ -30,7 +30,9 @@ class Work:
     seq: int | None = None
     scope: str | None = None  # the tenant the caller acts for; None: any session
     transport: str = "http"  # what it came over, for the latency metrics
-    model: str | None = None  # the model the caller named (the Open Inference Protocol's URL), if any
+    model: str | None = (
+        None  # the model the caller named (the Open Inference Protocol's URL), if any
+    )
     action: Callable[[], Awaitable[Any]] | None = None
     arrived: float = field(default_factory=time.perf_counter)
     conflicts: int = 0  # commits lost to another replica so far
@@ -61,8 +63,10 @@ class Lines:
         if self.load[work.session_id] >= self.max_session_queue:
             # A session's chunks run one at a time: more of them waiting only adds latency, and
             # one hot session must not fill the lines that every session shares.
-            raise Unavailable(f"{self.load[work.session_id]} items of this session are already "
-                              "waiting; send the next chunk when one is answered")
+            raise Unavailable(
+                f"{self.load[work.session_id]} items of this session are already "
+                "waiting; send the next chunk when one is answered"
+            )
         self.waiting.append(work)
         self.load[work.session_id] += 1
 

@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from app.model.step import StreamingModel
 
 
-
 @dataclass
 class RowResult:
     outputs: np.ndarray  # float32: [T, size] per step, else [size]
@@ -49,7 +48,9 @@ class BatchRunner:
         return rows
 
 
-def _finite_rows(outputs: np.ndarray, states: list[np.ndarray], lengths: np.ndarray | None) -> np.ndarray:
+def _finite_rows(
+    outputs: np.ndarray, states: list[np.ndarray], lengths: np.ndarray | None
+) -> np.ndarray:
     """Which rows have finite outputs and states. With ``lengths`` (per-step outputs, [B, T, size])
     only each row's own steps count, not the padding after them."""
     finite = np.isfinite(outputs)

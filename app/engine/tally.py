@@ -34,7 +34,9 @@ class Tally:
     fail: Duration = field(default_factory=Duration)
     queue: Duration = field(default_factory=Duration)
     compute: Duration = field(default_factory=Duration)
-    batches: dict[int, Duration] = field(default_factory=dict)  # model calls and their time, by rows
+    batches: dict[int, Duration] = field(
+        default_factory=dict
+    )  # model calls and their time, by rows
 
     def called(self, rows: int, seconds: float) -> None:
         self.executions += 1

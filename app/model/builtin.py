@@ -1,4 +1,5 @@
-"""The built-in models: ``seed`` (the notebook's GRU) and ``default`` (a small trained forecaster)."""
+"""The built-in models: ``seed`` (the notebook's GRU, built here) and ``default`` (a small trained
+forecaster, the file beside this module, which :mod:`app.model.loader` reads like any other)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,3 @@ def build_seed_model():
         ],
         name="seed",
     )
-
-
-def build_builtin(name: str):
-    if name == "seed":
-        return build_seed_model()
-    if name == "default":
-        from app.model.loader import load_keras_file
-
-        return load_keras_file(DEFAULT_MODEL_FILE)
-    raise KeyError(name)

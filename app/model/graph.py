@@ -16,19 +16,54 @@ from app.errors import ModelError
 from app.model.framework import keras
 from app.model.spec import RecurrentLayer
 
-RECURRENT_KINDS = {"GRU": keras.layers.GRU, "LSTM": keras.layers.LSTM, "SimpleRNN": keras.layers.SimpleRNN}
+RECURRENT_KINDS = {
+    "GRU": keras.layers.GRU,
+    "LSTM": keras.layers.LSTM,
+    "SimpleRNN": keras.layers.SimpleRNN,
+}
 
 # Layers that act on each time step independently (or are the identity at inference).
 PER_STEP = {
-    "InputLayer", "Dense", "EinsumDense", "Dropout", "SpatialDropout1D", "GaussianDropout",
-    "GaussianNoise", "AlphaDropout", "ActivityRegularization", "LayerNormalization",
-    "BatchNormalization", "UnitNormalization", "Normalization", "Rescaling", "TimeDistributed",
-    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Masking", "Identity",
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "InputLayer",
+    "Dense",
+    "EinsumDense",
+    "Dropout",
+    "SpatialDropout1D",
+    "GaussianDropout",
+    "GaussianNoise",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "LayerNormalization",
+    "BatchNormalization",
+    "UnitNormalization",
+    "Normalization",
+    "Rescaling",
+    "TimeDistributed",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "Softmax",
+    "Masking",
+    "Identity",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+    "Concatenate",
 }
 # Per-step only when they normalise or join along the feature axis, not along time.
-FEATURE_AXIS_ONLY = {"BatchNormalization", "LayerNormalization", "UnitNormalization", "Softmax",
-                     "Concatenate", "Normalization"}
+FEATURE_AXIS_ONLY = {
+    "BatchNormalization",
+    "LayerNormalization",
+    "UnitNormalization",
+    "Softmax",
+    "Concatenate",
+    "Normalization",
+}
 
 WHY_NOT = {
     "Bidirectional": "it reads the sequence backwards, so it needs the whole sequence at once",
@@ -134,9 +169,15 @@ def _operations(model: Any) -> tuple[list[tuple[Any, list[Any], list[Any]]], Any
             raise ModelError(f"{_layer_name(layer)} returns several tensors; one is supported")
         # Positional arguments only: masks are recomputed as the chunk runs, and a tensor given by
         # keyword (an explicit mask or initial_state) would be silently dropped, so it is refused.
-        inputs = [t for arg in node.arguments.args for t in (arg if isinstance(arg, (list, tuple)) else [arg])]
+        inputs = [
+            t
+            for arg in node.arguments.args
+            for t in (arg if isinstance(arg, (list, tuple)) else [arg])
+        ]
         if not inputs:
-            raise ModelError(f"{_layer_name(layer)} takes its input by keyword; pass it positionally")
+            raise ModelError(
+                f"{_layer_name(layer)} takes its input by keyword; pass it positionally"
+            )
         for keyword, value in node.arguments.kwargs.items():
             if keyword == "mask" and value is getattr(inputs[0], "_keras_mask", None):
                 continue  # the mask Keras passes along by itself
@@ -167,7 +208,9 @@ class StreamGraph:
                 "(a sequence of feature vectors) can be streamed"
             )
         if len(model.outputs) != 1:
-            raise ModelError(f"the model has {len(model.outputs)} outputs; exactly one is supported")
+            raise ModelError(
+                f"the model has {len(model.outputs)} outputs; exactly one is supported"
+            )
         source = model.inputs[0]
         if len(source.shape) != 3 or source.shape[-1] is None:
             raise ModelError(
@@ -185,8 +228,7 @@ class StreamGraph:
             )
         if len(out.shape) not in (2, 3) or out.shape[-1] is None:
             raise ModelError(
-                f"the model's output has shape {tuple(out.shape)}; expected (batch, size) or "
-                "(batch, time, size)"
+                f"the model's output has shape {tuple(out.shape)}; expected (batch, size) or (batch, time, size)"
             )
         self._output_id = id(out)
         self.per_step = len(out.shape) == 3
@@ -196,7 +238,9 @@ class StreamGraph:
         for layer, inputs, outputs in operations:
             self._add(layer, inputs, outputs)
         if not self.recurrent:
-            raise ModelError("the model has no GRU, LSTM or SimpleRNN layer: there is no state to keep")
+            raise ModelError(
+                "the model has no GRU, LSTM or SimpleRNN layer: there is no state to keep"
+            )
 
     def _add(self, layer: Any, inputs: list[Any], outputs: list[Any]) -> None:
         kind = type(layer).__name__
@@ -256,7 +300,9 @@ class StreamGraph:
             if step.recurrent is not None:
                 n = step.recurrent.state_tensors
                 own = mask if mask is not None else None
-                combined = step_mask if own is None else tf.logical_and(step_mask, tf.cast(own, tf.bool))
+                combined = (
+                    step_mask if own is None else tf.logical_and(step_mask, tf.cast(own, tf.bool))
+                )
                 result = step.runner(
                     inputs, initial_state=states[cursor : cursor + n], mask=combined, training=False
                 )
@@ -273,7 +319,9 @@ class StreamGraph:
                     kwargs["mask"] = mask
                 output = step.layer(inputs, **kwargs)
                 # As in Keras: a layer that does not support masking ends the mask.
-                out_mask = step.layer.compute_mask(inputs, mask) if step.layer.supports_masking else None
+                out_mask = (
+                    step.layer.compute_mask(inputs, mask) if step.layer.supports_masking else None
+                )
             values[step.outputs[0]] = (output, out_mask)
         return values[self._output_id][0], new_states
 

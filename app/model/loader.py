@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 from app.errors import ModelError
-from app.model.builtin import BUILTINS, build_builtin
+from app.model.builtin import BUILTINS, DEFAULT_MODEL_FILE, build_seed_model
 from app.model.repository import Source
 from app.model.step import StreamingModel
 
@@ -57,8 +57,10 @@ def load_model(spec: str, xla: bool = False) -> StreamingModel:
 
 def load_version(source: Source, xla: bool = False) -> StreamingModel:
     """Load one version of the repository and check that it can be streamed."""
-    if source.location in BUILTINS:
-        model = build_builtin(source.location)
+    if source.location == "seed":
+        model = build_seed_model()
     else:
-        model = load_keras_file(Path(source.location))
+        model = load_keras_file(
+            DEFAULT_MODEL_FILE if source.location == "default" else Path(source.location)
+        )
     return StreamingModel(model, name=source.name, version=source.version, xla=xla)

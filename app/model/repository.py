@@ -65,7 +65,9 @@ class Repository:
                 number = parse_version(entry.name)
                 if number is not None and entry.is_dir() and file.is_file():
                     stat = file.stat()
-                    versions[number] = Source(folder.name, number, str(file), (stat.st_mtime_ns, stat.st_size))
+                    versions[number] = Source(
+                        folder.name, number, str(file), (stat.st_mtime_ns, stat.st_size)
+                    )
             if versions:
                 found[folder.name] = versions
         return found
@@ -78,4 +80,9 @@ class Repository:
             return Source(self.single, 1, self.single)
         path = Path(self.single)
         stat = path.stat() if path.is_file() else None
-        return Source(self._single_name(), 1, self.single, (stat.st_mtime_ns, stat.st_size) if stat else (0, 0))
+        return Source(
+            self._single_name(),
+            1,
+            self.single,
+            (stat.st_mtime_ns, stat.st_size) if stat else (0, 0),
+        )

@@ -34,8 +34,12 @@ class ModelSpec:
     def layout(self) -> tuple:
         """What a stream's state and its chunks look like: equal layouts take each other's state
         rows and chunks unchanged (a session may then move between them with its state)."""
-        return (self.input_features, self.per_step, self.output_size,
-                tuple((r.kind, r.units, r.state_tensors) for r in self.recurrent))
+        return (
+            self.input_features,
+            self.per_step,
+            self.output_size,
+            tuple((r.kind, r.units, r.state_tensors) for r in self.recurrent),
+        )
 
     @property
     def streams_like(self) -> tuple:

@@ -83,7 +83,9 @@ class StreamingModel:
 
         # Calling the concrete function skips tf.function's per-call signature matching (about
         # 0.2 ms a call here); the signature's ``None`` dimensions make one graph serve every shape.
-        self._step = tf.function(step, input_signature=signature, autograph=False).get_concrete_function()
+        self._step = tf.function(
+            step, input_signature=signature, autograph=False
+        ).get_concrete_function()
         self._xla: XlaSteps | None = None
         self._check_chunk_lengths()
         if xla:
@@ -98,7 +100,9 @@ class StreamingModel:
             try:
                 self.run(np.zeros((2, steps, features), np.float32), np.array([steps, 1]), states)
             except Exception as exc:
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                message = (
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                )
                 raise ModelError(
                     f"the model cannot run on a chunk of {steps} time step(s): {message}. Its "
                     "layers must act on each time step alone, whatever the chunk's length."
@@ -128,7 +132,12 @@ class StreamingModel:
         if self._xla is not None:
             self._xla.largest = _power_of_two(max_batch)
         features = self.spec.input_features
-        for n, steps in {(1, 1), (max_batch, 1), (1, max_steps), (min(max_batch, 8), min(max_steps, 8))}:
+        for n, steps in {
+            (1, 1),
+            (max_batch, 1),
+            (1, max_steps),
+            (min(max_batch, 8), min(max_steps, 8)),
+        }:
             inputs = np.zeros((n, steps, features), np.float32)
             states = [np.zeros((n, units), np.float32) for units in self.spec.state_units]
             self._step(inputs, np.full(n, steps, np.int32), states)
@@ -197,20 +206,31 @@ class XlaSteps:
         tf = self._tf
         size, steps = bucket
         features = self.spec.input_features
-        signature = [tf.TensorSpec([size, steps, features], tf.float32), tf.TensorSpec([size], tf.int32),
-                     [tf.TensorSpec([size, units], tf.float32) for units in self.spec.state_units]]
+        signature = [
+            tf.TensorSpec([size, steps, features], tf.float32),
+            tf.TensorSpec([size], tf.int32),
+            [tf.TensorSpec([size, units], tf.float32) for units in self.spec.state_units],
+        ]
         try:
             program = self._function.get_concrete_function(*signature)
-            program(np.zeros((size, steps, features), np.float32), np.zeros(size, np.int32),
-                    [np.zeros((size, units), np.float32) for units in self.spec.state_units])  # compiles
+            program(
+                np.zeros((size, steps, features), np.float32),
+                np.zeros(size, np.int32),
+                [np.zeros((size, units), np.float32) for units in self.spec.state_units],
+            )  # compiles
         except Exception:  # this bucket stays on the plain graph
-            log.warning("XLA could not compile the step for %s; it runs on the plain graph", bucket,
-                        exc_info=True)
+            log.warning(
+                "XLA could not compile the step for %s; it runs on the plain graph",
+                bucket,
+                exc_info=True,
+            )
             return
         self._ready[bucket] = program
 
 
-EXACT_STEPS = 16  # chunk lengths up to this get a program each: streams send one length over and over
+EXACT_STEPS = (
+    16  # chunk lengths up to this get a program each: streams send one length over and over
+)
 # Chunk lengths whose programs are compiled for every batch size at once (about 3 s of CPU and 30 MB
 # for 9 sizes); later lengths compile a program only when a batch needs it.
 AHEAD_LENGTHS = 4
@@ -220,7 +240,9 @@ def _power_of_two(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def _padded(inputs: np.ndarray, lengths: np.ndarray, states: list[np.ndarray], bucket: tuple[int, int]):
+def _padded(
+    inputs: np.ndarray, lengths: np.ndarray, states: list[np.ndarray], bucket: tuple[int, int]
+):
     size, steps = bucket
     n, t, features = inputs.shape
     padded = np.zeros((size, steps, features), np.float32)

@@ -37,9 +37,31 @@ from app.store.records import SessionRecord
 log = logging.getLogger(__name__)
 
 # What a worker may call: the service's public methods, and a description of it.
-CALLS = frozenset({"create", "get", "delete", "reset", "page", "last_outputs", "push", "state",
-                   "set_state", "count", "unready", "overview", "describe", "models", "default_model",
-                   "load_model", "retire", "session_model", "model_spec", "model_stats", "sequence"})
+CALLS = frozenset(
+    {
+        "create",
+        "get",
+        "delete",
+        "reset",
+        "page",
+        "last_outputs",
+        "push",
+        "state",
+        "set_state",
+        "count",
+        "unready",
+        "overview",
+        "describe",
+        "models",
+        "default_model",
+        "load_model",
+        "retire",
+        "session_model",
+        "model_spec",
+        "model_stats",
+        "sequence",
+    }
+)
 
 
 KEYWORD_CALLS = frozenset({"sequence"})
@@ -156,7 +178,9 @@ def describe(address: str, timeout_s: float = 60.0) -> tuple[int, str, int]:
         socket.connect(address)
         socket.send(_dumps([(0, "describe", ())]))
         if not socket.poll(int(timeout_s * 1000)):
-            raise RuntimeError(f"the engine process at {address} did not answer within {timeout_s:g} s")
+            raise RuntimeError(
+                f"the engine process at {address} did not answer within {timeout_s:g} s"
+            )
         ((_, ok, value),) = pickle.loads(socket.recv())
         if not ok:
             raise value
@@ -214,9 +238,14 @@ class RemoteSessions(_Endpoint):
 
     # -- the service's calls, as SessionService has them --------------------------------------
 
-    async def create(self, session_id: str | None = None, ttl_s: float | None = None,
-                     tenant: str | None = None, model: str | None = None,
-                     version: int | None = None) -> SessionRecord:
+    async def create(
+        self,
+        session_id: str | None = None,
+        ttl_s: float | None = None,
+        tenant: str | None = None,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> SessionRecord:
         return await self._call("create", session_id, ttl_s, tenant, model, version)
 
     async def get(self, session_id: str, scope: str | None = None) -> SessionRecord:
@@ -234,20 +263,39 @@ class RemoteSessions(_Endpoint):
     async def last_outputs(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
         return await self._call("last_outputs", session_id, scope)
 
-    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
-                   scope: str | None = None, transport: str = "http") -> ChunkResult:
+    async def push(
+        self,
+        session_id: str,
+        inputs: np.ndarray,
+        seq: int | None = None,
+        scope: str | None = None,
+        transport: str = "http",
+    ) -> ChunkResult:
         return await self._call("push", session_id, inputs, seq, scope, transport)
 
-    def submit(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
-               scope: str | None = None, transport: str = "http") -> asyncio.Future[ChunkResult]:
+    def submit(
+        self,
+        session_id: str,
+        inputs: np.ndarray,
+        seq: int | None = None,
+        scope: str | None = None,
+        transport: str = "http",
+    ) -> asyncio.Future[ChunkResult]:
         # In line at the engine in the order sent: calls leave in the order they are made.
         return self._send("push", session_id, inputs, seq, scope, transport)
 
-    async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
+    async def state(
+        self, session_id: str, scope: str | None = None
+    ) -> tuple[SessionRecord, ModelSpec, list[np.ndarray]]:
         return await self._call("state", session_id, scope)
 
-    async def set_state(self, session_id: str, values: list[np.ndarray], scope: str | None = None,
-                        model: str | None = None) -> SessionRecord:
+    async def set_state(
+        self,
+        session_id: str,
+        values: list[np.ndarray],
+        scope: str | None = None,
+        model: str | None = None,
+    ) -> SessionRecord:
         return await self._call("set_state", session_id, values, scope, model)
 
     async def count(self) -> int:
@@ -265,7 +313,9 @@ class RemoteSessions(_Endpoint):
     async def default_model(self) -> ModelSpec:
         return await self._call("default_model")
 
-    async def model_stats(self, name: str | None = None, version: int | None = None) -> list[tuple[ModelSpec, Tally]]:
+    async def model_stats(
+        self, name: str | None = None, version: int | None = None
+    ) -> list[tuple[ModelSpec, Tally]]:
         return await self._call("model_stats", name, version)
 
     async def load_model(self, name: str) -> dict[str, Any]:
@@ -280,6 +330,8 @@ class RemoteSessions(_Endpoint):
     async def model_spec(self, name: str, version: int | None = None) -> ModelSpec:
         return await self._call("model_spec", name, version)
 
-    def sequence(self, session_id: str, inputs: np.ndarray, **options: Any) -> asyncio.Future[ChunkResult]:
+    def sequence(
+        self, session_id: str, inputs: np.ndarray, **options: Any
+    ) -> asyncio.Future[ChunkResult]:
         # Sent now, so that the engine process places it in line in the order it was made.
         return self._send("sequence", session_id, inputs, options)

@@ -26,7 +26,9 @@ from app.store.records import SessionRecord
 
 
 def admission(versions: Versions) -> AdmitRule:
-    def admit(work: Work, record: SessionRecord | None, now: float) -> ChunkResult | ServiceError | None:
+    def admit(
+        work: Work, record: SessionRecord | None, now: float
+    ) -> ChunkResult | ServiceError | None:
         if record is None or not record.visible_to(work.scope, now):
             return SessionNotFound(work.session_id)
         if (problem := versions.problem(record)) is not None:
@@ -39,8 +41,11 @@ def admission(versions: Versions) -> AdmitRule:
             return last_answer(record, spec, replayed=True)
         if work.seq is not None and work.seq != record.seq + 1:
             metrics.CONFLICTS.labels("seq").inc()
-            return Conflict(f"chunk seq {work.seq} is out of order: the session's last applied chunk is "
-                            f"{record.seq}, so the next must be {record.seq + 1}", expected_seq=record.seq + 1)
+            return Conflict(
+                f"chunk seq {work.seq} is out of order: the session's last applied chunk is "
+                f"{record.seq}, so the next must be {record.seq + 1}",
+                expected_seq=record.seq + 1,
+            )
         if work.inputs.shape[1] != spec.input_features:
             return wrong_features(work.inputs.shape[1], spec)
         return None
@@ -55,8 +60,10 @@ def wrong_model(session_id: str, spec: ModelSpec, named: str) -> Conflict:
 
 def wrong_features(features: int, spec: ModelSpec) -> InvalidInput:
     plural = "s" if spec.input_features != 1 else ""
-    return InvalidInput(f'"inputs" has rows of {features} number(s); model {spec.name} version {spec.version} '
-                        f"takes rows of {spec.input_features} feature{plural}")
+    return InvalidInput(
+        f'"inputs" has rows of {features} number(s); model {spec.name} version {spec.version} '
+        f"takes rows of {spec.input_features} feature{plural}"
+    )
 
 
 def last_answer(record: SessionRecord, spec: ModelSpec, replayed: bool = False) -> ChunkResult:

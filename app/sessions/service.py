@@ -7,10 +7,8 @@ import base64
 import hashlib
 import logging
 import math
-import re
 import secrets
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -18,21 +16,15 @@ import numpy as np
 from app.engine.core import ChunkResult, Engine
 from app.engine.tally import Tally
 from app.errors import InvalidInput, SessionNotFound, TooManyRequests, Unavailable
-from app.model.spec import ModelSpec, split_key
+from app.model.spec import ModelSpec
 from app.sessions import periodic
+from app.sessions.names import MAX_TTL_S, PATH_STEPS, SEQUENCE_NAME, SESSION_ID
 from app.sessions.rules import last_answer, wrong_model
 from app.sessions.versions import Versions
 from app.stats import RollingStats
 from app.store.records import SessionRecord
 
 log = logging.getLogger(__name__)
-
-SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# URLs take "." and ".." for path steps: browsers, curl and httpx collapse /v1/sessions/.. before
-# sending, so a session so named could never be reached.
-PATH_STEPS = (".", "..")
-MAX_TTL_S = 10 * 365 * 86400.0
-SEQUENCE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,96}")
 
 
 def sequence_session_id(tenant: str | None, sequence_id: int | str) -> str:
@@ -51,43 +43,17 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def rfc3339(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def session_info(record: SessionRecord, with_tenant: bool = False) -> dict[str, Any]:
-    """SessionInfo; ``with_tenant`` adds the owner (for admins: tenants never see each other)."""
-    info = {
-        "session_id": record.session_id,
-        "seq": record.seq,
-        "steps": record.steps,
-        "created_at": rfc3339(record.created_at),
-        "last_active_at": rfc3339(record.last_active_at),
-        "expires_at": rfc3339(record.expires_at),
-        "model": model_ref(record.model),
-    }
-    if with_tenant:
-        info["tenant"] = record.tenant
-    return info
-
-
-def model_ref(key: str | None) -> dict[str, Any] | None:
-    """A version as session documents name it."""
-    if key is None:
-        return None
-    name, version = split_key(key)
-    return {"name": name, "version": version}
-
-
 class SessionService:
     """Everything the API does with sessions goes through here: routes never reach the engine or
     the store themselves (so the service can live in another process, app.sessions.remote)."""
 
-    def __init__(self, engine: Engine, versions: Versions, default_ttl_s: float,
-                 stats: RollingStats | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        versions: Versions,
+        default_ttl_s: float,
+        stats: RollingStats | None = None,
+    ):
         self.engine = engine
         self.store = engine.store
         self.versions = versions
@@ -98,8 +64,9 @@ class SessionService:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._sweeper = asyncio.create_task(periodic.every(1.0, self.sweep, "expiring idle sessions failed"),
-                                            name="session-sweeper")
+        self._sweeper = asyncio.create_task(
+            periodic.every(1.0, self.sweep, "expiring idle sessions failed"), name="session-sweeper"
+        )
         self.stats.start()
 
     async def stop(self) -> None:
@@ -137,9 +104,12 @@ class SessionService:
             total: int | None = await self.store.count()
         except Unavailable:
             total = None  # Redis is down: this replica's own figures are still worth showing
-        return {"backend": self.backend,
-                "sessions": {"capacity": self.capacity, "hot": self.store.hot, "total": total},
-                "queue_depth": self.engine.depth, **self.stats.summary()}
+        return {
+            "backend": self.backend,
+            "sessions": {"capacity": self.capacity, "hot": self.store.hot, "total": total},
+            "queue_depth": self.engine.depth,
+            **self.stats.summary(),
+        }
 
     # -- models -------------------------------------------------------------------------------
 
@@ -159,10 +129,15 @@ class SessionService:
         """A served version of ``name`` (default: the newest ready one)."""
         return self.versions.entries[self.versions.choose(name, version)].spec
 
-    async def model_stats(self, name: str | None = None, version: int | None = None) -> list[tuple[ModelSpec, Tally]]:
+    async def model_stats(
+        self, name: str | None = None, version: int | None = None
+    ) -> list[tuple[ModelSpec, Tally]]:
         """Each version served (of ``name``, or that version) and what this engine did with it."""
         tallies = self.engine.tallies
-        return [(entry.spec, tallies.get(entry.key) or Tally()) for entry in self.versions.serving(name, version)]
+        return [
+            (entry.spec, tallies.get(entry.key) or Tally())
+            for entry in self.versions.serving(name, version)
+        ]
 
     async def load_model(self, name: str) -> dict[str, Any]:
         return await self.versions.load(name)
@@ -184,8 +159,12 @@ class SessionService:
     # -- sessions -----------------------------------------------------------------------------
 
     async def create(
-        self, session_id: str | None = None, ttl_s: float | None = None, tenant: str | None = None,
-        model: str | None = None, version: int | None = None,
+        self,
+        session_id: str | None = None,
+        ttl_s: float | None = None,
+        tenant: str | None = None,
+        model: str | None = None,
+        version: int | None = None,
     ) -> SessionRecord:
         """A new session, owned by ``tenant`` (None: by no tenant, for admins only), running
         ``model``'s ``version`` (default: the only model's, and its newest ready version)."""
@@ -220,7 +199,9 @@ class SessionService:
         """The session, if it exists for a caller of tenant ``scope`` (None: any caller)."""
         return self._visible(session_id, await self.store.get(session_id), scope)
 
-    def _visible(self, session_id: str, record: SessionRecord | None, scope: str | None) -> SessionRecord:
+    def _visible(
+        self, session_id: str, record: SessionRecord | None, scope: str | None
+    ) -> SessionRecord:
         # The store removes an expired session in its own time (the sweep, or Redis's own expiry),
         # never on a read that could race another replica.
         if record is None or not record.visible_to(scope, time.time()):
@@ -258,7 +239,9 @@ class SessionService:
             except (ValueError, UnicodeDecodeError):
                 raise InvalidInput("cursor is not one this server handed out") from None
         records, following = await self.store.page(limit, after)
-        next_cursor = base64.urlsafe_b64encode(following.encode()).decode().rstrip("=") if following else None
+        next_cursor = (
+            base64.urlsafe_b64encode(following.encode()).decode().rstrip("=") if following else None
+        )
         return records, next_cursor
 
     async def last_outputs(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
@@ -266,37 +249,75 @@ class SessionService:
         from the answer kept for replays, so watching a session costs its chunks nothing."""
         record = self._visible(session_id, await self.store.get(session_id, last=True), scope)
         # After a reset the kept answer still answers a retry of the last chunk, so it is shown.
-        outputs = last_answer(record, self.versions.spec_of(record)).outputs if record.last_chunk else None
-        return {"session_id": record.session_id, "seq": record.seq, "steps": record.steps,
-                "outputs": outputs}
+        outputs = (
+            last_answer(record, self.versions.spec_of(record)).outputs
+            if record.last_chunk
+            else None
+        )
+        return {
+            "session_id": record.session_id,
+            "seq": record.seq,
+            "steps": record.steps,
+            "outputs": outputs,
+        }
 
     # -- chunks and state ---------------------------------------------------------------------
 
-    async def push(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
-                   scope: str | None = None, transport: str = "http") -> ChunkResult:
+    async def push(
+        self,
+        session_id: str,
+        inputs: np.ndarray,
+        seq: int | None = None,
+        scope: str | None = None,
+        transport: str = "http",
+    ) -> ChunkResult:
         return await self.engine.push(session_id, inputs, seq, scope, transport)
 
-    def submit(self, session_id: str, inputs: np.ndarray, seq: int | None = None,
-               scope: str | None = None, transport: str = "http") -> asyncio.Future[ChunkResult]:
+    def submit(
+        self,
+        session_id: str,
+        inputs: np.ndarray,
+        seq: int | None = None,
+        scope: str | None = None,
+        transport: str = "http",
+    ) -> asyncio.Future[ChunkResult]:
         """``push`` without a coroutine: the chunk is in its session's line when this returns."""
         return self.engine.submit(session_id, inputs, seq, scope, transport)
 
-    async def sequence(self, session_id: str, inputs: np.ndarray, *, tenant: str | None, scope: str | None,
-                       start: bool, end: bool, seq: int | None = None, model: str | None = None,
-                       version: int | None = None, transport: str = "v2") -> ChunkResult:
+    async def sequence(
+        self,
+        session_id: str,
+        inputs: np.ndarray,
+        *,
+        tenant: str | None,
+        scope: str | None,
+        start: bool,
+        end: bool,
+        seq: int | None = None,
+        model: str | None = None,
+        version: int | None = None,
+        transport: str = "v2",
+    ) -> ChunkResult:
         """One request of a sequence (the Open Inference Protocol's): ``start`` creates the
         session (``model``'s ``version``) or resets it if it is live; the chunk is applied; ``end``
         deletes the session after it. All three take their places in the session's line before
         anything is awaited, so requests of one sequence apply in the order they arrived."""
-        begun = self.engine.enqueue(session_id, lambda: self._begin(session_id, tenant, scope, model, version, seq)) \
-            if start else None
+        begun = (
+            self.engine.enqueue(
+                session_id, lambda: self._begin(session_id, tenant, scope, model, version, seq)
+            )
+            if start
+            else None
+        )
         try:
             chunk = self.engine.submit(session_id, inputs, seq, scope, transport, model)
         except BaseException:
             if begun is not None:
                 await asyncio.gather(begun, return_exceptions=True)
             raise
-        ended = self.engine.enqueue(session_id, lambda: self._end(session_id, scope)) if end else None
+        ended = (
+            self.engine.enqueue(session_id, lambda: self._end(session_id, scope)) if end else None
+        )
         try:
             if begun is not None:
                 try:
@@ -309,8 +330,15 @@ class SessionService:
             if ended is not None:
                 await asyncio.gather(ended, return_exceptions=True)
 
-    async def _begin(self, session_id: str, tenant: str | None, scope: str | None, model: str | None,
-                     version: int | None, seq: int | None) -> SessionRecord:
+    async def _begin(
+        self,
+        session_id: str,
+        tenant: str | None,
+        scope: str | None,
+        model: str | None,
+        version: int | None,
+        seq: int | None,
+    ) -> SessionRecord:
         """Create the sequence's session, or reset it if it is live, unless this start carries a
         ``seq`` the session has applied already: then it is a retry, answered by the replay."""
         record = await self.store.get(session_id)
@@ -318,7 +346,9 @@ class SessionService:
             if record is not None:  # expired: gone to its clients already
                 await self.store.delete(session_id)
             key = self.versions.choose(model, version)
-            return await self.store.create(session_id, self.default_ttl_s, time.time(), tenant, model=key)
+            return await self.store.create(
+                session_id, self.default_ttl_s, time.time(), tenant, model=key
+            )
         spec = self.versions.spec_of(record)
         if model is not None and spec.name != model:
             raise wrong_model(session_id, spec, model)
@@ -331,8 +361,10 @@ class SessionService:
         if record is not None and record.visible_to(scope, time.time()):
             await self.store.delete(session_id)
 
-    async def state(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
-        """The session's row of every recurrent layer's ``layer.states``, as Keras shows it."""
+    async def state(
+        self, session_id: str, scope: str | None = None
+    ) -> tuple[SessionRecord, ModelSpec, list[np.ndarray]]:
+        """The session, its version, and its row of each state tensor, in model order."""
 
         async def read() -> tuple[SessionRecord, ModelSpec, list[np.ndarray]]:
             spec = self.versions.spec_of(await self.get(session_id, scope))  # visibility first
@@ -342,30 +374,23 @@ class SessionService:
             return found[0], spec, found[1]
 
         # In line with the session's chunks, so seq, steps and the state belong together.
-        record, spec, values = await self.engine.exclusive(session_id, read)
-        rows = iter(values)
-        layers = []
-        for layer in spec.recurrent:
-            # float32 arrays: written in float32's shortest form, which reads back bit for bit.
-            states = np.stack([next(rows) for _ in range(layer.state_tensors)])
-            layers.append({"name": layer.name, "kind": layer.kind, "states": states})
-        return {
-            "session_id": record.session_id,
-            "seq": record.seq,
-            "steps": record.steps,
-            "model": {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint},
-            "layers": layers,
-        }
+        return await self.engine.exclusive(session_id, read)
 
     async def set_state(
-        self, session_id: str, values: list[np.ndarray], scope: str | None = None, model: str | None = None
+        self,
+        session_id: str,
+        values: list[np.ndarray],
+        scope: str | None = None,
+        model: str | None = None,
     ) -> SessionRecord:
         """Replace the session's state: one row per state tensor of version ``model`` (the one the
         caller checked ``values`` against; refused if the session has moved since), in model order."""
 
         async def write() -> SessionRecord:
             runs = self.versions.spec_of(await self.get(session_id, scope)).key
-            record = await self.store.write_state(session_id, values, time.time(), model=model or runs)
+            record = await self.store.write_state(
+                session_id, values, time.time(), model=model or runs
+            )
             if record is None:
                 raise SessionNotFound(session_id)
             return record

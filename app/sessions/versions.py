@@ -67,8 +67,15 @@ class Version:
 
 
 class Versions:
-    def __init__(self, repository: Repository, engine: Engine, loader: Callable[[Source], Any],
-                 warm_shapes: tuple[int, int], keep: int = 2, poll_s: float = 5.0):
+    def __init__(
+        self,
+        repository: Repository,
+        engine: Engine,
+        loader: Callable[[Source], Any],
+        warm_shapes: tuple[int, int],
+        keep: int = 2,
+        poll_s: float = 5.0,
+    ):
         self.repository, self.engine, self.store = repository, engine, engine.store
         self.loader, self.warm_shapes = loader, warm_shapes
         self.keep, self.poll_s = keep, poll_s
@@ -89,7 +96,9 @@ class Versions:
             spec = model.spec
             entry = self._entry(spec.name, spec.version)
             entry.state, entry.spec = "loading", spec
-            self.store.add_model(spec.key, spec.fingerprint, spec.state_units)  # a snapshot restores into it
+            self.store.add_model(
+                spec.key, spec.fingerprint, spec.state_units
+            )  # a snapshot restores into it
             self._preloaded.append(model)
 
     async def start(self) -> None:
@@ -105,8 +114,11 @@ class Versions:
         if self.poll_s > 0 or self.store.kind == "redis":
             # Without a folder to read, still the retirements and the counts, now and then.
             self._poller = asyncio.create_task(
-                periodic.every(self.poll_s or 5.0, self.poll, "checking the model repository failed"),
-                name="model-versions")
+                periodic.every(
+                    self.poll_s or 5.0, self.poll, "checking the model repository failed"
+                ),
+                name="model-versions",
+            )
 
     async def stop(self) -> None:
         if self._poller is not None:
@@ -119,7 +131,11 @@ class Versions:
     @property
     def fingerprints(self) -> dict[str, str]:
         """Of every version served, or loaded and warming."""
-        return {key: e.spec.fingerprint for key, e in self.entries.items() if e.serving or e.key in self.store.tables}
+        return {
+            key: e.spec.fingerprint
+            for key, e in self.entries.items()
+            if e.serving or e.key in self.store.tables
+        }
 
     # -- the rules a session's model meets ----------------------------------------------------
 
@@ -135,7 +151,9 @@ class Versions:
             return None
         if record.model is None:  # written before versions, by a model served nowhere here
             metrics.CONFLICTS.labels("model").inc()
-            return ModelMismatch(record.session_id, record.fingerprint, ", ".join(self.fingerprints.values()))
+            return ModelMismatch(
+                record.session_id, record.fingerprint, ", ".join(self.fingerprints.values())
+            )
         name, _, number = record.model.rpartition("/")
         source = self.sources.get(name, {}).get(int(number))
         if source is None and time.monotonic() - self._scanned >= RESCAN_S:
@@ -146,8 +164,10 @@ class Versions:
             self._scan()
             source = self.sources.get(name, {}).get(int(number))
         if source is None:
-            return Conflict(f"session {record.session_id!r} runs model {name} version {number}, which this "
-                            "server's model repository does not have (put it back, or delete the session)")
+            return Conflict(
+                f"session {record.session_id!r} runs model {name} version {number}, which this "
+                "server's model repository does not have (put it back, or delete the session)"
+            )
         return self._unavailable(self._load_soon(source))
 
     def spec_of(self, record: SessionRecord) -> ModelSpec:
@@ -162,34 +182,47 @@ class Versions:
         names = sorted(set(self.sources) | {e.name for e in self.entries.values() if e.serving})
         if name is None:
             if len(names) != 1:
-                raise InvalidInput(f'this server serves the models {", ".join(names)}: name one as "model"')
+                raise InvalidInput(
+                    f'this server serves the models {", ".join(names)}: name one as "model"'
+                )
             name = names[0]
         if name not in names:
             raise NotFound(f"there is no model {name!r}; the models are {', '.join(names)}")
         if version is None:
             ready = [e for e in self.entries.values() if e.name == name and e.state == "ready"]
             if not ready:
-                raise Unavailable(f"no version of model {name!r} is ready yet", retry_after=LOADING_RETRY_S)
+                raise Unavailable(
+                    f"no version of model {name!r} is ready yet", retry_after=LOADING_RETRY_S
+                )
             return max(ready, key=lambda e: e.version).key
         key = model_key(name, version)
         entry = self.entries.get(key)
         if key in self.retired:
-            raise Conflict(f"version {version} of model {name!r} is retired; new sessions get "
-                           f"version {self._newest(name) or 'none yet'}")
+            raise Conflict(
+                f"version {version} of model {name!r} is retired; new sessions get "
+                f"version {self._newest(name) or 'none yet'}"
+            )
         if entry is not None and entry.state == "ready":
             return key
         source = self.sources.get(name, {}).get(version)
         if source is None or key not in self._wanted():
-            raise NotFound(f"model {name!r} has no version {version} served; see GET /v1/models/{name}")
+            raise NotFound(
+                f"model {name!r} has no version {version} served; see GET /v1/models/{name}"
+            )
         raise self._unavailable(self._load_soon(source))
 
     def serving(self, name: str | None, version: int | None) -> list[Version]:
         """The versions served now: every model's (``name`` None), ``name``'s, or that one version."""
-        found = [e for e in self.entries.values() if e.serving and name in (None, e.name)
-                 and version in (None, e.version)]
+        found = [
+            e
+            for e in self.entries.values()
+            if e.serving and name in (None, e.name) and version in (None, e.version)
+        ]
         if name is not None and not found:
             if version is not None:
-                raise NotFound(f"model {name!r} has no version {version} served; see GET /v1/models/{name}")
+                raise NotFound(
+                    f"model {name!r} has no version {version} served; see GET /v1/models/{name}"
+                )
             self.choose(name, None)  # the reason: no such model, or none ready yet
         return sorted(found, key=lambda e: (e.name, e.version))
 
@@ -198,16 +231,23 @@ class Versions:
         self._scanned = time.monotonic()
 
     def _newest(self, name: str, besides: int | None = None) -> int | None:
-        ready = [e.version for e in self.entries.values()
-                 if e.name == name and e.state == "ready" and e.version != besides]
+        ready = [
+            e.version
+            for e in self.entries.values()
+            if e.name == name and e.state == "ready" and e.version != besides
+        ]
         return max(ready, default=None)
 
     def _unavailable(self, entry: Version) -> ServiceError:
         if entry.state == "failed":
-            return Unavailable(f"model {entry.name} version {entry.version} failed to load on this replica: "
-                               f"{entry.error}", retry_after=30)
-        return Unavailable(f"model {entry.name} version {entry.version} is loading on this replica; retry",
-                           retry_after=LOADING_RETRY_S)
+            return Unavailable(
+                f"model {entry.name} version {entry.version} failed to load on this replica: {entry.error}",
+                retry_after=30,
+            )
+        return Unavailable(
+            f"model {entry.name} version {entry.version} is loading on this replica; retry",
+            retry_after=LOADING_RETRY_S,
+        )
 
     # -- loading and unloading ----------------------------------------------------------------
 
@@ -233,14 +273,22 @@ class Versions:
         except Exception as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             entry.state, entry.error, entry.failed_stamp = "failed", message, source.stamp
-            log.error("model %s version %d failed to load, and is not served: %s", entry.name, entry.version,
-                      message)
+            log.error(
+                "model %s version %d failed to load, and is not served: %s",
+                entry.name,
+                entry.version,
+                message,
+            )
             return
         finally:
             entry.loading = None
         self._serve(entry, model)
-        log.info("model %s version %d loaded, compiled and warmed in %.1f s", entry.name, entry.version,
-                 time.perf_counter() - started)
+        log.info(
+            "model %s version %d loaded, compiled and warmed in %.1f s",
+            entry.name,
+            entry.version,
+            time.perf_counter() - started,
+        )
 
     def _build(self, source: Source) -> Any:
         """On a thread of its own: read the file, build the step, warm it."""
@@ -264,8 +312,10 @@ class Versions:
         """The newest ``keep`` unretired versions of each model, and every version with sessions."""
         wanted = {key for key, count in self.counts.items() if count}
         for name, versions in self.sources.items():
-            live = [v for v in sorted(versions, reverse=True) if model_key(name, v) not in self.retired]
-            wanted.update(model_key(name, v) for v in live[:self.keep])
+            live = [
+                v for v in sorted(versions, reverse=True) if model_key(name, v) not in self.retired
+            ]
+            wanted.update(model_key(name, v) for v in live[: self.keep])
         return wanted
 
     async def poll(self) -> None:
@@ -288,7 +338,9 @@ class Versions:
             if entry.serving and mode in ("reset", "carry") and self.counts.get(entry.key):
                 target = self._newest(entry.name, besides=entry.version)
                 if target is not None:
-                    await self._move_all(entry, self.entries[model_key(entry.name, target)], mode == "carry")
+                    await self._move_all(
+                        entry, self.entries[model_key(entry.name, target)], mode == "carry"
+                    )
             if entry.serving and entry.key in self.retired:
                 entry.state = "retiring"
             await self._settle(entry, wanted)
@@ -301,17 +353,25 @@ class Versions:
             return
         if not self.counts.get(entry.key):
             self.counts = await self.store.count_by_model(fresh=True)
-        if not self.counts.get(entry.key) and entry.serving and not self.engine.running_on(entry.key):
+        if (
+            not self.counts.get(entry.key)
+            and entry.serving
+            and not self.engine.running_on(entry.key)
+        ):
             self._unload(entry)
 
     def _publish(self) -> None:
         for entry in self.entries.values():
             name, version = entry.name, str(entry.version)
             if entry.spec is not None:
-                metrics.BUILD_INFO.labels(__version__, entry.key, entry.spec.fingerprint).set(1 if entry.serving else 0)
+                metrics.BUILD_INFO.labels(__version__, entry.key, entry.spec.fingerprint).set(
+                    1 if entry.serving else 0
+                )
             metrics.MODEL_SESSIONS.labels(name, version).set(self.counts.get(entry.key, 0))
             for state in STATES:
-                metrics.MODEL_STATE.labels(name, version, state).set(1 if entry.state == state else 0)
+                metrics.MODEL_STATE.labels(name, version, state).set(
+                    1 if entry.state == state else 0
+                )
 
     # -- what operators ask -------------------------------------------------------------------
 
@@ -330,7 +390,9 @@ class Versions:
         return [self._document(n) for n in names]
 
     def _document(self, name: str) -> dict[str, Any]:
-        numbers = set(self.sources.get(name, {})) | {e.version for e in self.entries.values() if e.name == name}
+        numbers = set(self.sources.get(name, {})) | {
+            e.version for e in self.entries.values() if e.name == name
+        }
         versions = []
         wanted = self._wanted()
         for number in sorted(numbers, reverse=True):
@@ -341,9 +403,16 @@ class Versions:
                 state = "retired"
             elif state == "unloaded" and key in wanted:
                 state = "loading"
-            versions.append({"version": number, "state": state, "live_sessions": self.counts.get(key, 0),
-                             "retired": self.retired.get(key), "error": entry.error,
-                             **_layout(entry.spec)})
+            versions.append(
+                {
+                    "version": number,
+                    "state": state,
+                    "live_sessions": self.counts.get(key, 0),
+                    "retired": self.retired.get(key),
+                    "error": entry.error,
+                    "spec": entry.spec,
+                }
+            )
         return {"name": name, "default_version": self._newest(name), "versions": versions}
 
     async def load(self, name: str) -> dict[str, Any]:
@@ -360,7 +429,9 @@ class Versions:
                 if entry.state == "failed" and entry.failed_stamp == source.stamp:
                     entry.failed_stamp = None  # an operator asked: try again even if unchanged
                     entry = self._load_soon(source)
-        tasks = [e.loading for e in self.entries.values() if e.name == name and e.loading is not None]
+        tasks = [
+            e.loading for e in self.entries.values() if e.name == name and e.loading is not None
+        ]
         await asyncio.gather(*(asyncio.shield(t) for t in tasks))
         self._publish()
         return self._document(name)
@@ -386,27 +457,41 @@ class Versions:
         await self._settle(entry, self._wanted())
         self._publish()
         log.info("model %s version %d retired (%s): %d sessions moved", name, version, mode, moved)
-        return {"name": name, "version": version, "mode": mode, "moved": moved,
-                "moved_to": target.version if target is not None else None, "state": entry.state,
-                "live_sessions": self.counts.get(key, 0)}
+        return {
+            "name": name,
+            "version": version,
+            "mode": mode,
+            "moved": moved,
+            "moved_to": target.version if target is not None else None,
+            "state": entry.state,
+            "live_sessions": self.counts.get(key, 0),
+        }
 
     def _target(self, entry: Version, mode: str) -> Version:
         """Where ``reset`` or ``carry`` moves ``entry``'s sessions: the newest other ready version,
         if its streams look the same to clients (and, to carry, its state rows are the same)."""
         newest = self._newest(entry.name, besides=entry.version)
         if newest is None:
-            raise Conflict(f"model {entry.name!r} has no other ready version to move the sessions of "
-                           f"version {entry.version} to: load one first, or retire with drain")
+            raise Conflict(
+                f"model {entry.name!r} has no other ready version to move the sessions of "
+                f"version {entry.version} to: load one first, or retire with drain"
+            )
         target = self.entries[model_key(entry.name, newest)]
         if not entry.serving:
-            raise Unavailable(f"version {entry.version} of {entry.name!r} is not loaded on this replica; "
-                              "retry once it is", retry_after=LOADING_RETRY_S)
+            raise Unavailable(
+                f"version {entry.version} of {entry.name!r} is not loaded on this replica; retry once it is",
+                retry_after=LOADING_RETRY_S,
+            )
         if entry.spec.streams_like != target.spec.streams_like:
-            raise Conflict(f"version {newest} of {entry.name!r} takes other inputs or gives other outputs than "
-                           f"version {entry.version}: its streams cannot move there; retire with drain")
+            raise Conflict(
+                f"version {newest} of {entry.name!r} takes other inputs or gives other outputs than "
+                f"version {entry.version}: its streams cannot move there; retire with drain"
+            )
         if mode == "carry" and entry.spec.layout != target.spec.layout:
-            raise Conflict(f"version {newest} of {entry.name!r} has another state layout than version "
-                           f"{entry.version}: a state cannot be carried over; retire with reset or drain")
+            raise Conflict(
+                f"version {newest} of {entry.name!r} has another state layout than version "
+                f"{entry.version}: a state cannot be carried over; retire with reset or drain"
+            )
         return target
 
     async def _move_all(self, entry: Version, target: Version, keep_state: bool) -> int:
@@ -414,23 +499,18 @@ class Versions:
         moved = 0
         ids = await self.store.sessions_of(entry.key)
         for start in range(0, len(ids), MOVES_AT_ONCE):
-            results = await asyncio.gather(*(self._move(session_id, entry.key, target.key, keep_state)
-                                             for session_id in ids[start:start + MOVES_AT_ONCE]))
+            results = await asyncio.gather(
+                *(
+                    self._move(session_id, entry.key, target.key, keep_state)
+                    for session_id in ids[start : start + MOVES_AT_ONCE]
+                )
+            )
             moved += sum(1 for result in results if result)
         return moved
 
-    async def _move(self, session_id: str, source: str, target: str, keep_state: bool) -> bool | None:
+    async def _move(
+        self, session_id: str, source: str, target: str, keep_state: bool
+    ) -> bool | None:
         return await self.engine.exclusive(
-            session_id, lambda: self.store.migrate(session_id, source, target, keep_state))
-
-
-def _layout(spec: ModelSpec | None) -> dict[str, Any]:
-    if spec is None:
-        return {"fingerprint": None, "input_features": None, "output": None, "recurrent_layers": None}
-    return {
-        "fingerprint": spec.fingerprint,
-        "input_features": spec.input_features,
-        "output": {"per_step": spec.per_step, "size": spec.output_size},
-        "recurrent_layers": [{"name": r.name, "kind": r.kind, "units": r.units, "state_tensors": r.state_tensors}
-                             for r in spec.recurrent],
-    }
+            session_id, lambda: self.store.migrate(session_id, source, target, keep_state)
+        )

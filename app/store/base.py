@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from app.errors import ServiceError
+from app.errors import ServiceError, TooManyRequests
 from app.store.records import SessionRecord
 from app.store.slots import SlotTable
 
@@ -40,6 +40,11 @@ class Commit:
     now: float
     outputs: bytes  # the chunk's outputs, float32: kept as the session's LastChunk
     states: list[np.ndarray]  # the session's new row of each state tensor
+
+
+def tenant_full(tenant: str, quota: int) -> TooManyRequests:
+    """A create refused by the tenant's session quota (``--max-sessions-per-tenant``), either backend."""
+    return TooManyRequests(f"tenant {tenant!r} holds {quota} sessions, its limit; delete one first")
 
 
 class Outcome(enum.Enum):
@@ -92,13 +97,17 @@ class StateStore(Protocol):
 
     async def reset(self, session_id: str, now: float, *, model: str) -> SessionRecord | None: ...
 
-    async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None: ...
+    async def read_state(
+        self, session_id: str
+    ) -> tuple[SessionRecord, list[np.ndarray]] | None: ...
 
     async def write_state(
         self, session_id: str, values: list[np.ndarray], now: float, *, model: str
     ) -> SessionRecord | None: ...
 
-    async def migrate(self, session_id: str, source: str, target: str, keep_state: bool) -> bool | None:
+    async def migrate(
+        self, session_id: str, source: str, target: str, keep_state: bool
+    ) -> bool | None:
         """Move a session of version ``source`` to ``target``, with its state or zeroed (steps 0).
         True if moved (or found on ``target`` already: another replica moved it), False if it runs
         neither, None if it is gone."""
@@ -122,7 +131,9 @@ class StateStore(Protocol):
         """Every retired version, with its mode."""
         ...
 
-    async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]: ...
+    async def page(
+        self, limit: int, cursor: str | None
+    ) -> tuple[list[SessionRecord], str | None]: ...
 
     async def checkout(
         self, requests: list[tuple[str, int | None]], pinned: set[str]

@@ -15,8 +15,8 @@ from collections import Counter
 import numpy as np
 
 from app import metrics
-from app.errors import Conflict, ServiceError, TooManyRequests, Unavailable
-from app.store.base import Checkout, Commit, Outcome
+from app.errors import Conflict, ServiceError, Unavailable
+from app.store.base import Checkout, Commit, Outcome, tenant_full
 from app.store.records import LastChunk, SessionRecord
 from app.store.slots import SlotTable
 
@@ -98,18 +98,21 @@ class MemoryStore:
             await self.delete(session_id)  # gone to its clients already; the sweep had not come
         elif existing is not None:
             raise Conflict(f"session {session_id!r} already exists")
-        if tenant is not None and self.tenant_quota and self._per_tenant[tenant] >= self.tenant_quota:
-            raise TooManyRequests(
-                f"tenant {tenant!r} holds {self.tenant_quota} sessions, its limit; delete one first"
-            )
+        if (
+            tenant is not None
+            and self.tenant_quota
+            and self._per_tenant[tenant] >= self.tenant_quota
+        ):
+            raise tenant_full(tenant, self.tenant_quota)
         slot = self.tables[model].allocate() if len(self._records) < self._capacity else None
         if slot is None:
             raise Unavailable(
                 f"all {self.capacity} session slots are in use; delete an idle session or retry later",
                 retry_after=5,
             )
-        record = SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s, tenant=tenant,
-                               model=model)
+        record = SessionRecord(
+            session_id, created_at=now, last_active_at=now, ttl_s=ttl_s, tenant=tenant, model=model
+        )
         self.insert(record, slot)
         return record
 
@@ -169,10 +172,14 @@ class MemoryStore:
     def _on(self, session_id: str, model: str) -> SessionRecord | None:
         record = self._records.get(session_id)
         if record is not None and record.model != model:
-            raise Conflict(f"session {session_id!r} moved to model version {record.model} meanwhile; retry")
+            raise Conflict(
+                f"session {session_id!r} moved to model version {record.model} meanwhile; retry"
+            )
         return record
 
-    async def migrate(self, session_id: str, source: str, target: str, keep_state: bool) -> bool | None:
+    async def migrate(
+        self, session_id: str, source: str, target: str, keep_state: bool
+    ) -> bool | None:
         record = self._records.get(session_id)
         if record is None:
             return None
@@ -213,8 +220,11 @@ class MemoryStore:
         found = []
         for session_id, _ in requests:
             record = self._records.get(session_id)
-            found.append(None if record is None else
-                         Checkout(record, self._slot_of[session_id], "", record.model))
+            found.append(
+                None
+                if record is None
+                else Checkout(record, self._slot_of[session_id], "", record.model)
+            )
         return found
 
     async def commit(self, commits: list[Commit]) -> list[Outcome]:

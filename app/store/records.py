@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import orjson
 import numpy as np
+import orjson
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,12 @@ class SessionRecord:
     last_chunk: LastChunk | None = None  # the answer to chunk ``seq``, for its retries
     tenant: str | None = None
     fingerprint: str | None = None  # of the model whose state this is; None: this process's
-    model: str | None = None  # the model version it runs, ``name/version``; None: written before versions
-    version: str = ""  # new with every change (shared stores); a commit applies only on the one it read
+    model: str | None = (
+        None  # the model version it runs, ``name/version``; None: written before versions
+    )
+    version: str = (
+        ""  # new with every change (shared stores); a commit applies only on the one it read
+    )
 
     @property
     def expires_at(self) -> float | None:

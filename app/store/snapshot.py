@@ -35,8 +35,14 @@ def capture(store: MemoryStore, fingerprints: dict[str, str]) -> bytes:
         "models": {key: fingerprints[key] for key in keys},
         "sessions": [
             {
-                "id": r.session_id, "created": r.created_at, "active": r.last_active_at,
-                "ttl": r.ttl_s, "seq": r.seq, "steps": r.steps, "tenant": r.tenant, "model": r.model,
+                "id": r.session_id,
+                "created": r.created_at,
+                "active": r.last_active_at,
+                "ttl": r.ttl_s,
+                "seq": r.seq,
+                "steps": r.steps,
+                "tenant": r.tenant,
+                "model": r.model,
                 "last": base64.b64encode(r.last_chunk.pack()).decode() if r.last_chunk else None,
             }
             for r, _ in items
@@ -84,7 +90,9 @@ def _models(meta: dict, legacy_key: str) -> dict[str, str]:
 def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return json.loads(archive["meta"].tobytes()), {name: archive[name] for name in archive.files}
+            return json.loads(archive["meta"].tobytes()), {
+                name: archive[name] for name in archive.files
+            }
     except (OSError, ValueError, KeyError) as exc:
         raise StartupError(f"snapshot {str(path)!r} is unreadable: {exc}") from exc
 
@@ -110,13 +118,21 @@ def restore(store: MemoryStore, fingerprints: dict[str, str], path: Path, legacy
         )
     for index, key in enumerate(held):
         table = store.tables[key]
-        names = [f"m{index}s{i}" if "models" in meta else f"s{i}" for i in range(len(table.tensors))]
+        names = [
+            f"m{index}s{i}" if "models" in meta else f"s{i}" for i in range(len(table.tensors))
+        ]
         mine = [entry for entry in sessions if entry.get("model", legacy_key) == key]
         for row, entry in enumerate(mine):
             record = SessionRecord(
-                entry["id"], created_at=entry["created"], last_active_at=entry["active"],
-                ttl_s=entry["ttl"], seq=entry["seq"], steps=entry["steps"], tenant=entry["tenant"],
-                last_chunk=_last_chunk(entry), model=key,
+                entry["id"],
+                created_at=entry["created"],
+                last_active_at=entry["active"],
+                ttl_s=entry["ttl"],
+                seq=entry["seq"],
+                steps=entry["steps"],
+                tenant=entry["tenant"],
+                last_chunk=_last_chunk(entry),
+                model=key,
             )
             slot = table.allocate()
             table.set_row(slot, [arrays[name][row] for name in names])

@@ -35,8 +35,16 @@ class AsyncClient:
     retries included. Each retry is logged (logger ``stateful_rnn_client``, level INFO).
     """
 
-    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
-                 retries: int = 10, backoff: float = 0.05, max_backoff: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 10,
+        backoff: float = 0.05,
+        max_backoff: float = 5.0,
+    ):
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
@@ -75,8 +83,13 @@ class AsyncClient:
                     self._versions[(name, found["version"])] = found
         return self._versions[(name, version)]
 
-    async def create_session(self, session_id: str | None = None, ttl_s: float | None = None,
-                             model: str | None = None, version: int | None = None) -> AsyncSession:
+    async def create_session(
+        self,
+        session_id: str | None = None,
+        ttl_s: float | None = None,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> AsyncSession:
         """A new session (a random id unless ``session_id`` is given), running ``model``'s
         ``version`` (default: the server's only model, its newest version)."""
         # The id is chosen here, so that a retry after a lost answer cannot make a second session:
@@ -97,8 +110,9 @@ class AsyncClient:
         """An existing session, continuing from its last applied chunk."""
         return AsyncSession(self, (await self.request("GET", f"/v1/sessions/{session_id}")).json())
 
-    async def request(self, method: str, path: str, attempt: Attempt | None = None,
-                      **kwargs: Any) -> httpx.Response:
+    async def request(
+        self, method: str, path: str, attempt: Attempt | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """One API call, retried on connection errors and 503 within the deadline; other errors
         raise ServerError. ``attempt`` learns whether a try may have reached the server and been
         lost on the way back."""
@@ -115,7 +129,9 @@ class AsyncClient:
                 continue
             if response.status_code == 503:
                 problem = _problem(response)
-                if await retrying.again(f"503 {problem.get('detail', '')}", response.headers.get("retry-after")):
+                if await retrying.again(
+                    f"503 {problem.get('detail', '')}", response.headers.get("retry-after")
+                ):
                     continue
             if response.status_code >= 400:
                 raise ServerError.from_problem(response.status_code, _problem(response))
@@ -132,7 +148,7 @@ class AsyncClient:
         return wait
 
     def ws_url(self, path: str) -> str:
-        return "ws" + self.url[len("http"):] + path
+        return "ws" + self.url[len("http") :] + path
 
 
 class AsyncSession:
@@ -160,11 +176,16 @@ class AsyncSession:
         """Apply ``chunk`` ([T, F], or [T] for one feature) and return the model's outputs for it:
         [T, size] for a per-step model, else [size]. Safe to call again after any failure."""
         seq = self.seq + 1
-        body = orjson.dumps({"inputs": _floats(chunk), "seq": seq}, option=orjson.OPT_SERIALIZE_NUMPY)
+        body = orjson.dumps(
+            {"inputs": _floats(chunk), "seq": seq}, option=orjson.OPT_SERIALIZE_NUMPY
+        )
         attempt = Attempt(uncertain=self.uncertain_seq == seq)
         try:
             response = await self.client.request(
-                "POST", f"/v1/sessions/{self.id}/chunks", attempt, content=body,
+                "POST",
+                f"/v1/sessions/{self.id}/chunks",
+                attempt,
+                content=body,
                 headers={"Content-Type": "application/json"},
             )
         except (httpx.TransportError, ServerError):
@@ -174,8 +195,10 @@ class AsyncSession:
         self.uncertain_seq = None
         if response.headers.get("x-replayed") == "true" and not attempt.uncertain:
             # A replay of a seq no attempt of ours can have applied: another writer took it.
-            raise SeqConflict(409, {"detail": f"chunk {seq} was applied by another writer",
-                                    "expected_seq": seq + 1})
+            raise SeqConflict(
+                409,
+                {"detail": f"chunk {seq} was applied by another writer", "expected_seq": seq + 1},
+            )
         answer = response.json()
         self.info.update(seq=answer["seq"], steps=answer["steps"])
         return np.asarray(answer["outputs"], np.float32)
@@ -195,7 +218,9 @@ class AsyncSession:
 
     async def set_state(self, document: dict[str, Any]) -> dict[str, Any]:
         """Set the state from a document of ``state()``'s shape (for example another session's)."""
-        self.info = (await self.client.request("PUT", f"/v1/sessions/{self.id}/state", json=document)).json()
+        self.info = (
+            await self.client.request("PUT", f"/v1/sessions/{self.id}/state", json=document)
+        ).json()
         return self.info
 
     async def delete(self) -> None:
@@ -245,8 +270,9 @@ class AsyncStream:
         retrying = retrying or client.retrying(f"WebSocket {url}")
         while True:
             try:
-                self._socket = await connect(url, additional_headers=headers, max_size=None,
-                                             open_timeout=retrying.left())
+                self._socket = await connect(
+                    url, additional_headers=headers, max_size=None, open_timeout=retrying.left()
+                )
                 return
             except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
                 if not await retrying.again(_reason(exc)):
@@ -274,7 +300,9 @@ class AsyncStream:
                 _raise(settled)
             self.session.info.update(seq=settled["seq"], steps=settled["steps"])
         seq = self.session.seq + 1
-        message = orjson.dumps({"inputs": array, "seq": seq}, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        message = orjson.dumps(
+            {"inputs": array, "seq": seq}, option=orjson.OPT_SERIALIZE_NUMPY
+        ).decode()
         try:
             answer = orjson.loads(await self._exchange(message, resend=True))
         except asyncio.CancelledError:
@@ -283,8 +311,13 @@ class AsyncStream:
         if answer.get("op") == "error":
             _raise(answer)
         if answer["seq"] != seq:
-            raise SeqConflict(409, {"detail": f"sent chunk {seq}, got the answer of {answer['seq']}",
-                                    "expected_seq": answer["seq"] + 1})
+            raise SeqConflict(
+                409,
+                {
+                    "detail": f"sent chunk {seq}, got the answer of {answer['seq']}",
+                    "expected_seq": answer["seq"] + 1,
+                },
+            )
         self.session.info.update(seq=answer["seq"], steps=answer["steps"])
         return np.asarray(answer["outputs"], np.float32)
 
@@ -347,7 +380,10 @@ class Retrying:
 
     async def again(self, reason: str, retry_after: str | None = None) -> bool:
         pause = self.client.delay(self.tries, retry_after)
-        if self.tries >= self.client.retries or asyncio.get_running_loop().time() + pause >= self.deadline:
+        if (
+            self.tries >= self.client.retries
+            or asyncio.get_running_loop().time() + pause >= self.deadline
+        ):
             return False
         self.tries += 1
         log.info("%s: %s; retry %d in %.1f s", self.what, reason, self.tries, pause)

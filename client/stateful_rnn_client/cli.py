@@ -14,7 +14,9 @@ PROG = "stateful-rnn-client"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Stream files through sessions of a stateful-rnn server, or replay the seed notebook.")
+        prog=PROG,
+        description="Stream files through sessions of a stateful-rnn server, or replay the seed notebook.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True)
     add_commands(subcommands)

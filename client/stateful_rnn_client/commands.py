@@ -26,23 +26,38 @@ NOTEBOOK = [-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
     stream = subcommands.add_parser(
-        "stream", help="stream a CSV or .npy file through a session",
+        "stream",
+        help="stream a CSV or .npy file through a session",
         description="Stream INPUT's rows (one time step each) through a session, chunk by chunk, "
         "and write the model's outputs. Chunks are numbered, so a dropped connection is resumed "
         "without losing or doubling one.",
     )
-    stream.add_argument("input", type=Path, help="a .csv (numbers, optional header) or .npy file: T rows of F")
+    stream.add_argument(
+        "input", type=Path, help="a .csv (numbers, optional header) or .npy file: T rows of F"
+    )
     _connection_arguments(stream)
-    stream.add_argument("--session", help="session id; created if it does not exist (default: a new one)")
-    stream.add_argument("--model", dest="model_name", help="the model a new session runs (needed when the "
-                        "server serves several)")
+    stream.add_argument(
+        "--session", help="session id; created if it does not exist (default: a new one)"
+    )
+    stream.add_argument(
+        "--model",
+        dest="model_name",
+        help="the model a new session runs (needed when the server serves several)",
+    )
     stream.add_argument("--model-version", type=int, help="its version (default: the newest)")
-    stream.add_argument("--chunk", type=int, default=10, help="rows per chunk (default: %(default)s)")
-    stream.add_argument("--rate", type=float, help="pace the stream at this many rows per second, like a live feed")
+    stream.add_argument(
+        "--chunk", type=int, default=10, help="rows per chunk (default: %(default)s)"
+    )
+    stream.add_argument(
+        "--rate", type=float, help="pace the stream at this many rows per second, like a live feed"
+    )
     stream.add_argument("--out", type=Path, help="write the outputs here (.csv or .npy)")
-    stream.add_argument("--transport", choices=["ws", "http"], default="ws", help="default: %(default)s")
+    stream.add_argument(
+        "--transport", choices=["ws", "http"], default="ws", help="default: %(default)s"
+    )
     demo = subcommands.add_parser(
-        "demo", help="replay the seed notebook against a running server",
+        "demo",
+        help="replay the seed notebook against a running server",
         description="Feed the notebook's sequence to one session in three chunks and to another "
         "whole, and print their states side by side (best with --model seed).",
     )
@@ -50,12 +65,21 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
-    parser.add_argument("--api-key", default=os.environ.get("SRNN_API_KEY"),
-                        help="bearer key, when the server wants one (default: $SRNN_API_KEY, which, unlike "
-                        "this flag, other users cannot see in the process list)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="give up on a call after this many seconds, retries included (default: %(default)s)")
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("SRNN_API_KEY"),
+        help="bearer key, when the server wants one (default: $SRNN_API_KEY, which, unlike "
+        "this flag, other users cannot see in the process list)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="give up on a call after this many seconds, retries included (default: %(default)s)",
+    )
     parser.add_argument("--debug", action="store_true", help="on failure, show the traceback")
 
 
@@ -77,8 +101,10 @@ def read_rows(path: Path) -> np.ndarray:
     except (ValueError, UnicodeDecodeError) as exc:
         raise Failure(BAD_INPUT, f"{path} is not a table of numbers: {exc}") from exc
     if rows.dtype.kind not in "biuf" or rows.ndim not in (1, 2):
-        raise Failure(BAD_INPUT, f"{path} holds a {rows.ndim}-dimensional array of {rows.dtype}: "
-                      "it must be rows of numbers (T, or T x F)")
+        raise Failure(
+            BAD_INPUT,
+            f"{path} holds a {rows.ndim}-dimensional array of {rows.dtype}: it must be rows of numbers (T, or T x F)",
+        )
     rows = np.ascontiguousarray(rows, np.float32)
     rows = rows[:, None] if rows.ndim == 1 else rows
     if not len(rows):
@@ -109,8 +135,9 @@ def write_rows(path: Path, rows: np.ndarray) -> None:
         np.savetxt(path, rows, delimiter=",", fmt="%.9g")
 
 
-async def layout_of(client: AsyncClient, session_id: str | None, model: str | None,
-                    version: int | None) -> tuple[AsyncSession | None, dict[str, Any]]:
+async def layout_of(
+    client: AsyncClient, session_id: str | None, model: str | None, version: int | None
+) -> tuple[AsyncSession | None, dict[str, Any]]:
     """The session to continue (None: one is to be made) and the layout of the model version its
     chunks will meet, both found before anything is created."""
     if session_id is not None:
@@ -136,21 +163,36 @@ async def stream_file(args: argparse.Namespace) -> int:
     async with AsyncClient(args.url, args.api_key, timeout=args.timeout) as client:
         session, layout = await layout_of(client, args.session, args.model_name, args.model_version)
         if rows.shape[1] != layout["input_features"]:
-            raise Failure(BAD_INPUT, f"{args.input} has {rows.shape[1]} column(s); model {layout.get('name', '')} "
-                          f"takes {layout['input_features']} input feature(s)")
+            raise Failure(
+                BAD_INPUT,
+                f"{args.input} has {rows.shape[1]} column(s); model {layout.get('name', '')} "
+                f"takes {layout['input_features']} input feature(s)",
+            )
         created = session is None
         if session is None:
-            session = await client.create_session(args.session, model=args.model_name, version=args.model_version)
+            session = await client.create_session(
+                args.session, model=args.model_name, version=args.model_version
+            )
         first_seq = session.seq
         try:
-            console.print(f"session [bold]{session.id}[/] (seq {session.seq}), {len(rows)} rows in "
-                          f"{len(chunks)} chunks of {args.chunk}, over {args.transport}")
+            console.print(
+                f"session [bold]{session.id}[/] (seq {session.seq}), {len(rows)} rows in "
+                f"{len(chunks)} chunks of {args.chunk}, over {args.transport}"
+            )
             started = time.perf_counter()
             async with contextlib.AsyncExitStack() as stack:
-                stream = await stack.enter_async_context(session.stream()) if args.transport == "ws" else None
-                columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[rate]:>8.0f} rows/s  p50 {task.fields[p50]:6.2f} ms"),
-                           TimeElapsedColumn()]
+                stream = (
+                    await stack.enter_async_context(session.stream())
+                    if args.transport == "ws"
+                    else None
+                )
+                columns = [
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]:>8.0f} rows/s  p50 {task.fields[p50]:6.2f} ms"),
+                    TimeElapsedColumn(),
+                ]
                 with Progress(*columns, console=console) as progress:
                     task = progress.add_task("streaming", total=len(rows), rate=0.0, p50=0.0)
                     sent = 0
@@ -164,10 +206,16 @@ async def stream_file(args: argparse.Namespace) -> int:
                         outputs.append(output)
                         sent += len(chunk)
                         elapsed = time.perf_counter() - started
-                        progress.update(task, advance=len(chunk), rate=sent / elapsed,
-                                        p50=1000 * float(np.median(latencies[-200:])))
+                        progress.update(
+                            task,
+                            advance=len(chunk),
+                            rate=sent / elapsed,
+                            p50=1000 * float(np.median(latencies[-200:])),
+                        )
         except BaseException:
-            if created and session.seq == first_seq:  # nothing applied: leave no session holding a slot
+            if (
+                created and session.seq == first_seq
+            ):  # nothing applied: leave no session holding a slot
                 with contextlib.suppress(Exception):
                     await asyncio.shield(session.delete())
             raise
@@ -175,10 +223,12 @@ async def stream_file(args: argparse.Namespace) -> int:
     result = np.concatenate(outputs) if per_step else np.stack(outputs)
     if args.out:
         write_rows(args.out, result)
-    console.print(f"done: {len(rows)} rows, seq {session.seq}, "
-                  f"{len(rows) / (time.perf_counter() - started):.0f} rows/s, "
-                  f"p50 {1000 * np.median(latencies):.2f} ms, p99 {1000 * np.quantile(latencies, 0.99):.2f} ms"
-                  + (f", outputs in {args.out}" if args.out else ""))
+    console.print(
+        f"done: {len(rows)} rows, seq {session.seq}, "
+        f"{len(rows) / (time.perf_counter() - started):.0f} rows/s, "
+        f"p50 {1000 * np.median(latencies):.2f} ms, p99 {1000 * np.quantile(latencies, 0.99):.2f} ms"
+        + (f", outputs in {args.out}" if args.out else "")
+    )
     return 0
 
 
@@ -187,8 +237,11 @@ async def demo(args: argparse.Namespace) -> int:
     async with AsyncClient(args.url, args.api_key, timeout=args.timeout) as client:
         model: dict[str, Any] = await client.model()
         if model["input_features"] != 1:
-            raise Failure(BAD_INPUT, f"the demo needs a model with one input feature; {model['name']} has "
-                          f"{model['input_features']} (serve --model seed)")
+            raise Failure(
+                BAD_INPUT,
+                f"the demo needs a model with one input feature; {model['name']} has "
+                f"{model['input_features']} (serve --model seed)",
+            )
         chunked, whole = await client.create_session(), await client.create_session()
         for start in (0, 3, 6):
             part = np.array(NOTEBOOK[start : start + 3])
@@ -214,4 +267,9 @@ async def demo(args: argparse.Namespace) -> int:
 
 
 def _vector(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:+.4f}" for v in values[:8]) + (", ..." if len(values) > 8 else "") + "]"
+    return (
+        "["
+        + ", ".join(f"{v:+.4f}" for v in values[:8])
+        + (", ..." if len(values) > 8 else "")
+        + "]"
+    )

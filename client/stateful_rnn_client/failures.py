@@ -26,8 +26,18 @@ REFUSED = 9  # the server refused the request for another reason (its detail is 
 INTERRUPTED = 130
 BUG = 70  # anything else: a defect, shown with a hint to use --debug
 
-CODES = {"different": DIFFERENT, "usage": USAGE, "no input": NO_INPUT, "bad input": BAD_INPUT, "auth": AUTH,
-         "unreachable": UNREACHABLE, "busy": BUSY, "gone": GONE, "refused": REFUSED, "bug": BUG}
+CODES = {
+    "different": DIFFERENT,
+    "usage": USAGE,
+    "no input": NO_INPUT,
+    "bad input": BAD_INPUT,
+    "auth": AUTH,
+    "unreachable": UNREACHABLE,
+    "busy": BUSY,
+    "gone": GONE,
+    "refused": REFUSED,
+    "bug": BUG,
+}
 
 
 class Failure(Exception):
@@ -45,21 +55,31 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, KeyboardInterrupt):
         return Failure(INTERRUPTED, "interrupted")
     if isinstance(exc, SessionGone):
-        return Failure(GONE, f"the session is gone (deleted, expired or never made): {_detail(exc)}")
+        return Failure(
+            GONE, f"the session is gone (deleted, expired or never made): {_detail(exc)}"
+        )
     if isinstance(exc, ServerError):
         return _refusal(exc.status, _detail(exc))
     if isinstance(exc, websockets.InvalidStatus):
-        return _refusal(exc.response.status_code, f"the WebSocket was refused with {exc.response.status_code}")
+        return _refusal(
+            exc.response.status_code, f"the WebSocket was refused with {exc.response.status_code}"
+        )
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError)):
         return Failure(UNREACHABLE, f"cannot reach the server: {exc or type(exc).__name__}")
     if isinstance(exc, (httpx.TransportError, websockets.ConnectionClosed, OSError, TimeoutError)):
-        return Failure(UNREACHABLE, f"lost the connection to the server: {exc or type(exc).__name__}")
-    return Failure(BUG, f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return Failure(
+            UNREACHABLE, f"lost the connection to the server: {exc or type(exc).__name__}"
+        )
+    return Failure(
+        BUG, f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    )
 
 
 def _refusal(status: int, detail: str) -> Failure:
     if status in (401, 403):
-        return Failure(AUTH, f"the server refused the key ({status}): {detail} (set --api-key or SRNN_API_KEY)")
+        return Failure(
+            AUTH, f"the server refused the key ({status}): {detail} (set --api-key or SRNN_API_KEY)"
+        )
     if status in (429, 503):
         return Failure(BUSY, f"the server is full or overloaded ({status}): {detail}")
     if status == 404:

@@ -18,7 +18,9 @@ T = TypeVar("T")
 class _Loop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="stateful-rnn-client", daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="stateful-rnn-client", daemon=True
+        )
         self.thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -59,10 +61,18 @@ class Client:
         """Every model the server serves, with its versions, their states and live sessions."""
         return self._loop.run(self._async.models())
 
-    def create_session(self, session_id: str | None = None, ttl_s: float | None = None,
-                       model: str | None = None, version: int | None = None) -> Session:
+    def create_session(
+        self,
+        session_id: str | None = None,
+        ttl_s: float | None = None,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> Session:
         """A new session (random id unless ``session_id`` is given)."""
-        return Session(self._loop, self._loop.run(self._async.create_session(session_id, ttl_s, model, version)))
+        return Session(
+            self._loop,
+            self._loop.run(self._async.create_session(session_id, ttl_s, model, version)),
+        )
 
     def session(self, session_id: str) -> Session:
         """An existing session, continuing from its last applied chunk."""

@@ -15,11 +15,11 @@ import pytest
 from app.api.auth import KeyRing
 from app.api.middleware import Admission
 from app.model.loader import load_model
-from deploy.waiting import wait_for
-from tests.support.flood import stalled
-from tests.support.keys import auth
-from tests.support.metrics import metric
-from tests.support.servers import serve_in_thread
+from harness.flood import stalled
+from harness.keys import auth
+from harness.metrics import metric
+from harness.servers import serve_in_thread
+from harness.waiting import wait_for
 
 KEYS = {"a": "key-a-0001", "b": "key-b-0001", "c": "key-c-0001", "d": "key-d-0001"}
 ADMIN = "admin-key-0001"
@@ -37,14 +37,22 @@ def timed(method: str, url: str, key: str | None, **kwargs) -> tuple[httpx.Respo
 
 
 def settings(**overrides):
-    return {"api_keys": ",".join(f"{t}:{k}" for t, k in KEYS.items()), "admin_keys": ADMIN,
-            "max_in_flight": 3, "max_in_flight_per_tenant": 1, "shed_delay": 0.3, **overrides}
+    return {
+        "api_keys": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
+        "admin_keys": ADMIN,
+        "max_in_flight": 3,
+        "max_in_flight_per_tenant": 1,
+        "shed_delay": 0.3,
+        **overrides,
+    }
 
 
 def test_a_tenant_at_its_share_is_refused_while_the_others_are_let_in_and_the_admins_always_are():
     with serve_in_thread(load_model("seed"), **settings()) as url:
         for tenant in ("a", "b", "d"):
-            httpx.post(f"{url}/v1/sessions", json={"session_id": tenant}, headers=auth(KEYS[tenant]))
+            httpx.post(
+                f"{url}/v1/sessions", json={"session_id": tenant}, headers=auth(KEYS[tenant])
+            )
         with ExitStack() as stack:
             stack.enter_context(stalled(url, KEYS["a"]))
             over_share, waited = timed("POST", f"{url}/v1/sessions/a/chunks", KEYS["a"], json=CHUNK)
@@ -55,7 +63,9 @@ def test_a_tenant_at_its_share_is_refused_while_the_others_are_let_in_and_the_ad
             full = metric(url, "srnn_requests_in_flight")
             server_full, _ = timed("POST", f"{url}/v1/sessions/d/chunks", KEYS["d"], json=CHUNK)
             admin, _ = timed("GET", f"{url}/v1/sessions/b", ADMIN)
-        until(lambda: metric(url, "srnn_requests_in_flight") == 0, url)  # the stalled requests end: no leak
+        until(
+            lambda: metric(url, "srnn_requests_in_flight") == 0, url
+        )  # the stalled requests end: no leak
         after, _ = timed("POST", f"{url}/v1/sessions/a/chunks", KEYS["a"], json=CHUNK)
     assert over_share.status_code == 503 and over_share.headers["retry-after"] == "1"
     assert "your share" in over_share.json()["detail"]
@@ -78,10 +88,15 @@ def test_in_open_mode_there_are_no_shares():
 
 def test_beyond_the_held_limit_refusals_go_at_once_and_close_their_connection():
     # --max-in-flight 1 holds at most four answers: the fifth refusal may not wait.
-    with serve_in_thread(load_model("seed"), max_in_flight=1, shed_delay=1.0) as url, stalled(url, None):
+    with (
+        serve_in_thread(load_model("seed"), max_in_flight=1, shed_delay=1.0) as url,
+        stalled(url, None),
+    ):
         first: list = []
-        holders = [threading.Thread(target=lambda: first.append(timed("GET", f"{url}/v1/sessions", None)))
-                   for _ in range(4)]
+        holders = [
+            threading.Thread(target=lambda: first.append(timed("GET", f"{url}/v1/sessions", None)))
+            for _ in range(4)
+        ]
         shed = 'srnn_shed_total{reason="server"}'
         before = metric(url, shed)
         for holder in holders:
@@ -92,7 +107,11 @@ def test_beyond_the_held_limit_refusals_go_at_once_and_close_their_connection():
             holder.join()
     assert len(first) == 4
     for held, held_for in first:
-        assert held.status_code == 503 and held_for >= 1.0 and held.headers.get("connection") != "close"
+        assert (
+            held.status_code == 503
+            and held_for >= 1.0
+            and held.headers.get("connection") != "close"
+        )
     assert fifth.status_code == 503 and waited < 1.0 and fifth.headers["connection"] == "close"
 
 
@@ -109,7 +128,13 @@ def test_a_refusal_begun_before_an_error_is_still_sent():
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "path": "/v1/sessions", "method": "GET", "headers": [], "client": ("t", 1)}
+    scope = {
+        "type": "http",
+        "path": "/v1/sessions",
+        "method": "GET",
+        "headers": [],
+        "client": ("t", 1),
+    }
     with pytest.raises(RuntimeError):
         asyncio.run(admission(scope, None, send))
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]

@@ -9,8 +9,8 @@ import pytest
 import websockets
 
 from app.model.loader import load_model
-from tests.support.keys import auth
-from tests.support.servers import serve_in_thread
+from harness.keys import auth
+from harness.servers import serve_in_thread
 
 KEYS = {"alpha": "alpha-key-0001", "beta": "beta-key-00002"}
 ADMIN = "admin-key-000003"
@@ -18,12 +18,17 @@ ADMIN = "admin-key-000003"
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def url(request, redis_url):
-    from tests.support.redis import delete_prefix, new_prefix
+    from harness.redis import delete_prefix, new_prefix
 
     prefix = new_prefix()
-    options = dict(backend=request.param, redis_url=redis_url, redis_prefix=prefix,
-                   api_keys=",".join(f"{t}:{k}" for t, k in KEYS.items()), admin_keys=ADMIN,
-                   max_sessions_per_tenant=3)
+    options = {
+        "backend": request.param,
+        "redis_url": redis_url,
+        "redis_prefix": prefix,
+        "api_keys": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
+        "admin_keys": ADMIN,
+        "max_sessions_per_tenant": 3,
+    }
     with serve_in_thread(load_model("seed"), **options) as url:
         yield url
     delete_prefix(redis_url, prefix)
@@ -80,9 +85,13 @@ def test_no_key_or_a_wrong_key_is_401_everywhere(url, key):
     with as_tenant(url, "alpha") as alpha:
         sid = alpha.post("/v1/sessions").json()["session_id"]
     with httpx.Client(base_url=url, headers=auth(key)) as stranger:
-        for answer in (stranger.post("/v1/sessions"), stranger.get(f"/v1/sessions/{sid}"),
-                       stranger.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}),
-                       stranger.get("/v1/sessions"), stranger.get("/v1/model")):
+        for answer in (
+            stranger.post("/v1/sessions"),
+            stranger.get(f"/v1/sessions/{sid}"),
+            stranger.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}),
+            stranger.get("/v1/sessions"),
+            stranger.get("/v1/model"),
+        ):
             assert answer.status_code == 401, answer.text
             assert answer.headers["www-authenticate"] == "Bearer"
             assert answer.headers["content-type"] == "application/problem+json"
@@ -90,7 +99,9 @@ def test_no_key_or_a_wrong_key_is_401_everywhere(url, key):
 
     async def stream():
         suffix = f"?token={key}" if key else ""
-        async with websockets.connect(url.replace("http", "ws") + f"/v1/sessions/{sid}/stream{suffix}") as socket:
+        async with websockets.connect(
+            url.replace("http", "ws") + f"/v1/sessions/{sid}/stream{suffix}"
+        ) as socket:
             await socket.recv()
 
     with pytest.raises(websockets.ConnectionClosed) as closed:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from app.model.step import StreamingModel
+from harness.servers import serve_in_thread
 from tests.support.reference import StatefulReference, state_rows
-from tests.support.servers import serve_in_thread
 
 SESSIONS = 64
 
@@ -36,15 +36,22 @@ def batch_sizes(metrics_text: str) -> tuple[float, float]:
 
 def test_64_concurrent_sessions_each_get_what_they_get_alone(lstm_stack):
     rng = np.random.default_rng(11)
-    sequences = [rng.normal(size=(int(rng.integers(5, 40)), 3)).astype(np.float32) for _ in range(SESSIONS)]
-    cuts = [np.sort(rng.choice(np.arange(1, len(s)), size=min(4, len(s) - 1), replace=False)) for s in sequences]
+    sequences = [
+        rng.normal(size=(int(rng.integers(5, 40)), 3)).astype(np.float32) for _ in range(SESSIONS)
+    ]
+    cuts = [
+        np.sort(rng.choice(np.arange(1, len(s)), size=min(4, len(s) - 1), replace=False))
+        for s in sequences
+    ]
 
     async def stream(client, index):
         sid = f"batch-{index}"
         await client.post("/v1/sessions", json={"session_id": sid})
         outputs = []
         for chunk in np.split(sequences[index], cuts[index]):
-            answer = await client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist()})
+            answer = await client.post(
+                f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist()}
+            )
             assert answer.status_code == 200, answer.text
             outputs.append(np.array(answer.json()["outputs"], np.float32))
         state = (await client.get(f"/v1/sessions/{sid}/state")).json()

@@ -11,17 +11,18 @@ import time
 import httpx
 import pytest
 
+from harness.metrics import metric
+from harness.servers import ServerProcess
 from tests.support.attacks import drain
-from tests.support.metrics import metric
-from tests.support.servers import ServerProcess
 
 HEADER_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])
 def server(request):
-    server = ServerProcess("--model", "seed", "--http", request.param,
-                           "--header-timeout", str(HEADER_TIMEOUT)).start()
+    server = ServerProcess(
+        "--model", "seed", "--http", request.param, "--header-timeout", str(HEADER_TIMEOUT)
+    ).start()
     try:
         yield server.wait_ready()
     finally:
@@ -32,7 +33,9 @@ def test_a_one_megabyte_header_line_is_431(server):
     # The attack: a 1 MB header line was answered 200.
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         try:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2**20 + b"\r\n\r\n")
+            sock.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2**20 + b"\r\n\r\n"
+            )
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before it was all sent
         answer = drain(sock)
@@ -62,7 +65,9 @@ def test_unfinished_headers_are_refused_without_being_buffered(server):
         thread.start()
     for thread in bombs:
         thread.join(60)
-    assert len(answers) == 8 and all(a.startswith(b"HTTP/1.1 431 ") for a in answers), [a[:40] for a in answers]
+    assert len(answers) == 8 and all(a.startswith(b"HTTP/1.1 431 ") for a in answers), [
+        a[:40] for a in answers
+    ]
     if before is not None:
         grown = server.rss() - before
         assert grown < 24 * 2**20, f"RSS grew by {grown / 2**20:.0f} MiB"
@@ -104,11 +109,20 @@ def test_a_body_the_app_refused_is_dropped_and_may_not_trickle_on(server):
     sid = httpx.post(f"{server.url}/v1/sessions").json()["session_id"]
     with httpx.Client(base_url=server.url) as http:
         big = b" " * (5 * 2**20)
-        assert http.post(f"/v1/sessions/{sid}/chunks", content=big, headers={"Content-Type": "application/json"}).status_code == 413
+        assert (
+            http.post(
+                f"/v1/sessions/{sid}/chunks",
+                content=big,
+                headers={"Content-Type": "application/json"},
+            ).status_code
+            == 413
+        )
         assert http.get(f"/v1/sessions/{sid}").status_code == 200  # the same connection, kept alive
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(f"POST /v1/sessions/{sid}/chunks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {64 * 2**20}\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /v1/sessions/{sid}/chunks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {64 * 2**20}\r\n\r\n".encode()
+        )
         sock.settimeout(5)
         assert sock.recv(100).startswith(b"HTTP/1.1 413 ")
         started = time.monotonic()

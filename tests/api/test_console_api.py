@@ -10,9 +10,9 @@ import pytest
 
 from app.model.loader import load_model
 from app.stats import RollingStats
-from tests.support.keys import auth
-from tests.support.redis import delete_prefix, new_prefix, own_redis
-from tests.support.servers import serve_in_thread
+from harness.keys import auth
+from harness.redis import delete_prefix, new_prefix, own_redis
+from harness.servers import serve_in_thread
 
 ADMIN = "admin-key-console-1"
 TENANT = "tenant-key-console"
@@ -21,8 +21,14 @@ TENANT = "tenant-key-console"
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def url(request, redis_url):
     prefix = new_prefix()
-    options = dict(backend=request.param, redis_url=redis_url, redis_prefix=prefix, capacity=16,
-                   admin_keys=ADMIN, api_keys=f"ops:{TENANT}")
+    options = {
+        "backend": request.param,
+        "redis_url": redis_url,
+        "redis_prefix": prefix,
+        "capacity": 16,
+        "admin_keys": ADMIN,
+        "api_keys": f"ops:{TENANT}",
+    }
     with serve_in_thread(load_model("seed"), **options) as url:
         yield url
     delete_prefix(redis_url, prefix)
@@ -32,14 +38,24 @@ def test_stats_move_as_chunks_are_served(url):
     with httpx.Client(base_url=url, headers=auth(ADMIN), timeout=30) as admin:
         assert httpx.get(f"{url}/v1/stats").status_code == 401
         refused = httpx.get(f"{url}/v1/stats", headers=auth(TENANT))
-        assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
+        assert (
+            refused.status_code == 403
+            and refused.headers["content-type"] == "application/problem+json"
+        )
         before = admin.get("/v1/stats").json()
         assert before["replica"] == f"{socket.gethostname()}:{url.rsplit(':', 1)[1]}"
-        assert before["model"]["name"] == "seed" and before["model"]["fingerprint"].startswith("sha256:")
+        assert before["model"]["name"] == "seed" and before["model"]["fingerprint"].startswith(
+            "sha256:"
+        )
         assert before["sessions"]["capacity"] == 16
         sid = admin.post("/v1/sessions").json()["session_id"]
         for seq in range(1, 21):
-            assert admin.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [0.5, 1.0], "seq": seq}).status_code == 200
+            assert (
+                admin.post(
+                    f"/v1/sessions/{sid}/chunks", json={"inputs": [0.5, 1.0], "seq": seq}
+                ).status_code
+                == 200
+            )
         after = admin.get("/v1/stats").json()
         assert after["window"]["chunks"] >= 20 and after["window"]["chunks_per_s"] > 0
         assert after["window"]["p99_ms"] is not None and after["window"]["p99_ms"] > 0
@@ -60,9 +76,16 @@ def test_stats_move_as_chunks_are_served(url):
 
 def test_stats_without_redis_still_serve_this_replicas_figures():
     with own_redis(appendonly=False) as redis_server:
-        options = dict(backend="redis", redis_url=redis_server.url, capacity=16, admin_keys=ADMIN)
-        with serve_in_thread(load_model("seed"), **options) as url, \
-                httpx.Client(base_url=url, headers=auth(ADMIN), timeout=30) as admin:
+        options = {
+            "backend": "redis",
+            "redis_url": redis_server.url,
+            "capacity": 16,
+            "admin_keys": ADMIN,
+        }
+        with (
+            serve_in_thread(load_model("seed"), **options) as url,
+            httpx.Client(base_url=url, headers=auth(ADMIN), timeout=30) as admin,
+        ):
             assert admin.get("/v1/stats").json()["sessions"]["total"] == 0
             redis_server.stop()
             deadline = time.monotonic() + 20  # the cached count is at most 5 s old
@@ -96,7 +119,11 @@ def test_last_outputs_are_the_last_chunks_response(url):
     with httpx.Client(base_url=url, headers=auth(TENANT), timeout=30) as tenant:
         sid = tenant.post("/v1/sessions").json()["session_id"]
         assert tenant.get(f"/v1/sessions/{sid}/outputs").json() == {
-            "session_id": sid, "seq": 0, "steps": 0, "outputs": None}
+            "session_id": sid,
+            "seq": 0,
+            "steps": 0,
+            "outputs": None,
+        }
         tenant.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0]})
         answer = tenant.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [3.0]}).json()
         last = tenant.get(f"/v1/sessions/{sid}/outputs").json()
@@ -111,7 +138,10 @@ def test_the_listing_names_each_sessions_tenant(url):
     with httpx.Client(base_url=url, headers=auth(ADMIN), timeout=30) as admin:
         mine = admin.post("/v1/sessions").json()["session_id"]
         theirs = httpx.post(f"{url}/v1/sessions", headers=auth(TENANT)).json()["session_id"]
-        listed = {s["session_id"]: s for s in admin.get("/v1/sessions", params={"limit": 1000}).json()["sessions"]}
+        listed = {
+            s["session_id"]: s
+            for s in admin.get("/v1/sessions", params={"limit": 1000}).json()["sessions"]
+        }
         assert listed[mine]["tenant"] is None and listed[theirs]["tenant"] == "ops"
         # A tenant's own view of a session is unchanged: SessionInfo, no tenant member.
         assert "tenant" not in httpx.get(f"{url}/v1/sessions/{theirs}", headers=auth(TENANT)).json()
@@ -127,6 +157,8 @@ def test_the_console_page_is_served_with_strict_headers(url):
     assert page.headers["x-content-type-options"] == "nosniff"
     assert "<script>" not in page.text and 'type="module" src="main.js"' in page.text
     script = httpx.get(f"{url}/ui/main.js")
-    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert script.status_code == 200 and script.headers["content-type"].startswith(
+        "text/javascript"
+    )
     for name in ("../main.py", "nope.js", "%2e%2e%2fconsole.py"):
         assert httpx.get(f"{url}/ui/{name}").status_code == 404

@@ -11,17 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.model.step import StreamingModel
+from harness.servers import serve_in_thread
 from tests.support.models import architectures, chunked_sequences, split
 from tests.support.reference import assert_streamed_like_keras
-from tests.support.servers import serve_in_thread
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 @settings(max_examples=8)
 @given(architecture=architectures, data=st.data())
-def test_random_models_over_http_equal_keras_stateful(backend, redis_url, redis_prefix, architecture, data):
-    check_random_model_over_http(architecture, data, backend=backend, redis_url=redis_url,
-                                 redis_prefix=redis_prefix)
+def test_random_models_over_http_equal_keras_stateful(
+    backend, redis_url, redis_prefix, architecture, data
+):
+    check_random_model_over_http(
+        architecture, data, backend=backend, redis_url=redis_url, redis_prefix=redis_prefix
+    )
 
 
 def check_random_model_over_http(architecture, data, **options) -> None:

@@ -13,13 +13,14 @@ import pytest
 import websockets
 
 from app.model.loader import load_model
-from tests.support.flood import create_flood_sessions, flooding, stalled
-from tests.support.keys import auth
-from tests.support.metrics import metric
-from tests.support.servers import ServerProcess, serve_in_thread, serve_process, wait_for
+from harness.flood import create_flood_sessions, flooding, stalled
+from harness.keys import auth
+from harness.metrics import metric
+from harness.servers import ServerProcess, serve_in_thread, serve_process, wait_for
 
-
-needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+needs_wrk = pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)"
+)
 
 
 def probe(client, sid, count):
@@ -45,11 +46,21 @@ def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency():
     # excess beyond the share must add nothing to it. (How the share itself slows a neighbour is
     # in the README's Security section.)
     keys = {"flood": "flood-key-0001", "other": "other-key-0001"}
-    args = ("--model", "default", "--api-keys", ",".join(f"{t}:{k}" for t, k in keys.items()),
-            "--max-in-flight", "64", "--max-in-flight-per-tenant", "16")
-    with serve_process(*args) as url, \
-            httpx.Client(base_url=url, timeout=60, headers=auth(keys["other"])) as other, \
-            httpx.Client(base_url=url, timeout=60, headers=auth(keys["flood"])) as flooder:
+    args = (
+        "--model",
+        "default",
+        "--api-keys",
+        ",".join(f"{t}:{k}" for t, k in keys.items()),
+        "--max-in-flight",
+        "64",
+        "--max-in-flight-per-tenant",
+        "16",
+    )
+    with (
+        serve_process(*args) as url,
+        httpx.Client(base_url=url, timeout=60, headers=auth(keys["other"])) as other,
+        httpx.Client(base_url=url, timeout=60, headers=auth(keys["flood"])) as flooder,
+    ):
         create_flood_sessions(url, 50, keys["flood"])
         mine = other.post("/v1/sessions").json()["session_id"]
         times = {16: [], 200: []}
@@ -60,12 +71,16 @@ def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency():
 
         for connections in (16, 200, 16, 200):  # interleaved: the machine's own noise hits both
             wait_for(idle, url, 30)  # what the last flood left in progress is done first
-            with flooding(url, sessions=50, connections=connections, seconds=5, key=keys["flood"]) as wrk:
+            with flooding(
+                url, sessions=50, connections=connections, seconds=5, key=keys["flood"]
+            ) as wrk:
                 time.sleep(1.0)
                 times[connections] += probe(other, mine, 60)
                 if connections == 200:
-                    tries += [flooder.post("/v1/sessions/flood-0/chunks", json={"inputs": [0.5] * 10})
-                              for _ in range(5)]
+                    tries += [
+                        flooder.post("/v1/sessions/flood-0/chunks", json={"inputs": [0.5] * 10})
+                        for _ in range(5)
+                    ]
                 report = wrk.communicate(timeout=60)[0]
             assert ("Non-2xx or 3xx responses" in report) == (connections == 200), report
         wait_for(idle, url, 30)
@@ -87,8 +102,10 @@ def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency():
 
 @needs_wrk
 def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency():
-    with serve_process("--model", "default", "--max-session-queue", "8") as url, \
-            httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        serve_process("--model", "default", "--max-session-queue", "8") as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         client.post("/v1/sessions", json={"session_id": "flood-0"})
         mine = client.post("/v1/sessions").json()["session_id"]
         baseline = probe(client, mine, 40)
@@ -98,7 +115,9 @@ def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency():
             report = wrk.communicate(timeout=60)[0]
         assert "Non-2xx or 3xx responses" in report, report  # the hot session's excess was shed
     # Never starved, never shed.
-    assert all(a.status_code == 200 for a, _ in baseline + during), [a.text[:100] for a, _ in during]
+    assert all(a.status_code == 200 for a, _ in baseline + during), [
+        a.text[:100] for a, _ in during
+    ]
     # It never waits behind the hot session's backlog (bounded at --max-session-queue), and the hot
     # session's excess, answered 503 after --shed-delay, costs the event loop little: measured
     # 1.8 to 3.3 ms alone, 2.6 to 5 ms under the flood (about 130 ms before refusals were held).
@@ -108,8 +127,10 @@ def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency():
 
 @needs_wrk
 def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers():
-    with serve_in_thread(load_model("default"), max_in_flight=8) as url, \
-            httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        serve_in_thread(load_model("default"), max_in_flight=8) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         create_flood_sessions(url, 50)
         mine = client.post("/v1/sessions").json()["session_id"]
         baseline = probe(client, mine, 40)
@@ -126,7 +147,9 @@ def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers():
     assert_shed_properly(shed)
     assert health.status_code == 200  # probes are never shed
     # The flood is over: all is served again.
-    assert all(a.status_code == 200 for a, _ in after), [(a.status_code, a.text[:200]) for a, _ in after]
+    assert all(a.status_code == 200 for a, _ in after), [
+        (a.status_code, a.text[:200]) for a, _ in after
+    ]
     typical = statistics.median(t for _, t in baseline)
     assert statistics.median(t for _, t in after) < max(0.02, 5 * typical)
 
@@ -138,16 +161,33 @@ def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tm
     key, secret_value = "tenant-key-do-not-log-1", 123.456789
     log_file = tmp_path / "server.log"
     with open(log_file, "wb") as sink:
-        server = ServerProcess("--model", "seed", "--log-format", "json", "--api-keys", f"t:{key}",
-                               log_level=level, output=sink).start()
+        server = ServerProcess(
+            "--model",
+            "seed",
+            "--log-format",
+            "json",
+            "--api-keys",
+            f"t:{key}",
+            log_level=level,
+            output=sink,
+        ).start()
         url = server.url
         try:
             server.wait_ready()
             headers = {"Authorization": f"Bearer {key}"}
             sid = httpx.post(f"{url}/v1/sessions", headers=headers).json()["session_id"]
-            httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [secret_value]}, headers=headers)
-            httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [secret_value, "x"]}, headers=headers)
-            httpx.get(f"{url}/v1/sessions/{sid}", headers={"Authorization": "Bearer wrong-key-also-secret"})
+            httpx.post(
+                f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [secret_value]}, headers=headers
+            )
+            httpx.post(
+                f"{url}/v1/sessions/{sid}/chunks",
+                json={"inputs": [secret_value, "x"]},
+                headers=headers,
+            )
+            httpx.get(
+                f"{url}/v1/sessions/{sid}",
+                headers={"Authorization": "Bearer wrong-key-also-secret"},
+            )
 
             async def stream():
                 stream_url = url.replace("http", "ws") + f"/v1/sessions/{sid}/stream"

@@ -9,18 +9,28 @@ import httpx
 import pytest
 
 from app.model.loader import load_model
-from tests.support.metrics import scrape
-from tests.support.servers import serve_in_thread, serve_process
+from harness.metrics import scrape
+from harness.servers import serve_in_thread, serve_process
 
 
 def test_metrics_count_what_was_served(redis_url, redis_prefix):
-    options = dict(backend="redis", redis_url=redis_url, redis_prefix=redis_prefix, capacity=2)
-    with serve_in_thread(load_model("seed"), **options) as url, httpx.Client(base_url=url) as client:
+    options = {
+        "backend": "redis",
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "capacity": 2,
+    }
+    with (
+        serve_in_thread(load_model("seed"), **options) as url,
+        httpx.Client(base_url=url) as client,
+    ):
         before = scrape(url)
         ids = [client.post("/v1/sessions").json()["session_id"] for _ in range(3)]
         for sid in ids:  # three sessions through two slots: one eviction at least
             client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0, 3.0], "seq": 1})
-        client.post(f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0, 2.0, 3.0], "seq": 1})  # replay
+        client.post(
+            f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0, 2.0, 3.0], "seq": 1}
+        )  # replay
         client.post(f"/v1/sessions/{ids[0]}/chunks", json={"inputs": [1.0], "seq": 7})  # 409
         after = scrape(url)
         # Levels (slots in use, connections) are sampled once a second.
@@ -44,13 +54,15 @@ def test_metrics_count_what_was_served(redis_url, redis_prefix):
     assert after["srnn_capacity"] == 2 and after["srnn_hot_sessions"] == 2
     assert any(re.match(r"srnn_queue_depth", name) for name in after)
     chunk = 'phase="{}",transport="http"'
-    assert moved(f'srnn_chunk_seconds_count{{{chunk.format("total")}}}') == 3
-    assert moved(f'srnn_chunk_seconds_count{{{chunk.format("queue")}}}') == 3
+    assert moved(f"srnn_chunk_seconds_count{{{chunk.format('total')}}}") == 3
+    assert moved(f"srnn_chunk_seconds_count{{{chunk.format('queue')}}}") == 3
     assert after["srnn_connections"] >= 1
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_the_exposition_is_clean_for_promtool_and_has_only_its_backends_series(backend, redis_url, redis_prefix):
+def test_the_exposition_is_clean_for_promtool_and_has_only_its_backends_series(
+    backend, redis_url, redis_prefix
+):
     from app import __version__
 
     args = ["--model", "seed", "--backend", backend]
@@ -62,17 +74,25 @@ def test_the_exposition_is_clean_for_promtool_and_has_only_its_backends_series(b
         time.sleep(1.2)  # the sampled gauges
         text = httpx.get(f"{url}/metrics").text
         fingerprint = httpx.get(f"{url}/v1/model").json()["fingerprint"]
-    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     assert not [name for name in names if name.endswith("_created")]
     redis_series = {"srnn_redis_round_trip_seconds_count", "srnn_evictions_total"}
     if backend == "memory":
         assert not names & redis_series and "srnn_sessions" in names
     else:
         assert redis_series <= names and "srnn_sessions" not in names
-    info = f'srnn_build_info{{fingerprint="{fingerprint}",model="seed/1",version="{__version__}"}} 1.0'
+    info = (
+        f'srnn_build_info{{fingerprint="{fingerprint}",model="seed/1",version="{__version__}"}} 1.0'
+    )
     assert info in text.splitlines()
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool (Debian's prometheus package) is not installed")
-    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr

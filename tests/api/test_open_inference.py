@@ -14,10 +14,10 @@ import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
-from tests.support.keys import auth
+from harness.keys import auth
+from harness.servers import serve_in_thread
 from tests.support.reference import StatefulReference
 from tests.support.repository import save_version
-from tests.support.servers import serve_in_thread
 
 KEYS = {"alpha": "alpha-key-triton", "beta": "beta-key-triton"}
 ADMIN = auth("root-key-triton")
@@ -27,12 +27,16 @@ RNG = np.random.default_rng(16)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     repo = tmp_path_factory.mktemp("triton") / "models"
-    models = {"speech": save_version(repo, "speech", 1, seed=101),
-              "desk": save_version(repo, "desk", 1, seed=102, features=1, layers=(("LSTM", 3, False),),
-                                   per_step=False)}
+    models = {
+        "speech": save_version(repo, "speech", 1, seed=101),
+        "desk": save_version(
+            repo, "desk", 1, seed=102, features=1, layers=(("LSTM", 3, False),), per_step=False
+        ),
+    }
     api_keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
-    with serve_in_thread(None, model_repository=str(repo), api_keys=api_keys, admin_keys="root-key-triton",
-                         xla=False) as url:
+    with serve_in_thread(
+        None, model_repository=str(repo), api_keys=api_keys, admin_keys="root-key-triton", xla=False
+    ) as url:
         yield url, models
 
 
@@ -52,16 +56,39 @@ def request(chunk: np.ndarray, binary: bool = True) -> list:
 
 def numbered(http, sequence_id, chunk, seq: int, start: bool = False) -> np.ndarray:
     """A chunk carrying our ``seq`` parameter (exactly-once)."""
-    answer = http.infer("speech", request(chunk), sequence_id=sequence_id, sequence_start=start,
-                        parameters={"seq": seq}, headers=headers())
+    answer = http.infer(
+        "speech",
+        request(chunk),
+        sequence_id=sequence_id,
+        sequence_start=start,
+        parameters={"seq": seq},
+        headers=headers(),
+    )
     return answer.as_numpy("outputs")[0]
 
 
-def infer(http, chunk, sequence_id, *, start=False, end=False, binary_in=True, binary_out=True,
-          model="speech", tenant="alpha"):
+def infer(
+    http,
+    chunk,
+    sequence_id,
+    *,
+    start=False,
+    end=False,
+    binary_in=True,
+    binary_out=True,
+    model="speech",
+    tenant="alpha",
+):
     outputs = [triton.InferRequestedOutput("outputs", binary_data=binary_out)]
-    answer = http.infer(model, request(chunk, binary_in), outputs=outputs, sequence_id=sequence_id,
-                        sequence_start=start, sequence_end=end, headers=headers(tenant))
+    answer = http.infer(
+        model,
+        request(chunk, binary_in),
+        outputs=outputs,
+        sequence_id=sequence_id,
+        sequence_start=start,
+        sequence_end=end,
+        headers=headers(tenant),
+    )
     return answer.as_numpy("outputs")[0], answer.get_response()
 
 
@@ -73,14 +100,26 @@ def test_a_sequence_over_http_binary_and_json_equals_keras(served, sequence_id):
     chunks = [RNG.uniform(-2, 2, (steps, 2)).astype(np.float32) for steps in (3, 1, 4, 2)]
     modes = [(True, True), (False, False), (True, False), (False, True)]  # inputs, outputs binary
     for index, (chunk, (binary_in, binary_out)) in enumerate(zip(chunks, modes)):
-        got, response = infer(http, chunk, sequence_id, start=index == 0, end=index == len(chunks) - 1,
-                              binary_in=binary_in, binary_out=binary_out)
+        got, response = infer(
+            http,
+            chunk,
+            sequence_id,
+            start=index == 0,
+            end=index == len(chunks) - 1,
+            binary_in=binary_in,
+            binary_out=binary_out,
+        )
         np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
         assert response["parameters"]["seq"] == index + 1
     # Ended: the id is gone, and a chunk without sequence_start is refused.
     with pytest.raises(InferenceServerException, match="not live"):
         infer(http, chunks[0], sequence_id)
-    assert httpx.get(f"{url}/v1/sessions/{response['parameters']['session_id']}", headers=headers()).status_code == 404
+    assert (
+        httpx.get(
+            f"{url}/v1/sessions/{response['parameters']['session_id']}", headers=headers()
+        ).status_code
+        == 404
+    )
 
 
 def test_sequence_start_on_a_live_sequence_resets_it_and_state_is_readable_over_v1(served):
@@ -92,7 +131,9 @@ def test_sequence_start_on_a_live_sequence_resets_it_and_state_is_readable_over_
     again = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
     got, response = infer(http, again, 2000, start=True)
     np.testing.assert_allclose(got, StatefulReference(models["speech"]).feed(again), atol=1e-5)
-    state = httpx.get(f"{url}/v1/sessions/{response['parameters']['session_id']}/state", headers=headers()).json()
+    state = httpx.get(
+        f"{url}/v1/sessions/{response['parameters']['session_id']}/state", headers=headers()
+    ).json()
     assert state["steps"] == 2 and state["model"]["name"] == "speech"
 
 
@@ -104,7 +145,9 @@ def test_a_chunk_naming_another_model_than_its_sequences_is_409_and_changes_noth
     got, _ = infer(http, chunk, 2500, start=True)
     np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
     for start in (False, True):  # desk takes one feature: the chunk itself is fine for desk
-        with pytest.raises(InferenceServerException, match="runs model speech, not desk") as refused:
+        with pytest.raises(
+            InferenceServerException, match="runs model speech, not desk"
+        ) as refused:
             infer(http, chunk[:, :1], 2500, start=start, model="desk")
         assert refused.value.status() == "409"
     got, response = infer(http, chunk, 2500, end=True)
@@ -145,8 +188,14 @@ def test_interleaved_sequences_from_concurrent_async_clients_stay_exact(served):
             for step in range(steps):
                 tensor = triton_aio.InferInput("inputs", [1, 2, 2], "FP32")
                 tensor.set_data_from_numpy(chunks[index, step][None])
-                answer = await http.infer("speech", [tensor], sequence_id=5000 + index, sequence_start=step == 0,
-                                          sequence_end=step == steps - 1, headers=headers())
+                answer = await http.infer(
+                    "speech",
+                    [tensor],
+                    sequence_id=5000 + index,
+                    sequence_start=step == 0,
+                    sequence_end=step == steps - 1,
+                    headers=headers(),
+                )
                 answers.append(answer.as_numpy("outputs")[0])
             return answers
         finally:
@@ -166,7 +215,9 @@ def test_bad_requests_get_the_protocols_error_and_change_nothing(served):
     http = client(url)
     reference = StatefulReference(models["speech"])
     chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
-    np.testing.assert_allclose(infer(http, chunk, 3000, start=True)[0], reference.feed(chunk), atol=1e-5)
+    np.testing.assert_allclose(
+        infer(http, chunk, 3000, start=True)[0], reference.feed(chunk), atol=1e-5
+    )
 
     def refused(inputs, model="speech", status=400):
         with pytest.raises(InferenceServerException) as caught:
@@ -184,26 +235,38 @@ def test_bad_requests_get_the_protocols_error_and_change_nothing(served):
     refused([wrong_name])
     refused(request(chunk), model="nope", status=404)
     # A binary body cut short: the header says more than the body holds.
-    header = (b'{"inputs":[{"name":"inputs","shape":[1,2,2],"datatype":"FP32","parameters":{"binary_data_size":16}}],'
-              b'"parameters":{"sequence_id":3000}}')
-    for body, length in ((header + chunk.tobytes()[:8], str(len(header))), (header, str(len(header) + 40)),
-                         (header, "²".encode("latin-1"))):  # digits to str.isdigit, not to int
-        answer = httpx.post(f"{url}/v2/models/speech/infer", content=body,
-                            headers={**headers(), "Inference-Header-Content-Length": length})
+    header = (
+        b'{"inputs":[{"name":"inputs","shape":[1,2,2],"datatype":"FP32","parameters":{"binary_data_size":16}}],'
+        b'"parameters":{"sequence_id":3000}}'
+    )
+    for body, length in (
+        (header + chunk.tobytes()[:8], str(len(header))),
+        (header, str(len(header) + 40)),
+        (header, "²".encode("latin-1")),
+    ):  # digits to str.isdigit, not to int
+        answer = httpx.post(
+            f"{url}/v2/models/speech/infer",
+            content=body,
+            headers={**headers(), "Inference-Header-Content-Length": length},
+        )
         assert answer.status_code == 400 and set(answer.json()) == {"error"}, answer.text
     # Another tenant's sequence 3000 is another sequence: not live.
     with pytest.raises(InferenceServerException, match="not live"):
         infer(http, chunk, 3000, tenant="beta")
     # None of it changed the sequence.
     again = RNG.uniform(-2, 2, (1, 2)).astype(np.float32)
-    np.testing.assert_allclose(infer(http, again, 3000, end=True)[0], reference.feed(again), atol=1e-5)
+    np.testing.assert_allclose(
+        infer(http, again, 3000, end=True)[0], reference.feed(again), atol=1e-5
+    )
 
 
 def test_health_readiness_and_metadata(served):
     url, _ = served
     http = client(url)
     assert http.is_server_live() and http.is_server_ready(headers=headers())
-    assert http.is_model_ready("speech", headers=headers()) and http.is_model_ready("desk", "1", headers=headers())
+    assert http.is_model_ready("speech", headers=headers()) and http.is_model_ready(
+        "desk", "1", headers=headers()
+    )
     assert not http.is_model_ready("nope", headers=headers())
     assert http.get_server_metadata(headers=headers())["name"] == "stateful-rnn"
     metadata = http.get_model_metadata("speech", headers=headers())
@@ -227,7 +290,9 @@ def test_the_readmes_tritonclient_example_works_as_written():
     printed = []
     with serve_in_thread(load_model("seed"), xla=False) as url:
         exec(code.replace("127.0.0.1:8000", url.removeprefix("http://")), {"print": printed.append})
-    whole = StatefulReference(build_seed_model()).feed(np.arange(-4, 5, dtype=np.float32).reshape(9, 1))
+    whole = StatefulReference(build_seed_model()).feed(
+        np.arange(-4, 5, dtype=np.float32).reshape(9, 1)
+    )
     np.testing.assert_allclose(np.asarray(printed[0]).reshape(-1), whole, atol=1e-5)
 
 
@@ -242,7 +307,9 @@ def test_the_seq_parameter_gives_exactly_once_replays(served):
 
     first = send(chunks[0], 1, start=True)
     np.testing.assert_allclose(first, reference.feed(chunks[0]), atol=1e-5)
-    np.testing.assert_array_equal(send(chunks[0], 1), first)  # a retry: the stored answer, applied once
+    np.testing.assert_array_equal(
+        send(chunks[0], 1), first
+    )  # a retry: the stored answer, applied once
     with pytest.raises(InferenceServerException) as caught:
         send(chunks[1], 3)
     assert caught.value.status() == "409" and "next must be 2" in str(caught.value)
@@ -259,11 +326,17 @@ def test_a_retried_start_with_seq_is_answered_by_its_replay_and_resets_nothing(s
         return numbered(http, "retried-start", chunk, seq, start)
 
     first = send(chunks[0], 1, start=True)
-    np.testing.assert_array_equal(send(chunks[0], 1, start=True), first)  # its answer lost, sent again
+    np.testing.assert_array_equal(
+        send(chunks[0], 1, start=True), first
+    )  # its answer lost, sent again
     reference.feed(chunks[0])
-    np.testing.assert_allclose(send(chunks[1], 2), reference.feed(chunks[1]), atol=1e-5)  # not reset
+    np.testing.assert_allclose(
+        send(chunks[1], 2), reference.feed(chunks[1]), atol=1e-5
+    )  # not reset
     restarted = send(chunks[0], 3, start=True)  # a new start, numbered on: resets
-    np.testing.assert_allclose(restarted, StatefulReference(models["speech"]).feed(chunks[0]), atol=1e-5)
+    np.testing.assert_allclose(
+        restarted, StatefulReference(models["speech"]).feed(chunks[0]), atol=1e-5
+    )
 
 
 def test_the_statistics_extension_counts_each_versions_chunks_and_calls_for_admins_only(served):
@@ -286,7 +359,10 @@ def test_the_statistics_extension_counts_each_versions_chunks_and_calls_for_admi
     calls = {entry["batch_size"]: entry["compute_infer"]["count"] for entry in after["batch_stats"]}
     assert sum(calls.values()) == after["execution_count"] and calls[1] >= 3
     everything = http.get_inference_statistics(headers=ADMIN)["model_stats"]
-    assert [(entry["name"], entry["version"]) for entry in everything] == [("desk", "1"), ("speech", "1")]
+    assert [(entry["name"], entry["version"]) for entry in everything] == [
+        ("desk", "1"),
+        ("speech", "1"),
+    ]
     with pytest.raises(InferenceServerException, match="admin key"):
         http.get_inference_statistics("desk", headers=headers())
     with pytest.raises(InferenceServerException, match="no model 'nope'"):

@@ -14,11 +14,11 @@ import tritonclient.grpc as triton
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
-from deploy.waiting import free_port
-from tests.support.keys import auth
+from harness.keys import auth
+from harness.servers import serve_in_thread
+from harness.waiting import free_port
 from tests.support.reference import StatefulReference
 from tests.support.repository import save_version
-from tests.support.servers import serve_in_thread
 
 KEYS = {"alpha": "alpha-key-grpc", "beta": "beta-key-grpc"}
 RNG = np.random.default_rng(17)
@@ -30,8 +30,14 @@ def served(tmp_path_factory):
     model = save_version(repo, "speech", 1, seed=111)
     port = free_port()
     api_keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
-    with serve_in_thread(None, model_repository=str(repo), api_keys=api_keys, admin_keys="root-key-grpc",
-                         xla=False, grpc_port=port) as url:
+    with serve_in_thread(
+        None,
+        model_repository=str(repo),
+        api_keys=api_keys,
+        admin_keys="root-key-grpc",
+        xla=False,
+        grpc_port=port,
+    ) as url:
         yield url, f"127.0.0.1:{port}", model
 
 
@@ -51,33 +57,54 @@ def test_a_unary_sequence_equals_keras_and_its_session_is_the_same_over_v1(serve
     reference = StatefulReference(model)
     for index, steps in enumerate((2, 3, 1)):
         chunk = RNG.uniform(-2, 2, (steps, 2)).astype(np.float32)
-        answer = client.infer("speech", tensor(chunk), sequence_id=42, sequence_start=index == 0,
-                              headers=metadata())
+        answer = client.infer(
+            "speech", tensor(chunk), sequence_id=42, sequence_start=index == 0, headers=metadata()
+        )
         np.testing.assert_allclose(answer.as_numpy("outputs")[0], reference.feed(chunk), atol=1e-5)
     session_id = answer.get_response().parameters["session_id"].string_param
     state = httpx.get(f"{url}/v1/sessions/{session_id}/state", headers=auth(KEYS["alpha"])).json()
     assert (state["seq"], state["steps"]) == (3, 6)
     # The same sequence id over HTTP is the same sequence: it goes on from there.
     chunk = RNG.uniform(-2, 2, (1, 2)).astype(np.float32)
-    body = {"inputs": [{"name": "inputs", "shape": [1, 1, 2], "datatype": "FP32", "data": chunk.ravel().tolist()}],
-            "parameters": {"sequence_id": 42, "sequence_end": True}}
-    answer = httpx.post(f"{url}/v2/models/speech/infer", json=body, headers=auth(KEYS["alpha"])).json()
-    np.testing.assert_allclose(answer["outputs"][0]["data"], reference.feed(chunk).ravel(), atol=1e-5)
+    body = {
+        "inputs": [
+            {
+                "name": "inputs",
+                "shape": [1, 1, 2],
+                "datatype": "FP32",
+                "data": chunk.ravel().tolist(),
+            }
+        ],
+        "parameters": {"sequence_id": 42, "sequence_end": True},
+    }
+    answer = httpx.post(
+        f"{url}/v2/models/speech/infer", json=body, headers=auth(KEYS["alpha"])
+    ).json()
+    np.testing.assert_allclose(
+        answer["outputs"][0]["data"], reference.feed(chunk).ravel(), atol=1e-5
+    )
 
 
 def test_interleaved_sequences_on_one_bidirectional_stream_stay_exact_and_in_order(served):
     _, address, model = served
     client = triton.InferenceServerClient(address)
     answers: queue.Queue = queue.Queue()
-    client.start_stream(callback=lambda result, error: answers.put((result, error)), headers=metadata())
+    client.start_stream(
+        callback=lambda result, error: answers.put((result, error)), headers=metadata()
+    )
     count, steps = 4, 5
     chunks = RNG.uniform(-2, 2, (steps, count, 2, 2)).astype(np.float32)
     try:
         for step in range(steps):
             for index in range(count):
-                client.async_stream_infer("speech", tensor(chunks[step, index]), sequence_id=f"stream-{index}",
-                                          sequence_start=step == 0, sequence_end=step == steps - 1,
-                                          request_id=f"{index}:{step}")
+                client.async_stream_infer(
+                    "speech",
+                    tensor(chunks[step, index]),
+                    sequence_id=f"stream-{index}",
+                    sequence_start=step == 0,
+                    sequence_end=step == steps - 1,
+                    request_id=f"{index}:{step}",
+                )
         got = [answers.get(timeout=30) for _ in range(steps * count)]
     finally:
         client.stop_stream()
@@ -86,8 +113,9 @@ def test_interleaved_sequences_on_one_bidirectional_stream_stay_exact_and_in_ord
         assert error is None, error
         index, step = map(int, result.get_response().id.split(":"))
         assert (step, index) == divmod(position, count)  # answered in the order sent
-        np.testing.assert_allclose(result.as_numpy("outputs")[0], references[index].feed(chunks[step, index]),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            result.as_numpy("outputs")[0], references[index].feed(chunks[step, index]), atol=1e-5
+        )
 
 
 def test_concurrent_async_clients_with_their_own_sequences_stay_exact(served):
@@ -100,9 +128,14 @@ def test_concurrent_async_clients_with_their_own_sequences_stay_exact(served):
         try:
             found = []
             for step in range(steps):
-                answer = await client.infer("speech", tensor(chunks[index, step], triton_aio),
-                                            sequence_id=9000 + index, sequence_start=step == 0,
-                                            sequence_end=step == steps - 1, headers=metadata())
+                answer = await client.infer(
+                    "speech",
+                    tensor(chunks[index, step], triton_aio),
+                    sequence_id=9000 + index,
+                    sequence_start=step == 0,
+                    sequence_end=step == steps - 1,
+                    headers=metadata(),
+                )
                 found.append(answer.as_numpy("outputs")[0])
             return found
         finally:
@@ -122,13 +155,20 @@ def test_keys_tenants_and_bad_requests_get_the_protocols_errors_and_change_nothi
     client = triton.InferenceServerClient(address)
     reference = StatefulReference(model)
     chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
-    start = client.infer("speech", tensor(chunk), sequence_id=7, sequence_start=True, headers=metadata())
+    start = client.infer(
+        "speech", tensor(chunk), sequence_id=7, sequence_start=True, headers=metadata()
+    )
     np.testing.assert_allclose(start.as_numpy("outputs")[0], reference.feed(chunk), atol=1e-5)
 
     def refused(inputs, status: str, model_name: str = "speech", headers=None, **options):
         with pytest.raises(InferenceServerException) as caught:
-            client.infer(model_name, inputs, sequence_id=7, headers=metadata() if headers is None else headers,
-                         **options)
+            client.infer(
+                model_name,
+                inputs,
+                sequence_id=7,
+                headers=metadata() if headers is None else headers,
+                **options,
+            )
         assert caught.value.status() == status, caught.value
 
     wrong_type = triton.InferInput("inputs", [1, 2, 2], "FP64")
@@ -139,11 +179,17 @@ def test_keys_tenants_and_bad_requests_get_the_protocols_errors_and_change_nothi
     refused([wrong_shape], "StatusCode.INVALID_ARGUMENT")
     refused(tensor(chunk), "StatusCode.NOT_FOUND", model_name="nope")
     refused(tensor(chunk), "StatusCode.UNAUTHENTICATED", headers={})
-    refused(tensor(chunk), "StatusCode.UNAUTHENTICATED", headers={"authorization": "Bearer wrong-key-123"})
+    refused(
+        tensor(chunk),
+        "StatusCode.UNAUTHENTICATED",
+        headers={"authorization": "Bearer wrong-key-123"},
+    )
     with pytest.raises(InferenceServerException, match="not live"):  # beta's 7 is another sequence
         client.infer("speech", tensor(chunk), sequence_id=7, headers=metadata("beta"))
     again = RNG.uniform(-2, 2, (1, 2)).astype(np.float32)
-    answer = client.infer("speech", tensor(again), sequence_id=7, sequence_end=True, headers=metadata())
+    answer = client.infer(
+        "speech", tensor(again), sequence_id=7, sequence_end=True, headers=metadata()
+    )
     np.testing.assert_allclose(answer.as_numpy("outputs")[0], reference.feed(again), atol=1e-5)
     with pytest.raises(InferenceServerException, match="not live"):  # ended: gone
         client.infer("speech", tensor(again), sequence_id=7, headers=metadata())
@@ -153,7 +199,9 @@ def test_health_readiness_and_metadata(served):
     _, address, _ = served
     client = triton.InferenceServerClient(address)
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("speech", headers=metadata()) and client.is_model_ready("speech", "1", headers=metadata())
+    assert client.is_model_ready("speech", headers=metadata()) and client.is_model_ready(
+        "speech", "1", headers=metadata()
+    )
     assert not client.is_model_ready("nope", headers=metadata())
     assert client.get_server_metadata(headers=metadata()).name == "stateful-rnn"
     found = client.get_model_metadata("speech", headers=metadata(), as_json=True)
@@ -174,22 +222,33 @@ def test_the_readmes_grpc_example_works_as_written():
     printed, port = [], free_port()
     with serve_in_thread(load_model("seed"), xla=False, grpc_port=port):
         exec(code.replace("127.0.0.1:8001", f"127.0.0.1:{port}"), {"print": printed.append})
-    whole = StatefulReference(build_seed_model()).feed(np.arange(-4, 5, dtype=np.float32).reshape(9, 1))
+    whole = StatefulReference(build_seed_model()).feed(
+        np.arange(-4, 5, dtype=np.float32).reshape(9, 1)
+    )
     np.testing.assert_allclose(np.asarray(printed[0]).reshape(-1), whole, atol=1e-5)
 
 
 def test_with_api_workers_the_engine_process_serves_grpc():
     from app.model.builtin import build_seed_model
-    from tests.support.servers import ServerProcess, running
+    from harness.servers import ServerProcess, running
 
     port = free_port()
-    with running([ServerProcess("--model", "seed", "--workers", "2", "--grpc-port", str(port),
-                                "--xla", "false")]) as (server,):
+    with running(
+        [
+            ServerProcess(
+                "--model", "seed", "--workers", "2", "--grpc-port", str(port), "--xla", "false"
+            )
+        ]
+    ) as (server,):
         client = triton.InferenceServerClient(f"127.0.0.1:{port}")
         reference = StatefulReference(build_seed_model())
-        for index, chunk in enumerate(np.split(np.arange(-4, 5, dtype=np.float32).reshape(9, 1), 3)):
+        for index, chunk in enumerate(
+            np.split(np.arange(-4, 5, dtype=np.float32).reshape(9, 1), 3)
+        ):
             answer = client.infer("seed", tensor(chunk), sequence_id=1, sequence_start=index == 0)
-            np.testing.assert_allclose(answer.as_numpy("outputs")[0], reference.feed(chunk), atol=1e-5)
+            np.testing.assert_allclose(
+                answer.as_numpy("outputs")[0], reference.feed(chunk), atol=1e-5
+            )
         # A worker's /v2 statistics are the engine process's.
         (stats,) = httpx.get(f"{server.url}/v2/models/seed/stats").json()["model_stats"]
         assert stats["inference_count"] == 3
@@ -199,12 +258,22 @@ def test_the_statistics_extension_over_grpc_is_the_http_document_for_admins_only
     url, address, _ = served
     client = triton.InferenceServerClient(address)
     admin = {"authorization": "Bearer root-key-grpc"}
-    (before,) = client.get_inference_statistics("speech", headers=admin, as_json=True)["model_stats"]
+    (before,) = client.get_inference_statistics("speech", headers=admin, as_json=True)[
+        "model_stats"
+    ]
     chunk = RNG.uniform(-1, 1, (2, 2)).astype(np.float32)
     for index in range(2):
-        client.infer("speech", tensor(chunk), sequence_id=4242, sequence_start=index == 0, sequence_end=index == 1,
-                     headers=metadata())
-    (after,) = client.get_inference_statistics("speech", "1", headers=admin, as_json=True)["model_stats"]
+        client.infer(
+            "speech",
+            tensor(chunk),
+            sequence_id=4242,
+            sequence_start=index == 0,
+            sequence_end=index == 1,
+            headers=metadata(),
+        )
+    (after,) = client.get_inference_statistics("speech", "1", headers=admin, as_json=True)[
+        "model_stats"
+    ]
     # JSON of a protobuf message: 64-bit integers as strings, fields at zero left out.
     assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 2
     assert int(after["inference_stats"]["success"]["count"]) == int(after["inference_count"])

@@ -12,14 +12,18 @@ from app.api.parsing import parse_chunk, parse_frame, parse_state
 from app.errors import BadRequest, Conflict, InvalidInput, TooLarge
 from app.model.spec import ModelSpec, RecurrentLayer
 
-
 DOCUMENTED = (BadRequest, InvalidInput, TooLarge)
 SPEC = ModelSpec("m", "sha256:x", 2, True, 1, (RecurrentLayer("lstm", "LSTM", 3, 2),))
 
 numbers = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True))
 scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=5))
-json_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=5), inner, max_size=4)), max_leaves=30)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
 chunk_like = st.fixed_dictionaries(
     {"inputs": st.one_of(json_values, st.lists(st.lists(numbers, max_size=3), max_size=6))},
     optional={"seq": json_values},
@@ -64,7 +68,11 @@ def test_random_bytes_as_a_websocket_frame(frame, features):
 
 
 @settings(max_examples=300)
-@given(st.one_of(json_values, st.fixed_dictionaries({"layers": json_values}, optional={"model": json_values})))
+@given(
+    st.one_of(
+        json_values, st.fixed_dictionaries({"layers": json_values}, optional={"model": json_values})
+    )
+)
 def test_random_json_as_a_state_document(document):
     try:
         values = parse_state(document, SPEC)

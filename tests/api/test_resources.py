@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from app.api.parsing import ChunkLimits
+from harness.keys import auth
+from harness.servers import ROOT, ServerProcess
 from tests.support.attacks import close_code, deflate, drain, frame, handshake
-from tests.support.keys import auth
-from tests.support.servers import ROOT, ServerProcess
 
 KEYS = {"attacker": "attacker-key-0001", "other": "other-key-00001"}
 FEATURES, MAX_STEPS, MAX_BODY = 1, 512, 4 * 2**20  # the default model, the default limits
@@ -25,11 +25,15 @@ LIMITS = ChunkLimits.of(FEATURES, MAX_STEPS, MAX_BODY)
 @pytest.fixture(scope="module")
 def server():
     keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
-    server = ServerProcess("--model", "default", "--api-keys", keys, "--header-timeout", "2").start()
+    server = ServerProcess(
+        "--model", "default", "--api-keys", keys, "--header-timeout", "2"
+    ).start()
     try:
         server.wait_ready()
         for tenant in KEYS:
-            httpx.post(f"{server.url}/v1/sessions", json={"session_id": tenant}, headers=auth(KEYS[tenant]))
+            httpx.post(
+                f"{server.url}/v1/sessions", json={"session_id": tenant}, headers=auth(KEYS[tenant])
+            )
         yield server
     finally:
         server.stop()
@@ -37,6 +41,7 @@ def server():
 
 def raw_stream(server: ServerProcess, deflate_offered: bool = True):
     import socket
+
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     head = handshake(sock, "/v1/sessions/attacker/stream", KEYS["attacker"], deflate_offered)
     assert head.startswith(b"HTTP/1.1 101 "), head
@@ -55,7 +60,9 @@ def test_compression_is_never_agreed_and_a_frame_marked_compressed_closes_the_st
     sock.close()
 
 
-def test_a_message_over_the_limit_closes_unread_and_a_chunk_over_it_is_refused_before_parsing(server):
+def test_a_message_over_the_limit_closes_unread_and_a_chunk_over_it_is_refused_before_parsing(
+    server,
+):
     sock, _ = raw_stream(server, deflate_offered=False)
     document = b'{"inputs": [' + b"0.5, " * (4 * 2**20 // 5) + b"0.5]}"  # 4 MiB
     started = time.monotonic()
@@ -83,13 +90,22 @@ def test_a_message_over_the_limit_closes_unread_and_a_chunk_over_it_is_refused_b
     with httpx.Client(base_url=server.url, headers=auth(KEYS["attacker"]), timeout=30) as http:
         big = b'{"inputs": [' + b"0.5, " * (4 * 2**20 // 5) + b"0.5]}"
         started = time.monotonic()
-        answer = http.post("/v1/sessions/attacker/chunks", content=big, headers={"Content-Type": "application/json"})
+        answer = http.post(
+            "/v1/sessions/attacker/chunks",
+            content=big,
+            headers={"Content-Type": "application/json"},
+        )
         assert answer.status_code == 413 and time.monotonic() - started < 1
 
         def pieces():  # chunked: no declared length, so it is counted as it comes
             for _ in range(64):
                 yield b" " * 65536
-        answer = http.post("/v1/sessions/attacker/chunks", content=pieces(), headers={"Content-Type": "application/json"})
+
+        answer = http.post(
+            "/v1/sessions/attacker/chunks",
+            content=pieces(),
+            headers={"Content-Type": "application/json"},
+        )
         assert answer.status_code == 413
 
 
@@ -125,9 +141,24 @@ def test_attacks_on_connections_and_messages_leave_another_tenants_latency(serve
         for name, (kind, count) in ATTACKS.items():
             alone = probe(other)
             attacker = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.attacks", kind, "--port", str(server.port),
-                 "--count", str(count), "--key", KEYS["attacker"], "--session", "attacker"],
-                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.support.attacks",
+                    kind,
+                    "--port",
+                    str(server.port),
+                    "--count",
+                    str(count),
+                    "--key",
+                    KEYS["attacker"],
+                    "--session",
+                    "attacker",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             try:
                 assert attacker.stdout.readline().strip() == "attacking"
                 time.sleep(1.5)  # the attack in full swing

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from app.model.loader import load_model
 from app.model.step import StreamingModel
+from harness.servers import serve_in_thread
 from tests.support.models import architectures, chunked_sequences, split
 from tests.support.reference import StatefulReference, assert_streamed_like_keras
-from tests.support.servers import serve_in_thread
 
 
 def ws(url: str, session_id: str) -> str:
@@ -50,7 +50,9 @@ def test_random_models_over_websocket_equal_keras_stateful(architecture, data, b
         spec = streaming.spec
 
         async def all_streams():
-            return await asyncio.gather(*(stream(url, *s, spec.per_step, spec.output_size) for s in streams))
+            return await asyncio.gather(
+                *(stream(url, *s, spec.per_step, spec.output_size) for s in streams)
+            )
 
         results = asyncio.run(all_streams())
     for (sequence, cuts), (answers, state) in zip(streams, results):
@@ -59,17 +61,32 @@ def test_random_models_over_websocket_equal_keras_stateful(architecture, data, b
 
 def test_http_and_websocket_sessions_batched_together_each_get_what_they_get_alone():
     keras.utils.set_random_seed(9)
-    model = keras.Sequential([keras.Input(shape=(None, 2)), keras.layers.GRU(6, return_sequences=True),
-                              keras.layers.LSTM(4, return_sequences=True), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(None, 2)),
+            keras.layers.GRU(6, return_sequences=True),
+            keras.layers.LSTM(4, return_sequences=True),
+            keras.layers.Dense(3),
+        ]
+    )
     rng = np.random.default_rng(2)
-    sequences = [rng.normal(size=(int(rng.integers(4, 30)), 2)).astype(np.float32) for _ in range(48)]
-    cuts = [np.sort(rng.choice(np.arange(1, len(s)), size=min(3, len(s) - 1), replace=False)) for s in sequences]
+    sequences = [
+        rng.normal(size=(int(rng.integers(4, 30)), 2)).astype(np.float32) for _ in range(48)
+    ]
+    cuts = [
+        np.sort(rng.choice(np.arange(1, len(s)), size=min(3, len(s) - 1), replace=False))
+        for s in sequences
+    ]
 
     async def over_http(client, i):
         sid = (await client.post("/v1/sessions")).json()["session_id"]
         outs = []
         for chunk in np.split(sequences[i], cuts[i]):
-            outs.append((await client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist()})).json()["outputs"])
+            outs.append(
+                (
+                    await client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist()})
+                ).json()["outputs"]
+            )
         return outs
 
     async def over_ws(client, url, i):
@@ -82,9 +99,15 @@ def test_http_and_websocket_sessions_batched_together_each_get_what_they_get_alo
         return outs
 
     async def run(url):
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)) as client:
-            return await asyncio.gather(*(over_http(client, i) if i % 2 else over_ws(client, url, i)
-                                          for i in range(len(sequences))))
+        async with httpx.AsyncClient(
+            base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)
+        ) as client:
+            return await asyncio.gather(
+                *(
+                    over_http(client, i) if i % 2 else over_ws(client, url, i)
+                    for i in range(len(sequences))
+                )
+            )
 
     with serve_in_thread(StreamingModel(model, "mixed")) as url:
         results = asyncio.run(run(url))
@@ -112,7 +135,10 @@ BAD_MESSAGES = {
     "missing inputs": (json.dumps({"seq": 1}), 422),
     "ragged": (json.dumps({"inputs": [[1.0], [1.0, 2.0]]}), 422),
     "bad seq": (json.dumps({"inputs": [1.0], "seq": 99}), 409),
-    "oversized text": (json.dumps({"inputs": [0.5] * 600}), 413),  # over the byte limit (2048), under twice it
+    "oversized text": (
+        json.dumps({"inputs": [0.5] * 600}),
+        413,
+    ),  # over the byte limit (2048), under twice it
 }
 
 
@@ -158,9 +184,19 @@ def test_binary_json_and_commands_pipelined_apply_in_message_order(seed_server):
     overtake a message sent before it."""
     sid = httpx.post(f"{seed_server}/v1/sessions").json()["session_id"]
     frame = np.array([0.5, -0.5], "<f4").tobytes()
-    script = [frame, json.dumps({"op": "reset"}), frame, frame, json.dumps({"op": "state"}),
-              json.dumps({"inputs": [0.1, 0.2, 0.3]}), frame, json.dumps({"op": "state"}),
-              json.dumps({"op": "reset"}), json.dumps({"op": "state"}), frame]
+    script = [
+        frame,
+        json.dumps({"op": "reset"}),
+        frame,
+        frame,
+        json.dumps({"op": "state"}),
+        json.dumps({"inputs": [0.1, 0.2, 0.3]}),
+        frame,
+        json.dumps({"op": "state"}),
+        json.dumps({"op": "reset"}),
+        json.dumps({"op": "state"}),
+        frame,
+    ]
 
     async def run():
         async with websockets.connect(ws(seed_server, sid)) as socket:
@@ -172,7 +208,9 @@ def test_binary_json_and_commands_pipelined_apply_in_message_order(seed_server):
     steps = [json.loads(r).get("steps") for r in replies if isinstance(r, str)]
     states = [json.loads(r) for r in replies if isinstance(r, str) and "layers" in json.loads(r)]
     assert [s["steps"] for s in states] == [4, 9, 0] * 10, steps
-    assert all(isinstance(r, bytes) for i, r in enumerate(replies) if script[i % len(script)] is frame)
+    assert all(
+        isinstance(r, bytes) for i, r in enumerate(replies) if script[i % len(script)] is frame
+    )
 
 
 @pytest.mark.parametrize("name", ["nobody", "é" * 100])
@@ -199,5 +237,7 @@ def test_commands_over_the_stream(seed_server):
             return reset, json.loads(await socket.recv())
 
     reset, state = asyncio.run(run())
-    assert reset["op"] == "reset" and reset["session"]["steps"] == 0 and reset["session"]["seq"] == 1
+    assert (
+        reset["op"] == "reset" and reset["session"]["steps"] == 0 and reset["session"]["seq"] == 1
+    )
     assert state["layers"][0]["states"] == [[0.0] * 5]

@@ -9,11 +9,11 @@ import httpx
 import numpy as np
 import pytest
 
-from stateful_rnn_client import Client, SeqConflict, SessionGone
 from app.model.builtin import DEFAULT_MODEL_FILE, build_seed_model
 from app.model.loader import load_keras_file, load_model
+from harness.servers import ROOT, ServerProcess, serve_in_thread
+from stateful_rnn_client import Client, SeqConflict, SessionGone
 from tests.support.reference import StatefulReference, state_rows
-from tests.support.servers import ROOT, ServerProcess, serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,19 @@ def test_a_second_writer_is_reported_as_a_seq_conflict(seed_url):
         assert conflict.value.expected_seq == 2
 
 
-def test_the_client_survives_the_server_being_killed_and_restarted_mid_stream(redis_url, redis_prefix):
-    args = ("--model", "seed", "--backend", "redis", "--redis-url", redis_url, "--redis-prefix", redis_prefix)
+def test_the_client_survives_the_server_being_killed_and_restarted_mid_stream(
+    redis_url, redis_prefix
+):
+    args = (
+        "--model",
+        "seed",
+        "--backend",
+        "redis",
+        "--redis-url",
+        redis_url,
+        "--redis-prefix",
+        redis_prefix,
+    )
     server = ServerProcess(*args).start().wait_ready()
     data = np.random.default_rng(2).uniform(-3, 3, (120, 1)).astype(np.float32)
     outputs = {}
@@ -102,9 +113,25 @@ def test_the_stream_command_writes_what_keras_predicts_for_the_whole_file(transp
     out = tmp_path / "forecast.csv"
     with serve_in_thread(load_model("default")) as url:
         done = subprocess.run(
-            [sys.executable, "-m", "app", "stream", str(source), "--url", url, "--chunk", "16",
-             "--transport", transport, "--out", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "stream",
+                str(source),
+                "--url",
+                url,
+                "--chunk",
+                "16",
+                "--transport",
+                transport,
+                "--out",
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert done.returncode == 0, done.stderr
     written = np.loadtxt(out, delimiter=",", ndmin=2)
@@ -115,8 +142,13 @@ def test_the_stream_command_writes_what_keras_predicts_for_the_whole_file(transp
 
 
 def test_demo_prints_equal_states(seed_url):
-    done = subprocess.run([sys.executable, "-m", "app", "demo", "--url", seed_url],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "demo", "--url", seed_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "equal within 1e-5" in done.stdout
 
@@ -152,7 +184,9 @@ def test_odd_arrays_and_files_are_read_right(seed_url, tmp_path):
         session = client.create_session()
         wide = np.arange(6, dtype=np.float32).reshape(3, 2)
         reference = StatefulReference(build_seed_model())
-        np.testing.assert_allclose(session.push(wide[:, :1]), reference.feed(wide[:, :1]), atol=1e-5)
+        np.testing.assert_allclose(
+            session.push(wide[:, :1]), reference.feed(wide[:, :1]), atol=1e-5
+        )
         client.close()
         client.close()  # twice is fine
     bom = tmp_path / "bom.csv"

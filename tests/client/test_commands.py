@@ -16,18 +16,19 @@ import numpy as np
 import pytest
 
 from app.model.loader import load_model
-from deploy.waiting import free_port
+from harness.keys import auth
+from harness.servers import ROOT, serve_in_thread
+from harness.waiting import free_port
 from stateful_rnn_client import failures
-from tests.support.keys import auth
-from tests.support.servers import ROOT, serve_in_thread
 
 KEY, ADMIN = "tenant-key-commands", "admin-key-commands"
 
 
 @pytest.fixture(scope="module")
 def url():
-    with serve_in_thread(load_model("seed"), api_keys=f"acme:{KEY}", admin_keys=ADMIN, capacity=3,
-                         max_chunk_steps=64) as found:
+    with serve_in_thread(
+        load_model("seed"), api_keys=f"acme:{KEY}", admin_keys=ADMIN, capacity=3, max_chunk_steps=64
+    ) as found:
         yield found
 
 
@@ -35,8 +36,14 @@ def client(*args: str, key: str | None = KEY, timeout: float = 60) -> subprocess
     env = {k: v for k, v in os.environ.items() if k != "SRNN_API_KEY"}
     if key is not None:
         env["SRNN_API_KEY"] = key
-    return subprocess.run([sys.executable, "-m", "stateful_rnn_client", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "stateful_rnn_client", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def sessions(url: str) -> list[str]:
@@ -59,31 +66,49 @@ def rows(tmp_path) -> Path:
 
 
 def test_a_missing_file_is_code_3(url, tmp_path):
-    one_line(client("stream", str(tmp_path / "nowhere.csv"), "--url", url), failures.NO_INPUT,
-             r"^stateful-rnn-client: cannot read .*nowhere\.csv: No such file")
+    one_line(
+        client("stream", str(tmp_path / "nowhere.csv"), "--url", url),
+        failures.NO_INPUT,
+        r"^stateful-rnn-client: cannot read .*nowhere\.csv: No such file",
+    )
 
 
 def test_a_file_with_a_bad_value_or_no_rows_is_code_4(url, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("x\n1.0\nseven\n")
-    one_line(client("stream", str(bad), "--url", url), failures.BAD_INPUT, "bad.csv is not a table of numbers")
+    one_line(
+        client("stream", str(bad), "--url", url),
+        failures.BAD_INPUT,
+        "bad.csv is not a table of numbers",
+    )
     empty = tmp_path / "empty.csv"
     empty.write_text("x\n")
-    one_line(client("stream", str(empty), "--url", url), failures.BAD_INPUT, "empty.csv has no rows")
+    one_line(
+        client("stream", str(empty), "--url", url), failures.BAD_INPUT, "empty.csv has no rows"
+    )
 
 
 def test_a_wrong_feature_count_is_code_4_before_any_session_is_made(url, tmp_path):
     wide = tmp_path / "wide.csv"
     wide.write_text("1,2\n3,4\n")
     before = sessions(url)
-    one_line(client("stream", str(wide), "--url", url), failures.BAD_INPUT,
-             r"wide\.csv has 2 column\(s\); model seed takes 1 input feature")
+    one_line(
+        client("stream", str(wide), "--url", url),
+        failures.BAD_INPUT,
+        r"wide\.csv has 2 column\(s\); model seed takes 1 input feature",
+    )
     assert sessions(url) == before
 
 
 def test_no_key_or_a_wrong_key_is_code_5(url, rows):
-    one_line(client("stream", str(rows), "--url", url, key=None), failures.AUTH, r"refused the key \(401\)")
-    one_line(client("stream", str(rows), "--url", url, "--api-key", "wrong"), failures.AUTH, r"\(401\)")
+    one_line(
+        client("stream", str(rows), "--url", url, key=None),
+        failures.AUTH,
+        r"refused the key \(401\)",
+    )
+    one_line(
+        client("stream", str(rows), "--url", url, "--api-key", "wrong"), failures.AUTH, r"\(401\)"
+    )
 
 
 def test_a_server_that_is_down_is_code_6_within_the_timeout(rows):
@@ -94,12 +119,17 @@ def test_a_server_that_is_down_is_code_6_within_the_timeout(rows):
 
 
 def test_a_full_server_is_code_7_within_the_timeout(url, rows):
-    taken = [httpx.post(f"{url}/v1/sessions", json={}, headers=auth(KEY)).json()["session_id"]
-             for _ in range(3 - len(sessions(url)))]
+    taken = [
+        httpx.post(f"{url}/v1/sessions", json={}, headers=auth(KEY)).json()["session_id"]
+        for _ in range(3 - len(sessions(url)))
+    ]
     try:
         started = time.monotonic()
-        one_line(client("stream", str(rows), "--url", url, "--timeout", "2"), failures.BUSY,
-                 r"full or overloaded \(503\): all 3 session slots are in use")
+        one_line(
+            client("stream", str(rows), "--url", url, "--timeout", "2"),
+            failures.BUSY,
+            r"full or overloaded \(503\): all 3 session slots are in use",
+        )
         assert time.monotonic() - started < 10
     finally:
         for session_id in taken:
@@ -112,15 +142,22 @@ def test_a_session_deleted_mid_stream_is_code_8(url, rows):
     def delete_soon() -> None:
         for _ in range(100):
             time.sleep(0.05)
-            if httpx.delete(f"{url}/v1/sessions/{session_id}", headers=auth(KEY)).status_code == 204:
+            if (
+                httpx.delete(f"{url}/v1/sessions/{session_id}", headers=auth(KEY)).status_code
+                == 204
+            ):
                 return
 
     deleter = threading.Thread(target=delete_soon)
     deleter.start()
-    done = client("stream", str(rows), "--url", url, "--session", session_id, "--chunk", "1", "--rate", "10")
+    done = client(
+        "stream", str(rows), "--url", url, "--session", session_id, "--chunk", "1", "--rate", "10"
+    )
     deleter.join()
     assert done.returncode == failures.GONE, done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("stateful-rnn-client: the session is gone")
+    assert (
+        done.stderr.strip().splitlines()[-1].startswith("stateful-rnn-client: the session is gone")
+    )
     assert "Traceback" not in done.stderr
 
 
@@ -131,7 +168,10 @@ def test_a_failure_before_the_first_chunk_leaves_no_session_behind(url, tmp_path
     before = sessions(url)
     done = client("stream", str(long), "--url", url, "--chunk", "100", "--transport", transport)
     assert done.returncode == failures.REFUSED, done.stderr
-    assert re.search(r"refused the request \(4(13|22)\): the chunk has 100 time steps; the limit is 64", done.stderr)
+    assert re.search(
+        r"refused the request \(4(13|22)\): the chunk has 100 time steps; the limit is 64",
+        done.stderr,
+    )
     assert sessions(url) == before
 
 
@@ -141,21 +181,33 @@ def test_debug_shows_the_traceback_and_the_key_comes_from_the_environment(url, r
     out = tmp_path / "out.csv"
     done = client("stream", str(rows), "--url", url, "--out", str(out))  # SRNN_API_KEY only
     assert done.returncode == 0, done.stderr
-    assert np.loadtxt(out, delimiter=",", ndmin=2).shape[0] == 2  # the seed model answers a chunk with its last step
+    assert (
+        np.loadtxt(out, delimiter=",", ndmin=2).shape[0] == 2
+    )  # the seed model answers a chunk with its last step
 
 
 def test_versions_print_and_the_server_command_runs_the_same_commands(tmp_path):
     from stateful_rnn_client import __version__
 
-    shown = subprocess.run([sys.executable, "-m", "stateful_rnn_client", "--version"], capture_output=True, text=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "stateful_rnn_client", "--version"], capture_output=True, text=True
+    )
     assert shown.stdout.strip() == f"stateful-rnn-client {__version__}"
-    shown = subprocess.run([sys.executable, "-m", "app", "--version"], capture_output=True, text=True, cwd=ROOT)
+    shown = subprocess.run(
+        [sys.executable, "-m", "app", "--version"], capture_output=True, text=True, cwd=ROOT
+    )
     assert re.fullmatch(r"stateful-rnn \d+\.\d+\.\d+", shown.stdout.strip())
-    missing = subprocess.run([sys.executable, "-m", "app", "stream", str(tmp_path / "nowhere.csv")],
-                             capture_output=True, text=True, cwd=ROOT)
+    missing = subprocess.run(
+        [sys.executable, "-m", "app", "stream", str(tmp_path / "nowhere.csv")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert missing.returncode == failures.NO_INPUT
     assert missing.stderr.startswith("stateful-rnn: cannot read")
-    helped = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, cwd=ROOT)
+    helped = subprocess.run(
+        [sys.executable, "-m", "app", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
     assert "``" not in helped.stdout and ":class:" not in helped.stdout
 
 

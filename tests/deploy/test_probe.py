@@ -7,12 +7,18 @@ import sys
 from urllib.parse import urlsplit
 
 from app.model.loader import load_model
-from tests.support.servers import ROOT, free_port, serve_in_thread
+from harness.servers import ROOT, free_port, serve_in_thread
 
 
 def probe(path: str, port: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.probe", path], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "SRNN_PORT": str(port)}, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "app.probe", path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SRNN_PORT": str(port)},
+        timeout=30,
+    )
 
 
 def test_the_probe_follows_srnn_port_and_the_answers_status():

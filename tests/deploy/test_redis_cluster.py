@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from app.model.builtin import build_seed_model
 from app.model.step import StreamingModel
+from harness.cluster import redis_cluster
+from harness.redis import new_prefix
+from harness.servers import serve_in_thread
 from tests.api.test_http_property import check_random_model_over_http
-from tests.support.cluster import redis_cluster
 from tests.support.models import architectures
-from tests.support.redis import new_prefix
 from tests.support.reference import StatefulReference, state_rows
-from tests.support.servers import serve_in_thread
 
 ADMIN = {"Authorization": "Bearer admin-key-0"}
 ALPHA = {"Authorization": "Bearer alpha-key-1"}
@@ -35,9 +35,15 @@ def cluster():
 @pytest.fixture(scope="module")
 def server(cluster):
     prefix = new_prefix()
-    with serve_in_thread(StreamingModel(build_seed_model(), "seed"), backend="redis", redis_url=cluster.url,
-                         redis_prefix=prefix, api_keys="alpha:alpha-key-1,beta:beta-key-22",
-                         admin_keys="admin-key-0", max_sessions_per_tenant=QUOTA) as url:
+    with serve_in_thread(
+        StreamingModel(build_seed_model(), "seed"),
+        backend="redis",
+        redis_url=cluster.url,
+        redis_prefix=prefix,
+        api_keys="alpha:alpha-key-1,beta:beta-key-22",
+        admin_keys="admin-key-0",
+        max_sessions_per_tenant=QUOTA,
+    ) as url:
         yield url, prefix
 
 
@@ -50,7 +56,9 @@ def test_sessions_spread_over_every_master_and_stream_exactly(cluster, server):
             assert http.post("/v1/sessions", json={"session_id": sid}).status_code == 201
         for cut in ([0, 7], [7, 8], [8, 30]):
             for sid, sequence in zip(ids, data):
-                answer = http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": sequence[slice(*cut)].tolist()})
+                answer = http.post(
+                    f"/v1/sessions/{sid}/chunks", json={"inputs": sequence[slice(*cut)].tolist()}
+                )
                 assert answer.status_code == 200, answer.text
         states = [http.get(f"/v1/sessions/{sid}/state").json() for sid in ids]
     holders = set()
@@ -107,7 +115,7 @@ def test_listing_walks_every_master(cluster, server):
             if cursor is None:
                 break
         assert len(listed) == len(set(listed)), "a session was listed twice"
-        stored = {k.decode()[len(prefix) + 2:-1] for k in cluster.keys(f"{prefix}:{{*}}")}
+        stored = {k.decode()[len(prefix) + 2 : -1] for k in cluster.keys(f"{prefix}:{{*}}")}
         assert made <= set(listed) == stored and pages >= 3
         # A well-formed cursor (what the server hands out: URL-safe base64 of "<node>:<scan>") that
         # names a node no master is: 422, not the first page and not a 500.
@@ -120,16 +128,23 @@ def test_listing_walks_every_master(cluster, server):
 @settings(max_examples=8)
 @given(architecture=architectures, data=st.data())
 def test_random_models_over_http_on_a_cluster_equal_keras_stateful(cluster, architecture, data):
-    check_random_model_over_http(architecture, data, backend="redis", redis_url=cluster.url,
-                                 redis_prefix=new_prefix())
+    check_random_model_over_http(
+        architecture, data, backend="redis", redis_url=cluster.url, redis_prefix=new_prefix()
+    )
 
 
 def test_a_master_down_fails_only_its_own_sessions():
     """Chunks of one batch spread over the masters: with one master killed (and before the cluster
     gives up on it), sessions on the others are served; its own answer 503, and /readyz says 503."""
-    with redis_cluster(3) as cluster, serve_in_thread(StreamingModel(build_seed_model(), "seed"),
-                                                      backend="redis", redis_url=cluster.url,
-                                                      redis_prefix="down") as url:
+    with (
+        redis_cluster(3) as cluster,
+        serve_in_thread(
+            StreamingModel(build_seed_model(), "seed"),
+            backend="redis",
+            redis_url=cluster.url,
+            redis_prefix="down",
+        ) as url,
+    ):
         ids = cluster.ids_on_every_master("down", 8)
         with httpx.Client(base_url=url, timeout=30) as http:
             for sid in ids:
@@ -142,8 +157,12 @@ def test_a_master_down_fails_only_its_own_sessions():
 
         async def push_all():
             async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                return await asyncio.gather(*(http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]})
-                                              for sid in ids))
+                return await asyncio.gather(
+                    *(
+                        http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]})
+                        for sid in ids
+                    )
+                )
 
         answers = asyncio.run(push_all())
         for sid, answer in zip(ids, answers):

@@ -12,29 +12,47 @@ import time
 import httpx
 import numpy as np
 
+from harness.servers import ServerProcess, running
 from tests.support.reference import StatefulReference, state_rows
 from tests.support.repository import save_version
-from tests.support.servers import ServerProcess, running
 
 OLD, NEW = 8, 4
 
 
-def test_versions_roll_out_and_retire_under_load_on_three_replicas(tmp_path, redis_url, redis_prefix):
+def test_versions_roll_out_and_retire_under_load_on_three_replicas(
+    tmp_path, redis_url, redis_prefix
+):
     stage, repo = tmp_path / "stage", tmp_path / "models"
     repo.mkdir()
-    models = {1: save_version(stage, "speech", 1, seed=61),
-              2: save_version(stage, "speech", 2, seed=62),  # same layout: carry
-              3: save_version(stage, "speech", 3, seed=63, layers=(("GRU", 5, True),), head=4),  # reset
-              4: save_version(stage, "speech", 4, seed=64, layers=(("GRU", 5, True),), head=4)}  # drain
+    models = {
+        1: save_version(stage, "speech", 1, seed=61),
+        2: save_version(stage, "speech", 2, seed=62),  # same layout: carry
+        3: save_version(stage, "speech", 3, seed=63, layers=(("GRU", 5, True),), head=4),  # reset
+        4: save_version(stage, "speech", 4, seed=64, layers=(("GRU", 5, True),), head=4),
+    }  # drain
 
     def publish(version: int) -> None:
         (repo / "speech").mkdir(exist_ok=True)
         shutil.move(str(stage / "speech" / str(version)), str(repo / "speech" / str(version)))
 
     publish(1)
-    replicas = [ServerProcess("--backend", "redis", "--redis-url", redis_url, "--redis-prefix", redis_prefix,
-                              "--model-repository", str(repo), "--repository-poll-s", "0.3", "--xla", "false")
-                for _ in range(3)]
+    replicas = [
+        ServerProcess(
+            "--backend",
+            "redis",
+            "--redis-url",
+            redis_url,
+            "--redis-prefix",
+            redis_prefix,
+            "--model-repository",
+            str(repo),
+            "--repository-poll-s",
+            "0.3",
+            "--xla",
+            "false",
+        )
+        for _ in range(3)
+    ]
     tally = {"chunks": 0, "retries": 0}
     reasons: dict[str, int] = {}
     rng = np.random.default_rng(6)
@@ -45,7 +63,11 @@ def test_versions_roll_out_and_retire_under_load_on_three_replicas(tmp_path, red
             found = []
             for replica in replicas:
                 document = (await http.get(f"{replica.url}/v1/models/speech")).json()
-                found.append(next((v["state"] for v in document["versions"] if v["version"] == version), None))
+                found.append(
+                    next(
+                        (v["state"] for v in document["versions"] if v["version"] == version), None
+                    )
+                )
             if all(f == state for f in found):
                 return
             assert time.monotonic() < deadline, f"version {version}: {found}, not all {state}"
@@ -58,8 +80,10 @@ def test_versions_roll_out_and_retire_under_load_on_three_replicas(tmp_path, red
             chunk = rng.uniform(-2, 2, (int(rng.integers(1, 4)), 2)).astype(np.float32)
             for _ in range(200):
                 at += 1  # a load balancer: each chunk to the next replica
-                answer = await http.post(f"{replicas[at % 3].url}/v1/sessions/{sid}/chunks",
-                                         json={"inputs": chunk.tolist(), "seq": seq})
+                answer = await http.post(
+                    f"{replicas[at % 3].url}/v1/sessions/{sid}/chunks",
+                    json={"inputs": chunk.tolist(), "seq": seq},
+                )
                 if answer.status_code == 200:
                     break
                 assert answer.status_code == 503, answer.text  # never 404 or 409
@@ -77,8 +101,10 @@ def test_versions_roll_out_and_retire_under_load_on_three_replicas(tmp_path, red
         return answer.json()
 
     async def retire(http, version: int, mode: str) -> dict:
-        answer = await http.post(f"{replicas[version % 3].url}/v1/models/speech/versions/{version}/retire",
-                                 json={"mode": mode})
+        answer = await http.post(
+            f"{replicas[version % 3].url}/v1/models/speech/versions/{version}/retire",
+            json={"mode": mode},
+        )
         assert answer.status_code == 200, answer.text
         return answer.json()
 
@@ -90,7 +116,11 @@ def test_versions_roll_out_and_retire_under_load_on_three_replicas(tmp_path, red
 
             async def start(info: dict, index: int) -> None:
                 logs[info["session_id"]] = []
-                tasks.append(asyncio.create_task(stream(http, info["session_id"], index, stop, logs[info["session_id"]])))
+                tasks.append(
+                    asyncio.create_task(
+                        stream(http, info["session_id"], index, stop, logs[info["session_id"]])
+                    )
+                )
 
             old = [await create(http, i % 3) for i in range(OLD)]
             assert {o["model"]["version"] for o in old} == {1}
@@ -120,9 +150,14 @@ def test_versions_roll_out_and_retire_under_load_on_three_replicas(tmp_path, red
             await asyncio.sleep(1.0)
             stop.set()
             await asyncio.gather(*tasks)
-            states = {sid: (await http.get(f"{replicas[0].url}/v1/sessions/{sid}/state")).json() for sid in logs}
+            states = {
+                sid: (await http.get(f"{replicas[0].url}/v1/sessions/{sid}/state")).json()
+                for sid in logs
+            }
             for sid in logs:
-                assert (await http.delete(f"{replicas[1].url}/v1/sessions/{sid}")).status_code == 204
+                assert (
+                    await http.delete(f"{replicas[1].url}/v1/sessions/{sid}")
+                ).status_code == 204
             await all_report(http, 3, "retired")
             return old, new, logs, states
 
@@ -134,11 +169,15 @@ def test_versions_roll_out_and_retire_under_load_on_three_replicas(tmp_path, red
     for sid, sent in logs.items():
         reference = replay(models, paths[sid], sent)
         state = states[sid]
-        assert state["seq"] == len(sent) and state["model"]["version"] == 3  # none lost, none applied twice
+        assert (
+            state["seq"] == len(sent) and state["model"]["version"] == 3
+        )  # none lost, none applied twice
         for got, want in zip(state_rows(state), reference.states(), strict=True):
             np.testing.assert_allclose(got, want, atol=1e-5)
-    print(f"\nrollout under load: {tally['chunks']} chunks, {tally['retries']} answered 503 and sent again, "
-          f"0 errors, 0 lost or doubled; the 503s: {reasons}")
+    print(
+        f"\nrollout under load: {tally['chunks']} chunks, {tally['retries']} answered 503 and sent again, "
+        f"0 errors, 0 lost or doubled; the 503s: {reasons}"
+    )
 
 
 def replay(models: dict, path: list[tuple[int, str | None]], sent: list) -> StatefulReference:
@@ -157,7 +196,9 @@ def replay(models: dict, path: list[tuple[int, str | None]], sent: list) -> Stat
         moved = StatefulReference(models[version])
         if mode == "carry":
             moved.set_states(before)
-        np.testing.assert_allclose(moved.feed(chunk), outputs, atol=1e-5, err_msg=f"chunk {index} after the {mode}")
+        np.testing.assert_allclose(
+            moved.feed(chunk), outputs, atol=1e-5, err_msg=f"chunk {index} after the {mode}"
+        )
         reference, following = moved, next(steps, None)
     assert following is None, "the session never moved to the version it should have"
     return reference

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from app.config import Settings
-from deploy.topology import write_nginx_conf
-from tests.support.servers import ROOT, free_port
+from harness.servers import ROOT, free_port
+from harness.topology import write_nginx_conf
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -25,25 +25,32 @@ APPS = ("app1", "app2", "app3")
 def instructions(name: str) -> list[str]:
     """The Dockerfile's instructions called ``name``, continuation lines joined."""
     text = DOCKERFILE.replace("\\\n", " ")
-    return [line[len(name):].strip() for line in text.splitlines() if line.startswith(name + " ")]
+    return [line[len(name) :].strip() for line in text.splitlines() if line.startswith(name + " ")]
 
 
 def test_dockerfile_is_multi_stage_slim_non_root_with_exec_form_entrypoint():
     stages = instructions("FROM")
     assert len(stages) == 2 and all(s.startswith("python:3.11-slim") for s in stages)
     assert any("--from=build /opt/venv /opt/venv" in c for c in instructions("COPY"))
-    assert "[test]" not in DOCKERFILE and "pip install ./client ." in DOCKERFILE  # runtime dependencies only
+    assert (
+        "[test]" not in DOCKERFILE and "pip install ./client ." in DOCKERFILE
+    )  # runtime dependencies only
     (user,) = instructions("USER")
     assert user not in ("root", "0")
     (healthcheck,) = instructions("HEALTHCHECK")
-    assert healthcheck.endswith('CMD ["python", "-m", "app.probe", "/healthz"]') and "curl" not in healthcheck
+    assert (
+        healthcheck.endswith('CMD ["python", "-m", "app.probe", "/healthz"]')
+        and "curl" not in healthcheck
+    )
     # Exec form (JSON arrays): the server is PID 1 and gets SIGTERM itself.
     assert json.loads(instructions("ENTRYPOINT")[0]) == ["stateful-rnn", "serve"]
     # Host and port from the environment alone: a CMD flag would override SRNN_HOST, and a --port
     # flag would leave the healthcheck (which reads SRNN_PORT) asking the wrong port.
     assert instructions("CMD") == []
     env = " ".join(instructions("ENV"))
-    assert "SRNN_HOST=0.0.0.0" in env and f"SRNN_PORT={Settings.model_fields['port'].default}" in env
+    assert (
+        "SRNN_HOST=0.0.0.0" in env and f"SRNN_PORT={Settings.model_fields['port'].default}" in env
+    )
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".git", "tests", "docs", "test-artifacts", "bench"} <= ignored
 
@@ -52,7 +59,11 @@ def test_the_build_context_is_the_runtime_files_only():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if tracked.returncode != 0:
         pytest.skip("not a git checkout")
-    ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}
+    ignored = {
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and line[0] != "#"
+    }
     tops = {path.split("/")[0] for path in tracked.stdout.split()} | {"test-artifacts"}
     runtime = {"pyproject.toml", "README.md", "LICENSE", "client", "app"}
     assert not runtime & ignored
@@ -78,7 +89,9 @@ def test_compose_has_redis_three_replicas_and_nginx_with_healthchecks():
     nginx = services["nginx"]
     # This machine only, until keys are set (README: Deploy): with none, every caller is an admin.
     assert nginx["ports"] == ["127.0.0.1:8080:8080"]
-    assert {d: c["condition"] for d, c in nginx["depends_on"].items()} == dict.fromkeys(APPS, "service_healthy")
+    assert {d: c["condition"] for d, c in nginx["depends_on"].items()} == dict.fromkeys(
+        APPS, "service_healthy"
+    )
     assert all("healthcheck" in s for s in services.values())
     for volume in nginx["volumes"]:  # every file nginx mounts is in the repository
         assert (ROOT / volume.split(":")[0]).is_file(), volume
@@ -101,7 +114,7 @@ def test_nginx_logs_no_query_strings():
     leaks = r"\$(request|request_uri|args|query_string|arg_\w+|http_authorization|http_referer)\b"
     assert not re.findall(leaks, fmt)
     # In the server block, so it replaces the image's default access log (format "main": $request).
-    server = conf[conf.index("\nserver {"):]
+    server = conf[conf.index("\nserver {") :]
     assert re.search(r"^    access_log \S+ srnn;", server, re.M)
     assert re.findall(r"access_log\s+\S+\s+(\w+)", conf) == ["srnn"]
 
@@ -118,26 +131,38 @@ def test_nginx_upstreams_are_the_compose_replicas_on_the_service_port():
     assert servers == [(name, str(Settings.model_fields["port"].default)) for name in APPS]
 
 
-needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None,
-                                 reason="nginx is not installed (apt-get install nginx-light)")
+needs_nginx = pytest.mark.skipif(
+    shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
+)
 
 
 @needs_nginx
 def test_nginx_logs_requests_without_their_query(tmp_path):
     # Any HTTP server will do as the upstream: what is checked is nginx's own access log.
     upstream = free_port()
-    backend = subprocess.Popen([sys.executable, "-m", "http.server", str(upstream), "--bind", "127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(upstream), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     port = free_port()
     conf = write_nginx_conf(tmp_path, [f"127.0.0.1:{upstream}"], f"127.0.0.1:{port}")
-    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    nginx = subprocess.Popen(
+        ["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
             try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/v1/sessions/s-1/stream?token=secret-key-1", timeout=2)
-                if answer.status_code != 502 or time.monotonic() > deadline:  # 502: backend not up yet
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/v1/sessions/s-1/stream?token=secret-key-1", timeout=2
+                )
+                if (
+                    answer.status_code != 502 or time.monotonic() > deadline
+                ):  # 502: backend not up yet
                     break
             except httpx.TransportError:
                 if time.monotonic() > deadline:
@@ -160,7 +185,11 @@ def test_nginx_accepts_the_configuration(tmp_path):
     listen = re.search(r"^listen (\S+);", (NGINX / "srnn-listen.conf").read_text(), re.M).group(1)
     conf = write_nginx_conf(tmp_path, [], f"127.0.0.1:{listen}")
     (tmp_path / "srnn-upstream.conf").write_text(local)
-    checked = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
-                             capture_output=True, text=True, timeout=30)
+    checked = subprocess.run(
+        ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert checked.returncode == 0, checked.stderr
     assert "syntax is ok" in checked.stderr

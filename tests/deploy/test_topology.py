@@ -13,11 +13,13 @@ import pytest
 import websockets
 
 from app.model.builtin import build_seed_model
-from deploy.topology import Topology
+from harness.topology import Topology
 from tests.support.reference import StatefulReference, state_rows
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("redis-server") is None,
-                                reason="needs nginx and redis-server (apt-get install nginx-light redis-server)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("redis-server") is None,
+    reason="needs nginx and redis-server (apt-get install nginx-light redis-server)",
+)
 
 CUTS = [3, 4, 9]  # chunks of 3, 1, 5 and 3 steps
 LENGTH = 12
@@ -47,13 +49,17 @@ def assert_exact(reference, sequence, outputs, state) -> None:
     np.testing.assert_allclose(state_rows(state)[0], reference.states()[0], atol=1e-5)
 
 
-async def push(http: httpx.AsyncClient, sid: str, sequence: np.ndarray, progress=None) -> tuple[list, int]:
+async def push(
+    http: httpx.AsyncClient, sid: str, sequence: np.ndarray, progress=None
+) -> tuple[list, int]:
     """Numbered chunks, each retried on 502/503/504 and connection errors until answered."""
     outputs, retried = [], 0
     for seq, chunk in enumerate(np.split(sequence, CUTS), start=1):
         for attempt in range(100):
             try:
-                answer = await http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist(), "seq": seq})
+                answer = await http.post(
+                    f"/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist(), "seq": seq}
+                )
             except httpx.TransportError:
                 answer = None
             if answer is not None and answer.status_code not in RETRY:
@@ -81,7 +87,11 @@ async def create(http: httpx.AsyncClient) -> str:
 
 def chunks_applied(url: str) -> float:
     text = httpx.get(f"{url}/metrics").text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("srnn_chunks_total "))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("srnn_chunks_total ")
+    )
 
 
 def test_200_concurrent_sessions_through_nginx_equal_keras_stateful(topology, reference):
@@ -91,10 +101,12 @@ def test_200_concurrent_sessions_through_nginx_equal_keras_stateful(topology, re
     async def run():
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(base_url=topology.url, timeout=60, limits=limits) as http:
+
             async def one(sequence):
                 sid = await create(http)
                 outputs, _ = await push(http, sid, sequence)
                 return outputs, (await http.get(f"/v1/sessions/{sid}/state")).json()
+
             return await asyncio.gather(*(one(s) for s in data))
 
     results = asyncio.run(run())
@@ -111,7 +123,9 @@ def test_websocket_stream_through_nginx(topology, reference):
 
     async def run():
         outputs = []
-        async with websockets.connect(f"{topology.url.replace('http', 'ws')}/v1/sessions/{sid}/stream") as ws:
+        async with websockets.connect(
+            f"{topology.url.replace('http', 'ws')}/v1/sessions/{sid}/stream"
+        ) as ws:
             for seq, chunk in enumerate(np.split(sequence, CUTS), start=1):
                 if seq % 2:
                     await ws.send(json.dumps({"inputs": chunk.tolist(), "seq": seq}))
@@ -124,7 +138,9 @@ def test_websocket_stream_through_nginx(topology, reference):
         return outputs
 
     outputs = asyncio.run(run())
-    assert_exact(reference, sequence, outputs, httpx.get(f"{topology.url}/v1/sessions/{sid}/state").json())
+    assert_exact(
+        reference, sequence, outputs, httpx.get(f"{topology.url}/v1/sessions/{sid}/state").json()
+    )
 
 
 def test_stopping_and_killing_replicas_mid_run_loses_and_doubles_nothing(topology, reference):
@@ -144,7 +160,9 @@ def test_stopping_and_killing_replicas_mid_run_loses_and_doubles_nothing(topolog
     async def run():
         async with httpx.AsyncClient(base_url=topology.url, timeout=60) as http:
             ids = [await create(http) for _ in data]
-            results = await asyncio.gather(*(push(http, sid, s, progress) for sid, s in zip(ids, data)))
+            results = await asyncio.gather(
+                *(push(http, sid, s, progress) for sid, s in zip(ids, data))
+            )
             states = [(await http.get(f"/v1/sessions/{sid}/state")).json() for sid in ids]
             return results, states
 
@@ -153,7 +171,9 @@ def test_stopping_and_killing_replicas_mid_run_loses_and_doubles_nothing(topolog
     finally:
         if stopper is not None:
             stopper.join()
-    assert topology.replicas[0] is None and topology.replicas[1] is None, "the run ended before both stops"
+    assert topology.replicas[0].process is None and topology.replicas[1].process is None, (
+        "the run ended before both stops"
+    )
     for sequence, (outputs, _), state in zip(data, results, states):
         assert_exact(reference, sequence, outputs, state)  # seq and steps: each chunk applied once
     # Whether the SIGKILL caught a chunk in flight (and a retry happened) is up to timing, so it is
@@ -166,11 +186,17 @@ def test_the_servers_own_pages_pass_through_nginx_and_other_sites_do_not(topolog
     sid = httpx.post(f"{topology.url}/v1/sessions").json()["session_id"]
     own = {"Origin": topology.url}
     assert httpx.post(f"{topology.url}/v1/sessions/{sid}/reset", headers=own).status_code == 200
-    assert httpx.post(f"{topology.url}/v1/sessions/{sid}/reset", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert (
+        httpx.post(
+            f"{topology.url}/v1/sessions/{sid}/reset", headers={"Origin": "http://evil.example"}
+        ).status_code
+        == 403
+    )
 
     async def stream(origin):
-        async with websockets.connect(f"{topology.url.replace('http', 'ws')}/v1/sessions/{sid}/stream",
-                                      origin=origin) as ws:
+        async with websockets.connect(
+            f"{topology.url.replace('http', 'ws')}/v1/sessions/{sid}/stream", origin=origin
+        ) as ws:
             await ws.send(json.dumps({"op": "reset"}))
             return json.loads(await ws.recv())["op"]
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from app.errors import Conflict, SessionNotFound, Unavailable
+from app.model.builtin import build_seed_model
 from app.model.loader import load_model
 from app.store.memory import MemoryStore
-from tests.support.stores import only_model, start_engine
 from tests.support.reference import StatefulReference
-from app.model.builtin import build_seed_model
+from tests.support.stores import only_model, start_engine
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,12 @@ def seed():
 def run(seed, scenario, **options):
     async def main():
         store = MemoryStore(8)
-        engine, _ = await start_engine(seed, store, max_batch=options.get("max_batch", 8),
-                                       max_queue=options.get("max_queue", 64))
+        engine, _ = await start_engine(
+            seed,
+            store,
+            max_batch=options.get("max_batch", 8),
+            max_queue=options.get("max_queue", 64),
+        )
         try:
             return await scenario(engine, store)
         finally:
@@ -40,7 +44,9 @@ def test_a_sessions_chunks_and_reset_apply_in_arrival_order(seed):
         record = await store.create("s", 0, 0.0, model=only_model(store))
         first = asyncio.ensure_future(engine.push("s", chunk(1, 2)))
         second = asyncio.ensure_future(engine.push("s", chunk(3)))
-        reset = asyncio.ensure_future(engine.exclusive("s", lambda: store.reset("s", 0.0, model=only_model(store))))
+        reset = asyncio.ensure_future(
+            engine.exclusive("s", lambda: store.reset("s", 0.0, model=only_model(store)))
+        )
         third = asyncio.ensure_future(engine.push("s", chunk(4, 5)))
         await asyncio.gather(first, second, reset, third)
         return (await first), (await third), (await store.read_state("s"))[1], record
@@ -88,7 +94,9 @@ def test_a_cancelled_waiter_leaves_the_session_consistent(seed):
     for skip2 in (False, True):
         for skip4 in (False, True):
             reference = StatefulReference(build_seed_model())
-            fed = [v for i, v in enumerate(values) if not ((i == 2 and skip2) or (i == 4 and skip4))]
+            fed = [
+                v for i, v in enumerate(values) if not ((i == 2 and skip2) or (i == 4 and skip4))
+            ]
             reference.feed(chunk(*fed)) if fed else None
             candidates.append((len(fed), reference.states()[0]))
     assert any(n == record.seq and np.allclose(s, state[0], atol=1e-5) for n, s in candidates)
@@ -116,12 +124,16 @@ def test_seq_checks_happen_in_order(seed):
     async def scenario(engine, store):
         await store.create("o", 0, 0.0, model=only_model(store))
         a = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))
-        b = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))  # a retry of a, queued behind it
+        b = asyncio.ensure_future(
+            engine.push("o", chunk(1), seq=1)
+        )  # a retry of a, queued behind it
         c = asyncio.ensure_future(engine.push("o", chunk(2), seq=3))
         return await asyncio.gather(a, b, c, return_exceptions=True)
 
     a, b, c = run(seed, scenario)
-    assert b.replayed and (b.seq, b.steps) == (a.seq, a.steps) and np.array_equal(b.outputs, a.outputs)
+    assert (
+        b.replayed and (b.seq, b.steps) == (a.seq, a.steps) and np.array_equal(b.outputs, a.outputs)
+    )
     assert isinstance(c, Conflict) and c.extra["expected_seq"] == 2
 
 
@@ -135,8 +147,12 @@ def test_a_chunk_that_would_overflow_is_refused_alone_and_its_batch_goes_on():
     from app.model.step import StreamingModel
 
     inputs = keras.Input(shape=(None, 1))
-    scaled = keras.layers.Dense(2, use_bias=False, kernel_initializer=keras.initializers.Constant([[10.0, -10.0]]))(inputs)
-    rnn = keras.layers.SimpleRNN(3, return_sequences=True, kernel_initializer="ones")  # inf - inf: NaN
+    scaled = keras.layers.Dense(
+        2, use_bias=False, kernel_initializer=keras.initializers.Constant([[10.0, -10.0]])
+    )(inputs)
+    rnn = keras.layers.SimpleRNN(
+        3, return_sequences=True, kernel_initializer="ones"
+    )  # inf - inf: NaN
     model = StreamingModel(keras.Model(inputs, rnn(scaled)), "overflow")
 
     async def scenario(engine, store):
@@ -144,8 +160,11 @@ def test_a_chunk_that_would_overflow_is_refused_alone_and_its_batch_goes_on():
             await store.create(sid, 0, 0.0, model=only_model(store))
         await engine.push("huge", chunk(0.5))
         before = (await store.read_state("huge"))[1][0].copy()
-        results = await asyncio.gather(engine.push("huge", chunk(3.4e38, 1.0)), engine.push("plain", chunk(0.5)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            engine.push("huge", chunk(3.4e38, 1.0)),
+            engine.push("plain", chunk(0.5)),
+            return_exceptions=True,
+        )
         return results, before, await store.read_state("huge"), await store.read_state("plain")
 
     (refused, applied), before, (huge, after), (plain, _) = run(model, scenario)
@@ -153,5 +172,7 @@ def test_a_chunk_that_would_overflow_is_refused_alone_and_its_batch_goes_on():
     np.testing.assert_array_equal(after[0], before)
     assert (huge.seq, huge.steps) == (1, 1)
     assert np.isfinite(applied.outputs).all() and (plain.seq, plain.steps) == (1, 1)
-    alone = model.run(chunk(0.5)[None], np.array([1], np.int32), [np.zeros((1, 3), np.float32)])[0][0]
+    alone = model.run(chunk(0.5)[None], np.array([1], np.int32), [np.zeros((1, 3), np.float32)])[0][
+        0
+    ]
     np.testing.assert_allclose(applied.outputs, alone, atol=1e-6)

@@ -8,7 +8,6 @@ import pytest
 from app.engine.lines import Lines, Work
 from app.errors import Unavailable
 
-
 LOOP = asyncio.new_event_loop()  # the futures' loop; nothing runs on it
 
 
@@ -19,6 +18,7 @@ def chunk(sid):
 def action(sid):
     async def nothing():
         return None
+
     return Work(sid, LOOP.create_future(), action=nothing)
 
 

@@ -32,7 +32,9 @@ def test_equal_lengths_take_the_unpadded_path_with_the_same_result(runner):
     rng = np.random.default_rng(4)
     chunks = [rng.uniform(-2, 2, (4, 1)).astype(np.float32) for _ in range(3)]
     stacked = runner.run(chunks, zeros(runner, 3))
-    padded = runner.run(chunks + [chunks[0][:1]], zeros(runner, 4))[:3]  # one shorter row forces padding
+    padded = runner.run(chunks + [chunks[0][:1]], zeros(runner, 4))[
+        :3
+    ]  # one shorter row forces padding
     for a, b in zip(stacked, padded):
         np.testing.assert_allclose(a.outputs, b.outputs, atol=1e-6)
 

@@ -10,8 +10,8 @@ import pytest
 from app.errors import ModelError
 from app.model.loader import load_model
 from app.model.step import StreamingModel
+from harness.servers import ROOT
 from tests.support.reference import StatefulReference
-from tests.support.servers import ROOT
 
 
 def sequential(*layers, features=2):
@@ -19,19 +19,33 @@ def sequential(*layers, features=2):
 
 
 UNSTREAMABLE = {
-    "bidirectional": (lambda: sequential(keras.layers.Bidirectional(keras.layers.GRU(3), name="both_ways")),
-                      ["both_ways", "Bidirectional", "whole sequence"]),
-    "conv1d": (lambda: sequential(keras.layers.Conv1D(4, 3, name="conv"), keras.layers.GRU(3)),
-               ["conv", "Conv1D", "neighbouring time steps"]),
-    "pooling": (lambda: sequential(keras.layers.GRU(3, return_sequences=True),
-                           keras.layers.GlobalAveragePooling1D(name="pool")),
-                ["pool", "GlobalAveragePooling1D", "pooling over time"]),
-    "backwards": (lambda: sequential(keras.layers.LSTM(3, go_backwards=True, name="rev")),
-                  ["rev", "go_backwards"]),
+    "bidirectional": (
+        lambda: sequential(keras.layers.Bidirectional(keras.layers.GRU(3), name="both_ways")),
+        ["both_ways", "Bidirectional", "whole sequence"],
+    ),
+    "conv1d": (
+        lambda: sequential(keras.layers.Conv1D(4, 3, name="conv"), keras.layers.GRU(3)),
+        ["conv", "Conv1D", "neighbouring time steps"],
+    ),
+    "pooling": (
+        lambda: sequential(
+            keras.layers.GRU(3, return_sequences=True),
+            keras.layers.GlobalAveragePooling1D(name="pool"),
+        ),
+        ["pool", "GlobalAveragePooling1D", "pooling over time"],
+    ),
+    "backwards": (
+        lambda: sequential(keras.layers.LSTM(3, go_backwards=True, name="rev")),
+        ["rev", "go_backwards"],
+    ),
     "no_state": (lambda: sequential(keras.layers.Dense(3)), ["no GRU, LSTM or SimpleRNN"]),
-    "time_axis_softmax": (lambda: sequential(keras.layers.GRU(3, return_sequences=True),
-                                             keras.layers.Softmax(axis=1, name="soft_time")),
-                          ["soft_time", "axis 1"]),
+    "time_axis_softmax": (
+        lambda: sequential(
+            keras.layers.GRU(3, return_sequences=True),
+            keras.layers.Softmax(axis=1, name="soft_time"),
+        ),
+        ["soft_time", "axis 1"],
+    ),
 }
 
 
@@ -74,7 +88,9 @@ def test_every_supported_layer_kind_streams_exactly():
     outputs = keras.layers.Dense(2, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)][0]
-    bn.set_weights([w + np.random.default_rng(1).uniform(0.5, 1.5, w.shape) for w in bn.get_weights()])
+    bn.set_weights(
+        [w + np.random.default_rng(1).uniform(0.5, 1.5, w.shape) for w in bn.get_weights()]
+    )
 
     streaming = StreamingModel(model, "zoo")
     reference = StatefulReference(model)
@@ -110,7 +126,10 @@ def test_serve_refuses_an_unstreamable_file_at_start(tmp_path):
     UNSTREAMABLE["bidirectional"][0]().save(path)
     done = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--model", str(path), "--port", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert "both_ways" in done.stderr and "Bidirectional" in done.stderr
@@ -122,18 +141,44 @@ def functional(build, features=3, time=None):
 
 
 MORE_UNSTREAMABLE = {
-    "explicit mask": (lambda: functional(lambda x: keras.layers.GRU(3, name="g")(
-        x, mask=keras.ops.any(keras.ops.not_equal(x, 0.0), -1))), ["g", "mask="]),
-    "initial state from another layer": (lambda: functional(lambda x: keras.layers.GRU(3, name="g2")(
-        x, initial_state=[keras.layers.GRU(3)(x)])), ["g2", "initial_state="]),
-    "time axis re-made": (lambda: functional(lambda x: keras.layers.GRU(2)(
-        keras.layers.Reshape((1, 3), name="again")(keras.layers.GRU(3)(x)))), ["again", "time axis"]),
+    "explicit mask": (
+        lambda: functional(
+            lambda x: keras.layers.GRU(3, name="g")(
+                x, mask=keras.ops.any(keras.ops.not_equal(x, 0.0), -1)
+            )
+        ),
+        ["g", "mask="],
+    ),
+    "initial state from another layer": (
+        lambda: functional(
+            lambda x: keras.layers.GRU(3, name="g2")(x, initial_state=[keras.layers.GRU(3)(x)])
+        ),
+        ["g2", "initial_state="],
+    ),
+    "time axis re-made": (
+        lambda: functional(
+            lambda x: keras.layers.GRU(2)(
+                keras.layers.Reshape((1, 3), name="again")(keras.layers.GRU(3)(x))
+            )
+        ),
+        ["again", "time axis"],
+    ),
     "bare op": (lambda: functional(lambda x: keras.layers.GRU(3)(x * 2.0)), ["bare keras.ops"]),
-    "bare op at the output": (lambda: functional(lambda x: keras.layers.GRU(3)(x) * 2.0), ["bare keras.ops"]),
-    "weights tied to a fixed length": (lambda: functional(lambda x: keras.layers.GRU(2)(
-        keras.layers.PReLU()(x)), time=10), ["chunk of 1 time step"]),
-    "einsum over time": (lambda: functional(lambda x: keras.layers.GRU(2)(
-        keras.layers.EinsumDense("abc,bd->adc", (10, 3))(x)), time=10), ["chunk of 1 time step"]),
+    "bare op at the output": (
+        lambda: functional(lambda x: keras.layers.GRU(3)(x) * 2.0),
+        ["bare keras.ops"],
+    ),
+    "weights tied to a fixed length": (
+        lambda: functional(lambda x: keras.layers.GRU(2)(keras.layers.PReLU()(x)), time=10),
+        ["chunk of 1 time step"],
+    ),
+    "einsum over time": (
+        lambda: functional(
+            lambda x: keras.layers.GRU(2)(keras.layers.EinsumDense("abc,bd->adc", (10, 3))(x)),
+            time=10,
+        ),
+        ["chunk of 1 time step"],
+    ),
 }
 
 
@@ -148,8 +193,12 @@ def test_subtler_unstreamable_models_are_refused(case):
 
 def test_a_layer_without_mask_support_ends_the_mask_as_in_keras():
     keras.utils.set_random_seed(5)
-    model = sequential(keras.layers.Masking(0.0), keras.layers.EinsumDense("abc,cd->abd", (None, 4)),
-                       keras.layers.GRU(3, return_sequences=True), features=3)
+    model = sequential(
+        keras.layers.Masking(0.0),
+        keras.layers.EinsumDense("abc,cd->abd", (None, 4)),
+        keras.layers.GRU(3, return_sequences=True),
+        features=3,
+    )
     streaming, reference = StreamingModel(model, "einsum"), StatefulReference(model)
     sequence = np.random.default_rng(0).normal(size=(9, 3)).astype(np.float32)
     sequence[[1, 5]] = 0.0
@@ -162,5 +211,7 @@ def test_a_layer_without_mask_support_ends_the_mask_as_in_keras():
 def test_the_same_model_built_twice_has_the_same_fingerprint():
     from app.model.builtin import build_seed_model
 
-    assert StreamingModel(build_seed_model(), "a").spec.fingerprint == \
-        StreamingModel(build_seed_model(), "b").spec.fingerprint
+    assert (
+        StreamingModel(build_seed_model(), "a").spec.fingerprint
+        == StreamingModel(build_seed_model(), "b").spec.fingerprint
+    )

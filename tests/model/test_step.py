@@ -11,7 +11,9 @@ from tests.support.models import Architecture, architectures, chunked_sequences,
 from tests.support.reference import StatefulReference
 
 ATOL = 1e-5
-GRU = Architecture(features=2, layers=(("GRU", 4, True),), last_returns_sequences=True, dense_head=0, seed=0)
+GRU = Architecture(
+    features=2, layers=(("GRU", 4, True),), last_returns_sequences=True, dense_head=0, seed=0
+)
 
 
 @settings(max_examples=20)
@@ -29,7 +31,7 @@ def test_chunked_equals_keras_stateful_even_when_padded(architecture, data):
         width = len(chunk) + int(rng.integers(0, 4))
         batch = rng.uniform(-3, 3, (2, width, architecture.features)).astype(np.float32)
         batch[0, : len(chunk)] = chunk
-        batch[0, len(chunk):] = 7.0  # padding values must not matter
+        batch[0, len(chunk) :] = 7.0  # padding values must not matter
         neighbour = [rng.normal(size=(1, s.shape[1])).astype(np.float32) for s in states]
         both = [np.concatenate([mine, theirs]) for mine, theirs in zip(states, neighbour)]
         outputs, new_states = streaming.run(batch, np.array([len(chunk), width]), both)
@@ -67,7 +69,10 @@ def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
         inputs = rng.uniform(-3, 3, (n, steps, architecture.features)).astype(np.float32)
         lengths = rng.integers(1, steps + 1, n).astype(np.int32)
         lengths[0] = steps
-        states = [rng.uniform(-1, 1, (n, units)).astype(np.float32) for units in streaming.spec.state_units]
+        states = [
+            rng.uniform(-1, 1, (n, units)).astype(np.float32)
+            for units in streaming.spec.state_units
+        ]
         batches.append((inputs, lengths, states))
         assert streaming._xla.run(inputs, lengths, states) is None  # asks for its program
     wait_for_programs(streaming, batches)
@@ -77,7 +82,9 @@ def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
         outputs = outputs.numpy()
         if streaming.spec.per_step:
             for row, length in enumerate(lengths):
-                np.testing.assert_allclose(xla_outputs[row, :length], outputs[row, :length], atol=ATOL)
+                np.testing.assert_allclose(
+                    xla_outputs[row, :length], outputs[row, :length], atol=ATOL
+                )
         else:
             np.testing.assert_allclose(xla_outputs, outputs, atol=ATOL)
         for got, want in zip(xla_states, new_states):
@@ -107,7 +114,9 @@ def test_only_the_first_chunk_lengths_have_programs_compiled_ahead():
     expected = 4 * AHEAD_LENGTHS + 1  # four sizes for each of the first lengths, one for the last
     deadline = time.monotonic() + 120
     while streaming._xla.compiled < expected:
-        assert time.monotonic() < deadline, f"{streaming._xla.compiled} of {expected} XLA programs compiled"
+        assert time.monotonic() < deadline, (
+            f"{streaming._xla.compiled} of {expected} XLA programs compiled"
+        )
         time.sleep(0.05)
     time.sleep(1)  # nothing more is compiling
     assert streaming._xla.compiled == expected
@@ -116,8 +125,11 @@ def test_only_the_first_chunk_lengths_have_programs_compiled_ahead():
 def zeros(streaming: StreamingModel, n: int, steps: int):
     """A batch of ``n`` zero chunks of ``steps`` steps: inputs, lengths, states."""
     features = streaming.spec.input_features
-    return (np.zeros((n, steps, features), np.float32), np.full(n, steps, np.int32),
-            [np.zeros((n, units), np.float32) for units in streaming.spec.state_units])
+    return (
+        np.zeros((n, steps, features), np.float32),
+        np.full(n, steps, np.int32),
+        [np.zeros((n, units), np.float32) for units in streaming.spec.state_units],
+    )
 
 
 def wait_for_programs(streaming: StreamingModel, batches, timeout: float = 120) -> None:

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from app.model.loader import load_model
+from harness.servers import serve_in_thread
 from tests.support.reference import state_rows
-from tests.support.servers import serve_in_thread
 
 CAPACITY = 4
 
@@ -51,7 +51,12 @@ def test_idle_session_expires_after_its_ttl_and_frees_its_slot(client):
     # Use keeps a session alive: its expiry moves on with each chunk.
     for _ in range(3):
         time.sleep(0.5)
-        assert client.post(f"/v1/sessions/{short['session_id']}/chunks", json={"inputs": [1.0]}).status_code == 200
+        assert (
+            client.post(
+                f"/v1/sessions/{short['session_id']}/chunks", json={"inputs": [1.0]}
+            ).status_code
+            == 200
+        )
     time.sleep(1.0)
     assert client.get(f"/v1/sessions/{short['session_id']}").status_code == 200  # used 1 s ago
     time.sleep(2.5)
@@ -78,7 +83,9 @@ def test_listing_pages_through_every_session(client):
     ids = sorted(client.post("/v1/sessions").json()["session_id"] for _ in range(CAPACITY))
     seen, cursor = [], None
     while True:
-        page = client.get("/v1/sessions", params={"limit": 3, **({"cursor": cursor} if cursor else {})}).json()
+        page = client.get(
+            "/v1/sessions", params={"limit": 3, **({"cursor": cursor} if cursor else {})}
+        ).json()
         assert page["capacity"] == CAPACITY and page["active"] == CAPACITY
         seen += [s["session_id"] for s in page["sessions"]]
         cursor = page["next_cursor"]

@@ -12,8 +12,8 @@ from app.errors import SessionNotFound
 from app.model.loader import load_model
 from app.sessions.service import SessionService
 from app.store.memory import MemoryStore
+from harness.servers import serve_in_thread
 from tests.support.stores import start_engine
-from tests.support.servers import serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,9 @@ def seed():
 def test_a_chunk_for_an_expired_session_is_not_found_before_the_sweep_removes_it(seed):
     # The sweeper is not started: between expiry and the sweep, nothing may touch the session.
     async def main():
-        engine, versions = await start_engine(seed, MemoryStore(4), max_batch=4, max_queue=16, warm=(4, 4))
+        engine, versions = await start_engine(
+            seed, MemoryStore(4), max_batch=4, max_queue=16, warm=(4, 4)
+        )
         sessions = SessionService(engine, versions, default_ttl_s=0)
         try:
             record = await sessions.create("brief", ttl_s=0.05)
@@ -53,8 +55,13 @@ def test_over_http_an_expired_session_stays_404(seed):
         for attempt in range(5):
             sid = http.post("/v1/sessions", json={"ttl_s": 0.2}).json()["session_id"]
             time.sleep(0.25)
-            answers = [http.get(f"/v1/sessions/{sid}"),
-                       http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}),
-                       http.get(f"/v1/sessions/{sid}"),
-                       http.get(f"/v1/sessions/{sid}/state")]
-            assert [a.status_code for a in answers] == [404] * 4, (attempt, [a.text for a in answers])
+            answers = [
+                http.get(f"/v1/sessions/{sid}"),
+                http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}),
+                http.get(f"/v1/sessions/{sid}"),
+                http.get(f"/v1/sessions/{sid}/state"),
+            ]
+            assert [a.status_code for a in answers] == [404] * 4, (
+                attempt,
+                [a.text for a in answers],
+            )

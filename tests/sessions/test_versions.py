@@ -16,13 +16,13 @@ import numpy as np
 from app.model.loader import load_version
 from app.model.repository import Repository
 from app.store.memory import MemoryStore
-from tests.support.keys import auth
+from harness.keys import auth
+from harness.servers import serve_in_thread
 from tests.support.reference import StatefulReference, state_rows
 from tests.support.repository import save_version
-from tests.support.servers import serve_in_thread
 from tests.support.stores import start_engine
 
-FAST = dict(repository_poll_s=0.2, xla=False)
+FAST = {"repository_poll_s": 0.2, "xla": False}
 RNG = np.random.default_rng(15)
 
 
@@ -47,7 +47,9 @@ def version_state(http: httpx.Client, name: str, version: int) -> str | None:
     return next((v["state"] for v in document["versions"] if v["version"] == version), None)
 
 
-def wait_for_state(http: httpx.Client, name: str, version: int, state: str, timeout: float = 60) -> None:
+def wait_for_state(
+    http: httpx.Client, name: str, version: int, state: str, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while (found := version_state(http, name, version)) != state:
         assert time.monotonic() < deadline, f"{name} version {version} is {found}, not {state}"
@@ -56,9 +58,17 @@ def wait_for_state(http: httpx.Client, name: str, version: int, state: str, time
 
 def test_two_models_and_two_versions_of_one_are_served_at_once_each_exact(tmp_path):
     repo = tmp_path / "models"
-    speech = {1: save_version(repo, "speech", 1, seed=1), 2: save_version(repo, "speech", 2, seed=2)}
-    desk = save_version(repo, "desk", 1, seed=3, features=1, layers=(("LSTM", 3, False),), per_step=False)
-    with serve_in_thread(None, model_repository=str(repo), **FAST) as url, httpx.Client(base_url=url) as http:
+    speech = {
+        1: save_version(repo, "speech", 1, seed=1),
+        2: save_version(repo, "speech", 2, seed=2),
+    }
+    desk = save_version(
+        repo, "desk", 1, seed=3, features=1, layers=(("LSTM", 3, False),), per_step=False
+    )
+    with (
+        serve_in_thread(None, model_repository=str(repo), **FAST) as url,
+        httpx.Client(base_url=url) as http,
+    ):
         newest = create(http, model="speech")
         pinned = create(http, model="speech", version=1)
         asset = create(http, model="desk")
@@ -74,21 +84,27 @@ def test_two_models_and_two_versions_of_one_are_served_at_once_each_exact(tmp_pa
         for steps in (3, 1, 5, 2):  # the three in turn: they may share a model call, never a state
             for (info, _, features), reference in zip(sessions, references):
                 inputs = chunk(steps, features)
-                np.testing.assert_allclose(push(http, info["session_id"], inputs), reference.feed(inputs), atol=1e-5)
+                np.testing.assert_allclose(
+                    push(http, info["session_id"], inputs), reference.feed(inputs), atol=1e-5
+                )
         for (info, _, _), reference in zip(sessions, references):
             state = http.get(f"/v1/sessions/{info['session_id']}/state").json()
             assert state["model"]["version"] == info["model"]["version"]
             for got, want in zip(state_rows(state), reference.states(), strict=True):
                 np.testing.assert_allclose(got, want, atol=1e-5)
         # A chunk with the other model's feature count is refused, and changes nothing.
-        wrong = http.post(f"/v1/sessions/{asset['session_id']}/chunks", json={"inputs": [[1.0, 2.0]]})
+        wrong = http.post(
+            f"/v1/sessions/{asset['session_id']}/chunks", json={"inputs": [[1.0, 2.0]]}
+        )
         assert wrong.status_code == 422 and "rows of 1 feature" in wrong.json()["detail"]
         listing = http.get("/v1/models").json()["models"]
         assert [m["name"] for m in listing] == ["desk", "speech"]
         speech_doc = listing[1]
         assert speech_doc["default_version"] == 2
         assert [(v["version"], v["state"], v["live_sessions"]) for v in speech_doc["versions"]] == [
-            (2, "ready", 1), (1, "ready", 1)]
+            (2, "ready", 1),
+            (1, "ready", 1),
+        ]
         assert speech_doc["versions"][0]["recurrent_layers"][0]["units"] == 4
         assert http.get("/v1/models/nope").status_code == 404
 
@@ -96,13 +112,17 @@ def test_two_models_and_two_versions_of_one_are_served_at_once_each_exact(tmp_pa
 def test_a_new_version_rolls_out_beside_live_streams_then_each_retirement_mode(tmp_path):
     repo = tmp_path / "models"
     v1 = save_version(repo, "speech", 1, seed=11)
-    with serve_in_thread(None, model_repository=str(repo), keep_versions=3, **FAST) as url, \
-            httpx.Client(base_url=url) as http:
+    with (
+        serve_in_thread(None, model_repository=str(repo), keep_versions=3, **FAST) as url,
+        httpx.Client(base_url=url) as http,
+    ):
         old = [create(http)["session_id"] for _ in range(3)]
         references = {sid: StatefulReference(v1) for sid in old}
         for sid in old:
             inputs = chunk(4, 2)
-            np.testing.assert_allclose(push(http, sid, inputs), references[sid].feed(inputs), atol=1e-5)
+            np.testing.assert_allclose(
+                push(http, sid, inputs), references[sid].feed(inputs), atol=1e-5
+            )
         v2 = save_version(repo, "speech", 2, seed=12)  # same layout, other weights
         wait_for_state(http, "speech", 2, "ready")
         new = create(http)
@@ -110,16 +130,23 @@ def test_a_new_version_rolls_out_beside_live_streams_then_each_retirement_mode(t
         reference_new = StatefulReference(v2)
         for sid in old:  # the old streams go on, exactly, on version 1
             inputs = chunk(2, 2)
-            np.testing.assert_allclose(push(http, sid, inputs), references[sid].feed(inputs), atol=1e-5)
+            np.testing.assert_allclose(
+                push(http, sid, inputs), references[sid].feed(inputs), atol=1e-5
+            )
         inputs = chunk(3, 2)
-        np.testing.assert_allclose(push(http, new["session_id"], inputs), reference_new.feed(inputs), atol=1e-5)
+        np.testing.assert_allclose(
+            push(http, new["session_id"], inputs), reference_new.feed(inputs), atol=1e-5
+        )
 
         # carry: version 1's sessions move to version 2 with their state.
         carried = http.post("/v1/models/speech/versions/1/retire", json={"mode": "carry"})
         assert carried.status_code == 200, carried.text
         assert carried.json()["moved"] == 3 and carried.json()["moved_to"] == 2
         for sid in old:
-            assert http.get(f"/v1/sessions/{sid}").json()["model"] == {"name": "speech", "version": 2}
+            assert http.get(f"/v1/sessions/{sid}").json()["model"] == {
+                "name": "speech",
+                "version": 2,
+            }
             moved = StatefulReference(v2)
             moved.set_states(references[sid].states())
             references[sid] = moved
@@ -149,8 +176,14 @@ def test_a_new_version_rolls_out_beside_live_streams_then_each_retirement_mode(t
         wait_for_state(http, "speech", 4, "ready")
         drained = http.post("/v1/models/speech/versions/3/retire", json={"mode": "drain"})
         assert drained.json() | {"live_sessions": 4} == {
-            "name": "speech", "version": 3, "mode": "drain", "moved": 0, "moved_to": None, "state": "retiring",
-            "live_sessions": 4}
+            "name": "speech",
+            "version": 3,
+            "mode": "drain",
+            "moved": 0,
+            "moved_to": None,
+            "state": "retiring",
+            "live_sessions": 4,
+        }
         assert create(http)["model"]["version"] == 4
         for sid in old:
             assert push(http, sid, chunk(1, 2)).shape == (1, 4)
@@ -166,22 +199,38 @@ def test_a_new_version_rolls_out_beside_live_streams_then_each_retirement_mode(t
 def test_bad_requests_to_retire_change_nothing(tmp_path):
     repo = tmp_path / "models"
     save_version(repo, "speech", 1, seed=21)
-    with serve_in_thread(None, model_repository=str(repo), **FAST) as url, httpx.Client(base_url=url) as http:
+    with (
+        serve_in_thread(None, model_repository=str(repo), **FAST) as url,
+        httpx.Client(base_url=url) as http,
+    ):
         sid = create(http)["session_id"]
-        for body, status in (({"mode": "sideways"}, 422), ({}, 422), ({"mode": "carry"}, 409), ({"mode": "reset"}, 409)):
+        for body, status in (
+            ({"mode": "sideways"}, 422),
+            ({}, 422),
+            ({"mode": "carry"}, 409),
+            ({"mode": "reset"}, 409),
+        ):
             answer = http.post("/v1/models/speech/versions/1/retire", json=body)
             assert answer.status_code == status, answer.text
-        assert http.post("/v1/models/speech/versions/9/retire", json={"mode": "drain"}).status_code == 404
+        assert (
+            http.post("/v1/models/speech/versions/9/retire", json={"mode": "drain"}).status_code
+            == 404
+        )
         assert version_state(http, "speech", 1) == "ready"
         push(http, sid, chunk(2, 2))
 
 
-def test_a_corrupt_or_unstreamable_file_in_the_repository_changes_nothing_that_serves(tmp_path, caplog):
+def test_a_corrupt_or_unstreamable_file_in_the_repository_changes_nothing_that_serves(
+    tmp_path, caplog
+):
     import keras
 
     repo = tmp_path / "models"
     v1 = save_version(repo, "speech", 1, seed=31)
-    with serve_in_thread(None, model_repository=str(repo), **FAST) as url, httpx.Client(base_url=url) as http:
+    with (
+        serve_in_thread(None, model_repository=str(repo), **FAST) as url,
+        httpx.Client(base_url=url) as http,
+    ):
         sid = create(http)["session_id"]
         reference = StatefulReference(v1)
         (repo / "speech" / "2").mkdir()
@@ -203,7 +252,10 @@ def test_a_corrupt_or_unstreamable_file_in_the_repository_changes_nothing_that_s
         assert http.get("/readyz").status_code == 200
         # Fixed in place: tried again, and served.
         v2 = save_version(tmp_path / "fixed", "speech", 2, seed=32)
-        shutil.copy(tmp_path / "fixed" / "speech" / "2" / "model.keras", repo / "speech" / "2" / "model.keras")
+        shutil.copy(
+            tmp_path / "fixed" / "speech" / "2" / "model.keras",
+            repo / "speech" / "2" / "model.keras",
+        )
         wait_for_state(http, "speech", 2, "ready")
         assert create(http)["model"]["version"] == 2
         assert v2 is not None
@@ -247,7 +299,9 @@ def test_sessions_of_several_versions_survive_a_restart_from_a_snapshot(tmp_path
         reference_new = StatefulReference(v2)
         inputs = chunk(2, 2)
         np.testing.assert_allclose(push(http, new, inputs), reference_new.feed(inputs), atol=1e-5)
-    save_version(repo, "speech", 3, seed=53)  # version 1 is now beyond --keep-versions, and has a session
+    save_version(
+        repo, "speech", 3, seed=53
+    )  # version 1 is now beyond --keep-versions, and has a session
     with serve_in_thread(None, **options) as url, httpx.Client(base_url=url) as http:
         for sid, reference in ((old, reference_old), (new, reference_new)):
             inputs = chunk(2, 2)
@@ -258,16 +312,23 @@ def test_sessions_of_several_versions_survive_a_restart_from_a_snapshot(tmp_path
 def test_tenants_see_the_models_but_not_the_session_counts_and_cannot_retire(tmp_path):
     repo = tmp_path / "models"
     save_version(repo, "speech", 1, seed=61)
-    keys = dict(api_keys="alpha:alpha-key-versions", admin_keys="admin-key-versions")
-    with serve_in_thread(None, model_repository=str(repo), **keys, **FAST) as url, \
-            httpx.Client(base_url=url) as http:
+    keys = {"api_keys": "alpha:alpha-key-versions", "admin_keys": "admin-key-versions"}
+    with (
+        serve_in_thread(None, model_repository=str(repo), **keys, **FAST) as url,
+        httpx.Client(base_url=url) as http,
+    ):
         tenant, admin = auth("alpha-key-versions"), auth("admin-key-versions")
         assert http.post("/v1/sessions", json={}, headers=tenant).status_code == 201
         (seen,) = http.get("/v1/models/speech", headers=tenant).json()["versions"]
         assert seen["state"] == "ready" and seen["live_sessions"] is None
-        assert http.get("/v1/models/speech", headers=admin).json()["versions"][0]["live_sessions"] == 1
+        assert (
+            http.get("/v1/models/speech", headers=admin).json()["versions"][0]["live_sessions"] == 1
+        )
         assert http.get("/v1/models").status_code == 401
-        for path, body in (("/v1/models/speech/load", None), ("/v1/models/speech/versions/1/retire", {"mode": "drain"})):
+        for path, body in (
+            ("/v1/models/speech/load", None),
+            ("/v1/models/speech/versions/1/retire", {"mode": "drain"}),
+        ):
             assert http.post(path, json=body, headers=tenant).status_code == 403
         http.headers.update(admin)
         assert version_state(http, "speech", 1) == "ready"  # refused: nothing retired

@@ -9,21 +9,26 @@ import numpy as np
 import pytest
 
 from app.model.builtin import build_seed_model
+from harness.servers import ServerProcess
 from tests.support.reference import StatefulReference, state_rows
-from tests.support.servers import ServerProcess
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("backend", ["redis", "memory"])
-def test_sigterm_under_load_loses_no_acknowledged_chunk(backend, workers, redis_url, redis_prefix, tmp_path):
+def test_sigterm_under_load_loses_no_acknowledged_chunk(
+    backend, workers, redis_url, redis_prefix, tmp_path
+):
     args = ["--model", "seed", "--backend", backend, "--workers", str(workers)]
-    args += ["--redis-url", redis_url, "--redis-prefix", redis_prefix] if backend == "redis" else \
-        ["--snapshot", str(tmp_path / "s.npz")]
+    args += (
+        ["--redis-url", redis_url, "--redis-prefix", redis_prefix]
+        if backend == "redis"
+        else ["--snapshot", str(tmp_path / "s.npz")]
+    )
     server = ServerProcess(*args).start().wait_ready()
     rng = np.random.default_rng(4)
     data = {i: rng.uniform(-3, 3, (400, 1)).astype(np.float32) for i in range(8)}
     ids = {i: httpx.post(f"{server.url}/v1/sessions").json()["session_id"] for i in data}
-    acknowledged = {i: 0 for i in data}
+    acknowledged = dict.fromkeys(data, 0)
     started = threading.Barrier(len(data) + 1)
 
     def stream(i):
@@ -32,7 +37,9 @@ def test_sigterm_under_load_loses_no_acknowledged_chunk(backend, workers, redis_
             for seq in range(1, 201):
                 chunk = data[i][2 * (seq - 1) : 2 * seq]
                 try:
-                    answer = http.post(f"/v1/sessions/{ids[i]}/chunks", json={"inputs": chunk.tolist(), "seq": seq})
+                    answer = http.post(
+                        f"/v1/sessions/{ids[i]}/chunks", json={"inputs": chunk.tolist(), "seq": seq}
+                    )
                 except httpx.TransportError:
                     return
                 if answer.status_code != 200:

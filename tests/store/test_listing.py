@@ -10,7 +10,7 @@ import redis
 
 from app.errors import InvalidInput
 from app.store.redis import RedisStore
-from tests.support.redis import own_redis
+from harness.redis import own_redis
 from tests.support.stores import KEY, memory_store
 
 
@@ -51,7 +51,9 @@ def test_sessions_present_throughout_are_listed_exactly_once_while_others_churn(
 
         try:
             listed = await list_all(store, 7, churn)
-            assert sorted(sid for sid in listed if sid in stable) == sorted(stable), "missed or repeated"
+            assert sorted(sid for sid in listed if sid in stable) == sorted(stable), (
+                "missed or repeated"
+            )
             if backend == "memory":
                 assert listed == sorted(listed)
         finally:
@@ -63,8 +65,21 @@ def test_sessions_present_throughout_are_listed_exactly_once_while_others_churn(
         asyncio.run(main(server.url))
 
 
-@pytest.mark.parametrize("cursor", ["-1:0", "0:-5", "0:+5", "0: 5", "0:18446744073709551616", "7:0", "x",
-                                    "0:0:-1:a", "0:0:0:", "0"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "-1:0",
+        "0:-5",
+        "0:+5",
+        "0: 5",
+        "0:18446744073709551616",
+        "7:0",
+        "x",
+        "0:0:-1:a",
+        "0:0:0:",
+        "0",
+    ],
+)
 def test_a_malformed_cursor_is_invalid_input_not_a_crash(cursor, redis_url, redis_prefix):
     async def main():
         store = redis_store(redis_url, redis_prefix)

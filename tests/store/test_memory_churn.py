@@ -21,7 +21,9 @@ def test_creating_and_deleting_100k_sessions_with_a_ttl_leaves_no_memory_behind(
 
     async def main() -> int:
         store = memory_store(16, [4])
-        await store.create("keeper", TEN_YEARS_S, 1000.0, model=KEY)  # one live session with a TTL throughout
+        await store.create(
+            "keeper", TEN_YEARS_S, 1000.0, model=KEY
+        )  # one live session with a TTL throughout
         await churn(store, 0, 2_000)  # warm: the structures reach their working size
         gc.collect()
         tracemalloc.start()
@@ -36,4 +38,6 @@ def test_creating_and_deleting_100k_sessions_with_a_ttl_leaves_no_memory_behind(
         return grown
 
     grown = asyncio.run(main())
-    assert grown < 256 * 1024, f"100,000 created and deleted sessions left {grown / 2**20:.1f} MiB behind"
+    assert grown < 256 * 1024, (
+        f"100,000 created and deleted sessions left {grown / 2**20:.1f} MiB behind"
+    )

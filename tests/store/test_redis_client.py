@@ -9,8 +9,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
-from app.store.redis_cluster import OutcomeUnknown, connect, settle
-from app.store.redis_errors import transient
+from app.store.redis.cluster import OutcomeUnknown, connect, settle
+from app.store.redis.errors import transient
 
 
 @pytest.mark.parametrize("url", ["redis+cluster://127.0.0.1:7000", "redis://127.0.0.1:6379/0"])
@@ -24,13 +24,26 @@ def test_clients_never_resend_by_themselves(url):
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("exc, retry", [
-    (RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"), True),
-    (RedisClusterException("All slots are not covered after query all startup_nodes. 5461 of 16384"), True),
-    (RedisClusterException("startup_nodes could not agree on a valid slots cache: a, b"), True),
-    (RedisClusterException("Too many targets for command ('MSET',)"), False),
-    (RedisClusterException("MGET - all keys must map to the same key slot"), False),
-])
+@pytest.mark.parametrize(
+    "exc, retry",
+    [
+        (
+            RedisClusterException(
+                "Redis Cluster cannot be connected. Please provide at least one reachable node"
+            ),
+            True,
+        ),
+        (
+            RedisClusterException(
+                "All slots are not covered after query all startup_nodes. 5461 of 16384"
+            ),
+            True,
+        ),
+        (RedisClusterException("startup_nodes could not agree on a valid slots cache: a, b"), True),
+        (RedisClusterException("Too many targets for command ('MSET',)"), False),
+        (RedisClusterException("MGET - all keys must map to the same key slot"), False),
+    ],
+)
 def test_cluster_exceptions_are_transient_only_when_about_reaching_the_cluster(exc, retry):
     assert transient(exc) is retry
 
@@ -46,7 +59,9 @@ def test_a_cancelled_pipeline_is_an_unknown_outcome_unless_this_task_is_cancelle
         raise asyncio.CancelledError
 
     async def gathered() -> list:
-        return settle(await asyncio.gather(cancelled(), asyncio.sleep(0, ["ok"]), return_exceptions=True))
+        return settle(
+            await asyncio.gather(cancelled(), asyncio.sleep(0, ["ok"]), return_exceptions=True)
+        )
 
     async def main():
         first, second = await gathered()

@@ -12,23 +12,30 @@ import websockets
 
 from app.model.builtin import build_seed_model
 from app.model.loader import load_model
-from tests.support.stores import KEY, memory_store
-from tests.support.redis import own_redis
+from harness.redis import own_redis
+from harness.servers import serve_in_thread
 from tests.support.reference import StatefulReference
-from tests.support.servers import serve_in_thread
+from tests.support.stores import KEY, memory_store
 
 
 def test_redis_refusing_writes_is_503_without_a_hang_and_then_recovers():
     with own_redis(appendonly=False) as server:
         with serve_in_thread(load_model("seed"), backend="redis", redis_url=server.url) as url:
             sid = httpx.post(f"{url}/v1/sessions").json()["session_id"]
-            assert httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}).status_code == 200
+            assert (
+                httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}).status_code
+                == 200
+            )
             admin = redis.Redis.from_url(server.url)
             admin.config_set("maxmemory", 1)  # every write is now refused with OOM
             started = time.monotonic()
-            for call in (lambda: httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [2.0]}, timeout=10),
-                         lambda: httpx.post(f"{url}/v1/sessions/{sid}/reset", timeout=10),
-                         lambda: httpx.post(f"{url}/v1/sessions", timeout=10)):
+            for call in (
+                lambda: httpx.post(
+                    f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [2.0]}, timeout=10
+                ),
+                lambda: httpx.post(f"{url}/v1/sessions/{sid}/reset", timeout=10),
+                lambda: httpx.post(f"{url}/v1/sessions", timeout=10),
+            ):
                 answer = call()
                 assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
             assert time.monotonic() - started < 10
@@ -38,12 +45,15 @@ def test_redis_refusing_writes_is_503_without_a_hang_and_then_recovers():
 
 
 def test_commands_on_a_stream_keep_their_place_between_chunks(redis_url, redis_prefix):
-    with serve_in_thread(load_model("seed"), backend="redis", redis_url=redis_url,
-                         redis_prefix=redis_prefix) as url:
+    with serve_in_thread(
+        load_model("seed"), backend="redis", redis_url=redis_url, redis_prefix=redis_prefix
+    ) as url:
         sid = httpx.post(f"{url}/v1/sessions").json()["session_id"]
 
         async def rounds():
-            async with websockets.connect(url.replace("http", "ws") + f"/v1/sessions/{sid}/stream") as socket:
+            async with websockets.connect(
+                url.replace("http", "ws") + f"/v1/sessions/{sid}/stream"
+            ) as socket:
                 for _ in range(25):
                     await socket.send(json.dumps({"op": "reset"}))
                     await socket.send(np.array([0.5, -0.5], "<f4").tobytes())
@@ -56,7 +66,7 @@ def test_commands_on_a_stream_keep_their_place_between_chunks(redis_url, redis_p
 
 
 def test_another_models_session_is_refused_alone_and_left_intact(redis_url, redis_prefix):
-    options = dict(backend="redis", redis_url=redis_url, redis_prefix=redis_prefix)
+    options = {"backend": "redis", "redis_url": redis_url, "redis_prefix": redis_prefix}
     with serve_in_thread(load_model("default"), **options) as default_url:
         foreign = httpx.post(f"{default_url}/v1/sessions").json()["session_id"]
         httpx.post(f"{default_url}/v1/sessions/{foreign}/chunks", json={"inputs": [0.1, 0.2]})
@@ -66,9 +76,12 @@ def test_another_models_session_is_refused_alone_and_left_intact(redis_url, redi
 
             async def together():
                 async with httpx.AsyncClient(base_url=seed_url) as http:
-                    return await asyncio.gather(*(
-                        http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]})
-                        for sid in [ours, foreign] * 8))
+                    return await asyncio.gather(
+                        *(
+                            http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]})
+                            for sid in [ours, foreign] * 8
+                        )
+                    )
 
             answers = asyncio.run(together())
             assert [a.status_code for a in answers] == [200, 409] * 8
@@ -79,8 +92,11 @@ def test_another_models_session_is_refused_alone_and_left_intact(redis_url, redi
 def test_a_session_deleted_and_made_again_on_another_replica_is_not_read_from_a_stale_cache(
     redis_url, redis_prefix
 ):
-    options = dict(backend="redis", redis_url=redis_url, redis_prefix=redis_prefix)
-    with serve_in_thread(load_model("seed"), **options) as a, serve_in_thread(load_model("seed"), **options) as b:
+    options = {"backend": "redis", "redis_url": redis_url, "redis_prefix": redis_prefix}
+    with (
+        serve_in_thread(load_model("seed"), **options) as a,
+        serve_in_thread(load_model("seed"), **options) as b,
+    ):
         httpx.post(f"{a}/v1/sessions", json={"session_id": "again"})
         httpx.post(f"{a}/v1/sessions/again/chunks", json={"inputs": [3.0, 3.0]})  # A caches it
         httpx.delete(f"{b}/v1/sessions/again")

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from app.model.loader import load_model
-from tests.support.keys import auth
-from tests.support.servers import serve_in_thread
+from harness.keys import auth
+from harness.servers import serve_in_thread
 
 KEY = "quota-key-0001"
 
@@ -21,9 +21,18 @@ def seed():
 
 @pytest.fixture()
 def server(seed, redis_url, redis_prefix):
-    options = dict(backend="redis", redis_url=redis_url, redis_prefix=redis_prefix,
-                   api_keys=f"quota:{KEY}", admin_keys="admin-key-0001", max_sessions_per_tenant=2)
-    with serve_in_thread(seed, **options) as url, httpx.Client(base_url=url, headers=auth(KEY)) as http:
+    options = {
+        "backend": "redis",
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "api_keys": f"quota:{KEY}",
+        "admin_keys": "admin-key-0001",
+        "max_sessions_per_tenant": 2,
+    }
+    with (
+        serve_in_thread(seed, **options) as url,
+        httpx.Client(base_url=url, headers=auth(KEY)) as http,
+    ):
         yield http
 
 
@@ -36,7 +45,9 @@ def test_a_create_refused_because_the_id_is_taken_keeps_the_quota(server, redis_
     # tenant's count, so ten ids gave ten sessions against a quota of two.
     answers = []
     for n in range(10):
-        answers += [server.post("/v1/sessions", json={"session_id": f"q{n}"}).status_code for _ in range(2)]
+        answers += [
+            server.post("/v1/sessions", json={"session_id": f"q{n}"}).status_code for _ in range(2)
+        ]
     assert answers == [201, 409, 201, 409] + [429, 429] * 8
     assert sorted(tenant_set(redis_url, redis_prefix)) == [b"q0", b"q1"]
     assert server.post("/v1/sessions").status_code == 429
@@ -49,7 +60,10 @@ def test_a_ttl_below_a_millisecond_still_expires(server, redis_url, redis_prefix
     # The attack: ttl_s 0.0004 was rounded down to PEXPIRE 0 ms, so none was set: an immortal key
     # that GET and DELETE called gone while chunks still applied, and that held the quota forever.
     for ttl in (0.0004, 0.0015):
-        assert server.post("/v1/sessions", json={"session_id": "brief", "ttl_s": ttl}).status_code == 201
+        assert (
+            server.post("/v1/sessions", json={"session_id": "brief", "ttl_s": ttl}).status_code
+            == 201
+        )
         key = f"{redis_prefix}:{{brief}}"
         assert redis.Redis.from_url(redis_url).pttl(key) != -1  # an expiry is set, or it is gone
         time.sleep(0.05)

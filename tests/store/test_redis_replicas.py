@@ -9,13 +9,23 @@ import numpy as np
 import pytest
 
 from app.model.builtin import build_seed_model
-from tests.support.redis import delete_prefix, new_prefix
+from harness.redis import delete_prefix, new_prefix
+from harness.servers import serve_processes
 from tests.support.reference import StatefulReference, state_rows
-from tests.support.servers import serve_processes
 
 
 def redis_args(url: str, prefix: str, *extra: str) -> tuple[str, ...]:
-    return ("--model", "seed", "--backend", "redis", "--redis-url", url, "--redis-prefix", prefix, *extra)
+    return (
+        "--model",
+        "seed",
+        "--backend",
+        "redis",
+        "--redis-url",
+        url,
+        "--redis-prefix",
+        prefix,
+        *extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +46,9 @@ def test_round_robin_over_three_replicas_equals_one_process(replicas):
     sid = httpx.post(f"{replicas[0]}/v1/sessions").json()["session_id"]
     for i, chunk in enumerate(np.split(data, [4, 5, 11, 12, 20, 27])):
         url = replicas[i % 3]
-        answer = httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist(), "seq": i + 1})
+        answer = httpx.post(
+            f"{url}/v1/sessions/{sid}/chunks", json={"inputs": chunk.tolist(), "seq": i + 1}
+        )
         assert answer.status_code == 200, answer.text
         np.testing.assert_allclose(answer.json()["outputs"], reference.feed(chunk), atol=1e-5)
     for url in replicas:  # every replica sees the same state
@@ -73,9 +85,13 @@ def test_many_clients_hammering_one_session_through_replicas_lose_and_double_not
 
 def test_exactly_once_across_replicas(replicas):
     sid = httpx.post(f"{replicas[0]}/v1/sessions").json()["session_id"]
-    first = httpx.post(f"{replicas[0]}/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0], "seq": 1})
+    first = httpx.post(
+        f"{replicas[0]}/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0], "seq": 1}
+    )
     before = httpx.get(f"{replicas[0]}/v1/sessions/{sid}/state").json()
-    again = httpx.post(f"{replicas[1]}/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0], "seq": 1})
+    again = httpx.post(
+        f"{replicas[1]}/v1/sessions/{sid}/chunks", json={"inputs": [1.0, 2.0], "seq": 1}
+    )
     assert again.headers["x-replayed"] == "true" and again.content == first.content
     for seq, url in ((0, replicas[2]), (3, replicas[1])):
         conflict = httpx.post(f"{url}/v1/sessions/{sid}/chunks", json={"inputs": [9.0], "seq": seq})
@@ -100,7 +116,9 @@ def test_kill_9_of_a_replica_mid_stream_loses_and_doubles_nothing(redis_url, red
                 except httpx.TransportError:
                     # The replica died with the chunk in flight: the same seq, elsewhere.
                     retried += 1
-                    answer = httpx.post(f"{survivor.url}/v1/sessions/{ids[i]}/chunks", json=body, timeout=30)
+                    answer = httpx.post(
+                        f"{survivor.url}/v1/sessions/{ids[i]}/chunks", json=body, timeout=30
+                    )
                 assert answer.status_code == 200, answer.text
                 if seq == 8 and i == 0:
                     doomed.kill()

@@ -7,9 +7,9 @@ import asyncio
 import httpx
 import redis
 
+from harness.redis import own_redis
+from harness.servers import ServerProcess, wait_for
 from tests.support.proxy import BreakingProxy
-from tests.support.redis import own_redis
-from tests.support.servers import ServerProcess, wait_for
 
 SCRIPT_LOAD = b"SCRIPT\r\n$4\r\nLOAD"
 
@@ -24,9 +24,13 @@ async def together(url: str, existing: list[str], rounds: int = 1) -> list[int]:
         calls = []
         for n in range(rounds):
             for sid in existing:
-                calls += [http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [0.5]}),
-                          http.post("/v1/sessions"),
-                          http.get(f"/v1/sessions/{sid}/state") if n % 2 else http.post(f"/v1/sessions/{sid}/reset")]
+                calls += [
+                    http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [0.5]}),
+                    http.post("/v1/sessions"),
+                    http.get(f"/v1/sessions/{sid}/state")
+                    if n % 2
+                    else http.post(f"/v1/sessions/{sid}/reset"),
+                ]
         return [answer.status_code for answer in await asyncio.gather(*calls)]
 
 
@@ -37,7 +41,9 @@ def test_a_fresh_replica_answers_creates_and_chunks_arriving_together():
         first = replica(server.url).start()
         try:
             first.wait_ready()
-            existing = [httpx.post(f"{first.url}/v1/sessions").json()["session_id"] for _ in range(30)]
+            existing = [
+                httpx.post(f"{first.url}/v1/sessions").json()["session_id"] for _ in range(30)
+            ]
         finally:
             first.stop()
         redis.Redis.from_url(server.url).script_flush()  # the fresh replica finds none loaded
@@ -46,7 +52,9 @@ def test_a_fresh_replica_answers_creates_and_chunks_arriving_together():
             fresh.wait_ready()
             statuses = asyncio.run(together(fresh.url, existing))
             assert set(statuses) <= {200, 201}, statuses
-            for _ in range(3):  # Redis loses them again (a restart): every caller waits for one load
+            for _ in range(
+                3
+            ):  # Redis loses them again (a restart): every caller waits for one load
                 redis.Redis.from_url(server.url).script_flush()
                 statuses = asyncio.run(together(fresh.url, existing, rounds=2))
                 assert set(statuses) <= {200, 201}, statuses
@@ -74,22 +82,29 @@ def test_a_load_cut_off_half_way_is_503_until_a_load_succeeds_and_readyz_tells_t
             assert len(loads) >= 5, "the scripts are loaded before /readyz says 200"
             with httpx.Client(base_url=app.url, timeout=30) as http:
                 sid = http.post("/v1/sessions").json()["session_id"]
-                for call in (lambda: http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}),
-                             lambda: http.get(f"/v1/sessions/{sid}/state"),
-                             lambda: http.post(f"/v1/sessions/{sid}/reset")):
+                for call in (
+                    lambda: http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}),
+                    lambda: http.get(f"/v1/sessions/{sid}/state"),
+                    lambda: http.post(f"/v1/sessions/{sid}/reset"),
+                ):
                     assert call().status_code == 200
 
                 # Redis loses its scripts and every load is cut: not ready, and 503, never 500.
                 cut["every"] = True
                 redis.Redis.from_url(server.url).script_flush()
-                answers = [http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}),
-                           http.post(f"/v1/sessions/{sid}/reset"), http.post("/v1/sessions")]
+                answers = [
+                    http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]}),
+                    http.post(f"/v1/sessions/{sid}/reset"),
+                    http.post("/v1/sessions"),
+                ]
                 assert [a.status_code for a in answers] == [503] * 3, [a.text for a in answers]
                 assert http.get("/readyz").status_code == 503
                 assert http.get(f"/v1/sessions/{sid}").json()["steps"] == 0  # the reset, before
 
                 cut["every"] = False  # healthy again: the next caller loads them, by itself
-                wait_for(lambda: http.get("/readyz").status_code == 200, "ready again", 20, errors=())
+                wait_for(
+                    lambda: http.get("/readyz").status_code == 200, "ready again", 20, errors=()
+                )
                 answer = http.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0]})
                 assert answer.status_code == 200 and answer.json()["seq"] == 2, answer.text
         finally:

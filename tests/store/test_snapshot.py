@@ -6,8 +6,8 @@ import httpx
 import numpy as np
 
 from app.model.builtin import build_seed_model
+from harness.servers import ServerProcess
 from tests.support.reference import StatefulReference, state_rows
-from tests.support.servers import ServerProcess
 
 
 def test_sigterm_then_restart_with_the_same_snapshot_continues_every_session_exactly(tmp_path):
@@ -18,13 +18,20 @@ def test_sigterm_then_restart_with_the_same_snapshot_continues_every_session_exa
 
     server = ServerProcess(*args).start().wait_ready()
     try:
-        ids = {i: httpx.post(f"{server.url}/v1/sessions", json={"ttl_s": 0}).json()["session_id"] for i in data}
+        ids = {
+            i: httpx.post(f"{server.url}/v1/sessions", json={"ttl_s": 0}).json()["session_id"]
+            for i in data
+        }
         last = {}
         for i, sequence in data.items():
             for seq, chunk in enumerate(np.split(sequence[:6], 2), start=1):
-                last[i] = httpx.post(f"{server.url}/v1/sessions/{ids[i]}/chunks",
-                                     json={"inputs": chunk.tolist(), "seq": seq})
-        before = {i: httpx.get(f"{server.url}/v1/sessions/{sid}/state").json() for i, sid in ids.items()}
+                last[i] = httpx.post(
+                    f"{server.url}/v1/sessions/{ids[i]}/chunks",
+                    json={"inputs": chunk.tolist(), "seq": seq},
+                )
+        before = {
+            i: httpx.get(f"{server.url}/v1/sessions/{sid}/state").json() for i, sid in ids.items()
+        }
     finally:
         # SIGTERM; uvicorn shuts down gracefully, then exits by the signal it caught.
         assert server.stop() in (0, -signal.SIGTERM)
@@ -34,14 +41,20 @@ def test_sigterm_then_restart_with_the_same_snapshot_continues_every_session_exa
     try:
         for i, sid in ids.items():
             assert httpx.get(f"{server.url}/v1/sessions/{sid}/state").json() == before[i]
-            replay = httpx.post(f"{server.url}/v1/sessions/{sid}/chunks",
-                                json={"inputs": data[i][3:6].tolist(), "seq": 2})
+            replay = httpx.post(
+                f"{server.url}/v1/sessions/{sid}/chunks",
+                json={"inputs": data[i][3:6].tolist(), "seq": 2},
+            )
             assert replay.headers.get("x-replayed") == "true" and replay.content == last[i].content
-            answer = httpx.post(f"{server.url}/v1/sessions/{sid}/chunks",
-                                json={"inputs": data[i][6:].tolist(), "seq": 3})
+            answer = httpx.post(
+                f"{server.url}/v1/sessions/{sid}/chunks",
+                json={"inputs": data[i][6:].tolist(), "seq": 3},
+            )
             reference = StatefulReference(build_seed_model())
             reference.feed(data[i][:6])
-            np.testing.assert_allclose(answer.json()["outputs"], reference.feed(data[i][6:]), atol=1e-5)
+            np.testing.assert_allclose(
+                answer.json()["outputs"], reference.feed(data[i][6:]), atol=1e-5
+            )
             state = httpx.get(f"{server.url}/v1/sessions/{sid}/state").json()
             np.testing.assert_allclose(state_rows(state)[0], reference.states()[0], atol=1e-5)
     finally:

@@ -46,21 +46,25 @@ def drain(sock: socket.socket, timeout: float = 5.0) -> bytes:
 
 def forever(target, *args) -> None:
     """Run ``target(*args)`` again and again in a thread of its own (the attacks' threads)."""
+
     def loop():
         while True:
             try:
                 target(*args)
             except OSError:
                 time.sleep(0.05)
+
     threading.Thread(target=loop, daemon=True).start()
 
 
 @attack
 def idle(port: int, count: int, key: str, session: str) -> None:
     """``count`` connections that send nothing; reopened when closed."""
+
     def hold():
         with connect(port) as sock:
             drain(sock, timeout=60)
+
     for _ in range(count):
         forever(hold)
 
@@ -68,12 +72,14 @@ def idle(port: int, count: int, key: str, session: str) -> None:
 @attack
 def slowloris(port: int, count: int, key: str, session: str) -> None:
     """``count`` connections, each sending one more header line every half second."""
+
     def dribble():
         with connect(port) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             while True:
                 time.sleep(0.5)
                 sock.sendall(b"X-Slow: 1\r\n")
+
     for _ in range(count):
         forever(dribble)
 
@@ -82,6 +88,7 @@ def slowloris(port: int, count: int, key: str, session: str) -> None:
 def header_bombs(port: int, count: int, key: str, session: str) -> None:
     """``count`` connections, each sending up to 16 MiB of headers that never end (64 KiB lines),
     at most ten a second each."""
+
     def bomb():
         started = time.monotonic()
         with connect(port) as sock:
@@ -93,6 +100,7 @@ def header_bombs(port: int, count: int, key: str, session: str) -> None:
                 pass
             drain(sock)
         time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+
     for _ in range(count):
         forever(bomb)
 
@@ -102,8 +110,10 @@ def body_bombs(port: int, count: int, key: str, session: str) -> None:
     """``count`` connections, each posting chunk documents just under the default body limit
     (4 MiB) over and over, at most ten a second each."""
     body = document(4 * 2**20 - 1024)
-    head = (f"POST /v1/sessions/{session}/chunks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/sessions/{session}/chunks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
 
     def bomb():
         with connect(port) as sock:
@@ -114,6 +124,7 @@ def body_bombs(port: int, count: int, key: str, session: str) -> None:
                 if not answer or b"connection: close" in answer.lower():
                     return
                 time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+
     for _ in range(count):
         forever(bomb)
 
@@ -124,8 +135,12 @@ def ws_bombs(port: int, count: int, key: str, session: str) -> None:
     or deflated in a frame marked compressed (4 KB and 16 KB on the wire: the attack as first
     seen), at most ten messages a second, reconnecting whenever the server closes the stream."""
     whitespace = b" " * (16 * 2**20 - 1024)
-    payloads = [(document(4 * 2**20), False), (whitespace, False), (deflate(document(4 * 2**20)), True),
-                (deflate(whitespace), True)]
+    payloads = [
+        (document(4 * 2**20), False),
+        (whitespace, False),
+        (deflate(document(4 * 2**20)), True),
+        (deflate(whitespace), True),
+    ]
     frames = [frame(payload, compressed=compressed) for payload, compressed in payloads]
 
     def bomb():
@@ -143,6 +158,7 @@ def ws_bombs(port: int, count: int, key: str, session: str) -> None:
                 except BlockingIOError:
                     pass
                 time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+
     for _ in range(count):
         forever(bomb)
 
@@ -158,10 +174,18 @@ def deflate(data: bytes) -> bytes:
     return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
-def handshake(sock: socket.socket, path: str, key: str | None, deflate_offered: bool = True) -> bytes:
+def handshake(
+    sock: socket.socket, path: str, key: str | None, deflate_offered: bool = True
+) -> bytes:
     """A WebSocket opening handshake, offering compression; the server's answer head."""
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
-             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}", "Sec-WebSocket-Version: 13"]
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+        "Sec-WebSocket-Version: 13",
+    ]
     if deflate_offered:
         lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
     if key:

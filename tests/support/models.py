@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import keras
+import numpy as np
 from hypothesis import strategies as st
 
 
@@ -23,12 +23,16 @@ class Architecture:
         x = inputs
         for i, (kind, units, reset_after) in enumerate(self.layers):
             last = i == len(self.layers) - 1
-            options = {"return_sequences": self.last_returns_sequences if last else True,
-                       "name": f"{kind.lower()}_{i}"}
+            options = {
+                "return_sequences": self.last_returns_sequences if last else True,
+                "name": f"{kind.lower()}_{i}",
+            }
             if kind == "GRU":
                 options["reset_after"] = reset_after
             # Biases are zero by default; random ones make sure they are carried correctly too.
-            options["bias_initializer"] = keras.initializers.RandomUniform(-0.5, 0.5, seed=self.seed + i)
+            options["bias_initializer"] = keras.initializers.RandomUniform(
+                -0.5, 0.5, seed=self.seed + i
+            )
             x = getattr(keras.layers, kind)(units, **options)(x)
         if self.dense_head:
             x = keras.layers.Dense(self.dense_head, name="head")(x)

@@ -8,14 +8,16 @@ import struct
 import threading
 from collections.abc import Callable
 
-from deploy.waiting import free_port
+from harness.waiting import free_port
 
 
 class BreakingProxy:
     """Forwards 127.0.0.1:``port`` to ``target``. ``breaks(data)`` sees every piece the client
     sends; when it answers True, that piece is not forwarded and the connection is reset."""
 
-    def __init__(self, target: tuple[str, int], breaks: Callable[[bytes], bool] = lambda data: False):
+    def __init__(
+        self, target: tuple[str, int], breaks: Callable[[bytes], bool] = lambda data: False
+    ):
         self.target, self.breaks = target, breaks
         self.port = free_port()
         self._listener = socket.create_server(("127.0.0.1", self.port))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 
 RECURRENT = (keras.layers.GRU, keras.layers.LSTM, keras.layers.SimpleRNN)
 
@@ -22,7 +22,9 @@ class StatefulReference:
             return type(layer).from_config(config)
 
         self.model = keras.models.clone_model(
-            model, input_tensors=keras.Input(batch_shape=(batch, None, features)), clone_function=clone
+            model,
+            input_tensors=keras.Input(batch_shape=(batch, None, features)),
+            clone_function=clone,
         )
         self.model.set_weights(model.get_weights())
         self.recurrent = [layer for layer in self.model.layers if isinstance(layer, RECURRENT)]
@@ -54,8 +56,9 @@ def state_rows(document: dict) -> list[np.ndarray]:
     return [np.asarray(s, np.float32) for layer in document["layers"] for s in layer["states"]]
 
 
-def assert_streamed_like_keras(model, sequence: np.ndarray, chunks: list[np.ndarray],
-                               answers: list[np.ndarray], state: dict) -> None:
+def assert_streamed_like_keras(
+    model, sequence: np.ndarray, chunks: list[np.ndarray], answers: list[np.ndarray], state: dict
+) -> None:
     """A session fed ``chunks`` of ``sequence`` answered ``answers`` and ended in ``state``: each
     must equal a Keras ``stateful=True`` copy of ``model`` fed the same chunks, within 1e-5."""
     reference = StatefulReference(model)
@@ -71,6 +74,7 @@ def outputs_at_every_step(model, sequences: np.ndarray) -> np.ndarray:
     copy whose recurrent layers return sequences, in one call for all of them, so it is cheap to
     check thousands of chunks: the output a chunk ending at step t answers is the one at t (a model
     that returns its last output gives, at t, the output of the sequence cut after t)."""
+
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, RECURRENT):

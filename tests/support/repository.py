@@ -8,8 +8,17 @@ from pathlib import Path
 from tests.support.models import Architecture
 
 
-def save_version(root: Path, name: str, version: int, *, seed: int, features: int = 2,
-                 layers: tuple = (("GRU", 4, True),), per_step: bool = True, head: int = 0):
+def save_version(
+    root: Path,
+    name: str,
+    version: int,
+    *,
+    seed: int,
+    features: int = 2,
+    layers: tuple = (("GRU", 4, True),),
+    per_step: bool = True,
+    head: int = 0,
+):
     """Write a random recurrent model as ``root/name/version/model.keras`` (written aside and
     moved in, as a deploy would); returns the Keras model, the reference for its sessions."""
     model = Architecture(features, layers, per_step, head, seed).build()

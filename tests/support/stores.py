@@ -18,12 +18,17 @@ def memory_store(capacity: int, state_units: list[int], **options) -> MemoryStor
     return store
 
 
-async def start_engine(model, store, *, max_batch: int = 8, max_queue: int = 64,
-                       warm: tuple[int, int] = (8, 8)) -> tuple[Engine, Versions]:
+async def start_engine(
+    model, store, *, max_batch: int = 8, max_queue: int = 64, warm: tuple[int, int] = (8, 8)
+) -> tuple[Engine, Versions]:
     """An engine serving ``model`` (warmed) from ``store``, with the session rules; stop it with
     ``engine.stop()``."""
-    engine = Engine(store, admit=lambda *args: admit(*args), max_batch=max_batch, max_queue=max_queue)
-    versions = Versions(Repository(single=model.spec.name), engine, loader=None, warm_shapes=warm, poll_s=0)
+    engine = Engine(
+        store, admit=lambda *args: admit(*args), max_batch=max_batch, max_queue=max_queue
+    )
+    versions = Versions(
+        Repository(single=model.spec.name), engine, loader=None, warm_shapes=warm, poll_s=0
+    )
     versions.preload([model])
     admit = admission(versions)
     engine.start()

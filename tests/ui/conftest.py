@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import ROOT
+from harness.servers import ROOT
 
 CHROMIUM = os.environ.get("SRNN_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -55,7 +55,10 @@ def page(browser, failures):
     seen = failures.seen
     page.on("pageerror", lambda exc: seen.append(str(exc)))
     # A failed response is logged twice: as a response (checked here, with its URL) and on the console.
-    page.on("console", lambda m: seen.append(m.text) if m.type == "error" and "status of" not in m.text else None)
+    page.on(
+        "console",
+        lambda m: seen.append(m.text) if m.type == "error" and "status of" not in m.text else None,
+    )
     page.on("response", lambda r: seen.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     yield page
     context.close()

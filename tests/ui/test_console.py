@@ -14,9 +14,9 @@ from playwright.sync_api import Page, expect
 from app.model.loader import load_model
 from app.store import snapshot
 from app.store.memory import MemoryStore
-from tests.support.keys import auth
-from tests.support.redis import own_redis
-from tests.support.servers import serve_in_thread
+from harness.keys import auth
+from harness.redis import own_redis
+from harness.servers import serve_in_thread
 
 ADMIN = "admin-key-console-ui"
 KEYS = {"alpha": "alpha-key-console", "beta": "beta-key-console"}
@@ -43,8 +43,11 @@ def pumps(url):
             tenant = "alpha" if i % 2 else "beta"
             client.post("/v1/sessions", json={"session_id": sid}, headers=auth(KEYS[tenant]))
             for seq in range(1, 4):
-                client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [i + 0.5, -seq, 2.0], "seq": seq},
-                            headers=auth(KEYS[tenant]))
+                client.post(
+                    f"/v1/sessions/{sid}/chunks",
+                    json={"inputs": [i + 0.5, -seq, 2.0], "seq": seq},
+                    headers=auth(KEYS[tenant]),
+                )
         yield client
         for sid in PUMPS:
             client.delete(f"/v1/sessions/{sid}", headers=auth(ADMIN))
@@ -76,7 +79,12 @@ def open_session(page: Page, sid: str) -> None:
 
 
 def cell_values(page: Page) -> list[float]:
-    return [float(v) for v in page.locator(".heatmap .cell").evaluate_all("cells => cells.map(c => c.dataset.value)")]
+    return [
+        float(v)
+        for v in page.locator(".heatmap .cell").evaluate_all(
+            "cells => cells.map(c => c.dataset.value)"
+        )
+    ]
 
 
 def test_find_a_session_and_reset_it(page, url, pumps, artifacts):
@@ -102,7 +110,8 @@ def test_find_a_session_and_reset_it(page, url, pumps, artifacts):
     after = states(pumps)
     assert after[target] == [{"name": "rnn", "kind": "GRU", "states": [[0.0] * 5]}]
     assert {sid: layers for sid, layers in after.items() if sid != target} == {
-        sid: layers for sid, layers in before.items() if sid != target}
+        sid: layers for sid, layers in before.items() if sid != target
+    }
 
 
 def test_delete_asks_first_and_cancel_changes_nothing(page, failures, url, pumps):
@@ -131,12 +140,21 @@ def test_delete_asks_first_and_cancel_changes_nothing(page, failures, url, pumps
 
 
 def test_the_overview_names_its_replica_and_survives_redis_going_down(page):
-    with own_redis() as redis_server, \
-            serve_in_thread(load_model("seed"), backend="redis", redis_url=redis_server.url, capacity=8,
-                            admin_keys=ADMIN) as url:
+    with (
+        own_redis() as redis_server,
+        serve_in_thread(
+            load_model("seed"),
+            backend="redis",
+            redis_url=redis_server.url,
+            capacity=8,
+            admin_keys=ADMIN,
+        ) as url,
+    ):
         httpx.post(f"{url}/v1/sessions", json={"session_id": "r-1"}, headers=auth(ADMIN))
         sign_in(page, url)
-        expect(page.locator("#replica")).to_have_text(f"{socket.gethostname()}:{url.rsplit(':', 1)[1]}")
+        expect(page.locator("#replica")).to_have_text(
+            f"{socket.gethostname()}:{url.rsplit(':', 1)[1]}"
+        )
         expect(page.locator("#sessions-total")).to_have_text("1")
         expect(page.locator("#total-label")).to_have_text("sessions in Redis")
         expect(page.locator("#capacity-text")).to_have_text("0 hot of 8 slots on this replica")
@@ -168,7 +186,9 @@ def test_nothing_polls_behind_the_login_screen(page, url, pumps):
     open_session(page, PUMPS[1])
     api_calls: list[str] = []
     page.on("request", lambda r: api_calls.append(r.url) if "/v1/" in r.url else None)
-    page.evaluate("sessionStorage.setItem('srnn-admin-key', 'revoked-key')")  # as if the key was revoked
+    page.evaluate(
+        "sessionStorage.setItem('srnn-admin-key', 'revoked-key')"
+    )  # as if the key was revoked
     expect(page.locator("#login")).to_be_visible(timeout=10_000)
     expect(page.locator("#login-error")).to_contain_text("refused")
     expect(page.locator("#session")).to_be_hidden()
@@ -195,7 +215,9 @@ def many_sessions(seed, count: int, path) -> float:
     async def fill() -> None:
         now = time.time()
         for i in range(count):
-            record = await store.create(f"stream-{i:05d}", 0.0, now - i, tenant=f"t{i % 7}", model=seed.spec.key)
+            record = await store.create(
+                f"stream-{i:05d}", 0.0, now - i, tenant=f"t{i % 7}", model=seed.spec.key
+            )
             record.seq = record.steps = int(rng.integers(0, 1000))
 
     # Playwright's sync API runs an event loop in this thread: fill the store in another.
@@ -208,8 +230,13 @@ def many_sessions(seed, count: int, path) -> float:
 def test_ten_thousand_sessions_show_within_two_seconds(page, seed, tmp_path):
     count = 10_000
     made_s = many_sessions(seed, count, tmp_path / "sessions.snapshot")
-    with serve_in_thread(seed, admin_keys=ADMIN, capacity=count + 16,
-                         snapshot=tmp_path / "sessions.snapshot", snapshot_interval=3600) as url:
+    with serve_in_thread(
+        seed,
+        admin_keys=ADMIN,
+        capacity=count + 16,
+        snapshot=tmp_path / "sessions.snapshot",
+        snapshot_interval=3600,
+    ) as url:
         # A first full load warms the browser, the page's files and the server's listing.
         sign_in(page, url)
         expect(page.locator("#load-status")).to_have_text(f"{count:,} sessions")
@@ -218,15 +245,21 @@ def test_ten_thousand_sessions_show_within_two_seconds(page, seed, tmp_path):
         # work and the two requests it needs (stats, the first listing page), nothing else.
         shown_ms = page.wait_for_function(
             "() => document.querySelector(\"#session-table tbody tr[data-sid='stream-00000']\") && performance.now()",
-            polling="raf").json_value()
+            polling="raf",
+        ).json_value()
         expect(page.locator("#session-table tbody tr")).to_have_count(50)
         expect(page.locator("#load-status")).to_have_text(f"{count:,} sessions")
-        print(f"\n{count} sessions: made in {made_s:.2f} s; first page of rows shown {shown_ms:.0f} ms after navigation")
+        print(
+            f"\n{count} sessions: made in {made_s:.2f} s; first page of rows shown {shown_ms:.0f} ms after navigation"
+        )
         assert shown_ms < 2000
 
         page.click("th[data-sort='seq']")
         page.click("th[data-sort='seq']")  # descending
-        seqs = [int(t) for t in page.locator("#session-table tbody tr td:nth-child(3)").all_text_contents()]
+        seqs = [
+            int(t)
+            for t in page.locator("#session-table tbody tr td:nth-child(3)").all_text_contents()
+        ]
         assert seqs == sorted(seqs, reverse=True) and len(seqs) == 50
         page.fill("#filter", "stream-09999")
         expect(page.locator("#session-table tbody tr")).to_have_count(1)
@@ -247,22 +280,32 @@ def test_models_and_versions_are_shown_and_a_version_is_retired_from_the_console
 
     repo = tmp_path / "models"
     save_version(repo, "speech", 1, seed=71)
-    with serve_in_thread(None, model_repository=str(repo), repository_poll_s=0.2, xla=False,
-                         admin_keys=ADMIN) as url, httpx.Client(base_url=url, headers=auth(ADMIN)) as http:
+    with (
+        serve_in_thread(
+            None, model_repository=str(repo), repository_poll_s=0.2, xla=False, admin_keys=ADMIN
+        ) as url,
+        httpx.Client(base_url=url, headers=auth(ADMIN)) as http,
+    ):
         sid = http.post("/v1/sessions", json={}).json()["session_id"]
         save_version(repo, "speech", 2, seed=72)
         sign_in(page, url)
         rows = page.locator("#model-table tbody tr")
         expect(rows).to_have_count(2)
         version1 = page.locator("#model-table tbody tr[data-version='1']")
-        expect(page.locator("#model-table tbody tr[data-version='2']")).to_contain_text("ready (new sessions)")
+        expect(page.locator("#model-table tbody tr[data-version='2']")).to_contain_text(
+            "ready (new sessions)"
+        )
         expect(version1).to_contain_text("ready")
         version1.get_by_role("button", name="carry").click()
         expect(page.locator("#confirm-text")).to_contain_text("Retire version 1 of speech (carry)?")
         page.click("#confirm-cancel")
-        assert http.get(f"/v1/sessions/{sid}").json()["model"]["version"] == 1  # cancelled: nothing moved
+        assert (
+            http.get(f"/v1/sessions/{sid}").json()["model"]["version"] == 1
+        )  # cancelled: nothing moved
         version1.get_by_role("button", name="carry").click()
         page.click("#confirm-ok")
-        expect(page.locator("#models-status")).to_have_text("version 1 of speech: 1 sessions moved to version 2")
+        expect(page.locator("#models-status")).to_have_text(
+            "version 1 of speech: 1 sessions moved to version 2"
+        )
         expect(version1).to_contain_text("retired", timeout=10_000)
         assert http.get(f"/v1/sessions/{sid}").json()["model"]["version"] == 2

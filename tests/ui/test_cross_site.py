@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from app.model.loader import load_model
-from tests.support.servers import serve_in_thread
+from harness.servers import serve_in_thread
 
 ATTACK = """<!doctype html><script>
 const target = "%(target)s";

@@ -18,8 +18,14 @@ router = APIRouter(prefix="/v1/sessions", tags=["chunks"])
     "/{session_id}/chunks",
     response_model=ChunkResponse,
     responses={
-        200: {"headers": {"X-Replayed": {"description": "true when this answers a repeated seq",
-                                         "schema": {"type": "string"}}}},
+        200: {
+            "headers": {
+                "X-Replayed": {
+                    "description": "true when this answers a repeated seq",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
         **problems(400, 401, 404, 409, 413, 415, 422, 503),
     },
     openapi_extra=json_body(ChunkRequest),

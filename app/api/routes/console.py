@@ -20,17 +20,24 @@ from app.errors import Forbidden, ServiceError
 router = APIRouter()
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
-MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-               ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 # Read once: a fixed set of names, so no request path ever reaches the file system.
-FILES = {p.name: (p.read_bytes(), MEDIA_TYPES[p.suffix]) for p in sorted(UI_DIR.iterdir())
-         if p.suffix in MEDIA_TYPES}
+FILES = {
+    p.name: (p.read_bytes(), MEDIA_TYPES[p.suffix])
+    for p in sorted(UI_DIR.iterdir())
+    if p.suffix in MEDIA_TYPES
+}
 # No inline script or style, nothing from elsewhere, not framed: an id that slipped into markup
 # could not run, and the page cannot be dressed up by another site.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -38,8 +45,13 @@ SECURITY_HEADERS = {
 }
 
 
-@router.get("/v1/stats", response_model=Stats, tags=["operations"], responses=problems(401, 403, 503),
-            summary="Model, backend, sessions, chunks/s and chunk latency over the last minute (admin)")
+@router.get(
+    "/v1/stats",
+    response_model=Stats,
+    tags=["operations"],
+    responses=problems(401, 403, 503),
+    summary="Model, backend, sessions, chunks/s and chunk latency over the last minute (admin)",
+)
 async def stats(request: Request, sessions: Sessions, caller: CurrentCaller) -> Response:
     if not caller.admin:
         raise Forbidden("the stats take an admin key")
@@ -48,11 +60,13 @@ async def stats(request: Request, sessions: Sessions, caller: CurrentCaller) -> 
         model = {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint}
     except ServiceError:  # several models (none is the default), or none ready yet
         model = {"name": None, "version": None, "fingerprint": None}
-    return json_response({
-        "replica": replica_name(request.app.state.settings.port),
-        "model": model,
-        **await sessions.overview(),
-    })
+    return json_response(
+        {
+            "replica": replica_name(request.app.state.settings.port),
+            "model": model,
+            **await sessions.overview(),
+        }
+    )
 
 
 def replica_name(port: int) -> str:

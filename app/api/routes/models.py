@@ -8,39 +8,46 @@ from starlette.responses import Response
 
 from app.api.auth import Caller
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
+from app.api.documents import model_document
 from app.api.parsing import load_json, read_body
-from app.api.schemas import ModelDocument, ModelList, RetireResult, Retirement, json_body, problems
+from app.api.schemas import ModelDocument, ModelList, Retirement, RetireResult, json_body, problems
 from app.errors import Forbidden, InvalidInput
+from app.sessions.names import MODEL_NAME, anchored
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-ModelName = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="The model's folder in the repository")
+ModelName = Path(pattern=anchored(MODEL_NAME), description="The model's folder in the repository")
 
 
-@router.get("", response_model=ModelList, responses=problems(401, 503),
-            summary="Models and versions: state, layout, live sessions")
+@router.get(
+    "",
+    response_model=ModelList,
+    responses=problems(401, 503),
+    summary="Models and versions: state, layout, live sessions",
+)
 async def list_models(sessions: Sessions, caller: CurrentCaller) -> Response:
-    return json_response({"models": [_for(caller, m) for m in await sessions.models()]})
+    return json_response(
+        {"models": [model_document(m, caller.admin) for m in await sessions.models()]}
+    )
 
 
-@router.get("/{name}", response_model=ModelDocument, responses=problems(401, 404, 503), summary="One model")
+@router.get(
+    "/{name}", response_model=ModelDocument, responses=problems(401, 404, 503), summary="One model"
+)
 async def get_model(sessions: Sessions, caller: CurrentCaller, name: str = ModelName) -> Response:
     (document,) = await sessions.models(name)
-    return json_response(_for(caller, document))
+    return json_response(model_document(document, caller.admin))
 
 
-def _for(caller: Caller, document: dict) -> dict:
-    """What a caller may see: the session counts are every tenant's, so for admins only."""
-    if caller.admin:
-        return document
-    return {**document, "versions": [{**v, "live_sessions": None} for v in document["versions"]]}
-
-
-@router.post("/{name}/load", response_model=ModelDocument, responses=problems(401, 403, 404, 503),
-             summary="Read the repository now and load the model's new versions (admin); answered once loaded")
+@router.post(
+    "/{name}/load",
+    response_model=ModelDocument,
+    responses=problems(401, 403, 404, 503),
+    summary="Read the repository now and load the model's new versions (admin); answered once loaded",
+)
 async def load_model(sessions: Sessions, caller: CurrentCaller, name: str = ModelName) -> Response:
     _admin(caller, "loading a model")
-    return json_response(await sessions.load_model(name))
+    return json_response(model_document(await sessions.load_model(name), admin=True))
 
 
 @router.post(
@@ -50,15 +57,24 @@ async def load_model(sessions: Sessions, caller: CurrentCaller, name: str = Mode
     openapi_extra=json_body(Retirement),
     summary="Retire a version (admin): its sessions drain, or move to the newest version (reset, carry)",
 )
-async def retire_version(request: Request, sessions: Sessions, settings: CurrentSettings,
-                         caller: CurrentCaller, version: int = Path(ge=1),
-                         name: str = ModelName) -> Response:
+async def retire_version(
+    request: Request,
+    sessions: Sessions,
+    settings: CurrentSettings,
+    caller: CurrentCaller,
+    version: int = Path(ge=1),
+    name: str = ModelName,
+) -> Response:
     _admin(caller, "retiring a version")
     try:
-        retirement = Retirement.model_validate(load_json(await read_body(request, settings.max_body_bytes)))
+        retirement = Retirement.model_validate(
+            load_json(await read_body(request, settings.max_body_bytes))
+        )
     except ValidationError as exc:
         where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in exc.errors())
-        raise InvalidInput(f'the body must be {{"mode": "drain" | "reset" | "carry"}}: {where}') from None
+        raise InvalidInput(
+            f'the body must be {{"mode": "drain" | "reset" | "carry"}}: {where}'
+        ) from None
     return json_response(await sessions.retire(name, version, retirement.mode))
 
 

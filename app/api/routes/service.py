@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import PlainTextResponse, Response
 
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
+from app.api.documents import layout
 from app.api.errors import problem
 from app.api.schemas import ModelInfo, problems
 from app.metrics import exposition
@@ -14,21 +15,22 @@ from app.metrics import exposition
 router = APIRouter()
 
 
-@router.get("/v1/model", response_model=ModelInfo, tags=["models"], responses=problems(401, 422, 503),
-            summary="Describe the model version new sessions get by default (one model served)")
-async def model_info(sessions: Sessions, settings: CurrentSettings, caller: CurrentCaller) -> Response:
+@router.get(
+    "/v1/model",
+    response_model=ModelInfo,
+    tags=["models"],
+    responses=problems(401, 422, 503),
+    summary="Describe the model version new sessions get by default (one model served)",
+)
+async def model_info(
+    sessions: Sessions, settings: CurrentSettings, caller: CurrentCaller
+) -> Response:
     spec = await sessions.default_model()
     return json_response(
         {
             "name": spec.name,
             "version": spec.version,
-            "fingerprint": spec.fingerprint,
-            "input_features": spec.input_features,
-            "output": {"per_step": spec.per_step, "size": spec.output_size},
-            "recurrent_layers": [
-                {"name": r.name, "kind": r.kind, "units": r.units, "state_tensors": r.state_tensors}
-                for r in spec.recurrent
-            ],
+            **layout(spec),
             "capacity": sessions.capacity,
             "max_chunk_steps": settings.max_chunk_steps,
             "backend": sessions.backend,
@@ -41,8 +43,12 @@ async def healthz() -> Response:
     return json_response({"status": "alive"})
 
 
-@router.get("/readyz", tags=["operations"], responses=problems(503),
-            summary="200 once the model is warm and the state store answers")
+@router.get(
+    "/readyz",
+    tags=["operations"],
+    responses=problems(503),
+    summary="200 once the model is warm and the state store answers",
+)
 async def readyz(sessions: Sessions) -> Response:
     reason = await sessions.unready()
     if reason is not None:
@@ -55,7 +61,9 @@ async def readyz(sessions: Sessions) -> Response:
     tags=["operations"],
     summary="Prometheus text exposition",
     response_class=PlainTextResponse,
-    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}
+    },
 )
 async def metrics(request: Request) -> Response:
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

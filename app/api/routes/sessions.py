@@ -7,10 +7,10 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
+from app.api.documents import session_info
 from app.api.parsing import load_json, read_body
 from app.api.schemas import CreateSession, SessionInfo, SessionList, json_body, problems
 from app.errors import Forbidden, InvalidInput
-from app.sessions.service import session_info
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -23,18 +23,24 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     openapi_extra=json_body(CreateSession, required=False),
     summary="Create a session (one state row)",
 )
-async def create_session(request: Request, sessions: Sessions, settings: CurrentSettings,
-                         caller: CurrentCaller) -> Response:
+async def create_session(
+    request: Request, sessions: Sessions, settings: CurrentSettings, caller: CurrentCaller
+) -> Response:
     body = await read_body(request, settings.max_body_bytes)
     options = _create_options(body)
-    record = await sessions.create(options.session_id, options.ttl_s, caller.tenant, options.model,
-                                   options.version)
+    record = await sessions.create(
+        options.session_id, options.ttl_s, caller.tenant, options.model, options.version
+    )
     location = f"/v1/sessions/{record.session_id}"
     return json_response(session_info(record), 201, headers={"Location": location})
 
 
-@router.get("", response_model=SessionList, responses=problems(401, 403, 422, 503),
-            summary="List sessions (admin)")
+@router.get(
+    "",
+    response_model=SessionList,
+    responses=problems(401, 403, 422, 503),
+    summary="List sessions (admin)",
+)
 async def list_sessions(
     sessions: Sessions,
     caller: CurrentCaller,
@@ -54,21 +60,33 @@ async def list_sessions(
     )
 
 
-@router.get("/{session_id}", response_model=SessionInfo, responses=problems(401, 404, 503),
-            summary="Get a session")
+@router.get(
+    "/{session_id}",
+    response_model=SessionInfo,
+    responses=problems(401, 404, 503),
+    summary="Get a session",
+)
 async def get_session(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
     return json_response(session_info(await sessions.get(session_id, caller.scope)))
 
 
-@router.delete("/{session_id}", status_code=204, responses=problems(401, 404, 503),
-               summary="Delete a session and free its slot")
+@router.delete(
+    "/{session_id}",
+    status_code=204,
+    responses=problems(401, 404, 503),
+    summary="Delete a session and free its slot",
+)
 async def delete_session(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
     await sessions.delete(session_id, caller.scope)
     return Response(status_code=204)
 
 
-@router.post("/{session_id}/reset", response_model=SessionInfo, responses=problems(401, 404, 409, 503),
-             summary="Zero the session's state, as Keras reset_states() does")
+@router.post(
+    "/{session_id}/reset",
+    response_model=SessionInfo,
+    responses=problems(401, 404, 409, 503),
+    summary="Zero the session's state, as Keras reset_states() does",
+)
 async def reset_session(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
     return json_response(session_info(await sessions.reset(session_id, caller.scope)))
 
@@ -82,5 +100,6 @@ def _create_options(body: bytes) -> CreateSession:
     except ValidationError as exc:
         errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
         where = "; ".join(".".join(map(str, e["loc"][1:])) + ": " + e["msg"] for e in errors)
-        raise InvalidInput(f"invalid session options: {where or 'expected a JSON object'}",
-                           errors=errors) from None
+        raise InvalidInput(
+            f"invalid session options: {where or 'expected a JSON object'}", errors=errors
+        ) from None

@@ -22,10 +22,11 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app.api.auth import caller_of
 from app.api.deps import chunk_body
+from app.api.documents import session_info, state_document
 from app.api.parsing import ChunkLimits, chunk_from_document, load_json, parse_frame
 from app.config import Settings
 from app.errors import InvalidInput, ServiceError, SessionNotFound, TooLarge, Unauthorized
-from app.sessions.service import ChunkResult, SessionService, session_info
+from app.sessions.service import ChunkResult, SessionService
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streaming"])
@@ -58,13 +59,23 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         return
     # Binary chunks are cut into rows of this version's features; a session moves only to versions
     # that take the same (see app.sessions.versions), and the engine checks each chunk again.
-    connection = _Connection(websocket, sessions, settings, limits, session_id, caller.scope, spec.input_features)
+    connection = _Connection(
+        websocket, sessions, settings, limits, session_id, caller.scope, spec.input_features
+    )
     await connection.run()
 
 
 class _Connection:
-    def __init__(self, websocket: WebSocket, sessions: SessionService, settings: Settings,
-                 limits: ChunkLimits, session_id: str, scope: str | None, features: int):
+    def __init__(
+        self,
+        websocket: WebSocket,
+        sessions: SessionService,
+        settings: Settings,
+        limits: ChunkLimits,
+        session_id: str,
+        scope: str | None,
+        features: int,
+    ):
         self.scope = scope
         self.features = features
         self.websocket = websocket
@@ -73,7 +84,9 @@ class _Connection:
         self.session_id = session_id
         # In message order: a task (a text message: JSON chunk or command) or the engine's future
         # of a binary chunk.
-        self.replies: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(settings.ws_max_in_flight)
+        self.replies: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(
+            settings.ws_max_in_flight
+        )
         self._unstarted = 0  # text tasks created whose work has not yet taken its place in line
 
     async def run(self) -> None:
@@ -87,8 +100,11 @@ class _Connection:
                 if frame is not None and not self._unstarted:
                     reply = self._binary(frame)
                 else:
-                    reply = asyncio.create_task(self._binary_later(frame) if frame is not None
-                                                else self._text(message.get("text") or ""))
+                    reply = asyncio.create_task(
+                        self._binary_later(frame)
+                        if frame is not None
+                        else self._text(message.get("text") or "")
+                    )
                     self._unstarted += 1
                 # Blocks when the connection has too much in flight: backpressure.
                 await self.replies.put(reply)
@@ -113,7 +129,9 @@ class _Connection:
                 continue
             try:
                 if isinstance(found, ChunkResult):  # a binary chunk's answer
-                    await self.websocket.send_bytes(found.outputs.astype("<f4", copy=False).tobytes())
+                    await self.websocket.send_bytes(
+                        found.outputs.astype("<f4", copy=False).tobytes()
+                    )
                 elif found[0] == "bytes":
                     await self.websocket.send_bytes(found[1])
                 else:
@@ -126,7 +144,9 @@ class _Connection:
         (Only while no text message before it is still on its way into the line.)"""
         try:
             inputs = parse_frame(frame, self.features, self.limits.steps)
-            return self.sessions.submit(self.session_id, inputs, scope=self.scope, transport="websocket")
+            return self.sessions.submit(
+                self.session_id, inputs, scope=self.scope, transport="websocket"
+            )
         except ServiceError as exc:
             refused = asyncio.get_running_loop().create_future()
             refused.set_result(_error(exc))
@@ -147,13 +167,16 @@ class _Connection:
             limit = self.limits.json_bytes
             # Characters first: a text of more characters than the limit has more bytes too.
             if len(text) > limit or len(body := text.encode()) > limit:
-                raise TooLarge(f"the message is over {limit} bytes, the most a chunk of this model may take")
+                raise TooLarge(
+                    f"the message is over {limit} bytes, the most a chunk of this model may take"
+                )
             document = load_json(body)
             if isinstance(document, dict) and "op" in document:
                 return "text", await self._command(document["op"])
             chunk = chunk_from_document(document, None, self.limits.steps, body)
-            result = await self.sessions.push(self.session_id, chunk.inputs, chunk.seq, self.scope,
-                                              transport="websocket")
+            result = await self.sessions.push(
+                self.session_id, chunk.inputs, chunk.seq, self.scope, transport="websocket"
+            )
         except ServiceError as exc:
             return _error(exc)
         return "text", chunk_body(result).decode()
@@ -163,7 +186,7 @@ class _Connection:
             record = await self.sessions.reset(self.session_id, self.scope)
             return orjson.dumps({"op": "reset", "session": session_info(record)}).decode()
         if op == "state":
-            state = await self.sessions.state(self.session_id, self.scope)
+            state = state_document(*await self.sessions.state(self.session_id, self.scope))
             return orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY).decode()
         raise InvalidInput(f"unknown op {op!r}; the ops are 'reset' and 'state'")
 
@@ -174,4 +197,6 @@ def _reason(detail: str) -> str:
 
 
 def _error(exc: ServiceError) -> Reply:
-    return "text", orjson.dumps({"op": "error", "status": exc.status, "detail": exc.detail, **exc.extra}).decode()
+    return "text", orjson.dumps(
+        {"op": "error", "status": exc.status, "detail": exc.detail, **exc.extra}
+    ).decode()

@@ -28,8 +28,9 @@ ERRORS = inference_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 @router.get("", summary="Server metadata", responses=ERRORS)
 async def server_metadata(caller: CurrentCaller) -> Response:
-    return json_response({"name": "stateful-rnn", "version": "1",
-                          "extensions": inference.EXTENSIONS})
+    return json_response(
+        {"name": "stateful-rnn", "version": "1", "extensions": inference.EXTENSIONS}
+    )
 
 
 @router.get("/health/live", summary="200 while the process is alive")
@@ -37,7 +38,11 @@ async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/health/ready", summary="200 once the models are warm and the state store answers", responses=ERRORS)
+@router.get(
+    "/health/ready",
+    summary="200 once the models are warm and the state store answers",
+    responses=ERRORS,
+)
 async def ready(sessions: Sessions) -> Response:
     reason = await sessions.unready()
     if reason is not None:
@@ -45,40 +50,68 @@ async def ready(sessions: Sessions) -> Response:
     return json_response({"ready": True})
 
 
-@router.get("/models/stats", summary="Statistics of every model version served (admin)", responses=ERRORS)
-@router.get("/models/{name}/stats", summary="Statistics of the model's versions served (admin)", responses=ERRORS)
-@router.get("/models/{name}/versions/{version}/stats", summary="Statistics of one version (admin)",
-            responses=ERRORS)
-async def model_statistics(sessions: Sessions, caller: CurrentCaller, name: str | None = None,
-                           version: str | None = None) -> Response:
+@router.get(
+    "/models/stats", summary="Statistics of every model version served (admin)", responses=ERRORS
+)
+@router.get(
+    "/models/{name}/stats",
+    summary="Statistics of the model's versions served (admin)",
+    responses=ERRORS,
+)
+@router.get(
+    "/models/{name}/versions/{version}/stats",
+    summary="Statistics of one version (admin)",
+    responses=ERRORS,
+)
+async def model_statistics(
+    sessions: Sessions, caller: CurrentCaller, name: str | None = None, version: str | None = None
+) -> Response:
     if not caller.admin:
         raise Forbidden("the statistics take an admin key: they count every tenant's requests")
-    return json_response(inference.statistics(await sessions.model_stats(name, inference.version_of(version))))
+    return json_response(
+        inference.statistics(await sessions.model_stats(name, inference.version_of(version)))
+    )
 
 
 @router.get("/models/{name}", summary="Model metadata (its newest ready version)", responses=ERRORS)
 @router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=ERRORS)
-async def model_metadata(name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None) -> Response:
+async def model_metadata(
+    name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None
+) -> Response:
     spec = await sessions.model_spec(name, inference.version_of(version))
     (document,) = await sessions.models(name)
     served = [v["version"] for v in document["versions"] if v["state"] in ("ready", "retiring")]
     return json_response(inference.metadata(spec, served))
 
 
-@router.get("/models/{name}/ready", summary="200 when a version of the model is ready", responses=ERRORS)
-@router.get("/models/{name}/versions/{version}/ready", summary="200 when the version is ready", responses=ERRORS)
-async def model_ready(name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None) -> Response:
+@router.get(
+    "/models/{name}/ready", summary="200 when a version of the model is ready", responses=ERRORS
+)
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="200 when the version is ready",
+    responses=ERRORS,
+)
+async def model_ready(
+    name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None
+) -> Response:
     spec = await sessions.model_spec(name, inference.version_of(version))
     return json_response({"name": spec.name, "ready": True})
 
 
 @router.post("/models/{name}/infer", summary="Infer: one chunk of a sequence", responses=ERRORS)
-@router.post("/models/{name}/versions/{version}/infer", summary="Infer on a version: one chunk of a sequence",
-             responses=ERRORS)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Infer on a version: one chunk of a sequence",
+    responses=ERRORS,
+)
 async def infer(request: Request) -> Response:
     # The path's parts and the application's state read directly, with no parameters or Depends for
     # FastAPI to solve: they were a tenth of this route's CPU (py-spy, 64 closed-loop sequences).
-    name, version = request.path_params["name"], inference.version_of(request.path_params.get("version"))
+    name, version = (
+        request.path_params["name"],
+        inference.version_of(request.path_params.get("version")),
+    )
     sessions = request.app.state.sessions
     limits: ChunkLimits = request.app.state.chunk_limits
     caller = caller_of(request)
@@ -92,7 +125,9 @@ async def infer(request: Request) -> Response:
     sequence = inference.Sequence.of(header.get("parameters"))
     binary = _binary_output(header)
     result = await inference.run(sessions, caller, name, version, array, sequence, "v2")
-    return _answer(name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None)
+    return _answer(
+        name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None
+    )
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -102,7 +137,9 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
     elif header_length.isascii() and header_length.isdigit() and int(header_length) <= len(body):
         length = int(header_length)
     else:
-        raise BadRequest(f"{HEADER_LENGTH} is {header_length!r}, but the body has {len(body)} bytes")
+        raise BadRequest(
+            f"{HEADER_LENGTH} is {header_length!r}, but the body has {len(body)} bytes"
+        )
     try:
         header = load_json(body[:length])
     except ServiceError:
@@ -118,13 +155,19 @@ def _binary_inputs(inputs: Any, tail: bytes) -> list[bytes | None]:
         return []
     found, at = [], 0
     for tensor in inputs:
-        size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
+        size = (
+            (tensor.get("parameters") or {}).get("binary_data_size")
+            if isinstance(tensor, dict)
+            else None
+        )
         if size is None:
             found.append(None)
             continue
         if type(size) is not int or size < 0 or at + size > len(tail):
-            raise BadRequest(f"binary_data_size {size!r} runs past the {len(tail)} bytes of binary data")
-        found.append(tail[at:at + size])
+            raise BadRequest(
+                f"binary_data_size {size!r} runs past the {len(tail)} bytes of binary data"
+            )
+        found.append(tail[at : at + size])
         at += size
     if at != len(tail):
         raise BadRequest(f"{len(tail) - at} bytes of binary data belong to no input")
@@ -136,22 +179,38 @@ def _binary_output(header: dict[str, Any]) -> bool:
     for output in header.get("outputs") or []:
         if not isinstance(output, dict) or output.get("name") != inference.OUTPUT:
             name = output.get("name") if isinstance(output, dict) else output
-            raise BadRequest(f"unexpected output {name!r}: the model gives one output, {inference.OUTPUT!r}")
+            raise BadRequest(
+                f"unexpected output {name!r}: the model gives one output, {inference.OUTPUT!r}"
+            )
         return bool((output.get("parameters") or {}).get("binary_data", False))
     return bool((header.get("parameters") or {}).get("binary_data_output", False))
 
 
-def _answer(name: str, version: int, request_id: Any, result: ChunkResult, rank: int, binary: bool,
-            kept: bool) -> Response:
+def _answer(
+    name: str,
+    version: int,
+    request_id: Any,
+    result: ChunkResult,
+    rank: int,
+    binary: bool,
+    kept: bool,
+) -> Response:
     outputs = result.outputs
-    tensor: dict[str, Any] = {"name": inference.OUTPUT, "datatype": inference.DATATYPE,
-                              "shape": inference.output_shape(outputs, rank)}
+    tensor: dict[str, Any] = {
+        "name": inference.OUTPUT,
+        "datatype": inference.DATATYPE,
+        "shape": inference.output_shape(outputs, rank),
+    }
     raw = outputs.astype("<f4", copy=False).tobytes()
     if binary:
         tensor["parameters"] = {"binary_data_size": len(raw)}
     else:
         tensor["data"] = outputs.reshape(-1)
-    document: dict[str, Any] = {"model_name": name, "model_version": str(version), "outputs": [tensor]}
+    document: dict[str, Any] = {
+        "model_name": name,
+        "model_version": str(version),
+        "outputs": [tensor],
+    }
     if kept:  # the sequence's session, as /v1 knows it (its state: GET /v1/sessions/{id}/state)
         document["parameters"] = {"session_id": result.session_id, "seq": result.seq}
     if request_id is not None:
@@ -159,4 +218,6 @@ def _answer(name: str, version: int, request_id: Any, result: ChunkResult, rank:
     head = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     if not binary:
         return Response(head, media_type="application/json")
-    return Response(head + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(head))})
+    return Response(
+        head + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(head))}
+    )

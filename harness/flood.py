@@ -2,8 +2,7 @@
 
 wrk (Debian: ``apt-get install wrk``) sends chunks to a tenant's sessions ``flood-0`` ..
 ``flood-<n-1>`` over many connections, each sending again the moment it is answered, 503 or not,
-as a client that ignores Retry-After does. Its Lua script ends with a ``RESULT {json}`` line after
-wrk's own report.
+as a client that ignores Retry-After does (its script: :mod:`harness.wrk`).
 """
 
 from __future__ import annotations
@@ -11,19 +10,17 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
 import httpx
 
-from deploy.waiting import wait_for
-from tests.support.keys import auth
-from tests.support.metrics import metric
+from harness import wrk
+from harness.keys import auth
+from harness.metrics import metric
+from harness.waiting import wait_for
 
 FLOOD_LUA = r"""
-local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
   shed = 0
@@ -39,10 +36,8 @@ function response(status, headers, body)
   if status == 503 then shed = shed + 1 end
 end
 function done(summary, latency, requests)
-  local shed = 0
-  for _, thread in ipairs(threads) do shed = shed + thread:get("shed") end
   io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "non_2xx": %d, "shed": %d}\n',
-    summary.requests, summary.duration, summary.errors.status, shed))
+    summary.requests, summary.duration, summary.errors.status, total("shed")))
 end
 """
 
@@ -53,17 +48,26 @@ def create_flood_sessions(url: str, sessions: int, key: str | None = None) -> No
 
 
 @contextmanager
-def flooding(url: str, *, sessions: int, connections: int, seconds: float,
-             key: str | None = None) -> Iterator[subprocess.Popen]:
+def flooding(
+    url: str, *, sessions: int, connections: int, seconds: float, key: str | None = None
+) -> Iterator[subprocess.Popen]:
     """wrk flooding ``url`` for ``seconds`` (started when the block begins; its report, with the
     ``RESULT`` line, is the process's standard output)."""
-    constants = f"KEY = {json.dumps(key or '')}\nSESSIONS = {sessions}\n"
-    with tempfile.TemporaryDirectory() as folder:
-        script = Path(folder) / "flood.lua"
-        script.write_text(constants + FLOOD_LUA)
+    with wrk.script({"KEY": json.dumps(key or ""), "SESSIONS": sessions}, FLOOD_LUA) as lua:
         process = subprocess.Popen(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s", "-s", str(script), url],
-            stdout=subprocess.PIPE, text=True,
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds:.0f}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(lua),
+                url,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             yield process
@@ -71,13 +75,6 @@ def flooding(url: str, *, sessions: int, connections: int, seconds: float,
             if process.poll() is None:
                 process.kill()
             process.wait()
-
-
-def result_of(report: str) -> dict:
-    for line in report.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"no result in the load generator's output:\n{report}")
 
 
 @contextmanager
@@ -88,8 +85,15 @@ def stalled(url: str, key: str | None = None, sid: str = "s") -> Iterator[socket
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
         header = "".join(f"{name}: {value}\r\n" for name, value in auth(key).items())
-        sock.sendall(f"POST /v1/sessions/{sid}/chunks HTTP/1.1\r\nHost: x\r\n{header}"
-                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp".encode())
-        wait_for(lambda: metric(url, "srnn_requests_in_flight") > before, "the stalled request", 20,
-                 errors=(), every_s=0.02)
+        sock.sendall(
+            f"POST /v1/sessions/{sid}/chunks HTTP/1.1\r\nHost: x\r\n{header}"
+            'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"inp'.encode()
+        )
+        wait_for(
+            lambda: metric(url, "srnn_requests_in_flight") > before,
+            "the stalled request",
+            20,
+            errors=(),
+            every_s=0.02,
+        )
         yield sock

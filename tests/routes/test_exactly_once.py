@@ -1,6 +1,6 @@
 """A client-sent seq: last + 1 applies, last replays byte for byte, anything else is 409."""
 
-from tests.api.test_chunk_errors import assert_problem
+from tests.support.contract import assert_problem
 
 
 def test_duplicate_replays_and_gaps_conflict_without_moving_state(client):
@@ -27,6 +27,9 @@ def test_duplicate_replays_and_gaps_conflict_without_moving_state(client):
 
 def test_seq_on_a_fresh_session_must_start_at_1(client):
     sid = client.post("/v1/sessions").json()["session_id"]
-    assert assert_problem(
-        client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0], "seq": 0}), 409
-    )["expected_seq"] == 1
+    assert (
+        assert_problem(
+            client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [1.0], "seq": 0}), 409
+        )["expected_seq"]
+        == 1
+    )

@@ -1,6 +1,6 @@
 """The Lua scripts of the Redis store: each change of a session is one script, so it is atomic.
 
-Layout and meaning of the fields: see :mod:`app.store.redis`.
+Layout and meaning of the fields: see :mod:`app.store.redis.store`.
 """
 
 # KEYS[1] session; ARGV: ttl ms, then field/value pairs. 1 if created, 0 if the id is taken.
@@ -48,7 +48,9 @@ end
 # KEYS[1] session; ARGV: the version and fingerprint it must run, then field/value pairs to set (a
 # reset or an imported state; a new 'ver'). Returns nil if absent, 0 if it runs another version,
 # else the meta fields after the change.
-OVERWRITE = RUNS + """
+OVERWRITE = (
+    RUNS
+    + """
 local m = redis.call('HMGET', KEYS[1], 'model', 'fp')
 if not m[2] then return nil end
 if not runs(m) then return 0 end
@@ -57,13 +59,16 @@ local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000)) end
 return redis.call('HMGET', KEYS[1], 'ver', 'seq', 'steps', 'created', 'active', 'ttl', 'fp', 'tenant', 'model')
 """
+)
 
 # KEYS[1] session; ARGV: the version and fingerprint it runs now, the version and fingerprint to run,
 # a new 'ver', '1' to keep the state ('0': zero it and its steps), how many fields to delete (n),
 # their names, then state field/value pairs (the zeroed state). 1 moved, 2 on the target already
 # (moved by another replica carrying out the same retirement), 0 runs another version, nil gone.
 # Its expiry is left as it was: moving is not activity.
-MIGRATE = RUNS + """
+MIGRATE = (
+    RUNS
+    + """
 local m = redis.call('HMGET', KEYS[1], 'model', 'fp')
 if not m[2] then return nil end
 if m[1] == ARGV[3] and m[2] == ARGV[4] then return 2 end
@@ -76,5 +81,12 @@ if ARGV[6] == '0' then
 end
 return 1
 """
+)
 
-SCRIPTS = {"create": CREATE, "read": READ, "commit": COMMIT, "overwrite": OVERWRITE, "migrate": MIGRATE}
+SCRIPTS = {
+    "create": CREATE,
+    "read": READ,
+    "commit": COMMIT,
+    "overwrite": OVERWRITE,
+    "migrate": MIGRATE,
+}

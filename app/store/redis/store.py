@@ -33,17 +33,18 @@ import numpy as np
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app import metrics
-from app.errors import Conflict, ServiceError, TooManyRequests, Unavailable
-from app.store.base import Checkout, Commit, Outcome
+from app.errors import Conflict, ServiceError, Unavailable
+from app.store.base import Checkout, Commit, Outcome, tenant_full
 from app.store.cached_count import CachedCount
 from app.store.records import LastChunk, SessionRecord
-from app.store.redis_cluster import Keyspace, connect, reachable
-from app.store.redis_errors import transient, unavailable, unreachable
-from app.store.redis_listing import Listing
-from app.store.redis_scripts import SCRIPTS
+from app.store.redis.cluster import Keyspace, connect, reachable
+from app.store.redis.errors import transient, unavailable, unreachable
+from app.store.redis.listing import Listing
+from app.store.redis.scripts import SCRIPTS
 from app.store.slots import SlotTable
 
 log = logging.getLogger(__name__)
+
 
 def new_version() -> str:
     return secrets.token_hex(8)
@@ -92,11 +93,15 @@ class RedisStore:
         self._by_model: tuple[float, dict[str, int]] | None = None
         self.tenant_quota = tenant_quota
         self.prefix = prefix
-        self._redis = connect(url, socket_timeout=2.0, connect_timeout=1.0)  # one Redis or a cluster
+        self._redis = connect(
+            url, socket_timeout=2.0, connect_timeout=1.0
+        )  # one Redis or a cluster
         self._keyspace = Keyspace(self._redis)
         self._listing = Listing(self._keyspace, prefix)
         self._count = CachedCount(self._scan_count, COUNT_MAX_AGE_S)
-        self._sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
+        self._sha = {
+            name: hashlib.sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()
+        }
         self._loading: asyncio.Task | None = None
         # Hot sessions: id -> (model version, slot in its table, the 'ver' of the row held there),
         # least recently used first.
@@ -190,7 +195,9 @@ class RedisStore:
 
     # -- records ------------------------------------------------------------------------------
 
-    def _record(self, session_id: str, meta: list[Any], last: list[Any] | None = None) -> SessionRecord:
+    def _record(
+        self, session_id: str, meta: list[Any], last: list[Any] | None = None
+    ) -> SessionRecord:
         """A record from the META fields, and ``last``: the 'last' and 'resp' fields, if read."""
         ver, seq, steps, created, active, ttl, fp, tenant, model = meta
         fingerprint = fp.decode() if fp else None
@@ -225,9 +232,18 @@ class RedisStore:
         layout = self._layouts[model]
         counted = await self._admit_tenant(tenant, session_id, now)
         version = new_version()
-        fields = {"ver": version, "seq": 0, "steps": 0, "created": repr(now), "active": repr(now),
-                  "ttl": repr(ttl_s), "fp": layout.fingerprint, "tenant": tenant or "", "model": model,
-                  "last": b""}
+        fields = {
+            "ver": version,
+            "seq": 0,
+            "steps": 0,
+            "created": repr(now),
+            "active": repr(now),
+            "ttl": repr(ttl_s),
+            "fp": layout.fingerprint,
+            "tenant": tenant or "",
+            "model": model,
+            "last": b"",
+        }
         pairs = [x for item in fields.items() for x in item] + layout.pairs(layout.zeros)
         created = await self._run_one("create", self.key(session_id), [ttl_ms(ttl_s), *pairs])
         if not created:
@@ -236,8 +252,16 @@ class RedisStore:
             raise Conflict(f"session {session_id!r} already exists")
         self._count.adjust(+1)
         self._by_model = None
-        return SessionRecord(session_id, created_at=now, last_active_at=now, ttl_s=ttl_s,
-                             tenant=tenant, fingerprint=layout.fingerprint, model=model, version=version)
+        return SessionRecord(
+            session_id,
+            created_at=now,
+            last_active_at=now,
+            ttl_s=ttl_s,
+            tenant=tenant,
+            fingerprint=layout.fingerprint,
+            model=model,
+            version=version,
+        )
 
     def _tenant_key(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{{{tenant}}}"
@@ -265,9 +289,7 @@ class RedisStore:
                 await self._redis.zrem(key, *gone)
             count -= len(gone)
         if count >= self.tenant_quota:
-            raise TooManyRequests(
-                f"tenant {tenant!r} holds {self.tenant_quota} sessions, its limit; delete one first"
-            )
+            raise tenant_full(tenant, self.tenant_quota)
         # NX: an id already in the set is a session of this tenant's that may be alive; a create
         # refused because that id is taken must not take it out of the count.
         return bool(await self._redis.zadd(key, {session_id: now}, nx=True))
@@ -276,12 +298,18 @@ class RedisStore:
     async def get(self, session_id: str, last: bool = False) -> SessionRecord | None:
         fields = (*META, "last", "resp") if last else META
         found = await self._redis.hmget(self.key(session_id), fields)
-        return None if found[0] is None else self._record(session_id, found[:len(META)], found[len(META):])
+        return (
+            None
+            if found[0] is None
+            else self._record(session_id, found[: len(META)], found[len(META) :])
+        )
 
     @unreachable
     async def delete(self, session_id: str) -> bool:
         self._drop(session_id)
-        tenant = await self._redis.hget(self.key(session_id), "tenant") if self.tenant_quota else None
+        tenant = (
+            await self._redis.hget(self.key(session_id), "tenant") if self.tenant_quota else None
+        )
         deleted = bool(await self._redis.delete(self.key(session_id)))
         self._count.adjust(-deleted)
         self._by_model = None
@@ -292,8 +320,11 @@ class RedisStore:
     @unreachable
     async def reset(self, session_id: str, now: float, *, model: str) -> SessionRecord | None:
         layout = self._layouts[model]
-        return await self._overwrite(session_id, model, ["ver", new_version(), "steps", 0, "active", repr(now),
-                                                         *layout.pairs(layout.zeros)])
+        return await self._overwrite(
+            session_id,
+            model,
+            ["ver", new_version(), "steps", 0, "active", repr(now), *layout.pairs(layout.zeros)],
+        )
 
     @unreachable
     async def write_state(
@@ -301,16 +332,21 @@ class RedisStore:
     ) -> SessionRecord | None:
         blobs = [np.ascontiguousarray(v, np.float32).tobytes() for v in values]
         return await self._overwrite(
-            session_id, model, ["ver", new_version(), "active", repr(now), *self._layouts[model].pairs(blobs)]
+            session_id,
+            model,
+            ["ver", new_version(), "active", repr(now), *self._layouts[model].pairs(blobs)],
         )
 
-    async def _overwrite(self, session_id: str, model: str, pairs: list[Any]) -> SessionRecord | None:
+    async def _overwrite(
+        self, session_id: str, model: str, pairs: list[Any]
+    ) -> SessionRecord | None:
         self._drop(session_id)  # the cached row is stale from now on
         runs = [model, self._layouts[model].fingerprint]
         meta = await self._run_one("overwrite", self.key(session_id), [*runs, *pairs])
         if meta == 0:
-            raise Conflict(f"session {session_id!r} no longer runs model version {model} (it was moved "
-                           "meanwhile); retry")
+            raise Conflict(
+                f"session {session_id!r} no longer runs model version {model} (it was moved meanwhile); retry"
+            )
         return None if meta is None else self._record(session_id, meta)
 
     @unreachable
@@ -322,17 +358,28 @@ class RedisStore:
         record = self._record(session_id, meta)
         layout = self._layouts.get(record.model or "")
         if layout is None or layout.fingerprint != record.fingerprint:
-            raise Unavailable(f"session {session_id!r} runs model version {record.model}, which this replica "
-                              "has not loaded", retry_after=2)
+            raise Unavailable(
+                f"session {session_id!r} runs model version {record.model}, which this replica has not loaded",
+                retry_after=2,
+            )
         return record, self._decode(session_id, states, layout)
 
     @unreachable
-    async def migrate(self, session_id: str, source: str, target: str, keep_state: bool) -> bool | None:
+    async def migrate(
+        self, session_id: str, source: str, target: str, keep_state: bool
+    ) -> bool | None:
         old, new = self._layouts[source], self._layouts[target]
         self._drop(session_id)
-        args = [source, old.fingerprint, target, new.fingerprint, new_version(), "1" if keep_state else "0"]
+        args = [
+            source,
+            old.fingerprint,
+            target,
+            new.fingerprint,
+            new_version(),
+            "1" if keep_state else "0",
+        ]
         if not keep_state:
-            extra = old.fields[len(new.fields):]
+            extra = old.fields[len(new.fields) :]
             args += [len(extra), *extra, *new.pairs(new.zeros)]
         moved = await self._run_one("migrate", self.key(session_id), args)
         if moved:
@@ -351,16 +398,20 @@ class RedisStore:
         return dict(Counter(model for _, model in await self._models_of_sessions()))
 
     async def sessions_of(self, key: str) -> list[str]:
-        return [session_id for session_id, model in await self._models_of_sessions() if model == key]
+        return [
+            session_id for session_id, model in await self._models_of_sessions() if model == key
+        ]
 
     @unreachable
     async def _models_of_sessions(self) -> list[tuple[str, str]]:
         """(id, version) of every session: a SCAN of the keys, then each one's version, 1,000 a
         round trip."""
         found = []
-        keys = [key async for key in self._redis.scan_iter(match=f"{self.prefix}:{{*}}", count=1000)]
+        keys = [
+            key async for key in self._redis.scan_iter(match=f"{self.prefix}:{{*}}", count=1000)
+        ]
         for start in range(0, len(keys), 1000):
-            page = keys[start:start + 1000]
+            page = keys[start : start + 1000]
             pipe = self._redis.pipeline(transaction=False)
             for key in page:
                 pipe.hmget(key, ("model", "fp"))
@@ -384,7 +435,7 @@ class RedisStore:
 
     @unreachable
     async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
-        """Sessions in Redis SCAN order (see app.store.redis_listing), ``limit`` at most."""
+        """Sessions in Redis SCAN order (see app.store.redis.listing), ``limit`` at most."""
         keys, following = await self._listing.page(limit, cursor)
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
@@ -407,7 +458,11 @@ class RedisStore:
         calls = []
         for session_id, seq in requests:
             cached = self._hot.get(session_id)
-            args = [cached[2] if cached else "", "" if seq is None else str(seq), *self._state_fields]
+            args = [
+                cached[2] if cached else "",
+                "" if seq is None else str(seq),
+                *self._state_fields,
+            ]
             calls.append(("read", self.key(session_id), args))
         found: list[Checkout | ServiceError | None] = []
         for (session_id, _), result in zip(requests, await self._run(calls)):
@@ -446,11 +501,28 @@ class RedisStore:
             record = commit.checkout.record
             blobs = [np.ascontiguousarray(s, np.float32).tobytes() for s in commit.states]
             versions.append(new_version())
-            pairs = ["ver", versions[-1], "seq", commit.seq, "steps", commit.steps, "active", repr(commit.now),
-                     "last", LastChunk(commit.steps, commit.outputs).pack(), "resp", b"",
-                     *[x for i, blob in enumerate(blobs) for x in (f"s{i}", blob)]]
-            calls.append(("commit", self.key(record.session_id),
-                          [commit.checkout.version, ttl_ms(record.ttl_s), *pairs]))
+            pairs = [
+                "ver",
+                versions[-1],
+                "seq",
+                commit.seq,
+                "steps",
+                commit.steps,
+                "active",
+                repr(commit.now),
+                "last",
+                LastChunk(commit.steps, commit.outputs).pack(),
+                "resp",
+                b"",
+                *[x for i, blob in enumerate(blobs) for x in (f"s{i}", blob)],
+            ]
+            calls.append(
+                (
+                    "commit",
+                    self.key(record.session_id),
+                    [commit.checkout.version, ttl_ms(record.ttl_s), *pairs],
+                )
+            )
         try:
             results = await self._run(calls)
         except BaseException:
@@ -462,8 +534,11 @@ class RedisStore:
             session_id = commit.checkout.record.session_id
             if isinstance(result, Exception):  # this session's outcome is unknown
                 self._drop(session_id)
-                outcomes.append(unavailable(result) if transient(result)
-                                else ServiceError(f"writing session {session_id!r} failed: {result}"))
+                outcomes.append(
+                    unavailable(result)
+                    if transient(result)
+                    else ServiceError(f"writing session {session_id!r} failed: {result}")
+                )
             elif result == 1:
                 model = commit.checkout.model
                 if model in self.tables and self._hot.get(session_id, (None,))[0] == model:
@@ -492,7 +567,14 @@ class RedisStore:
         self._drop(session_id)
         slot = self.tables[model].allocate()
         if slot is None:
-            victim = next((sid for sid, (key, _, _) in self._hot.items() if key == model and sid not in pinned), None)
+            victim = next(
+                (
+                    sid
+                    for sid, (key, _, _) in self._hot.items()
+                    if key == model and sid not in pinned
+                ),
+                None,
+            )
             if victim is None:
                 raise ServiceError("every slot is held by the running batch; raise --capacity")
             _, slot, _ = self._hot.pop(victim)
@@ -505,7 +587,9 @@ class RedisStore:
         if hot is not None and hot[0] in self.tables:
             self.tables[hot[0]].release(hot[1])
 
-    def _decode(self, session_id: str, states: list[bytes | None], layout: _Layout) -> list[np.ndarray]:
+    def _decode(
+        self, session_id: str, states: list[bytes | None], layout: _Layout
+    ) -> list[np.ndarray]:
         rows = []
         for units, blob in zip(layout.units, states):
             if blob is None or len(blob) != 4 * units:

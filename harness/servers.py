@@ -1,4 +1,4 @@
-"""Real servers for tests: a uvicorn in a thread of this process, or ``stateful-rnn serve`` as its own
+"""Real servers: a uvicorn in a thread of this process, or ``stateful-rnn serve`` as its own
 process. Both listen on a real socket on 127.0.0.1."""
 
 from __future__ import annotations
@@ -8,25 +8,31 @@ import resource
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import uvicorn
 
-from deploy.waiting import free_port, wait_for  # noqa: F401 (free_port: for the tests)
-
 from app.config import Settings
 from app.main import create_app, server_config
 from app.model.step import StreamingModel
+from harness.waiting import free_port, wait_for  # noqa: F401 (free_port: for the tests)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, url, timeout, process,
-             errors=(httpx.TransportError,), every_s=0.05)
+    wait_for(
+        lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200,
+        url,
+        timeout,
+        process,
+        errors=(httpx.TransportError,),
+        every_s=0.05,
+    )
 
 
 @contextmanager
@@ -49,8 +55,15 @@ def serve_in_thread(model: StreamingModel | None, **settings) -> Iterator[str]:
 class ServerProcess:
     """``python -m app serve ARGS`` on a port of its own, as its own process."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None,
-                 output: Any = None, log_level: str = "warning", open_files: int | None = None):
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        output: Any = None,
+        log_level: str = "warning",
+        open_files: int | None = None,
+    ):
         self.args, self.env, self.log_level = args, env, log_level
         self.open_files = open_files  # its RLIMIT_NOFILE (ulimit -n), if not inherited
         self.output = output  # where its stdout and stderr go (a file, or subprocess.DEVNULL)
@@ -59,8 +72,17 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--log-level", self.log_level,
-                *self.args]
+        return [
+            sys.executable,
+            "-m",
+            "app",
+            "serve",
+            "--port",
+            str(self.port),
+            "--log-level",
+            self.log_level,
+            *self.args,
+        ]
 
     def start(self) -> ServerProcess:
         self.process = subprocess.Popen(
@@ -82,7 +104,9 @@ class ServerProcess:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
         except OSError:
             return None
-        return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
+        return next(
+            int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")
+        )
 
     def wait_ready(self, timeout: float = 90.0) -> ServerProcess:
         wait_ready(self.url, timeout, self.process)
@@ -124,7 +148,9 @@ def running(servers: list[ServerProcess], timeout: float = 90.0) -> Iterator[lis
 
 
 @contextmanager
-def serve_processes(count: int, *args: str, env: dict[str, str] | None = None) -> Iterator[list[ServerProcess]]:
+def serve_processes(
+    count: int, *args: str, env: dict[str, str] | None = None
+) -> Iterator[list[ServerProcess]]:
     """``count`` server processes with the same arguments, started side by side."""
     with running([ServerProcess(*args, env=env) for _ in range(count)]) as servers:
         yield servers

@@ -1,4 +1,4 @@
-"""The seed notebook, end to end over HTTP against a real server process."""
+"""The seed notebook, end to end over HTTP: in process (tests/routes) and against real server processes."""
 
 import numpy as np
 
@@ -21,19 +21,28 @@ def test_chunked_equals_whole_equals_keras_stateful(client):
 
         for seq, start in enumerate((0, 3, 6), start=1):
             chunk = sequence[start : start + 3]
-            answer = client.post(f"/v1/sessions/{chunked['session_id']}/chunks", json={"inputs": chunk})
+            answer = client.post(
+                f"/v1/sessions/{chunked['session_id']}/chunks", json={"inputs": chunk}
+            )
             assert answer.status_code == 200, answer.text
             body = answer.json()
             assert (body["seq"], body["steps"]) == (seq, start + 3)
             expected = chunked_ref.feed(np.array(chunk)[:, None])
             np.testing.assert_allclose(body["outputs"], expected, atol=1e-5)
-        answer = client.post(f"/v1/sessions/{whole['session_id']}/chunks", json={"inputs": sequence})
+        answer = client.post(
+            f"/v1/sessions/{whole['session_id']}/chunks", json={"inputs": sequence}
+        )
         np.testing.assert_allclose(answer.json()["outputs"], whole_outputs, atol=1e-5)
-        np.testing.assert_allclose(body["outputs"], whole_outputs, atol=1e-5)  # the notebook's claim
+        np.testing.assert_allclose(
+            body["outputs"], whole_outputs, atol=1e-5
+        )  # the notebook's claim
 
         chunked_state = client.get(f"/v1/sessions/{chunked['session_id']}/state").json()
         whole_state = client.get(f"/v1/sessions/{whole['session_id']}/state").json()
-        assert chunked_state["layers"][0]["name"] == "rnn" and chunked_state["layers"][0]["kind"] == "GRU"
+        assert (
+            chunked_state["layers"][0]["name"] == "rnn"
+            and chunked_state["layers"][0]["kind"] == "GRU"
+        )
         for got_chunked, got_whole, want in zip(
             state_rows(chunked_state), state_rows(whole_state), whole_ref.states()
         ):
@@ -53,5 +62,7 @@ def test_reset_zeroes_the_state_like_reset_states(client):
     # ...and the next chunk starts from zeros, as a fresh Keras sequence would.
     reference = StatefulReference(build_seed_model())
     after = client.post(f"/v1/sessions/{sid}/chunks", json={"inputs": [0.5, -0.5]}).json()
-    np.testing.assert_allclose(after["outputs"], reference.feed(np.array([[0.5], [-0.5]])), atol=1e-5)
+    np.testing.assert_allclose(
+        after["outputs"], reference.feed(np.array([[0.5], [-0.5]])), atol=1e-5
+    )
     assert after["seq"] == 2

@@ -34,20 +34,26 @@ def connect(url: str, socket_timeout: float, connect_timeout: float) -> Client:
     """A client that never sends a command twice by itself: a script resent after a timeout could
     apply twice, so retrying is the engine's business, after reading the session again. Redirects
     (MOVED, ASK, TRYAGAIN) are still followed: a redirected command did not run."""
-    options: dict[str, Any] = dict(socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-                                   health_check_interval=10)
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "health_check_interval": 10,
+    }
     if not is_cluster(url):
-        return aioredis.Redis.from_url(url, retry_on_timeout=False, retry=AsyncRetry(NoBackoff(), 0), **options)
+        return aioredis.Redis.from_url(
+            url, retry_on_timeout=False, retry=AsyncRetry(NoBackoff(), 0), **options
+        )
     for scheme, plain in SCHEMES.items():
         if url.startswith(scheme):
-            url = plain + url[len(scheme):]
+            url = plain + url[len(scheme) :]
     # A cluster has only database 0: a path (/0) is dropped rather than refused.
     url = urlunsplit(urlsplit(url)._replace(path=""))
     # Since redis-py 6 ``retry`` alone sets how often the cluster client resends a command or a
     # pipeline; the deprecated ``cluster_error_retry_attempts`` (3 by default) is then ignored, but
     # is set to 0 as well, so that no reading of the options can resend.
-    return RedisCluster.from_url(url, retry=AsyncRetry(NoBackoff(), 0), cluster_error_retry_attempts=0,
-                                 **options)
+    return RedisCluster.from_url(
+        url, retry=AsyncRetry(NoBackoff(), 0), cluster_error_retry_attempts=0, **options
+    )
 
 
 class Keyspace:
@@ -81,7 +87,9 @@ class Keyspace:
         if not isinstance(self.client, RedisCluster):
             return await self.client.scan(cursor, match=match, count=count)
         target = self.client.nodes_manager.get_node_from_slot(node)
-        cursors, keys = await self.client.scan(cursor, match=match, count=count, target_nodes=target)
+        cursors, keys = await self.client.scan(
+            cursor, match=match, count=count, target_nodes=target
+        )
         return cursors[target.name], keys
 
     async def pipeline(self, commands: list[tuple[Any, ...]], keys: list[str]) -> list[Any]:
@@ -92,8 +100,12 @@ class Keyspace:
         if not isinstance(self.client, RedisCluster):
             return await self._send(commands)  # one round trip, nothing to split or gather
         groups = await self._groups(keys)
-        answers = settle(await asyncio.gather(*(self._send([commands[i] for i in group]) for group in groups),
-                                              return_exceptions=True))
+        answers = settle(
+            await asyncio.gather(
+                *(self._send([commands[i] for i in group]) for group in groups),
+                return_exceptions=True,
+            )
+        )
         if len(groups) == 1 and isinstance(answers[0], Exception):
             raise answers[0]
         results: list[Any] = [None] * len(commands)
@@ -123,7 +135,9 @@ class Keyspace:
             return bool(await self.client.ping())
         await self._slot_table()
         primaries = self.client.get_primaries()
-        infos = await asyncio.gather(*(self.client.cluster_info(target_nodes=node) for node in primaries))
+        infos = await asyncio.gather(
+            *(self.client.cluster_info(target_nodes=node) for node in primaries)
+        )
         return bool(primaries) and all(info.get("cluster_state") == "ok" for info in infos)
 
 
@@ -142,7 +156,9 @@ def settle(answers: list[Any]) -> list[Any]:
     for answer in answers:
         if isinstance(answer, BaseException) and not isinstance(answer, Exception):
             task = asyncio.current_task()
-            if not isinstance(answer, asyncio.CancelledError) or (task is not None and task.cancelling()):
+            if not isinstance(answer, asyncio.CancelledError) or (
+                task is not None and task.cancelling()
+            ):
                 raise answer
             answer = OutcomeUnknown("a pipeline to Redis was cancelled; whether it ran is unknown")
         settled.append(answer)

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from app.errors import InvalidInput
-from app.store.redis_cluster import Keyspace
+from app.store.redis.cluster import Keyspace
 
 # Digits only: int() would take "-1", "+1" or " 1", and SCAN refuses a cursor past 2**64 - 1.
 CURSOR = re.compile(r"(\d{1,5}):(\d{1,20})(?::(\d{1,20}):(.+))?", re.S)
@@ -43,7 +43,9 @@ def parse(cursor: str, nodes: list[int]) -> Position:
         raise InvalidInput("cursor is not one this server handed out")
     node, scan, after, last = match.groups()
     if int(node) not in nodes:
-        raise InvalidInput("cursor names a Redis node this cluster no longer has; list again from the start")
+        raise InvalidInput(
+            "cursor names a Redis node this cluster no longer has; list again from the start"
+        )
     if int(scan) >= SCAN_LIMIT or (after is not None and int(after) >= SCAN_LIMIT):
         raise InvalidInput("cursor is not one this server handed out")
     return Position(int(node), int(scan), None if after is None else int(after), last)

@@ -1,5 +1,4 @@
-"""Ports and waiting for processes to come up: shared by the local topology and the tests (which
-may import deploy/, never the other way round)."""
+"""Ports, and waiting for processes to come up."""
 
 from __future__ import annotations
 
@@ -15,8 +14,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float, process: subprocess.Popen | None = None,
-             errors: tuple[type[BaseException], ...] = (OSError,), every_s: float = 0.1) -> None:
+def wait_for(
+    check: Callable[[], object],
+    what: str,
+    timeout: float,
+    process: subprocess.Popen | None = None,
+    errors: tuple[type[BaseException], ...] = (OSError,),
+    every_s: float = 0.1,
+) -> None:
     """Until ``check()`` is true; an exception in ``errors`` counts as "not yet" (the process is
     still starting), and ``process`` exiting first is an error."""
     deadline = time.monotonic() + timeout

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.api.test_chunk_errors import assert_problem
+from tests.support.contract import assert_problem
 
 
 def test_put_state_forks_a_session(client):
@@ -46,8 +46,9 @@ def test_non_finite_state_is_refused(client):
     document = client.get(f"/v1/sessions/{sid}/state").json()
     body = client.get(f"/v1/sessions/{sid}/state").text.replace("0.0", "NaN", 1)
     assert "NaN" in body
-    answer = client.put(f"/v1/sessions/{sid}/state", content=body,
-                        headers={"content-type": "application/json"})
+    answer = client.put(
+        f"/v1/sessions/{sid}/state", content=body, headers={"content-type": "application/json"}
+    )
     assert_problem(answer, 422)
     assert client.get(f"/v1/sessions/{sid}/state").json() == document
 
@@ -70,11 +71,15 @@ def test_a_state_with_finite_extremes_never_turns_into_nan(client):
             if answer.status_code == 422:
                 refused += 1
                 assert "NaN or infinite" in answer.json()["detail"]
-                assert client.get(f"/v1/sessions/{sid}/state").json()["layers"] == before.json()["layers"]
+                assert (
+                    client.get(f"/v1/sessions/{sid}/state").json()["layers"]
+                    == before.json()["layers"]
+                )
             else:
-                assert answer.status_code == 200 and None not in answer.json()["outputs"], answer.text
+                assert answer.status_code == 200 and None not in answer.json()["outputs"], (
+                    answer.text
+                )
             state = client.get(f"/v1/sessions/{sid}/state")
             assert "null" not in state.text
             assert client.put(f"/v1/sessions/{sid}/state", json=state.json()).status_code == 200
     assert refused, "no pattern overflowed the model: the test would not see the hole"
-

@@ -7,8 +7,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.exceptions import (AskError, BusyLoadingError, ClusterError, OutOfMemoryError, ReadOnlyError,
-                              RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError)
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -22,8 +31,18 @@ T = TypeVar("T")
 # out of memory, busy with a script, a cluster failing over or moving slots (redirects that did not
 # settle: MOVED and ASK are AskError, CLUSTERDOWN and "TTL exhausted" are ClusterError; a slot no
 # master serves; none of these ran the command). Each is a 503 the client may retry.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError,
-             OutOfMemoryError, OSError, ClusterError, AskError, TryAgainError, SlotNotCoveredError)
+TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    OSError,
+    ClusterError,
+    AskError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
 # RedisClusterException is also what redis-py raises for misuse ("Too many targets", "all keys must
 # map to the same key slot"): only its words for no node reachable, or slots not all served, while
@@ -35,8 +54,9 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT):
         return True
     if isinstance(exc, RedisClusterException):
-        return any(words in str(exc) for words in CLUSTER_LAYOUT_TROUBLE) or \
-            isinstance(exc.__cause__, TRANSIENT)
+        return any(words in str(exc) for words in CLUSTER_LAYOUT_TROUBLE) or isinstance(
+            exc.__cause__, TRANSIENT
+        )
     if isinstance(exc, ResponseError):  # a reply redis-py has no class for (BUSY, LOADING as text)
         return str(exc).startswith(TRANSIENT_REPLIES)
     return False
@@ -45,7 +65,9 @@ def transient(exc: BaseException) -> bool:
 def unavailable(exc: BaseException) -> Unavailable:
     metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
     log.warning("Redis cannot serve: %s: %s", type(exc).__name__, exc)
-    return Unavailable(f"the state store (Redis) cannot serve now ({type(exc).__name__}); retry shortly")
+    return Unavailable(
+        f"the state store (Redis) cannot serve now ({type(exc).__name__}); retry shortly"
+    )
 
 
 def unreachable(operation: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:

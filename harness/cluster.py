@@ -9,14 +9,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import redis
 from redis.crc import key_slot
 
-from deploy.waiting import wait_for
+from harness.waiting import wait_for
 
 
 def cluster_ports(count: int) -> list[int]:
@@ -57,20 +57,58 @@ class RedisClusterServers:
         for port in self.ports:
             node_dir = self.dir / str(port)
             node_dir.mkdir()
-            self.processes.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
-                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--appendonly", "no", "--save", ""],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--dir",
+                        str(node_dir),
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--appendonly",
+                        "no",
+                        "--save",
+                        "",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         for port in self.ports:
-            wait_for(lambda: self.node(port).ping(), "a cluster node", 30, errors=(redis.RedisError,))
-        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                        "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            wait_for(
+                lambda port=port: self.node(port).ping(),
+                "a cluster node",
+                30,
+                errors=(redis.RedisError,),
+            )
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
         # Every node must agree before a client's first CLUSTER SLOTS is trustworthy.
-        wait_for(lambda: all(self.node(p).cluster("info")["cluster_state"] == "ok" for p in self.ports),
-                 "cluster_state:ok", 30, errors=(redis.RedisError,))
+        wait_for(
+            lambda: all(self.node(p).cluster("info")["cluster_state"] == "ok" for p in self.ports),
+            "cluster_state:ok",
+            30,
+            errors=(redis.RedisError,),
+        )
 
     def holder(self, key: str) -> int:
         """The port of the master that holds ``key``: the one that serves its CLUSTER KEYSLOT, and
@@ -88,7 +126,9 @@ class RedisClusterServers:
         """Session ids chosen by the slot of their key, ``per_master`` on each master (random ids
         could all miss one)."""
         owner = {}
-        for start, end, (_, port, *_rest), *_replicas in self.node(self.ports[0]).execute_command("CLUSTER SLOTS"):
+        for start, end, (_, port, *_rest), *_replicas in self.node(self.ports[0]).execute_command(
+            "CLUSTER SLOTS"
+        ):
             owner.update((slot, int(port)) for slot in range(start, end + 1))
         chosen: dict[int, list[str]] = {port: [] for port in self.ports}
         for n in itertools.count():

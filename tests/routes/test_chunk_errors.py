@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from tests.api.conftest import SEED_LIMITS
+from tests.support.contract import LIMITS, assert_problem
 
-MAX_STEPS = int(SEED_LIMITS[1])
-MAX_BODY = int(SEED_LIMITS[3])
+MAX_STEPS = LIMITS["max_chunk_steps"]
+MAX_BODY = LIMITS["max_body_bytes"]
 
 BAD_CHUNKS = {
     "not json": (b"{inputs: [1]", 400),
@@ -35,15 +35,6 @@ BAD_CHUNKS = {
     "seq not an integer": (b'{"inputs": [1.0], "seq": "1"}', 422),
     "negative seq": (b'{"inputs": [1.0], "seq": -1}', 422),
 }
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert set(body) >= {"type", "title", "status", "detail"}
-    assert body["status"] == status and body["detail"]
-    return body
 
 
 @pytest.fixture()
@@ -104,4 +95,7 @@ def test_taken_id_is_409_and_unknown_route_is_a_problem_too(client):
     assert_problem(client.post("/v1/sessions", json={"session_id": "taken.id:1"}), 409)
     assert_problem(client.get("/v1/nothing-here"), 404)
     assert_problem(client.put("/v1/model"), 405)
-    assert_problem(client.post("/v1/sessions", content=b"{nope", headers={"content-type": "application/json"}), 400)
+    assert_problem(
+        client.post("/v1/sessions", content=b"{nope", headers={"content-type": "application/json"}),
+        400,
+    )

@@ -1,0 +1,22 @@
+"""What names and lifetimes look like, each defined once: for the rules of this layer and for the
+API's schemas and path parameters (which show them in the OpenAPI document)."""
+
+from __future__ import annotations
+
+import re
+
+from app.model.repository import MODEL_NAME
+
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# URLs take "." and ".." for path steps: browsers, curl and httpx collapse /v1/sessions/.. before
+# sending, so a session so named could never be reached.
+PATH_STEPS = (".", "..")
+SEQUENCE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,96}")  # a string sequence id kept as it is
+MAX_TTL_S = 10 * 365 * 86400.0
+
+__all__ = ["MAX_TTL_S", "MODEL_NAME", "PATH_STEPS", "SEQUENCE_NAME", "SESSION_ID", "anchored"]
+
+
+def anchored(pattern: re.Pattern[str]) -> str:
+    """``pattern`` as a JSON Schema ``pattern`` (which matches anywhere unless anchored)."""
+    return f"^{pattern.pattern}$"
