@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app import metrics
-from app.api import connections, errors, middleware, origins
+from app.api import connections, errors, middleware, openapi, origins
 from app.api.auth import KeyRing
 from app.api.parsing import ChunkLimits
 from app.api.routes import chunks, console, state, stream, v2
@@ -254,7 +254,7 @@ def create_app(
 
         api = sessions
 
-    app = FastAPI(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = openapi.create(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
     origins.install(app, settings)  # inside admission: refusals are counted and logged too
     middleware.install(app, settings, keys)
     app.state.settings = settings

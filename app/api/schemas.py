@@ -255,7 +255,8 @@ def inference_errors(*statuses: int) -> dict[int | str, dict]:
 
 def json_body(model: type[BaseModel], required: bool = True) -> dict:
     """``openapi_extra`` documenting a body that the route reads and checks by hand."""
-    schema = model.model_json_schema()
+    # Nested models as components (app.api.openapi moves them there): refs OpenAPI can resolve.
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     return {
         "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}
     }

@@ -1,0 +1,74 @@
+"""The OpenAPI document is one a client generator can use: bearer security, readable and unique
+operation ids, problem+json errors with their schema, no FastAPI leftovers, session id patterns."""
+
+import re
+
+import pytest
+
+OPEN = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
+
+
+@pytest.fixture(scope="module")
+def document(client):
+    return client.get("/openapi.json").json()
+
+
+def operations(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def test_keys_are_bearer_tokens_on_every_operation_but_the_probes(document):
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path, method, operation in operations(document):
+        want = [] if path in OPEN else [{"bearer": []}]
+        assert operation["security"] == want, (method, path)
+
+
+def test_operation_ids_are_the_functions_names_unique(document):
+    ids = [operation["operationId"] for _, _, operation in operations(document)]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", i) and len(i) <= 40 for i in ids), ids
+    assert {
+        "create_session",
+        "push_chunk",
+        "get_state",
+        "put_state",
+        "reset_session",
+        "delete_session",
+        "infer",
+        "infer_by_version",
+        "model_statistics_by_name_and_version",
+    } <= set(ids)
+
+
+def test_errors_are_problem_json_with_the_problem_schema(document):
+    assert "HTTPValidationError" not in str(document)
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    seen = 0
+    for path, method, operation in operations(document):
+        for status, response in operation["responses"].items():
+            if status[0] in "45" and not path.startswith("/v2"):
+                assert response["content"] == problem, (method, path, status)
+                seen += 1
+    assert seen > 40
+    assert set(document["components"]["schemas"]["Problem"]["required"]) == {
+        "type",
+        "title",
+        "status",
+        "detail",
+    }
+
+
+def test_session_ids_carry_their_pattern_and_length(document):
+    found = [
+        p
+        for _, _, op in operations(document)
+        for p in op.get("parameters", [])
+        if p["name"] == "session_id"
+    ]
+    assert len(found) >= 7
+    for parameter in found:
+        assert parameter["schema"]["pattern"] == "^[A-Za-z0-9._:-]{1,128}$"
+        assert (parameter["schema"]["minLength"], parameter["schema"]["maxLength"]) == (1, 128)
