@@ -45,6 +45,9 @@ Keeps a recurrent Keras model's state per client stream. Each session owns one r
 state batch, exactly like one row of a Keras `stateful=True` layer; its chunks continue that row, and
 chunks from many sessions run together in one compiled TensorFlow call. Errors are RFC 9457 problem
 documents.
+
+Streams: `WS /v1/sessions/{session_id}/stream` speaks the protocol of the
+[AsyncAPI document](/asyncapi.json) served beside this one.
 """
 
 

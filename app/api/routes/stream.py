@@ -18,10 +18,12 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket
+from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app.api import asyncapi
 from app.api.auth import caller_of
-from app.api.deps import chunk_body
+from app.api.deps import chunk_body, json_response
 from app.api.documents import session_info, state_document
 from app.api.parsing import ChunkLimits, chunk_from_document, load_json, parse_frame
 from app.config import Settings
@@ -36,6 +38,12 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_TRY_AGAIN = 1013
 
 Reply = tuple[str, Any]  # ("bytes", payload) or ("text", payload)
+
+
+@router.get("/asyncapi.json", include_in_schema=False)
+async def asyncapi_document() -> Response:
+    """The WebSocket protocol as an AsyncAPI document (linked from /docs)."""
+    return json_response(asyncapi.document())
 
 
 @router.websocket("/v1/sessions/{session_id}/stream")
