@@ -257,7 +257,9 @@ def create_app(
 
         api = sessions
 
-    app = openapi.create(title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = openapi.create(
+        title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan
+    )
     origins.install(app, settings)  # inside admission: refusals are counted and logged too
     middleware.install(app, settings, keys)
     app.state.settings = settings
