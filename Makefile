@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install serve test test-fast lint bench model topology clean
+.PHONY: install serve test test-fast lint docs bench model topology clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ test: install  ## run the whole test suite (both tiers)
 
 test-fast: install  ## the in-process tier only: route contracts, errors and schemas (under a minute)
 	$(BIN)/pytest tests/routes $(ARGS)
+
+docs: install  ## the docs site (MkDocs, Material) at http://127.0.0.1:8001, rebuilt as docs/ changes
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 lint: install  ## ruff: the lint rules and the formatting (pyproject.toml)
 	$(BIN)/ruff check .

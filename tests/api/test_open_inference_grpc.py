@@ -209,15 +209,14 @@ def test_health_readiness_and_metadata(served):
     assert found["outputs"][0]["shape"] == ["-1", "-1", "4"] and found["versions"] == ["1"]
 
 
-def test_the_readmes_grpc_example_works_as_written():
+def test_the_docs_grpc_example_works_as_written():
     import re
     from pathlib import Path
 
     from app.model.builtin import build_seed_model
     from app.model.loader import load_model
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## Coming from Triton", 1)[1]
+    section = (Path(__file__).resolve().parents[2] / "docs" / "triton.md").read_text()
     code = re.findall(r"```python\n(.*?)```", section, re.S)[1]
     printed, port = [], free_port()
     with serve_in_thread(load_model("seed"), xla=False, grpc_port=port):
