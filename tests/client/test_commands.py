@@ -215,3 +215,24 @@ def test_the_client_readme_lists_every_exit_code():
     table = (ROOT / "client" / "README.md").read_text()
     listed = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.MULTILINE)}
     assert listed == set(failures.CODES.values())
+
+
+def test_the_librarys_retries_are_logged_and_end_at_its_timeout(caplog):
+    import asyncio
+    import logging
+
+    from stateful_rnn_client import AsyncClient
+
+    async def run() -> None:
+        async with AsyncClient(f"http://127.0.0.1:{free_port()}", timeout=1.5) as client:
+            await client.models()
+
+    caplog.set_level(logging.INFO, logger="stateful_rnn_client")
+    started = time.monotonic()
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(run())
+    assert time.monotonic() - started < 3
+    retries = [r.getMessage() for r in caplog.records if r.name == "stateful_rnn_client"]
+    assert retries and all(re.match(r"GET /v1/models: .*; retry \d+ in \d", m) for m in retries), (
+        retries
+    )
