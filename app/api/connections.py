@@ -95,9 +95,8 @@ class _Guard:
                     f"the server holds {self.max_connections} connections, its limit; retry shortly"
                 ),
             )
-            transport.set_protocol(
-                asyncio.Protocol()
-            )  # this one never started: nothing to clean up
+            # This one never started: nothing to clean up.
+            transport.set_protocol(asyncio.Protocol())
             transport.close()
             return
         self._headers_done = 0  # requests whose headers are complete, on this connection

@@ -103,9 +103,8 @@ class Engine:
         self.lines = Lines(max_queue, max_session_queue)
         self.ready = False  # set by the layer above once the versions it serves at start are warm
         self._batches: set[asyncio.Task] = set()
-        self._in_flight: Counter[str] = (
-            Counter()
-        )  # chunks checked out and not yet committed, by version
+        # Chunks checked out and not yet committed, by version.
+        self._in_flight: Counter[str] = Counter()
         self._actions: set[asyncio.Task] = set()
         self._computing = False  # a batch is being read or computed: the next one waits for it
         self._wakeup = asyncio.Event()

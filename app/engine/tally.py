@@ -34,9 +34,8 @@ class Tally:
     fail: Duration = field(default_factory=Duration)
     queue: Duration = field(default_factory=Duration)
     compute: Duration = field(default_factory=Duration)
-    batches: dict[int, Duration] = field(
-        default_factory=dict
-    )  # model calls and their time, by rows
+    # Model calls and their time, by rows per call.
+    batches: dict[int, Duration] = field(default_factory=dict)
 
     def called(self, rows: int, seconds: float) -> None:
         self.executions += 1

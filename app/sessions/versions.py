@@ -96,9 +96,8 @@ class Versions:
             spec = model.spec
             entry = self._entry(spec.name, spec.version)
             entry.state, entry.spec = "loading", spec
-            self.store.add_model(
-                spec.key, spec.fingerprint, spec.state_units
-            )  # a snapshot restores into it
+            # Its table now: a snapshot restores into it.
+            self.store.add_model(spec.key, spec.fingerprint, spec.state_units)
             self._preloaded.append(model)
 
     async def start(self) -> None:

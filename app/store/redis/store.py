@@ -93,9 +93,8 @@ class RedisStore:
         self._by_model: tuple[float, dict[str, int]] | None = None
         self.tenant_quota = tenant_quota
         self.prefix = prefix
-        self._redis = connect(
-            url, socket_timeout=2.0, connect_timeout=1.0
-        )  # one Redis or a cluster
+        # One Redis or a cluster.
+        self._redis = connect(url, socket_timeout=2.0, connect_timeout=1.0)
         self._keyspace = Keyspace(self._redis)
         self._listing = Listing(self._keyspace, prefix)
         self._count = CachedCount(self._scan_count, COUNT_MAX_AGE_S)
