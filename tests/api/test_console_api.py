@@ -2,12 +2,14 @@
 and the page's own files with their security headers."""
 
 import asyncio
+import hashlib
 import socket
 import time
 
 import httpx
 import pytest
 
+from app.api.routes.console import UI_DIR
 from app.model.loader import load_model
 from app.stats import RollingStats
 from harness.keys import auth
@@ -160,5 +162,28 @@ def test_the_console_page_is_served_with_strict_headers(url):
     assert script.status_code == 200 and script.headers["content-type"].startswith(
         "text/javascript"
     )
-    for name in ("../main.py", "nope.js", "%2e%2e%2fconsole.py"):
+    for name in ("../main.py", "nope.js", "%2e%2e%2fconsole.py", "vendor%2f..%2f..%2fmain.py"):
         assert httpx.get(f"{url}/ui/{name}").status_code == 404
+
+
+def test_the_vendored_chart_library_is_served_unmodified(url):
+    # uPlot comes from the package (the console works offline), byte for byte what
+    # scripts/vendor_uplot.sh took from the npm registry.
+    vendor = UI_DIR / "vendor"
+    sums = [
+        line.split()
+        for line in (vendor / "SHA256SUMS").read_text().splitlines()
+        if not line.startswith("#")
+    ]
+    assert {name for _, name in sums} == {"uPlot.esm.js", "uPlot.min.css", "uPlot.LICENSE"}
+    for digest, name in sums:
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+    script = httpx.get(f"{url}/ui/vendor/uPlot.esm.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith(
+        "text/javascript"
+    )
+    assert script.content == (vendor / "uPlot.esm.js").read_bytes()
+    assert "default-src 'self'" in script.headers["content-security-policy"]
+    assert (
+        httpx.get(f"{url}/ui/vendor/uPlot.min.css").headers["content-type"].startswith("text/css")
+    )

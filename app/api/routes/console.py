@@ -26,10 +26,11 @@ MEDIA_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-# Read once: a fixed set of names, so no request path ever reaches the file system.
+# Read once: a fixed set of names (vendor/ holds uPlot, unmodified), so no request path ever
+# reaches the file system.
 FILES = {
-    p.name: (p.read_bytes(), MEDIA_TYPES[p.suffix])
-    for p in sorted(UI_DIR.iterdir())
+    p.relative_to(UI_DIR).as_posix(): (p.read_bytes(), MEDIA_TYPES[p.suffix])
+    for p in sorted(UI_DIR.rglob("*"))
     if p.suffix in MEDIA_TYPES
 }
 # No inline script or style, nothing from elsewhere, not framed: an id that slipped into markup
@@ -86,7 +87,7 @@ async def console_page() -> Response:
     return _file("index.html")
 
 
-@router.get("/ui/{name}", include_in_schema=False)
+@router.get("/ui/{name:path}", include_in_schema=False)
 async def console_file(name: str) -> Response:
     return _file(name)
 
