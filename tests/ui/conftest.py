@@ -49,8 +49,14 @@ def failures() -> Failures:
 
 
 @pytest.fixture()
-def page(browser, failures):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def viewport() -> dict[str, int]:
+    """The screen the page is shown on; a test module overrides it to try others."""
+    return {"width": 1280, "height": 900}
+
+
+@pytest.fixture()
+def page(browser, failures, viewport):
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     seen = failures.seen
     page.on("pageerror", lambda exc: seen.append(str(exc)))

@@ -73,7 +73,7 @@ def open_session(page: Page, sid: str) -> None:
     page.fill("#filter", sid)
     rows = page.locator("#session-table tbody tr")
     expect(rows).to_have_count(1)
-    page.click(f"#session-table tbody tr[data-sid='{sid}'] button")
+    page.click(f"#session-table tbody tr[data-sid='{sid}'] a")
     expect(page.locator("#session-id")).to_have_text(sid)
     expect(page.locator(".heatmap .cell").first).to_be_visible()
 
@@ -139,7 +139,9 @@ def test_delete_asks_first_and_cancel_changes_nothing(page, failures, url, pumps
     assert target not in after and after == {sid: v for sid, v in before.items() if sid != target}
 
 
-def test_the_overview_names_its_replica_and_survives_redis_going_down(page):
+def test_the_overview_names_its_replica_and_survives_redis_going_down(page, failures):
+    # The sessions table reads the listing again every few seconds: while Redis is down it cannot.
+    failures.allow(r"^503 .*/v1/sessions\?limit=")
     with (
         own_redis() as redis_server,
         serve_in_thread(
@@ -164,8 +166,12 @@ def test_the_overview_names_its_replica_and_survives_redis_going_down(page):
         expect(page.locator("#sessions-total")).to_have_text(re.compile("^unknown"), timeout=20_000)
         expect(page.locator("#model-name")).to_have_text("seed v1")
         expect(page.locator("#banner")).to_be_hidden()
+        # The table keeps the rows it read and says why it has no newer ones.
+        expect(page.locator("#load-status")).to_contain_text("failed", timeout=15_000)
+        expect(page.locator("#session-table tbody tr[data-sid='r-1']")).to_be_visible()
         redis_server.start()
         expect(page.locator("#sessions-total")).to_have_text("1")
+        expect(page.locator("#load-status")).to_have_text("1 sessions", timeout=15_000)
 
 
 def test_an_unreachable_server_shows_a_banner_and_is_tried_again(page, failures, url):

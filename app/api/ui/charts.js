@@ -1,26 +1,107 @@
-// Small SVG and DOM drawings. Values reach the page as numbers, attributes and textContent only.
-const SVG = "http://www.w3.org/2000/svg";
+// The console's drawings. Time series are uPlot charts (vendored unmodified in ./vendor: axes,
+// units, gaps where there is no data and a hover legend, drawn on a canvas, so nothing breaks the
+// page's strict CSP); the capacity bar and the state heatmaps are plain DOM. Values reach the page
+// as numbers, attributes and textContent only.
+import uPlot from "./vendor/uPlot.esm.js";
 
-function svgElement(name, attributes) {
-  const element = document.createElementNS(SVG, name);
-  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
-  return element;
+export const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+function rootFontPx() {
+  return parseFloat(getComputedStyle(document.documentElement).fontSize) || 14;
 }
 
-function scale(values) {
-  const finite = values.filter((v) => Number.isFinite(v));
-  const low = Math.min(0, ...finite);
-  const high = Math.max(...finite, low + 1e-9);
-  return (v) => (v - low) / (high - low);
+// Room for the widest tick label: the labels grow with the font on a wall display.
+function axisSize(font) {
+  return (u, values) => {
+    if (!values) return font * 4;
+    const chars = Math.max(2, ...values.map((v) => String(v).length));
+    return Math.ceil(font * (0.62 * chars + 2.4));
+  };
 }
 
-// One polyline over a viewBox of 120 x 30; nulls (no requests that second) are drawn as 0.
-export function sparkline(svg, values) {
-  const points = values.map((v) => (v === null || v === undefined ? 0 : v));
-  const at = scale(points);
-  const step = points.length > 1 ? 120 / (points.length - 1) : 0;
-  const line = points.map((v, i) => `${(i * step).toFixed(2)},${(29 - 28 * at(v)).toFixed(2)}`);
-  svg.querySelector("polyline").setAttribute("points", line.join(" "));
+const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6, 1e7, 1e8];
+// One line per tick (uPlot's default adds a date line, which crowds a narrow chart).
+const clock = (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false }));
+const fixed = (digits) => (u, v) => (v === null || v === undefined ? "—" : v.toFixed(digits));
+
+// A chart as wide as its box, following it (a phone turned, a window resized); its height is the
+// box's --plot-height, so the style sheet sizes it per screen. The uPlot instance hangs on the box
+// as `.chart`, for the page's own code and its tests to read.
+export class Chart {
+  // series: [{label, digits}], y: the y axis's label (with its unit); x: the x axis's label, or
+  // "time" for Unix seconds drawn as local time; span: the x axis always shows this many seconds up
+  // to the last point (what is missing stays blank); whole: x ticks at whole numbers only;
+  // floor: the y axis starts at 0 (rates, latencies).
+  constructor(box, { series, x, y, span = null, whole = false, floor = false }) {
+    this.box = box;
+    this.series = series;
+    const font = Math.round(rootFontPx() * 0.9);
+    const axisFont = `${font}px system-ui, sans-serif`;
+    const labelFont = `600 ${font}px system-ui, sans-serif`;
+    const time = x === "time";
+    const yRange = floor ? (u, low, high) => [0, high > 0 ? high * 1.1 : 1] : undefined;
+    const xRange = span ? (u, low, high) => {
+      const end = high ?? Date.now() / 1000;
+      return [end - span, end];
+    } : undefined;
+    this.plot = new uPlot({
+      ...this.size(),
+      scales: { x: xRange ? { time, range: xRange } : { time }, y: yRange ? { range: yRange } : {} },
+      series: [
+        { label: time ? "time" : x, value: time ? undefined : fixed(2) },
+        ...series.map((s, i) => ({
+          label: s.label, stroke: s.colour || PALETTE[i % PALETTE.length], width: 1.5,
+          spanGaps: false, value: fixed(s.digits ?? 2),
+        })),
+      ],
+      axes: [
+        { label: time ? "local time" : x, font: axisFont, labelFont, labelSize: font * 1.6, size: font * 2.6,
+          ...(time ? { values: clock, space: font * 6 } : {}), ...(whole ? { incrs: WHOLE } : {}) },
+        { label: y, font: axisFont, labelFont, labelSize: font * 1.6, size: axisSize(font) },
+      ],
+    }, [[], ...series.map(() => [])], box);
+    box.chart = this.plot;
+    this.observer = new ResizeObserver(() => this.resize());
+    this.observer.observe(box);
+  }
+
+  size() {
+    const height = parseFloat(getComputedStyle(this.box).getPropertyValue("--plot-height")) || 140;
+    return { width: Math.max(120, Math.floor(this.box.clientWidth)), height };
+  }
+
+  resize() {
+    if (!this.box.clientWidth) return; // hidden: sized again when shown
+    const { width, height } = this.size();
+    if (width !== this.plot.width || height !== this.plot.height) this.plot.setSize({ width, height });
+  }
+
+  // data: [xs, ys of each series]; summary: what the chart shows, in words (its accessible name).
+  draw(data, summary) {
+    this.plot.setData(data);
+    this.box.setAttribute("aria-label", summary);
+  }
+
+  destroy() {
+    this.observer.disconnect();
+    this.plot.destroy();
+    delete this.box.chart;
+  }
+}
+
+// Points meant `step` apart: where one or more are missing (the sampler skipped, the server
+// restarted), a row of nulls goes between, so the lines break there instead of bridging the hole.
+export function withGaps(xs, columns, step) {
+  const out = [[], ...columns.map(() => [])];
+  xs.forEach((x, i) => {
+    if (i > 0 && x - xs[i - 1] > 1.5 * step) {
+      out[0].push((x + xs[i - 1]) / 2);
+      columns.forEach((_, c) => out[c + 1].push(null));
+    }
+    out[0].push(x);
+    columns.forEach((column, c) => out[c + 1].push(column[i]));
+  });
+  return out;
 }
 
 export function capacityBar(bar, used, capacity) {
@@ -64,35 +145,4 @@ export function heatmap(layer) {
     figure.append(line);
   });
   return figure;
-}
-
-const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-
-// Rows of outputs (oldest first), one line per output dimension (the first eight). ``breaks``
-// are the rows where a chunk begins that did not follow the one before (chunks went unseen).
-export function lineChart(svg, rows, breaks = []) {
-  svg.replaceChildren();
-  if (!rows.length) return;
-  const width = 600, height = 160;
-  const dims = Math.min(rows[0].length, PALETTE.length);
-  const all = rows.flatMap((row) => row.slice(0, dims));
-  const low = Math.min(...all), high = Math.max(...all, low + 1e-9);
-  const y = (v) => (height - 4 - ((height - 8) * (v - low)) / (high - low)).toFixed(2);
-  const step = rows.length > 1 ? width / (rows.length - 1) : 0;
-  if (low < 0 && high > 0) {
-    svg.append(svgElement("line", { x1: 0, x2: width, y1: y(0), y2: y(0), class: "axis" }));
-  }
-  for (const i of breaks) {
-    svg.append(svgElement("line", { x1: i * step, x2: i * step, y1: 0, y2: height, class: "break" }));
-  }
-  for (let d = 0; d < dims; d++) {
-    const points = rows.map((row, i) => `${(i * step).toFixed(2)},${y(row[d])}`).join(" ");
-    svg.append(svgElement("polyline", { points, stroke: PALETTE[d], fill: "none", "stroke-width": 1.5,
-                                        "vector-effect": "non-scaling-stroke" }));
-    if (rows.length < 40) { // few points: mark them, a single one would not show at all
-      const x = (i) => (rows.length > 1 ? i * step : width / 2);
-      rows.forEach((row, i) => svg.append(svgElement("rect", {
-        x: x(i) - 3, y: y(row[d]) - 3, width: 6, height: 6, fill: PALETTE[d] })));
-    }
-  }
 }

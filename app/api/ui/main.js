@@ -1,9 +1,10 @@
 // The console's entry: ask for the admin key when the server wants one, then keep the overview
-// fresh and show the sessions.
+// fresh, show the sessions, and open the one the address names (#/sessions/{id}).
 import { ApiError, call, hasKey, setKey } from "./api.js";
-import { capacityBar, sparkline } from "./charts.js";
 import { byId } from "./dom.js";
+import { linkedSession } from "./links.js";
 import { ModelsView } from "./models.js";
+import { Overview } from "./overview.js";
 import { SessionView } from "./session.js";
 import { SessionTable } from "./table.js";
 
@@ -13,6 +14,7 @@ const RETRY_MAX_MS = 30000;
 let table = null;
 let view = null;
 let models = null;
+let overview = null;
 // One stats loop at a time: a new one (a key typed in) or the login screen ends the one before.
 let statsRun = 0;
 let statsTimer = null;
@@ -23,8 +25,10 @@ function stopStats() {
 }
 
 function showLogin(message) {
-  // Nothing polls behind the login screen: every call would be refused anyway.
+  // Nothing polls behind the login screen: every call would be refused anyway. The address keeps
+  // naming the open session, so it opens again once a key is accepted.
   stopStats();
+  table.stop();
   view.close();
   byId("banner").hidden = true;
   byId("console").hidden = true;
@@ -50,30 +54,12 @@ function handle(error) {
   }
 }
 
-function drawStats(stats) {
-  byId("replica").textContent = stats.replica;
-  // With several models no one is the default: the Models table below shows them all.
-  const { name, version, fingerprint } = stats.model;
-  byId("model-name").textContent = name === null ? "several" : `${name} v${version}`;
-  byId("model-fingerprint").textContent = fingerprint === null ? "see Models" : fingerprint.slice(0, 19) + "…";
-  byId("model-fingerprint").title = fingerprint || "";
-  byId("backend").textContent = stats.backend;
-  byId("queue-depth").textContent = String(stats.queue_depth);
-  // The bar is this replica's slot table; the total is a count of another kind (on Redis, every
-  // replica's sessions), so it is a number beside the bar, not a part of it.
-  const { hot, total, capacity } = stats.sessions;
-  capacityBar(byId("capacity-bar"), hot, capacity);
-  byId("capacity-text").textContent =
-    `${hot.toLocaleString()} hot of ${capacity.toLocaleString()} slots on this replica`;
-  byId("total-label").textContent = stats.backend === "redis" ? "sessions in Redis" : "sessions in all";
-  byId("sessions-total").textContent = total === null ? "unknown (the store does not answer)" : total.toLocaleString();
-  byId("chunks-rate").textContent = stats.window.chunks_per_s.toFixed(1);
-  const ms = (value) => (value === null ? "—" : `${value.toFixed(2)} ms`);
-  byId("p99").textContent = ms(stats.window.p99_ms);
-  byId("queue-p99").textContent = ms(stats.window.queue_p99_ms);
-  byId("model-p99").textContent = ms(stats.window.model_p99_ms);
-  sparkline(byId("chunks-spark"), stats.series.map((s) => s.chunks_per_s));
-  sparkline(byId("p99-spark"), stats.series.map((s) => s.p99_ms));
+// The address says which session is open: a link followed, Back, or the view's Close.
+function route() {
+  if (byId("console").hidden) return; // shown once a key is accepted
+  const sid = linkedSession();
+  if (sid === null) view.close();
+  else if (sid !== view.sid) view.open(sid);
 }
 
 function showConsole() {
@@ -81,6 +67,7 @@ function showConsole() {
   byId("console").hidden = false;
   byId("forget-key").hidden = !hasKey();
   table.load();
+  route();
 }
 
 // The first answer also tells whether a key is needed (401). Each read is scheduled when the one
@@ -97,7 +84,7 @@ function startStats() {
       if (run !== statsRun) return;
       failures = 0;
       byId("banner").hidden = true;
-      drawStats(stats);
+      overview.draw(stats);
       if (byId("console").hidden) showConsole();
       models.load();
     } catch (error) {
@@ -118,9 +105,11 @@ function startStats() {
 }
 
 function main() {
-  table = new SessionTable(byId("session-table"), (sid) => view.open(sid), handle);
+  table = new SessionTable(byId("session-table"), handle);
   view = new SessionView(table, handle);
   models = new ModelsView(handle);
+  overview = new Overview();
+  window.addEventListener("hashchange", route);
   const submit = () => {
     const key = byId("key-input").value.trim();
     if (!key) return;

@@ -9,6 +9,9 @@ const MODES = {
   carry: "its sessions move to the newest ready version with their state (identical state layouts only)",
 };
 
+// Each cell's heading, for the narrow layout where a row is a card and headings sit in the cells.
+const LABELS = ["model", "version", "state", "live sessions", "layout", "fingerprint", "retire"];
+
 function cell(text, className) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -63,6 +66,7 @@ export class ModelsView {
           }
         }
         tr.append(actions);
+        [...tr.children].forEach((td, i) => { td.dataset.label = LABELS[i]; });
         rows.push(tr);
       }
     }

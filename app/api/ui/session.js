@@ -1,13 +1,16 @@
-// One session: its state per layer as heatmaps, its recent outputs, reset and delete.
-// Outputs come from GET .../outputs (the response kept for retries of the last chunk), polled
-// while the view is open: chunks that come and go between two polls are not drawn (a dashed line
-// marks the gap).
+// One session: its state per layer as heatmaps, its recent outputs, reset and delete. It is
+// opened by its link (links.js), never directly. Outputs come from GET .../outputs (the response
+// kept for retries of the last chunk), polled while the view is open: chunks that come and go
+// between two polls are not drawn, and the chart leaves a gap where they would be.
 import { ApiError, call, sessionPath } from "./api.js";
-import { heatmap, lineChart } from "./charts.js";
+import { Chart, heatmap } from "./charts.js";
 import { byId, confirmAction } from "./dom.js";
+import { go } from "./links.js";
 
 const POLL_MS = 2000;
 const HISTORY_ROWS = 300;
+const MAX_LINES = 8; // output dimensions drawn; a wide output shows its first eight
+const TITLE = document.title;
 
 export class SessionView {
   // onError takes the failures that are not this view's own (a refused key: the login screen).
@@ -18,10 +21,10 @@ export class SessionView {
     // Bumped by every open and close: a reply that arrives for an earlier visit is dropped.
     this.visit = 0;
     this.timer = null;
-    this.history = [];
-    this.breaks = [];
+    this.history = []; // {x, row}; row null for a gap
     this.lastSeq = null;
-    byId("close-session").addEventListener("click", () => this.close());
+    this.chart = null;
+    byId("close-session").addEventListener("click", () => go(null));
     byId("reset-session").addEventListener("click", () => this.reset());
     byId("delete-session").addEventListener("click", () => this.remove());
   }
@@ -31,9 +34,11 @@ export class SessionView {
     const visit = this.visit;
     this.sid = sid;
     this.history = [];
-    this.breaks = [];
     this.lastSeq = null;
     byId("session-id").textContent = sid;
+    byId("session-meta").textContent = "";
+    byId("session-error").textContent = "";
+    document.title = `${sid} · ${TITLE}`;
     byId("session").hidden = false;
     await this.refresh();
     this.schedule(visit);
@@ -56,7 +61,9 @@ export class SessionView {
     this.sid = null;
     byId("session").hidden = true;
     byId("heatmaps").replaceChildren();
-    byId("outputs-chart").replaceChildren();
+    this.chart?.destroy();
+    this.chart = null;
+    document.title = TITLE;
   }
 
   async refresh() {
@@ -70,31 +77,52 @@ export class SessionView {
       byId("session-meta").textContent = `seq ${state.seq}, steps ${state.steps}`;
       byId("heatmaps").replaceChildren(...state.layers.map(heatmap));
       this.addOutputs(outputs);
+      // The table shows what this view has just read (it reads the listing only every few seconds).
+      const latest = outputs.seq >= state.seq ? outputs : state;
+      this.table.update(sid, { seq: latest.seq, steps: latest.steps });
     } catch (error) {
       if (visit === this.visit) this.fail(error);
     }
   }
 
+  // x is the chunk's number; a chunk's rows (outputs per step) spread over (seq - 1, seq].
   addOutputs(outputs) {
     if (outputs.outputs !== null && outputs.seq !== this.lastSeq) {
+      // Deleted and made again under the same id while open: its history starts again.
+      if (this.lastSeq !== null && outputs.seq < this.lastSeq) this.history = [];
       const rows = Array.isArray(outputs.outputs[0]) ? outputs.outputs : [outputs.outputs];
-      // Chunks between two polls are not seen: mark where the line skips them.
-      if (this.lastSeq !== null && outputs.seq !== this.lastSeq + 1) this.breaks.push(this.history.length);
-      const overflow = Math.max(0, this.history.length + rows.length - HISTORY_ROWS);
-      this.history = this.history.concat(rows).slice(overflow);
-      this.breaks = this.breaks.map((i) => i - overflow).filter((i) => i > 0);
+      if (this.lastSeq !== null && outputs.seq > this.lastSeq + 1) {
+        this.history.push({ x: this.lastSeq + 0.5, row: null }); // chunks unseen: a gap
+      }
+      rows.forEach((row, i) => this.history.push({ x: outputs.seq - 1 + (i + 1) / rows.length, row }));
+      this.history = this.history.slice(-HISTORY_ROWS);
       this.lastSeq = outputs.seq;
     }
-    lineChart(byId("outputs-chart"), this.history, this.breaks);
-    byId("outputs-caption").textContent = this.history.length
-      ? `${this.history.length} output rows, up to chunk ${this.lastSeq}` : "no chunk yet";
+    const drawn = this.history.filter((h) => h.row !== null);
+    byId("outputs-caption").textContent = drawn.length
+      ? `${drawn.length} output rows, up to chunk ${this.lastSeq}` : "no chunk yet";
+    if (!drawn.length) return;
+    const dims = Math.min(drawn[0].row.length, MAX_LINES);
+    if (this.chart?.series.length !== dims) {
+      this.chart?.destroy();
+      this.chart = new Chart(byId("outputs-chart"), {
+        x: "chunk (seq)", y: "output", whole: true,
+        series: Array.from({ length: dims }, (_, d) => ({ label: `output ${d}`, digits: 4 })),
+      });
+    }
+    const data = [this.history.map((h) => h.x)];
+    for (let d = 0; d < dims; d++) data.push(this.history.map((h) => (h.row === null ? null : h.row[d])));
+    const gaps = this.history.length - drawn.length;
+    this.chart.draw(data, `outputs ${dims > 1 ? `0 to ${dims - 1}` : "0"} of chunks up to ${this.lastSeq}, ` +
+      `${drawn.length} rows` + (gaps ? `; ${gaps} gaps where chunks went unseen` : ""));
   }
 
   async reset() {
     const sid = this.sid, visit = this.visit;
     if (!(await confirmAction(`Reset session ${sid}? Its state becomes zeros; seq stays.`, "Reset"))) return;
     try {
-      this.table.update(await call("POST", sessionPath(sid, "/reset")));
+      const info = await call("POST", sessionPath(sid, "/reset"));
+      this.table.update(sid, { seq: info.seq, steps: info.steps, last_active_at: info.last_active_at });
       if (visit === this.visit) await this.refresh();
     } catch (error) {
       if (visit === this.visit) this.fail(error);
@@ -106,6 +134,7 @@ export class SessionView {
     if (!(await confirmAction(`Delete session ${sid}? Its state is lost and its client gets 404.`, "Delete"))) return;
     // Closed before the DELETE goes out: no read starts after it, and the replies of one already
     // in flight (404 once the session is gone) are dropped.
+    go(null);
     this.close();
     try {
       await call("DELETE", sessionPath(sid));

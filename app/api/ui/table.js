@@ -1,10 +1,16 @@
 // The sessions table. The admin listing is read page by page (1000 at a time) in the background;
 // the first page shows as soon as it arrives, and only one page of rows is ever in the DOM, so
-// 100,000 sessions never freeze the page. Filter and sort run here over what has been read.
+// 100,000 sessions never freeze the page. Filter and sort run here over what has been read. While
+// the console is open the listing is read again every few seconds and swapped in whole when read,
+// so the table never goes stale and never flickers through a half-read listing.
 import { call } from "./api.js";
+import { sessionLink } from "./links.js";
 
 const PAGE_ROWS = 50;
 const REDERIVE_MS = 400; // while loading, filter and sort again at most this often
+const REFRESH_MS = 5000;
+// Each cell's heading, for the narrow layout where a row is a card and headings sit in the cells.
+const LABELS = ["id", "tenant", "seq", "steps", "last active", "idle"];
 
 function idleText(ms) {
   const s = Math.max(0, Math.round(ms / 1000));
@@ -23,9 +29,8 @@ const KEYS = {
 };
 
 export class SessionTable {
-  constructor(root, onOpen, onError) {
+  constructor(root, onError) {
     this.root = root;
-    this.onOpen = onOpen;
     this.onError = onError;
     this.body = root.querySelector("tbody");
     this.rows = [];
@@ -42,30 +47,64 @@ export class SessionTable {
     document.getElementById("prev-page").addEventListener("click", () => this.turn(-1));
     document.getElementById("next-page").addEventListener("click", () => this.turn(1));
     document.getElementById("filter").addEventListener("input", (e) => this.setFilter(e.target.value));
-    setInterval(() => this.render(), 5000); // idle times move on
+    this.readAt = document.getElementById("read-at");
+    this.timer = null;
+    this.reading = false;
   }
 
+  // Reads the whole listing. Into an empty table each page shows as it arrives; over a table
+  // already drawn the new listing is swapped in once read. The next read is due REFRESH_MS after
+  // this one ends (longer when reads are slow: they cost the server too), never two at once.
   async load() {
     const generation = ++this.generation;
+    clearTimeout(this.timer);
+    const progressive = this.rows.length === 0;
+    const started = performance.now();
     const rows = [];
     let cursor = null, active = 0;
-    this.status.textContent = "loading…";
+    this.reading = true;
+    if (progressive) this.status.textContent = "loading…";
     try {
       do {
         const query = `?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
         const page = await call("GET", `../v1/sessions${query}`);
-        if (generation !== this.generation) return; // a newer load took over
+        if (generation !== this.generation) return; // a newer load took over, or the table stopped
         for (const info of page.sessions) rows.push(withTimes(info));
         cursor = page.next_cursor;
         active = page.active;
-        if (this.rows !== rows) { this.rows = rows; this.derive(true); }
-        else this.derive(!cursor);
-        this.status.textContent = cursor ? `loading… ${rows.length.toLocaleString()} of about ${active.toLocaleString()}`
-                                         : `${rows.length.toLocaleString()} sessions`;
+        if (progressive) {
+          if (this.rows !== rows) { this.rows = rows; this.derive(true); }
+          else this.derive(!cursor);
+          if (cursor) this.status.textContent = `loading… ${rows.length.toLocaleString()} of about ${active.toLocaleString()}`;
+        }
       } while (cursor);
+      if (!progressive) { this.rows = rows; this.derive(true); }
+      this.status.textContent = `${rows.length.toLocaleString()} sessions`;
+      this.readAt.textContent = `read at ${new Date().toLocaleTimeString()}`;
     } catch (error) {
-      if (generation === this.generation) this.onError(error);
+      if (generation !== this.generation) return;
+      this.onError(error); // a refused key stops the table (the login screen); others are retried
     }
+    if (generation !== this.generation) return;
+    this.reading = false;
+    const took = performance.now() - started;
+    // A hidden tab reads nothing; it reads again as soon as it is looked at.
+    this.timer = setTimeout(() => (document.hidden ? this.whenVisible() : this.load()),
+                            Math.max(REFRESH_MS, 4 * took));
+  }
+
+  whenVisible() {
+    const generation = this.generation;
+    document.addEventListener("visibilitychange", () => {
+      if (generation === this.generation) this.load();
+    }, { once: true });
+  }
+
+  // Behind the login screen nothing is read.
+  stop() {
+    this.generation += 1;
+    this.reading = false;
+    clearTimeout(this.timer);
   }
 
   setFilter(text) {
@@ -89,17 +128,25 @@ export class SessionTable {
     this.render();
   }
 
-  // A session changed (reset) or went (deleted) through this console.
-  update(info) {
-    const i = this.rows.findIndex((r) => r.session_id === info.session_id);
-    if (i >= 0) this.rows[i] = withTimes({ ...info, tenant: this.rows[i].tenant });
-    this.derive(true);
+  // A session changed (reset through this console, or a chunk seen by the open session view).
+  update(sid, fields) {
+    const row = this.rows.find((r) => r.session_id === sid);
+    if (!row || Object.entries(fields).every(([key, value]) => row[key] === value)) return;
+    Object.assign(row, fields);
+    if (fields.last_active_at) row.lastActive = Date.parse(fields.last_active_at);
+    // The row is shared with the derived view: sort again only when its order may have changed.
+    const sortKey = this.sort.key === "idle" ? "last_active" : this.sort.key;
+    if (sortKey in fields || (sortKey === "last_active" && fields.last_active_at)) this.derive(true);
+    else this.render();
   }
 
+  // A session deleted through this console. A read begun before the DELETE may still list it:
+  // that read starts over.
   remove(sid) {
     const i = this.rows.findIndex((r) => r.session_id === sid);
-    if (i >= 0) this.rows.splice(i, 1); // in place: a load in progress keeps appending to it
+    if (i >= 0) this.rows.splice(i, 1); // in place: a first load in progress keeps appending to it
     this.derive(true);
+    if (this.reading) this.load();
   }
 
   derive(now) {
@@ -126,16 +173,16 @@ export class SessionTable {
     const trs = this.view.slice(this.page * PAGE_ROWS, (this.page + 1) * PAGE_ROWS).map((r) => {
       const tr = document.createElement("tr");
       tr.dataset.sid = r.session_id; // an attribute value, never markup
-      const open = document.createElement("button");
-      open.type = "button";
-      open.className = "link mono";
-      open.textContent = r.session_id;
-      open.addEventListener("click", () => this.onOpen(r.session_id));
-      const cells = [open, r.tenant ?? "—", r.seq, r.steps, r.last_active_at, idleText(now - r.lastActive)];
+      const link = document.createElement("a");
+      link.className = "mono";
+      link.href = sessionLink(r.session_id); // "#/sessions/…": opens it here, and can be shared
+      link.textContent = r.session_id;
+      const cells = [link, r.tenant ?? "—", r.seq, r.steps, r.last_active_at, idleText(now - r.lastActive)];
       for (const [i, value] of cells.entries()) {
         const td = document.createElement("td");
         if (value instanceof Node) td.append(value);
         else td.textContent = String(value);
+        td.dataset.label = LABELS[i];
         if (i === 2 || i === 3 || i === 5) td.className = "num";
         tr.append(td);
       }
