@@ -5,6 +5,7 @@ import pytest
 
 from app.model.loader import load_model
 from harness.servers import serve_in_thread
+from tests.support.browser import unplug
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +20,7 @@ def url():
 def test_the_api_docs_render_with_the_network_unplugged(browser, url, page_path, operation):
     context = browser.new_context()
     page = context.new_page()
-    outside: list[str] = []
-
-    def only_the_server(route):
-        if route.request.url.startswith(url):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", only_the_server)
+    outside = unplug(page, url)
     page.goto(url + page_path)
     page.wait_for_selector(operation, timeout=20_000)
     shown = page.locator(operation).count()

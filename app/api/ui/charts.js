@@ -22,6 +22,14 @@ function axisSize(font) {
 const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6, 1e7, 1e8];
 // One line per tick (uPlot's default adds a date line, which crowds a narrow chart).
 const clock = (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false }));
+// A value with no neighbour (nulls both sides) draws no line: mark it, or it would not show at all.
+function lone(u, si, show) {
+  if (show) return null; // uPlot marks every point already
+  const ys = u.data[si], found = [];
+  ys.forEach((y, i) => { if (y != null && ys[i - 1] == null && ys[i + 1] == null) found.push(i); });
+  return found.length ? found : null;
+}
+
 const fixed = (digits) => (u, v) => (v === null || v === undefined ? "—" : v.toFixed(digits));
 
 // A chart as wide as its box, following it (a phone turned, a window resized); its height is the
@@ -40,8 +48,9 @@ export class Chart {
     const labelFont = `600 ${font}px system-ui, sans-serif`;
     const time = x === "time";
     const yRange = floor ? (u, low, high) => [0, high > 0 ? high * 1.1 : 1] : undefined;
-    const xRange = span ? (u, low, high) => {
-      const end = high ?? Date.now() / 1000;
+    // From the last point, not uPlot's own maximum (padded far ahead when there is one point).
+    const xRange = span ? (u) => {
+      const end = u.data[0].at(-1) ?? Date.now() / 1000;
       return [end - span, end];
     } : undefined;
     this.plot = new uPlot({
@@ -51,7 +60,7 @@ export class Chart {
         { label: time ? "time" : x, value: time ? undefined : fixed(2) },
         ...series.map((s, i) => ({
           label: s.label, stroke: s.colour || PALETTE[i % PALETTE.length], width: 1.5,
-          spanGaps: false, value: fixed(s.digits ?? 2),
+          spanGaps: false, value: fixed(s.digits ?? 2), points: { filter: lone },
         })),
       ],
       axes: [
@@ -59,6 +68,8 @@ export class Chart {
           ...(time ? { values: clock, space: font * 6 } : {}), ...(whole ? { incrs: WHOLE } : {}) },
         { label: y, font: axisFont, labelFont, labelSize: font * 1.6, size: axisSize(font) },
       ],
+      // Redrawn every 2 s from fresh data: a drag-zoom would only be undone.
+      cursor: { drag: { x: false, y: false } },
     }, [[], ...series.map(() => [])], box);
     box.chart = this.plot;
     this.observer = new ResizeObserver(() => this.resize());

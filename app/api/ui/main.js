@@ -110,6 +110,7 @@ function main() {
   models = new ModelsView(handle);
   overview = new Overview();
   window.addEventListener("hashchange", route);
+  window.addEventListener("popstate", route); // Back to an entry made by Close (links.js: go)
   const submit = () => {
     const key = byId("key-input").value.trim();
     if (!key) return;

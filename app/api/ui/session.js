@@ -38,9 +38,11 @@ export class SessionView {
     byId("session-id").textContent = sid;
     byId("session-meta").textContent = "";
     byId("session-error").textContent = "";
+    byId("outputs-caption").textContent = "";
     document.title = `${sid} · ${TITLE}`;
     byId("session").hidden = false;
     await this.refresh();
+    if (visit !== this.visit) return; // closed, or another opened, meanwhile
     this.schedule(visit);
     byId("session").scrollIntoView({ block: "start" });
   }
@@ -120,6 +122,7 @@ export class SessionView {
   async reset() {
     const sid = this.sid, visit = this.visit;
     if (!(await confirmAction(`Reset session ${sid}? Its state becomes zeros; seq stays.`, "Reset"))) return;
+    if (visit !== this.visit) return; // Back or a link opened another while the question was up
     try {
       const info = await call("POST", sessionPath(sid, "/reset"));
       this.table.update(sid, { seq: info.seq, steps: info.steps, last_active_at: info.last_active_at });
@@ -130,8 +133,9 @@ export class SessionView {
   }
 
   async remove() {
-    const sid = this.sid;
+    const sid = this.sid, visit = this.visit;
     if (!(await confirmAction(`Delete session ${sid}? Its state is lost and its client gets 404.`, "Delete"))) return;
+    if (visit !== this.visit) return; // Back or a link opened another while the question was up
     // Closed before the DELETE goes out: no read starts after it, and the replies of one already
     // in flight (404 once the session is gone) are dropped.
     go(null);

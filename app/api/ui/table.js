@@ -50,6 +50,7 @@ export class SessionTable {
     this.readAt = document.getElementById("read-at");
     this.timer = null;
     this.reading = false;
+    this.complete = false; // a whole listing has been read and shown
   }
 
   // Reads the whole listing. Into an empty table each page shows as it arrives; over a table
@@ -58,7 +59,7 @@ export class SessionTable {
   async load() {
     const generation = ++this.generation;
     clearTimeout(this.timer);
-    const progressive = this.rows.length === 0;
+    const progressive = !this.complete;
     const started = performance.now();
     const rows = [];
     let cursor = null, active = 0;
@@ -79,6 +80,7 @@ export class SessionTable {
         }
       } while (cursor);
       if (!progressive) { this.rows = rows; this.derive(true); }
+      this.complete = true;
       this.status.textContent = `${rows.length.toLocaleString()} sessions`;
       this.readAt.textContent = `read at ${new Date().toLocaleTimeString()}`;
     } catch (error) {
