@@ -1,5 +1,5 @@
 """The response documents, each built in one place: a session's info, its state, a model version's
-layout, a model with its versions. The layers below hand over records and specs; how they read
+layout, a model with its versions, the console's stats. The layers below hand over records and specs; how they read
 on the wire (field names, RFC 3339 times, nulls for admins-only figures) is decided here."""
 
 from __future__ import annotations
@@ -96,3 +96,16 @@ def model_document(found: dict[str, Any], admin: bool) -> dict[str, Any]:
             described["live_sessions"] = None
         versions.append({**described, **layout(version["spec"])})
     return {**found, "versions": versions}
+
+
+def stats_document(
+    replica: str, spec: ModelSpec | None, overview: dict[str, Any]
+) -> dict[str, Any]:
+    """Stats: the replica that answered, its default model (all null when none is the default:
+    several models, or none ready yet), and the service's overview of sessions, queue and latency."""
+    model = (
+        {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint}
+        if spec is not None
+        else {"name": None, "version": None, "fingerprint": None}
+    )
+    return {"replica": replica, "model": model, **overview}

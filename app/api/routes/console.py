@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from app.api.deps import CurrentCaller, Sessions, json_response
+from app.api.documents import stats_document
 from app.api.errors import problem
 from app.api.schemas import Stats, problems
 from app.errors import Forbidden, ServiceError
@@ -58,16 +59,10 @@ async def stats(request: Request, sessions: Sessions, caller: CurrentCaller) -> 
         raise Forbidden("the stats take an admin key")
     try:
         spec = await sessions.default_model()
-        model = {"name": spec.name, "version": spec.version, "fingerprint": spec.fingerprint}
     except ServiceError:  # several models (none is the default), or none ready yet
-        model = {"name": None, "version": None, "fingerprint": None}
-    return json_response(
-        {
-            "replica": replica_name(request.app.state.settings.port),
-            "model": model,
-            **await sessions.overview(),
-        }
-    )
+        spec = None
+    replica = replica_name(request.app.state.settings.port)
+    return json_response(stats_document(replica, spec, await sessions.overview()))
 
 
 def replica_name(port: int) -> str:
