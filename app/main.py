@@ -270,13 +270,15 @@ def create_app(
     app.state.sessions = api
     app.state.keys = keys
     errors.install(app)
+    # The hot routes first (chunks over /v1 and /v2, the stream): each request is matched against
+    # the routes in order, about 1.5 µs a candidate in this FastAPI.
     for module in (
-        sessions_routes,
         chunks,
-        state,
-        stream,
-        models_routes,
         v2,
+        stream,
+        sessions_routes,
+        state,
+        models_routes,
         service_routes,
         console,
     ):

@@ -26,6 +26,40 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 ERRORS = inference_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 
+# Infer first: a request is matched against the routes in order, about 1.5 µs a candidate in this
+# FastAPI (timed over the whole app: 47 µs to reach infer behind every other route, 12 µs now).
+# (Decorators register bottom up: the unversioned route, the usual one, is matched first.)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Infer on a version: one chunk of a sequence",
+    responses=ERRORS,
+)
+@router.post("/models/{name}/infer", summary="Infer: one chunk of a sequence", responses=ERRORS)
+async def infer(request: Request) -> Response:
+    # The path's parts and the application's state read directly, with no parameters or Depends for
+    # FastAPI to solve: they were a tenth of this route's CPU (py-spy, 64 closed-loop sequences).
+    name, version = (
+        request.path_params["name"],
+        inference.version_of(request.path_params.get("version")),
+    )
+    sessions = request.app.state.sessions
+    limits: ChunkLimits = request.app.state.chunk_limits
+    caller = caller_of(request)
+    body = await read_body(request, request.app.state.settings.max_body_bytes, json_only=False)
+    header, tail = _split(body, request.headers.get(HEADER_LENGTH))
+    spec = await sessions.model_spec(name, version)
+    inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
+    array, rank = inference.input_array(inputs[0], raws[0], spec, limits.steps)
+    sequence = inference.Sequence.of(header.get("parameters"))
+    binary = _binary_output(header)
+    result = await inference.run(sessions, caller, name, version, array, sequence, "v2")
+    return _answer(
+        name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None
+    )
+
+
 @router.get("", summary="Server metadata", responses=ERRORS)
 async def server_metadata(caller: CurrentCaller) -> Response:
     return json_response(
@@ -97,37 +131,6 @@ async def model_ready(
 ) -> Response:
     spec = await sessions.model_spec(name, inference.version_of(version))
     return json_response({"name": spec.name, "ready": True})
-
-
-@router.post("/models/{name}/infer", summary="Infer: one chunk of a sequence", responses=ERRORS)
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    summary="Infer on a version: one chunk of a sequence",
-    responses=ERRORS,
-)
-async def infer(request: Request) -> Response:
-    # The path's parts and the application's state read directly, with no parameters or Depends for
-    # FastAPI to solve: they were a tenth of this route's CPU (py-spy, 64 closed-loop sequences).
-    name, version = (
-        request.path_params["name"],
-        inference.version_of(request.path_params.get("version")),
-    )
-    sessions = request.app.state.sessions
-    limits: ChunkLimits = request.app.state.chunk_limits
-    caller = caller_of(request)
-    body = await read_body(request, request.app.state.settings.max_body_bytes, json_only=False)
-    header, tail = _split(body, request.headers.get(HEADER_LENGTH))
-    spec = await sessions.model_spec(name, version)
-    inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
-    array, rank = inference.input_array(inputs[0], raws[0], spec, limits.steps)
-    sequence = inference.Sequence.of(header.get("parameters"))
-    binary = _binary_output(header)
-    result = await inference.run(sessions, caller, name, version, array, sequence, "v2")
-    return _answer(
-        name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None
-    )
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
