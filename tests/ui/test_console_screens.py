@@ -133,6 +133,14 @@ def test_the_console_fits_the_screen(page, url, http, screen, artifacts):
     page.screenshot(path=str(artifacts / f"console-{screen}.png"), full_page=True)
     assert elsewhere == []
 
+    # The headings sort from the keyboard too.
+    heading = page.locator("#session-table th[data-sort='steps']")
+    heading.locator("button").focus()
+    page.keyboard.press("Enter")
+    expect(heading).to_have_attribute("aria-sort", "ascending")
+    page.keyboard.press("Enter")
+    expect(heading).to_have_attribute("aria-sort", "descending")
+
 
 def test_a_session_link_opens_it(page, url, http, screen, failures):
     failures.allow(r"^404 .*/v1/sessions/no-such-call/(state|outputs)$")

@@ -86,6 +86,7 @@ export class SessionTable {
     } catch (error) {
       if (generation !== this.generation) return;
       this.onError(error); // a refused key stops the table (the login screen); others are retried
+      this.render(); // the rows read before stay, their idle times moving on
     }
     if (generation !== this.generation) return;
     this.reading = false;
@@ -120,6 +121,8 @@ export class SessionTable {
     for (const th of this.root.querySelectorAll("th[data-sort]")) {
       th.classList.toggle("asc", th.dataset.sort === key && this.sort.dir > 0);
       th.classList.toggle("desc", th.dataset.sort === key && this.sort.dir < 0);
+      if (th.dataset.sort === key) th.setAttribute("aria-sort", this.sort.dir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
     }
     this.derive(true);
   }
