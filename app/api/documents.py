@@ -1,6 +1,7 @@
 """The response documents, each built in one place: a session's info, its state, a model version's
-layout, a model with its versions, the console's stats. The layers below hand over records and specs; how they read
-on the wire (field names, RFC 3339 times, nulls for admins-only figures) is decided here."""
+layout, a model with its versions, the console's stats. The layers below hand over records and
+specs; how they read on the wire (field names, RFC 3339 times, nulls for admins-only figures) is
+decided here."""
 
 from __future__ import annotations
 
