@@ -4,7 +4,7 @@ FastAPI writes the document from the routes; a few things it cannot know are set
 generated document, once:
 
 - **Security**: keys are bearer tokens (``securitySchemes.bearer``); every operation takes one
-  except the probes and the scrape (``security: []``).
+  except those its route declares open (``openapi_extra=NO_KEY``: the probes, the scrape).
 - **Operation ids**: the route function's name (``push_chunk``), not FastAPI's path-derived
   ``push_chunk_v1_sessions__session_id__chunks_post``; a function serving several paths gets the
   names of the path parameters after it (``model_metadata_by_name_version``).
@@ -31,7 +31,6 @@ from fastapi_offline import FastAPIOffline
 from app.sessions.names import SESSION_ID, anchored
 
 PATH_PART = re.compile(r"{(\w+)}")
-OPEN = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
@@ -78,8 +77,8 @@ def _security(schema: dict[str, Any]) -> None:
             "description": "A tenant's or an admin's API key (none in open dev mode)",
         }
     }
-    for path, _, operation in _operations(schema):
-        operation["security"] = [] if path in OPEN else [{"bearer": []}]
+    for _, _, operation in _operations(schema):
+        operation.setdefault("security", [{"bearer": []}])  # [] where the route says NO_KEY
 
 
 def _nested_models(schema: dict[str, Any]) -> None:

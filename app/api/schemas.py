@@ -253,6 +253,11 @@ def inference_errors(*statuses: int) -> dict[int | str, dict]:
     return {status: {"model": InferenceError, "description": "an error"} for status in statuses}
 
 
+# ``openapi_extra`` of an operation that takes no key (the probes, the scrape); every other one
+# takes a bearer key (app.api.openapi).
+NO_KEY: dict = {"security": []}
+
+
 def json_body(model: type[BaseModel], required: bool = True) -> dict:
     """``openapi_extra`` documenting a body that the route reads and checks by hand."""
     # Nested models as components (app.api.openapi moves them there): refs OpenAPI can resolve.

@@ -82,3 +82,34 @@ def test_the_chunk_routes_are_matched_first(document):
         "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
     ]
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    """The app with keys: what the document says of keys is what the server does."""
+    from starlette.testclient import TestClient
+
+    from app.config import Settings
+    from app.main import create_app
+    from harness.waiting import wait_for
+
+    settings = Settings(model="seed", xla=False, api_keys="t:tenant-key-openapi")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, "the warm-up", 60, errors=())
+        yield client
+
+
+def test_the_document_says_which_operations_take_a_key_as_the_server_does(keyed):
+    document = keyed.get("/openapi.json").json()
+    open_, keyed_reads = [], []
+    for path, method, operation in operations(document):
+        if operation["security"] == []:
+            open_.append(path)
+        elif method == "get" and "{" not in path:
+            keyed_reads.append(path)
+    assert set(open_) == OPEN
+    for path in open_:
+        assert keyed.get(path).status_code == 200, path
+    assert len(keyed_reads) >= 5
+    for path in keyed_reads:
+        assert keyed.get(path).status_code == 401, path

@@ -9,7 +9,7 @@ from starlette.responses import PlainTextResponse, Response
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.documents import layout
 from app.api.errors import problem
-from app.api.schemas import ModelInfo, problems
+from app.api.schemas import NO_KEY, ModelInfo, problems
 from app.metrics import exposition
 
 router = APIRouter()
@@ -38,7 +38,12 @@ async def model_info(
     )
 
 
-@router.get("/healthz", tags=["operations"], summary="200 while the process is alive")
+@router.get(
+    "/healthz",
+    tags=["operations"],
+    summary="200 while the process is alive",
+    openapi_extra=NO_KEY,
+)
 async def healthz() -> Response:
     return json_response({"status": "alive"})
 
@@ -48,6 +53,7 @@ async def healthz() -> Response:
     tags=["operations"],
     responses=problems(503),
     summary="200 once the model is warm and the state store answers",
+    openapi_extra=NO_KEY,
 )
 async def readyz(sessions: Sessions) -> Response:
     reason = await sessions.unready()
@@ -60,6 +66,7 @@ async def readyz(sessions: Sessions) -> Response:
     "/metrics",
     tags=["operations"],
     summary="Prometheus text exposition",
+    openapi_extra=NO_KEY,
     response_class=PlainTextResponse,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}

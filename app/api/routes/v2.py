@@ -15,7 +15,7 @@ from app.api import inference
 from app.api.auth import caller_of
 from app.api.deps import CurrentCaller, Sessions, json_response
 from app.api.parsing import ChunkLimits, load_json, read_body
-from app.api.schemas import inference_errors
+from app.api.schemas import NO_KEY, inference_errors
 from app.errors import BadRequest, Forbidden, ServiceError, Unavailable
 from app.sessions.service import ChunkResult
 
@@ -67,7 +67,7 @@ async def server_metadata(caller: CurrentCaller) -> Response:
     )
 
 
-@router.get("/health/live", summary="200 while the process is alive")
+@router.get("/health/live", summary="200 while the process is alive", openapi_extra=NO_KEY)
 async def live() -> Response:
     return json_response({"live": True})
 
@@ -76,6 +76,7 @@ async def live() -> Response:
     "/health/ready",
     summary="200 once the models are warm and the state store answers",
     responses=ERRORS,
+    openapi_extra=NO_KEY,
 )
 async def ready(sessions: Sessions) -> Response:
     reason = await sessions.unready()
