@@ -20,6 +20,7 @@ from app.api.routes import chunks, console, state, stream, v2
 from app.api.routes import models as models_routes
 from app.api.routes import service as service_routes
 from app.api.routes import sessions as sessions_routes
+from app.api.shares import Shares
 from app.config import Settings
 from app.engine import Engine
 from app.errors import StartupError
@@ -234,7 +235,14 @@ def create_app(
         @asynccontextmanager
         async def lifespan(app: FastAPI):
             await service.start()
-            rpc = await start_grpc(settings, service.sessions, keys, app.state.chunk_limits)
+            rpc = await start_grpc(
+                settings,
+                service.sessions,
+                keys,
+                app.state.chunk_limits,
+                app.state.shares,
+                connections.max_connections(settings, app.state.transports),
+            )
             try:
                 yield
             finally:  # uvicorn has stopped accepting and finished the requests in flight
@@ -261,13 +269,17 @@ def create_app(
         title="stateful-rnn", version="1", description=DESCRIPTION, lifespan=lifespan
     )
     origins.install(app, settings)  # inside admission: refusals are counted and logged too
-    middleware.install(app, settings, keys)
+    # One count of requests in progress for HTTP and (in this process) gRPC alike.
+    app.state.shares = Shares.of(settings, keys)
+    middleware.install(app, app.state.shares)
     app.state.settings = settings
     # From the versions loaded at start (a later one with more input features is held to these).
     app.state.chunk_limits = ChunkLimits.of(
         api.max_features, settings.max_chunk_steps, settings.max_body_bytes
     )
     app.state.sessions = api
+    # HTTP, and gRPC when it is served here: they share this process's file descriptors.
+    app.state.transports = 2 if sessions is None and settings.grpc_port is not None else 1
     app.state.keys = keys
     errors.install(app)
     # The hot routes first (chunks over /v1 and /v2, the stream): each request is matched against
@@ -287,16 +299,20 @@ def create_app(
 
 
 async def start_grpc(
-    settings: Settings, sessions: SessionService, keys: KeyRing, limits: ChunkLimits
+    settings: Settings,
+    sessions: SessionService,
+    keys: KeyRing,
+    limits: ChunkLimits,
+    shares: Shares,
+    connections: int,
 ):
-    """The gRPC server of ``--grpc-port``, started; None without one."""
+    """The gRPC server of ``--grpc-port``, started; None without one. ``connections``: the most
+    it may hold open."""
     if settings.grpc_port is None:
         return None
     from app.api.rpc import GrpcServer  # grpcio: only when asked for
 
-    server = GrpcServer(
-        sessions, keys, limits, settings.host, settings.grpc_port, settings.max_body_bytes
-    )
+    server = GrpcServer(sessions, keys, limits, shares, settings, connections)
     await server.start()
     return server
 
@@ -344,7 +360,7 @@ def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         access_log=False,  # ours (app.access) leaves out query strings, where keys may be
         timeout_graceful_shutdown=30,
         # Header limits and deadlines, and the connection cap, are the protocol's (any parser).
-        http=connections.protocol_class(settings),
+        http=connections.protocol_class(settings, app.state.transports),
         timeout_keep_alive=30,  # an idle keep-alive connection is closed after this
         # h11's own limit on unparsed bytes, above the protocol's (which counts one read more).
         h11_max_incomplete_event_size=settings.max_header_bytes + 256 * 1024 + 1,

@@ -14,6 +14,12 @@ the processes (Prometheus's multiprocess mode).
 Shutdown (SIGTERM or SIGINT) goes in the order one process follows: the workers stop accepting and
 finish the requests they hold, then the engine finishes what is queued and writes the snapshot. A
 worker that dies is started again.
+
+An engine process that dies (killed, out of memory) takes the server down at once rather than
+leave it hanging: every worker holds the read end of a pipe whose write end only the engine
+process holds, so each learns of the death the moment it happens, answers 503 to the requests it
+holds and to readiness, stops accepting, removes the engine's private folder and exits with status
+3. A supervisor (systemd, Docker, Kubernetes) then restarts the server as a whole.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ import uvicorn
 from prometheus_client import multiprocess
 
 from app.api.auth import KeyRing
+from app.api.connections import max_connections
 from app.api.parsing import ChunkLimits
+from app.api.shares import Shares
 from app.config import Settings
 from app.main import Service, create_app, server_config, start_grpc, warn_if_open
 from app.model.repository import Repository
@@ -95,6 +103,8 @@ class EngineProcess:
         keys = KeyRing.from_settings(self.settings)
         warn_if_open(self.settings, keys)
         folder = Path(tempfile.mkdtemp(prefix="srnn-engine-"))  # only this user may enter it
+        # Its write end stays here alone: the workers see it end the moment this process does.
+        self._alive, self._alive_end = os.pipe()
         address = f"ipc://{folder}/sessions"
         listener = listen(self.settings)
         service = Service(self.settings, self.models, self.repository)
@@ -107,7 +117,14 @@ class EngineProcess:
             self.settings.max_chunk_steps,
             self.settings.max_body_bytes,
         )
-        rpc = await start_grpc(self.settings, service.sessions, keys, limits)
+        rpc = await start_grpc(
+            self.settings,
+            service.sessions,
+            keys,
+            limits,
+            Shares.of(self.settings, keys),
+            max_connections(self.settings),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for received in (signal.SIGTERM, signal.SIGINT):
@@ -148,9 +165,13 @@ class EngineProcess:
             str(listener.fileno()),
             "--engine",
             address,
+            "--alive",
+            str(self._alive),
         ]
         return subprocess.Popen(
-            command, env=worker_environment(self.settings), pass_fds=(listener.fileno(),)
+            command,
+            env=worker_environment(self.settings),
+            pass_fds=(listener.fileno(), self._alive),
         )
 
     def _restart_dead(self, listener: socket.socket, address: str, stop: asyncio.Event) -> None:

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocketDisconnect
 from app.api import errors, middleware, origins
 from app.api.auth import KeyRing, caller_of
 from app.api.parsing import ChunkLimits, parse_chunk, parse_frame, read_body
+from app.api.shares import Shares
 from app.config import Settings
 from app.main import freeze_heap, server_config
 
@@ -37,7 +38,7 @@ def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step
         features, settings.max_chunk_steps, settings.max_body_bytes
     )
     origins.install(app, settings)
-    middleware.install(app, settings, app.state.keys)
+    middleware.install(app, Shares.of(settings, app.state.keys))
     errors.install(app)
 
     def zeros(steps: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -155,3 +156,47 @@ def test_a_stream_keeps_its_order_through_a_worker():
             json.loads(r) for r in replies if isinstance(r, str) and "layers" in json.loads(r)
         ]
         assert [s["steps"] for s in states] == [4] * 10
+
+
+def test_a_dead_engine_process_answers_503_at_once_and_takes_the_server_down():
+    """Its own server: the test kills the engine process (SIGKILL, as the out-of-memory killer
+    would). Requests in flight then are answered 503 within a moment, not after a timeout, and the
+    workers stop listening and exit, removing the engine's private folder, so that a supervisor
+    can restart the server whole."""
+    server = ServerProcess("--model", "seed", "--workers", "2").start()
+    try:
+        server.wait_ready()
+        engine = psutil.Process(server.process.pid)
+        workers = workers_of(server)
+        command = workers[0].cmdline()
+        folder = Path(command[command.index("--engine") + 1].removeprefix("ipc://")).parent
+        assert folder.name.startswith("srnn-engine-") and folder.exists()
+        sid = httpx.post(f"{server.url}/v1/sessions").json()["session_id"]
+        engine.suspend()  # requests now wait in the workers for an answer that cannot come
+
+        def push():
+            return httpx.post(
+                f"{server.url}/v1/sessions/{sid}/chunks", json={"inputs": [0.5]}, timeout=30
+            )
+
+        with ThreadPoolExecutor(4) as pool:
+            pending = [pool.submit(push) for _ in range(4)]
+            time.sleep(1.0)
+            assert not any(future.done() for future in pending)
+            killed = time.monotonic()
+            engine.kill()
+            answers = [future.result() for future in pending]
+        assert [a.status_code for a in answers] == [503] * 4, [a.text for a in answers]
+        assert time.monotonic() - killed < 3
+        assert "engine process has stopped" in answers[0].json()["detail"]
+        try:  # readiness fails (or nobody listens any more); it never hangs
+            assert httpx.get(f"{server.url}/readyz", timeout=3).status_code == 503
+        except httpx.TransportError:
+            pass
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.url}/healthz", timeout=3)
+        assert not folder.exists()
+    finally:
+        server.kill()

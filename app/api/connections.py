@@ -48,16 +48,18 @@ RESERVED_FILES = 128  # descriptors kept for everything but client connections: 
 LINGER_S, LINGER_BYTES = 1.0, 1024 * 1024
 
 
-def max_connections(settings: Settings) -> int:
-    """``--max-connections``, or the default, never more than the files this process may open."""
+def max_connections(settings: Settings, transports: int = 1) -> int:
+    """``--max-connections``, or the default, for each of the ``transports`` this process listens
+    on (HTTP, and gRPC where it is served in the same process): together never more than the files
+    this process may open, so the descriptor budget is split between them."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = settings.max_connections or DEFAULT_MAX_CONNECTIONS
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(1, min(wanted, soft - RESERVED_FILES))
+    return max(1, min(wanted, (soft - RESERVED_FILES) // transports))
 
 
-def protocol_class(settings: Settings) -> type[asyncio.Protocol]:
+def protocol_class(settings: Settings, transports: int = 1) -> type[asyncio.Protocol]:
     """The HTTP/1.1 protocol uvicorn runs each connection with, guarded as the module says."""
     use_h11 = settings.http == "h11" or (settings.http == "auto" and HttpToolsProtocol is None)
     if settings.http == "httptools" and HttpToolsProtocol is None:
@@ -66,7 +68,7 @@ def protocol_class(settings: Settings) -> type[asyncio.Protocol]:
     options = {
         "max_header_bytes": settings.max_header_bytes,
         "header_timeout": settings.header_timeout,
-        "max_connections": max_connections(settings),
+        "max_connections": max_connections(settings, transports),
     }
     return type(guard.__name__, (guard,), options)
 

@@ -24,21 +24,19 @@ back in the response's ``X-Request-ID`` (a WebSocket's: in its handshake answer)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
 import time
-from collections import Counter
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.api.auth import KeyRing, bearer_key
+from app.api.auth import bearer_key
 from app.api.errors import service_error_response
-from app.config import Settings
+from app.api.shares import Shares
 from app.errors import Unavailable
 
 log = logging.getLogger("app.access")
@@ -46,29 +44,15 @@ SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)")
 EXEMPT = ("/healthz", "/readyz", "/metrics")  # probes and scrapers get through a flood
 HELD = (401, 429, 503)  # refusals a flood would otherwise retry at once
 REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
-ADMIN, UNKNOWN = "admin", "unknown"
 
 
-def install(app: ASGIApp, settings: Settings, keys: KeyRing) -> None:
-    share = settings.max_in_flight_per_tenant or max(1, settings.max_in_flight // 4)
-    app.add_middleware(
-        Admission,
-        keys=keys,
-        max_in_flight=settings.max_in_flight,
-        share=min(share, settings.max_in_flight),
-        shed_delay=settings.shed_delay,
-    )
+def install(app: ASGIApp, shares: Shares) -> None:
+    app.add_middleware(Admission, shares=shares)
 
 
 class Admission:
-    def __init__(
-        self, app: ASGIApp, keys: KeyRing, max_in_flight: int, share: int, shed_delay: float
-    ):
-        self.app, self.keys = app, keys
-        self.max_in_flight, self.share, self.shed_delay = max_in_flight, share, shed_delay
-        self.in_flight = 0
-        self.by_party: Counter[str] = Counter()
-        self.held, self.max_held = 0, 4 * max_in_flight
+    def __init__(self, app: ASGIApp, shares: Shares):
+        self.app, self.shares = app, shares
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -103,8 +87,9 @@ class Admission:
     async def _admit(
         self, scope: Scope, receive: Receive, send: Send, outcome: dict[str, Any]
     ) -> None:
+        shares = self.shares
         party = outcome["party"] = self._party(scope)
-        refusal = self._refusal(party)
+        refusal = shares.refusal(party)
         if refusal is not None:
             reason, detail = refusal
             metrics.SHED.labels(reason).inc()
@@ -117,53 +102,23 @@ class Admission:
             else:
                 await send(message)
 
-        self.in_flight += 1
-        metrics.IN_FLIGHT.inc()
-        if party is not None:
-            self.by_party[party] += 1
+        shares.enter(party)
         try:
-            await self.app(scope, receive, hold if self.shed_delay else send)
+            await self.app(scope, receive, hold if shares.shed_delay else send)
         except Exception:
             for message in held:  # a refusal already begun goes out before the error is handled
                 await send(message)
             raise
         finally:
-            self.in_flight -= 1
-            metrics.IN_FLIGHT.dec()
-            if party is not None:
-                self.by_party[party] -= 1
-                if not self.by_party[party]:
-                    del self.by_party[party]
+            shares.leave(party)
         if held:
             await self._answer_later(send, held)
 
     def _party(self, scope: Scope) -> str | None:
-        """Whose share a request counts against; None in open mode, where there are no tenants."""
-        if self.keys.open:
-            return None
-        return self.keys.party(bearer_key(Headers(scope=scope))) or UNKNOWN
-
-    def _refusal(self, party: str | None) -> tuple[str, str] | None:
-        """Why a request may not start now (the metric's reason, and the detail), or None."""
-        if party is not None and self.by_party[party] >= self.share:
-            count = self.by_party[party]
-            if party == UNKNOWN:
-                return "share", (
-                    f"{count} requests without a valid API key are in progress, the share they hold together"
-                )
-            return "share", f"{count} requests of yours are in progress, your share of the limit"
-        if party != ADMIN and self.in_flight >= self.max_in_flight:
-            return "server", f"{self.in_flight} requests are in progress, the server's limit"
-        return None
+        return self.shares.party(bearer_key(Headers(scope=scope)))
 
     async def _answer_later(self, send: Send, messages: list[Message]) -> None:
-        if self.shed_delay and self.held < self.max_held:
-            self.held += 1
-            try:
-                await asyncio.sleep(self.shed_delay)
-            finally:
-                self.held -= 1
-        elif self.shed_delay:  # too many held already: answer now, and make the client reconnect
+        if not await self.shares.hold():  # too many held already: now, and the client reconnects
             start = messages[0]
             messages = [
                 {**start, "headers": [*start.get("headers", []), (b"connection", b"close")]},
@@ -177,43 +132,76 @@ class Admission:
     ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
-        latency_ms = 1000 * (time.perf_counter() - started)
-        # Escaped, so a path with a line break in it cannot forge a log line.
-        path = scope["path"].encode("unicode_escape").decode("ascii")
-        match = SESSION_PATH.match(path)
-        client = scope.get("client")
-        address = f"{client[0]}:{client[1]}" if client else None
         party = outcome["party"] if "party" in outcome else self._party(scope)
-        tenant = party.removeprefix("tenant:") if party else None
-        rid = request_id.decode("ascii")
-        log.info(
-            "%s %s %s %.2f ms client=%s tenant=%s id=%s",
+        client = scope.get("client")
+        access(
             scope.get("method", "WS"),
-            path,
-            outcome.get("status", "-"),
-            latency_ms,
-            address,
-            tenant or "-",
-            rid,
-            extra={
-                "method": scope.get("method", "WEBSOCKET"),
-                "path": path,
-                "session_id": match.group(1) if match else None,
-                "status": outcome.get("status"),
-                "close_code": outcome.get("close"),
-                "latency_ms": round(latency_ms, 3),
-                "client": address,
-                "tenant": tenant,
-                "request_id": rid,
-            },
+            scope["path"],
+            outcome.get("status"),
+            started,
+            f"{client[0]}:{client[1]}" if client else None,
+            party,
+            request_id,
+            close_code=outcome.get("close"),
+            kind=scope.get("method", "WEBSOCKET"),
         )
+
+
+def access(
+    method: str,
+    path: str,
+    status: int | None,
+    started: float,
+    address: str | None,
+    party: str | None,
+    request_id: bytes,
+    close_code: int | None = None,
+    kind: str | None = None,
+) -> None:
+    """The access log's line for one request (HTTP, WebSocket or gRPC), as text or JSON fields."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    latency_ms = 1000 * (time.perf_counter() - started)
+    # Escaped, so a path with a line break in it cannot forge a log line.
+    path = path.encode("unicode_escape").decode("ascii")
+    match = SESSION_PATH.match(path)
+    tenant = party.removeprefix("tenant:") if party else None
+    rid = request_id.decode("ascii")
+    log.info(
+        "%s %s %s %.2f ms client=%s tenant=%s id=%s",
+        method,
+        path,
+        "-" if status is None else status,
+        latency_ms,
+        address,
+        tenant or "-",
+        rid,
+        extra={
+            "method": kind or method,
+            "path": path,
+            "session_id": match.group(1) if match else None,
+            "status": status,
+            "close_code": close_code,
+            "latency_ms": round(latency_ms, 3),
+            "client": address,
+            "tenant": tenant,
+            "request_id": rid,
+        },
+    )
+
+
+def request_id(given: bytes | None) -> bytes:
+    """The caller's X-Request-ID when it is one (1-128 visible ASCII characters), else a new one."""
+    if given is not None and REQUEST_ID.fullmatch(given):
+        return given
+    return secrets.token_hex(8).encode()
 
 
 def _request_id(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            return value if REQUEST_ID.fullmatch(value) else secrets.token_hex(8).encode()
-    return secrets.token_hex(8).encode()
+            return request_id(value)
+    return request_id(None)
 
 
 def _unavailable(detail: str, path: str) -> list[Message]:

@@ -52,13 +52,22 @@ class ChunkLimits:
     steps: int  # --max-chunk-steps
     frame_bytes: int  # a binary chunk: T x F float32
     json_bytes: int  # a JSON chunk; never over --max-body-bytes
+    max_body_bytes: int
 
     @classmethod
     def of(cls, features: int, max_steps: int, max_body_bytes: int) -> ChunkLimits:
         json_bytes = JSON_BYTES_OTHER + max_steps * (
             JSON_BYTES_PER_ROW + features * JSON_BYTES_PER_NUMBER
         )
-        return cls(max_steps, 4 * features * max_steps, min(json_bytes, max_body_bytes))
+        return cls(
+            max_steps, 4 * features * max_steps, min(json_bytes, max_body_bytes), max_body_bytes
+        )
+
+    @property
+    def request_bytes(self) -> int:
+        """An Open Inference Protocol request (/v2 HTTP, a gRPC message): its chunk as JSON numbers,
+        or as binary tensor data behind a JSON header; never over --max-body-bytes."""
+        return max(self.json_bytes, min(JSON_BYTES_OTHER + self.frame_bytes, self.max_body_bytes))
 
     @property
     def message_bytes(self) -> int:
@@ -71,16 +80,13 @@ BODY_TIMEOUT_S = 10.0
 
 
 async def read_body(request: Request, limit: int, json_only: bool = True) -> bytes:
-    """The request body, refused with 415 unless it is JSON (``json_only``), with 413 as soon as it
-    is known to exceed ``limit`` bytes, and with 408 if it takes over 10 s to arrive (a stalled body
-    would hold an in-flight slot)."""
+    """The request body, refused with 415 unless it is JSON (``json_only``; else JSON, binary or
+    untyped, as the Open Inference Protocol's clients send it), with 413 as soon as it is known to
+    exceed ``limit`` bytes, and with 408 if it takes over 10 s to arrive (a stalled body would hold
+    an in-flight slot)."""
     declared = request.headers.get("content-length")
-    if (
-        json_only
-        and declared != "0"
-        and (declared is not None or "transfer-encoding" in request.headers)
-    ):
-        _require_json(request.headers.get("content-type"))
+    if declared != "0" and (declared is not None or "transfer-encoding" in request.headers):
+        _require_type(request.headers.get("content-type"), json_only)
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
 
@@ -102,15 +108,24 @@ async def read_body(request: Request, limit: int, json_only: bool = True) -> byt
         raise RequestTimeout(f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
 
 
-def _require_json(content_type: str | None) -> None:
+def _require_type(content_type: str | None, json_only: bool) -> None:
     """Bodies are JSON, and must say so. A web page on another site can send a form, text or an
     untyped body to this server without asking the browser first (no CORS preflight); it cannot
-    send ``application/json``. So no such request is ever taken for a chunk or a session."""
+    send ``application/json``. So no such request is ever taken for a chunk or a session. The
+    Open Inference Protocol's clients send binary tensors untyped or as ``application/octet-stream``
+    (``json_only`` False): those are taken there, and forms and text are not either."""
     media = (content_type or "").partition(";")[0].strip().lower()
     if media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     ):
         return
+    if not json_only:
+        if media in ("", "application/octet-stream"):
+            return
+        raise UnsupportedMediaType(
+            f"the body must be JSON (Content-Type: application/json) or binary tensor data "
+            f"(application/octet-stream, or untyped); this one is {media}"
+        )
     raise UnsupportedMediaType(
         f"the body must be JSON sent with Content-Type: application/json (this one is "
         f"{media or 'untyped'}); with curl, use --json"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -22,10 +23,14 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from app import metrics
 from app.api import inference
 from app.api.auth import Caller, KeyRing
+from app.api.middleware import access, request_id
 from app.api.parsing import ChunkLimits
-from app.errors import BadRequest, Forbidden, ServiceError
+from app.api.shares import Shares
+from app.config import Settings
+from app.errors import BadRequest, Forbidden, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +47,18 @@ CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 STREAM_IN_FLIGHT = 64  # requests of one stream under way before reading pauses
+SERVICE = "/inference.GRPCInferenceService"  # as the access log names a call
+HELD = (401, 429, 503)  # refusals held --shed-delay, as over HTTP
+IDLE_MS = 30_000  # a connection with no call for this long is closed, as HTTP's keep-alive
+STREAMS_PER_CONNECTION = 100  # HTTP/2's advised least (RFC 9113); calls beyond wait their turn
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, sessions: Any, keys: KeyRing, limits: ChunkLimits):
-        self.sessions, self.keys, self.limits = sessions, keys, limits
+    def __init__(self, sessions: Any, keys: KeyRing, limits: ChunkLimits, shares: Shares):
+        self.sessions, self.keys, self.limits, self.shares = sessions, keys, limits, shares
 
     def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
-        scheme, _, key = (
-            dict(context.invocation_metadata() or ()).get("authorization", "").partition(" ")
-        )
-        return self.keys.identify(key.strip() or None if scheme.lower() == "bearer" else None)
+        return self.keys.identify(_key(context))
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
@@ -61,13 +67,13 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=await self.sessions.unready() is None)
 
     async def ServerMetadata(self, request, context):
-        await self._guard(context, lambda: self._caller(context))
+        await self._guard(context, self._caller, "ServerMetadata")
         return pb.ServerMetadataResponse(
             name="stateful-rnn", version="1", extensions=inference.EXTENSIONS
         )
 
     async def ModelReady(self, request, context):
-        await self._guard(context, lambda: self._caller(context))
+        await self._guard(context, self._caller, "ModelReady")
         try:
             await self.sessions.model_spec(request.name, inference.version_of(request.version))
         except ServiceError:
@@ -75,7 +81,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=True)
 
     async def ModelMetadata(self, request, context):
-        async def describe():
+        async def describe(context):
             self._caller(context)
             spec = await self.sessions.model_spec(
                 request.name, inference.version_of(request.version)
@@ -86,7 +92,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             ]
             return inference.metadata(spec, served)
 
-        found = await self._guard(context, describe)
+        found = await self._guard(context, describe, "ModelMetadata")
         tensors = [
             [pb.ModelMetadataResponse.TensorMetadata(**t) for t in found[kind]]
             for kind in ("inputs", "outputs")
@@ -100,7 +106,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelStatistics(self, request, context):
-        async def read():
+        async def read(context):
             if not self._caller(context).admin:
                 raise Forbidden(
                     "the statistics take an admin key: they count every tenant's requests"
@@ -110,20 +116,23 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             )
             return json_format.ParseDict(inference.statistics(found), pb.ModelStatisticsResponse())
 
-        return await self._guard(context, read)
+        return await self._guard(context, read, "ModelStatistics")
 
     async def ModelInfer(self, request, context):
-        caller = await self._guard(context, lambda: self._caller(context))
-        return await self._guard(context, lambda: self._infer(request, caller))
+        return await self._guard(
+            context, lambda context: self._infer(request, context), "ModelInfer"
+        )
 
     async def ModelStreamInfer(self, request_iterator, context):
-        caller = await self._guard(context, lambda: self._caller(context))
-        answers: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(STREAM_IN_FLIGHT)
+        await self._guard(context, self._caller, "ModelStreamInfer")
+        answers: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(STREAM_IN_FLIGHT)
+        path = f"{SERVICE}/ModelStreamInfer"
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await answers.put(asyncio.ensure_future(self._infer(request, caller)))
+                    call = Call(self.shares, context, path)
+                    await answers.put(asyncio.ensure_future(call.run(self._infer, request)))
             finally:
                 await answers.put(None)
 
@@ -142,18 +151,24 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             reader.cancel()
 
-    async def _infer(self, request, caller: Caller):
+    async def _infer(self, request, context: grpc.aio.ServicerContext):
+        caller = self._caller(context)
         name, version = request.model_name, inference.version_of(request.model_version)
         spec = await self.sessions.model_spec(name, version)
         if len(request.inputs) != 1:
             raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
+        if len(request.raw_input_contents) > len(request.inputs):
+            raise BadRequest(
+                f"{len(request.raw_input_contents)} raw_input_contents for "
+                f"{len(request.inputs)} input: each belongs to one input, in order"
+            )
         given = request.inputs[0]
         tensor = {"name": given.name, "datatype": given.datatype, "shape": list(given.shape)}
         raw = None
         if request.raw_input_contents:
             raw = request.raw_input_contents[0]
         else:
-            tensor["data"] = list(given.contents.fp32_contents)
+            tensor["data"] = given.contents.fp32_contents
         array, rank = inference.input_array(tensor, raw, spec, self.limits.steps)
         parameters = {
             key: getattr(value, value.WhichOneof("parameter_choice"))
@@ -181,35 +196,96 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             response.parameters["seq"].int64_param = result.seq
         return response
 
-    async def _guard(self, context: grpc.aio.ServicerContext, call):
-        """``call``'s answer, or the call aborted with the status its error maps to."""
+    async def _guard(self, context: grpc.aio.ServicerContext, call, method: str):
+        """``call(context)``'s answer, admitted as an HTTP request is (the caller's share of the
+        requests in progress) and logged; or the call aborted with the status its error maps to."""
         try:
-            found = call()
-            return await found if asyncio.iscoroutine(found) else found
+            return await Call(self.shares, context, f"{SERVICE}/{method}").run(call)
         except ServiceError as exc:
             await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.detail)
 
 
+class Call:
+    """One gRPC request (a unary call, or one request of a stream) as the shares and the access log
+    see it: refused while its party holds its share (503, held ``--shed-delay`` as over HTTP),
+    counted while it runs, and logged once answered."""
+
+    def __init__(self, shares: Shares, context: grpc.aio.ServicerContext, path: str):
+        self.shares, self.context, self.path = shares, context, path
+
+    async def run(self, call, *args):
+        metadata = dict(self.context.invocation_metadata() or ())
+        given = metadata.get("x-request-id")
+        rid = request_id(given.encode("ascii", "replace") if isinstance(given, str) else None)
+        started, status = time.perf_counter(), 500
+        party = self.shares.party(_key(self.context))
+        try:
+            refusal = self.shares.refusal(party)
+            if refusal is not None:
+                reason, detail = refusal
+                metrics.SHED.labels(reason).inc()
+                raise Unavailable(f"{detail}; retry shortly")
+            self.shares.enter(party)
+            try:
+                found = call(*args, self.context)
+                result = await found if asyncio.iscoroutine(found) else found
+            finally:
+                self.shares.leave(party)
+            status = 200
+            return result
+        except ServiceError as exc:
+            status = exc.status
+            if status in HELD:
+                await self.shares.hold()
+            raise
+        finally:
+            access("GRPC", self.path, status, started, _peer(self.context), party, rid, kind="GRPC")
+
+
+def _key(context: grpc.aio.ServicerContext) -> str | None:
+    scheme, _, key = (
+        dict(context.invocation_metadata() or ()).get("authorization", "").partition(" ")
+    )
+    return (key.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def _peer(context: grpc.aio.ServicerContext) -> str | None:
+    """``ipv4:127.0.0.1:5000`` as ``127.0.0.1:5000``, the way the HTTP lines show clients."""
+    peer = context.peer()
+    return peer.partition(":")[2] if peer else None
+
+
 class GrpcServer:
+    """grpcio's server, held to the limits HTTP has: a message no larger than the largest chunk
+    (refused by grpcio from its length, before it is parsed), at most ``connections`` open, a
+    connection that has not finished its HTTP/2 opening within ``--header-timeout`` closed, one
+    idle for 30 s closed, dead peers found by keepalive pings."""
+
     def __init__(
         self,
         sessions: Any,
         keys: KeyRing,
         limits: ChunkLimits,
-        host: str,
-        port: int,
-        max_bytes: int,
+        shares: Shares,
+        settings: Settings,
+        connections: int,
     ):
         self.server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", max_bytes),
+                ("grpc.max_receive_message_length", limits.request_bytes),
+                ("grpc.max_send_message_length", settings.max_body_bytes),
+                ("grpc.max_allowed_incoming_connections", connections),
+                ("grpc.server_handshake_timeout_ms", int(1000 * settings.header_timeout)),
+                ("grpc.max_connection_idle_ms", IDLE_MS),
+                ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
+                ("grpc.keepalive_time_ms", int(1000 * settings.ws_ping_interval)),
+                ("grpc.keepalive_timeout_ms", int(1000 * settings.ws_ping_timeout)),
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            Servicer(sessions, keys, limits), self.server
+            Servicer(sessions, keys, limits, shares), self.server
         )
-        self.address = f"{host}:{port}"
+        self.address = f"{settings.host}:{settings.grpc_port}"
 
     async def start(self) -> None:
         self.server.add_insecure_port(self.address)

@@ -12,9 +12,20 @@ SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # sending, so a session so named could never be reached.
 PATH_STEPS = (".", "..")
 SEQUENCE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,96}")  # a string sequence id kept as it is
+# Sessions of Open Inference Protocol sequences are named "seq.<tenant digest>.<id>"; a plain create
+# may not take a name there, so no tenant can squat on (or probe for) another's sequence.
+SEQUENCE_PREFIX = "seq."
 MAX_TTL_S = 10 * 365 * 86400.0
 
-__all__ = ["MAX_TTL_S", "MODEL_NAME", "PATH_STEPS", "SEQUENCE_NAME", "SESSION_ID", "anchored"]
+__all__ = [
+    "MAX_TTL_S",
+    "MODEL_NAME",
+    "PATH_STEPS",
+    "SEQUENCE_NAME",
+    "SEQUENCE_PREFIX",
+    "SESSION_ID",
+    "anchored",
+]
 
 
 def anchored(pattern: re.Pattern[str]) -> str:

@@ -21,6 +21,7 @@ import itertools
 import logging
 import pickle
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import zmq.asyncio
 
 from app.engine import ChunkResult
 from app.engine.tally import Tally
-from app.errors import ServiceError
+from app.errors import ServiceError, Unavailable
 from app.model.spec import ModelSpec
 from app.sessions.service import SessionService
 from app.store.records import SessionRecord
@@ -65,6 +66,11 @@ CALLS = frozenset(
 
 
 KEYWORD_CALLS = frozenset({"sequence"})
+ENGINE_GONE = "the engine process has stopped; this server is going down to be restarted"
+
+
+def _gone() -> Unavailable:
+    return Unavailable(ENGINE_GONE, retry_after=1)
 
 
 def _dumps(value: Any) -> bytes:
@@ -190,12 +196,25 @@ def describe(address: str, timeout_s: float = 60.0) -> tuple[int, str, int]:
 
 
 class RemoteSessions(_Endpoint):
-    """In a worker: the engine process's session service, as routes use it."""
+    """In a worker: the engine process's session service, as routes use it.
 
-    def __init__(self, address: str, description: tuple[int, str, int]):
+    ``alive``: a pipe's read end whose only write end the engine process holds; it reads as ended
+    the moment that process is gone, however it went (SIGKILL included). Then every call waiting
+    and every later one is answered 503 at once, readiness fails, and ``on_gone`` is called (the
+    worker stops, and exits non-zero: see app.worker)."""
+
+    def __init__(
+        self,
+        address: str,
+        description: tuple[int, str, int],
+        alive: int | None = None,
+        on_gone: Callable[[], None] | None = None,
+    ):
         self.address = address
         # The most input features among the versions served at start (for the chunk limits).
         self.capacity, self.backend, self.max_features = description
+        self.alive, self.on_gone = alive, on_gone
+        self.gone = False
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._outbox: list[tuple[int, str, tuple]] = []
@@ -205,14 +224,32 @@ class RemoteSessions(_Endpoint):
         self._socket = _socket(zmq.DEALER)
         self._socket.connect(self.address)
         self._reader = asyncio.create_task(self._read(), name="remote-sessions")
+        if self.alive is not None:
+            asyncio.get_running_loop().add_reader(self.alive, self._engine_gone)
+
+    def _engine_gone(self) -> None:
+        """The engine process's end of the pipe closed (the pipe is never written: readable means
+        ended)."""
+        asyncio.get_running_loop().remove_reader(self.alive)
+        self.gone = True
+        log.critical("the engine process is gone: answering 503 to everything and stopping")
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(_gone())
+        if self.on_gone is not None:
+            self.on_gone()
 
     async def _call(self, name: str, *args: Any) -> Any:
         return await self._send(name, *args)
 
     def _send(self, name: str, *args: Any) -> asyncio.Future:
         """The call goes out with this turn's others; the future is its answer."""
-        call_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
+        if self.gone:
+            future.set_exception(_gone())
+            return future
+        call_id = next(self._ids)
         self._pending[call_id] = future  # until its answer comes, even if its caller has gone
         self._outbox.append((call_id, name, args))
         if not self._flushing:
@@ -302,6 +339,8 @@ class RemoteSessions(_Endpoint):
         return await self._call("count")
 
     async def unready(self) -> str | None:
+        if self.gone:
+            return ENGINE_GONE
         return await self._call("unready")
 
     async def overview(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from app.engine.tally import Tally
 from app.errors import InvalidInput, SessionNotFound, TooManyRequests, Unavailable
 from app.model.spec import ModelSpec
 from app.sessions import periodic
-from app.sessions.names import MAX_TTL_S, PATH_STEPS, SEQUENCE_NAME, SESSION_ID
+from app.sessions.names import MAX_TTL_S, PATH_STEPS, SEQUENCE_NAME, SEQUENCE_PREFIX, SESSION_ID
 from app.sessions.rules import last_answer, wrong_model
 from app.sessions.versions import Versions
 from app.stats import RollingStats
@@ -35,7 +35,7 @@ def sequence_session_id(tenant: str | None, sequence_id: int | str) -> str:
     name = str(sequence_id)
     if not SEQUENCE_NAME.fullmatch(name):
         name = "h" + hashlib.sha256(name.encode()).hexdigest()[:40]
-    return f"seq.{owner}.{name}"
+    return f"{SEQUENCE_PREFIX}{owner}.{name}"
 
 
 def new_session_id() -> str:
@@ -180,6 +180,12 @@ class SessionService:
                 f"session_id {session_id!r} is a URL path step (clients collapse it): choose another",
                 errors=[{"loc": ["body", "session_id"], "msg": "bad session id"}],
             )
+        elif session_id.startswith(SEQUENCE_PREFIX):
+            raise InvalidInput(
+                f"session ids beginning {SEQUENCE_PREFIX!r} are the Open Inference Protocol's "
+                "sequences (start one with sequence_start): choose another",
+                errors=[{"loc": ["body", "session_id"], "msg": "bad session id"}],
+            )
         if ttl_s is None:
             ttl_s = self.default_ttl_s
         elif not (math.isfinite(ttl_s) and 0 <= ttl_s <= MAX_TTL_S):
@@ -301,7 +307,8 @@ class SessionService:
         """One request of a sequence (the Open Inference Protocol's): ``start`` creates the
         session (``model``'s ``version``) or resets it if it is live; the chunk is applied; ``end``
         deletes the session after it. All three take their places in the session's line before
-        anything is awaited, so requests of one sequence apply in the order they arrived."""
+        anything is awaited, so requests of one sequence apply in the order they arrived. A
+        refused chunk ends nothing: the end is applied only after the chunk was."""
         begun = (
             self.engine.enqueue(
                 session_id, lambda: self._begin(session_id, tenant, scope, model, version, seq)
@@ -316,7 +323,9 @@ class SessionService:
                 await asyncio.gather(begun, return_exceptions=True)
             raise
         ended = (
-            self.engine.enqueue(session_id, lambda: self._end(session_id, scope)) if end else None
+            self.engine.enqueue(session_id, lambda: self._end(session_id, scope, chunk))
+            if end
+            else None
         )
         try:
             if begun is not None:
@@ -356,7 +365,10 @@ class SessionService:
             return record
         return await self.store.reset(session_id, time.time(), model=spec.key)
 
-    async def _end(self, session_id: str, scope: str | None) -> None:
+    async def _end(self, session_id: str, scope: str | None, chunk: asyncio.Future) -> None:
+        # The chunk is ahead in the session's line, so it is answered by now.
+        if chunk.cancelled() or chunk.exception() is not None:
+            return
         record = await self.store.get(session_id)
         if record is not None and record.visible_to(scope, time.time()):
             await self.store.delete(session_id)

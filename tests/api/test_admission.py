@@ -14,6 +14,7 @@ import pytest
 
 from app.api.auth import KeyRing
 from app.api.middleware import Admission
+from app.api.shares import Shares
 from app.model.loader import load_model
 from harness.flood import stalled
 from harness.keys import auth
@@ -122,7 +123,9 @@ def test_a_refusal_begun_before_an_error_is_still_sent():
         await send({"type": "http.response.body", "body": b"later"})
         raise RuntimeError("after the answer")
 
-    admission = Admission(failing, KeyRing({}, []), max_in_flight=4, share=4, shed_delay=0.05)
+    admission = Admission(
+        failing, Shares(KeyRing({}, []), max_in_flight=4, share=4, shed_delay=0.05)
+    )
     sent = []
 
     async def send(message):
@@ -138,4 +141,4 @@ def test_a_refusal_begun_before_an_error_is_still_sent():
     with pytest.raises(RuntimeError):
         asyncio.run(admission(scope, None, send))
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    assert admission.in_flight == 0
+    assert admission.shares.in_flight == 0

@@ -45,7 +45,7 @@ async def infer(request: Request) -> Response:
     sessions = request.app.state.sessions
     limits: ChunkLimits = request.app.state.chunk_limits
     caller = caller_of(request)
-    body = await read_body(request, request.app.state.settings.max_body_bytes, json_only=False)
+    body = await read_body(request, limits.request_bytes, json_only=False)
     header, tail = _split(body, request.headers.get(HEADER_LENGTH))
     spec = await sessions.model_spec(name, version)
     inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)

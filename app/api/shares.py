@@ -1,0 +1,82 @@
+"""The in-flight limit and each tenant's share of it, one count for every transport of a process.
+
+HTTP requests (app.api.middleware) and gRPC calls (app.api.rpc) of one process draw on the same
+:class:`Shares`, so a tenant cannot take over the server through the transport that was not
+counted. The rules are the middleware's docstring's: a tenant holds at most ``share`` requests in
+progress; requests without a known key hold one share together; the admins hold one share beyond
+``max_in_flight``; with no keys (open dev mode) there are no tenants and no shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from app import metrics
+from app.api.auth import KeyRing
+from app.config import Settings
+
+ADMIN, UNKNOWN = "admin", "unknown"
+
+
+class Shares:
+    def __init__(self, keys: KeyRing, max_in_flight: int, share: int, shed_delay: float):
+        self.keys = keys
+        self.max_in_flight, self.share, self.shed_delay = max_in_flight, share, shed_delay
+        self.in_flight = 0
+        self.by_party: Counter[str] = Counter()
+        self.held, self.max_held = 0, 4 * max_in_flight
+
+    @classmethod
+    def of(cls, settings: Settings, keys: KeyRing) -> Shares:
+        share = settings.max_in_flight_per_tenant or max(1, settings.max_in_flight // 4)
+        return cls(
+            keys, settings.max_in_flight, min(share, settings.max_in_flight), settings.shed_delay
+        )
+
+    def party(self, key: str | None) -> str | None:
+        """Whose share a request counts against; None in open mode, where there are no tenants."""
+        if self.keys.open:
+            return None
+        return self.keys.party(key) or UNKNOWN
+
+    def refusal(self, party: str | None) -> tuple[str, str] | None:
+        """Why a request may not start now (the metric's reason, and the detail), or None."""
+        if party is not None and self.by_party[party] >= self.share:
+            count = self.by_party[party]
+            if party == UNKNOWN:
+                return "share", (
+                    f"{count} requests without a valid API key are in progress, the share they hold together"
+                )
+            return "share", f"{count} requests of yours are in progress, your share of the limit"
+        if party != ADMIN and self.in_flight >= self.max_in_flight:
+            return "server", f"{self.in_flight} requests are in progress, the server's limit"
+        return None
+
+    def enter(self, party: str | None) -> None:
+        self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        if party is not None:
+            self.by_party[party] += 1
+
+    def leave(self, party: str | None) -> None:
+        self.in_flight -= 1
+        metrics.IN_FLIGHT.dec()
+        if party is not None:
+            self.by_party[party] -= 1
+            if not self.by_party[party]:
+                del self.by_party[party]
+
+    async def hold(self) -> bool:
+        """Wait ``shed_delay`` before a refusal goes out, unless too many are held already (then
+        False: send it now, and make the client reconnect where the transport can)."""
+        if not self.shed_delay:
+            return True
+        if self.held >= self.max_held:
+            return False
+        self.held += 1
+        try:
+            await asyncio.sleep(self.shed_delay)
+        finally:
+            self.held -= 1
+        return True
