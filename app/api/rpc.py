@@ -132,7 +132,13 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 async for request in request_iterator:
                     call = Call(self.shares, context, path)
-                    await answers.put(asyncio.ensure_future(call.run(self._infer, request)))
+                    task = asyncio.ensure_future(call.run(self._infer, request))
+                    await answers.put(task)
+                    await asyncio.sleep(0)  # the task has started: it has been admitted or not
+                    if call.refused:
+                        # Nothing more is read from this stream while its refusal is held: a
+                        # flood gets one refusal per --shed-delay per stream, as per connection.
+                        await asyncio.wait([task])
             finally:
                 await answers.put(None)
 
@@ -212,6 +218,7 @@ class Call:
 
     def __init__(self, shares: Shares, context: grpc.aio.ServicerContext, path: str):
         self.shares, self.context, self.path = shares, context, path
+        self.refused = False  # over its party's share, or the server's limit
 
     async def run(self, call, *args):
         metadata = dict(self.context.invocation_metadata() or ())
@@ -224,6 +231,7 @@ class Call:
             if refusal is not None:
                 reason, detail = refusal
                 metrics.SHED.labels(reason).inc()
+                self.refused = True
                 raise Unavailable(f"{detail}; retry shortly")
             self.shares.enter(party)
             try:

@@ -5,6 +5,7 @@ async sequences; the protocol's errors, which change nothing; tenants kept apart
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -14,6 +15,7 @@ import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from app.api.parsing import ChunkLimits
 from harness.keys import auth
 from harness.servers import serve_in_thread
 from tests.support.reference import StatefulReference
@@ -368,3 +370,81 @@ def test_the_statistics_extension_counts_each_versions_chunks_and_calls_for_admi
         http.get_inference_statistics("nope", headers=ADMIN)
     with pytest.raises(InferenceServerException, match="no version 7"):
         http.get_inference_statistics("desk", "7", headers=ADMIN)
+
+
+def test_a_refused_request_with_sequence_end_ends_nothing(served):
+    # The attack: a refused request that said sequence_end still deleted the sequence.
+    url, models = served
+    http = client(url)
+    reference = StatefulReference(models["speech"])
+    chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
+    got = numbered(http, 5000, chunk, seq=1, start=True)
+    np.testing.assert_allclose(got, reference.feed(chunk), atol=1e-5)
+
+    def refused(status: str, **options) -> None:
+        with pytest.raises(InferenceServerException) as caught:
+            http.infer(sequence_id=5000, sequence_end=True, headers=headers(), **options)
+        assert caught.value.status() == status, caught.value
+
+    refused("409", model_name="speech", inputs=request(chunk), parameters={"seq": 5})
+    refused("409", model_name="desk", inputs=request(chunk[:, :1]))
+    # Refused at admission in line, as these are, or by the model call: the end waits for the chunk.
+    again = RNG.uniform(-2, 2, (1, 2)).astype(np.float32)
+    np.testing.assert_allclose(numbered(http, 5000, again, seq=2), reference.feed(again), atol=1e-5)
+
+
+def test_sequence_sessions_are_in_a_namespace_a_plain_create_cannot_name(served):
+    # The attack: creating the session a tenant's sequence maps to told whether it was live (409 vs
+    # 201), and the owner's next sequence_start then deleted the squatter's session.
+    url, models = served
+    http = client(url)
+    _, response = infer(http, RNG.uniform(-2, 2, (1, 2)).astype(np.float32), 5100, start=True)
+    taken = response["parameters"]["session_id"]
+    for name in (taken, taken.replace("5100", "5101")):
+        answer = httpx.post(
+            f"{url}/v1/sessions", json={"session_id": name}, headers=headers("beta")
+        )
+        assert answer.status_code == 422 and "sequences" in answer.json()["detail"], answer.text
+
+
+def test_v2_bodies_are_bounded_by_the_chunk_limit_before_parsing_and_must_be_json_or_binary(served):
+    # The attack: /v2 read and parsed 4 MB JSON bodies (1M numbers) where /v1 refused them unread.
+    url, _ = served
+    limits = ChunkLimits.of(2, 512, 4 * 2**20)  # speech: 2 features, the default limits
+    numbers = b"0.5," * (4 * 2**20 // 4 - 1) + b"0.5"
+    bomb = (
+        b'{"inputs":[{"name":"inputs","shape":[1,1048576,2],"datatype":"FP32","data":['
+        + numbers
+        + b"]}]}"
+    )
+    assert len(bomb) > limits.request_bytes
+    with httpx.Client(base_url=url, headers=headers(), timeout=30) as http:
+        started = time.monotonic()
+        answer = http.post(
+            "/v2/models/speech/infer", content=bomb, headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 413 and set(answer.json()) == {"error"}, answer.text
+        assert time.monotonic() - started < 1
+
+        def pieces():  # no declared length: counted as it comes
+            for _ in range(64):
+                yield b" " * 65536
+
+        answer = http.post("/v2/models/speech/infer", content=pieces())
+        assert answer.status_code == 413, answer.text
+        # What a web page may send without asking first (a form, text) is refused, as on /v1.
+        body = {"inputs": [{"name": "inputs", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+        for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            answer = http.post(
+                "/v2/models/speech/infer",
+                content=json.dumps(body),
+                headers={"Content-Type": kind},
+            )
+            assert answer.status_code == 415, (kind, answer.text)
+        for kind in ("application/json", "application/octet-stream", None):
+            answer = http.post(
+                "/v2/models/speech/infer",
+                content=json.dumps(body),
+                headers={"Content-Type": kind} if kind else {},
+            )
+            assert answer.status_code == 200, (kind, answer.text)

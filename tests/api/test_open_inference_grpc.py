@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import time
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
 import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
+from app.api.parsing import ChunkLimits
 from harness.keys import auth
 from harness.servers import serve_in_thread
 from harness.waiting import free_port
@@ -280,3 +285,42 @@ def test_the_statistics_extension_over_grpc_is_the_http_document_for_admins_only
     assert over_http["inference_count"] == int(after["inference_count"])
     with pytest.raises(InferenceServerException, match="admin key"):
         client.get_inference_statistics("speech", headers=metadata())
+
+
+def test_a_message_over_the_chunk_limit_is_refused_unparsed_and_raw_contents_match_inputs(served):
+    # The attack: a 4 MiB ModelInfer of 1M fp32_contents cost ~173 ms of CPU to parse and refuse.
+    _, address, _ = served
+    limits = ChunkLimits.of(2, 512, 4 * 2**20)
+    with grpc.insecure_channel(
+        address, options=[("grpc.max_send_message_length", 16 * 2**20)]
+    ) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+        def request(count: int, raws: int = 0) -> pb.ModelInferRequest:
+            tensor = pb.ModelInferRequest.InferInputTensor(
+                name="inputs", datatype="FP32", shape=[1, count // 2, 2]
+            )
+            if not raws:
+                tensor.contents.fp32_contents.extend(np.full(count, 0.5, np.float32))
+            return pb.ModelInferRequest(
+                model_name="speech",
+                inputs=[tensor],
+                raw_input_contents=[np.full(count, 0.5, "<f4").tobytes()] * raws,
+            )
+
+        bomb = request(2**20)
+        assert bomb.ByteSize() > limits.request_bytes
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(bomb, metadata=list(metadata().items()))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert time.monotonic() - started < 1
+        # The largest chunk allowed is under the bound, as JSON-free contents or raw bytes.
+        for raws in (0, 1):
+            answer = stub.ModelInfer(request(1024, raws), metadata=list(metadata().items()))
+            assert list(answer.outputs[0].shape) == [1, 512, 4]
+        # A second raw_input_contents entry belongs to no input: refused, not ignored.
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(request(4, raws=2), metadata=list(metadata().items()))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "raw_input_contents" in refused.value.details()

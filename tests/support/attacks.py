@@ -58,7 +58,7 @@ def forever(target, *args) -> None:
 
 
 @attack
-def idle(port: int, count: int, key: str, session: str) -> None:
+def idle(port: int, count: int, key: str, session: str, **_) -> None:
     """``count`` connections that send nothing; reopened when closed."""
 
     def hold():
@@ -70,7 +70,7 @@ def idle(port: int, count: int, key: str, session: str) -> None:
 
 
 @attack
-def slowloris(port: int, count: int, key: str, session: str) -> None:
+def slowloris(port: int, count: int, key: str, session: str, **_) -> None:
     """``count`` connections, each sending one more header line every half second."""
 
     def dribble():
@@ -85,7 +85,7 @@ def slowloris(port: int, count: int, key: str, session: str) -> None:
 
 
 @attack
-def header_bombs(port: int, count: int, key: str, session: str) -> None:
+def header_bombs(port: int, count: int, key: str, session: str, **_) -> None:
     """``count`` connections, each sending up to 16 MiB of headers that never end (64 KiB lines),
     at most ten a second each."""
 
@@ -106,7 +106,7 @@ def header_bombs(port: int, count: int, key: str, session: str) -> None:
 
 
 @attack
-def body_bombs(port: int, count: int, key: str, session: str) -> None:
+def body_bombs(port: int, count: int, key: str, session: str, **_) -> None:
     """``count`` connections, each posting chunk documents just under the default body limit
     (4 MiB) over and over, at most ten a second each."""
     body = document(4 * 2**20 - 1024)
@@ -114,12 +114,32 @@ def body_bombs(port: int, count: int, key: str, session: str) -> None:
         f"POST /v1/sessions/{session}/chunks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
+    _post_forever(port, count, head + body)
 
+
+@attack
+def v2_body_bombs(port: int, count: int, key: str, session: str, **_) -> None:
+    """``count`` connections, each posting Open Inference Protocol requests of about 4 MB (a
+    million numbers as JSON ``data``) over and over, at most ten a second each."""
+    numbers = b"0.5," * (2**20 - 1) + b"0.5"
+    body = (
+        b'{"inputs":[{"name":"inputs","shape":[1,1048576,1],"datatype":"FP32","data":['
+        + numbers
+        + b"]}]}"
+    )
+    head = (
+        f"POST /v2/models/default/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    _post_forever(port, count, head + body)
+
+
+def _post_forever(port: int, count: int, request: bytes) -> None:
     def bomb():
         with connect(port) as sock:
             while True:
                 started = time.monotonic()
-                sock.sendall(head + body)
+                sock.sendall(request)
                 answer = sock.recv(65536)
                 if not answer or b"connection: close" in answer.lower():
                     return
@@ -130,7 +150,75 @@ def body_bombs(port: int, count: int, key: str, session: str) -> None:
 
 
 @attack
-def ws_bombs(port: int, count: int, key: str, session: str) -> None:
+def grpc_bombs(port: int, count: int, key: str, session: str, grpc_port: int = 0) -> None:
+    """``count`` threads, each sending 4 MiB ModelInfer requests (a million ``fp32_contents``)
+    over and over, at most ten a second each."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="inputs", datatype="FP32", shape=[1, 2**20, 1]
+    )
+    tensor.contents.fp32_contents.extend(np.full(2**20, 0.5, np.float32))
+    request = pb.ModelInferRequest(model_name="default", inputs=[tensor])
+    metadata = [("authorization", f"Bearer {key}")]
+
+    def bomb():
+        options = [("grpc.max_send_message_length", 16 * 2**20)]
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as channel:
+            infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+            while True:
+                started = time.monotonic()
+                try:
+                    infer(request, metadata=metadata, timeout=10)
+                except grpc.RpcError:
+                    pass
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+
+    for _ in range(count):
+        forever(bomb)
+
+
+@attack
+def grpc_streams(port: int, count: int, key: str, session: str, grpc_port: int = 0) -> None:
+    """``count`` ModelStreamInfer streams, each keeping 64 requests in flight (one step, no
+    sequence: a fresh state each), sending the next as soon as one is answered, refused or not."""
+    import asyncio
+
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="inputs", datatype="FP32", shape=[1, 1, 1])
+    tensor.contents.fp32_contents.append(0.5)
+    request = pb.ModelInferRequest(model_name="default", inputs=[tensor])
+    metadata = (("authorization", f"Bearer {key}"),)
+
+    async def stream(stub) -> None:
+        slots = asyncio.Semaphore(64)
+
+        async def requests():
+            while True:
+                await slots.acquire()
+                yield request
+
+        call = stub.ModelStreamInfer(requests(), metadata=metadata)
+        async for _ in call:
+            slots.release()
+
+    async def main() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            while True:
+                await asyncio.gather(*(stream(stub) for _ in range(count)), return_exceptions=True)
+                await asyncio.sleep(0.1)
+
+    threading.Thread(target=asyncio.run, args=(main(),), daemon=True).start()
+
+
+@attack
+def ws_bombs(port: int, count: int, key: str, session: str, **_) -> None:
     """``count`` WebSockets, each sending a 4 MiB chunk document or 16 MiB of whitespace, plainly
     or deflated in a frame marked compressed (4 KB and 16 KB on the wire: the attack as first
     seen), at most ten messages a second, reconnecting whenever the server closes the stream."""
@@ -238,8 +326,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--key", default="")
     parser.add_argument("--session", default="target", help="a session of the key's tenant")
+    parser.add_argument("--grpc-port", type=int, default=0)
     args = parser.parse_args()
-    ATTACKS[args.kind](args.port, args.count, args.key, args.session)
+    ATTACKS[args.kind](args.port, args.count, args.key, args.session, grpc_port=args.grpc_port)
     print("attacking", flush=True)
     while True:
         time.sleep(3600)
