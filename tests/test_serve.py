@@ -200,3 +200,46 @@ def test_a_dead_engine_process_answers_503_at_once_and_takes_the_server_down():
         assert not folder.exists()
     finally:
         server.kill()
+
+
+class _Forged:
+    """What a forged message would make an unpickler call: a file written, if it ran."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "ran"))
+
+
+def test_a_message_on_the_engine_socket_that_is_no_call_is_dropped_and_runs_nothing(
+    server, tmp_path
+):
+    # The attack (same OS user): one malformed message on the engine's IPC socket hung every
+    # engine-backed call while /healthz said 200, and the IPC unpickled whatever it received.
+    import pickle
+
+    import zmq
+
+    command = workers_of(server)[0].cmdline()
+    address = command[command.index("--engine") + 1]
+    marker = tmp_path / "ran"
+    forged = [
+        b"not a pickle",
+        pickle.dumps([(1, "count", ())])[:-3],  # cut short
+        pickle.dumps([(1, "count", (_Forged(marker),))]),
+        pickle.dumps("no list of calls"),
+    ]
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(address)
+        for message in forged:
+            socket.send(message)
+        time.sleep(0.5)
+    finally:
+        socket.close()
+    assert not marker.exists()
+    sid = httpx.post(f"{server.url}/v1/sessions").json()["session_id"]
+    answer = httpx.post(f"{server.url}/v1/sessions/{sid}/chunks", json={"inputs": [0.5]}, timeout=5)
+    assert answer.status_code == 200, answer.text
