@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads TensorFlow runs the model's kernels on (default: half the cores, at least one).",
     )
+    max_model_bytes: int = Field(
+        2**30,
+        ge=1,
+        description="Largest a model file's contents may be once unpacked, in bytes (a .keras file "
+        "is a zip archive: a small one can inflate to gigabytes); a larger one is refused unread.",
+    )
     xla: bool = Field(
         True,
         description="Run the model compiled by XLA: a program per batch-size and chunk-length bucket, "

@@ -98,7 +98,9 @@ def load_initial(settings: Settings, repository: Repository) -> list[StreamingMo
     models = []
     for _, source in sorted(wanted.items()):
         try:
-            models.append(load_version(source, xla=settings.xla))
+            models.append(
+                load_version(source, xla=settings.xla, max_bytes=settings.max_model_bytes)
+            )
         except StartupError as exc:
             if not repository.watched:
                 raise
@@ -143,7 +145,9 @@ class Service:
         self.versions = Versions(
             repository,
             self.engine,
-            lambda source: load_version(source, xla=settings.xla),
+            lambda source: load_version(
+                source, xla=settings.xla, max_bytes=settings.max_model_bytes
+            ),
             (self.max_batch, settings.max_chunk_steps),
             keep=settings.keep_versions,
             poll_s=settings.repository_poll_s if repository.watched else 0,

@@ -10,15 +10,29 @@ from app.model.builtin import BUILTINS, DEFAULT_MODEL_FILE, build_seed_model
 from app.model.repository import Source
 from app.model.step import StreamingModel
 
+DEFAULT_MAX_MODEL_BYTES = 2**30  # --max-model-bytes
 
-def load_keras_file(path: Path):
-    """Load with ``safe_mode=True``: a file cannot smuggle in Python code (Lambda layers)."""
+
+def load_keras_file(path: Path, max_bytes: int = DEFAULT_MAX_MODEL_BYTES):
+    """Load with ``safe_mode=True``: a file cannot smuggle in Python code (Lambda layers). Its
+    archive's contents may take ``max_bytes`` unpacked, as the archive declares them (zipfile reads
+    no entry past its declared size), checked before anything is read."""
     import keras
 
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ModelError(f"model file {str(path)!r} is not a Keras 3 .keras archive")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"model file {str(path)!r} is not a readable archive: {exc}") from exc
+    if unpacked > max_bytes:
+        raise ModelError(
+            f"model file {str(path)!r} unpacks to {unpacked:,} bytes; the limit is {max_bytes:,} "
+            "(--max-model-bytes)"
+        )
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for bad files; all mean the same to us.
@@ -49,18 +63,23 @@ def use_threads(threads: int) -> bool:
     return True
 
 
-def load_model(spec: str, xla: bool = False) -> StreamingModel:
+def load_model(
+    spec: str, xla: bool = False, max_bytes: int = DEFAULT_MAX_MODEL_BYTES
+) -> StreamingModel:
     """Load ``spec`` (a built-in name or a path) and check that it can be streamed."""
     name = spec if spec in BUILTINS else Path(spec).stem
-    return load_version(Source(name, 1, spec), xla=xla)
+    return load_version(Source(name, 1, spec), xla=xla, max_bytes=max_bytes)
 
 
-def load_version(source: Source, xla: bool = False) -> StreamingModel:
+def load_version(
+    source: Source, xla: bool = False, max_bytes: int = DEFAULT_MAX_MODEL_BYTES
+) -> StreamingModel:
     """Load one version of the repository and check that it can be streamed."""
     if source.location == "seed":
         model = build_seed_model()
     else:
         model = load_keras_file(
-            DEFAULT_MODEL_FILE if source.location == "default" else Path(source.location)
+            DEFAULT_MODEL_FILE if source.location == "default" else Path(source.location),
+            max_bytes,
         )
     return StreamingModel(model, name=source.name, version=source.version, xla=xla)

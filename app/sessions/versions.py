@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app import __version__, metrics
@@ -271,7 +272,9 @@ class Versions:
             model = await asyncio.to_thread(self._build, source)
         except Exception as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            entry.state, entry.error, entry.failed_stamp = "failed", message, source.stamp
+            # Callers see the file by its place in the repository; the log has the server's path.
+            shown = message.replace(str(Path(source.location)), _in_repository(source))
+            entry.state, entry.error, entry.failed_stamp = "failed", shown, source.stamp
             log.error(
                 "model %s version %d failed to load, and is not served: %s",
                 entry.name,
@@ -513,3 +516,8 @@ class Versions:
         return await self.engine.exclusive(
             session_id, lambda: self.store.migrate(session_id, source, target, keep_state)
         )
+
+
+def _in_repository(source: Source) -> str:
+    """A version's file as the repository names it (``lstm/2/model.keras``), not as a server path."""
+    return f"{source.name}/{source.version}/{Path(source.location).name}"

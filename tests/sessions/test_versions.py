@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import shutil
 import time
 import weakref
+import zipfile
 
 import httpx
 import numpy as np
@@ -228,7 +230,9 @@ def test_a_corrupt_or_unstreamable_file_in_the_repository_changes_nothing_that_s
     repo = tmp_path / "models"
     v1 = save_version(repo, "speech", 1, seed=31)
     with (
-        serve_in_thread(None, model_repository=str(repo), **FAST) as url,
+        serve_in_thread(
+            None, model_repository=str(repo), max_model_bytes=16 * 2**20, **FAST
+        ) as url,
         httpx.Client(base_url=url) as http,
     ):
         sid = create(http)["session_id"]
@@ -241,9 +245,25 @@ def test_a_corrupt_or_unstreamable_file_in_the_repository_changes_nothing_that_s
         (repo / "speech" / "3").mkdir()
         bidirectional.save(repo / "speech" / "3" / "model.keras")
         wait_for_state(http, "speech", 3, "failed")
-        versions = {v["version"]: v for v in http.get("/v1/models/speech").json()["versions"]}
+        # An archive that inflates far past its size (the attack: 2 MiB to 2 GiB raised RSS by
+        # 4 GB for 26 s): refused from its declared sizes, before anything is unpacked.
+        bomb = tmp_path / "bomb.keras"  # made aside and moved in, as a deploy would
+        shutil.copy(repo / "speech" / "1" / "model.keras", bomb)
+        with zipfile.ZipFile(bomb, "a") as archive:
+            archive.writestr("model.weights.h5.pad", bytes(32 * 2**20), zipfile.ZIP_DEFLATED)
+        assert bomb.stat().st_size < 2**20
+        (repo / "speech" / "4").mkdir()
+        bomb.rename(repo / "speech" / "4" / "model.keras")
+        wait_for_state(http, "speech", 4, "failed")
+        document = http.get("/v1/models/speech").json()
+        versions = {v["version"]: v for v in document["versions"]}
         assert "is not a Keras 3 .keras archive" in versions[2]["error"]
         assert versions[3]["error"] and versions[1]["state"] == "ready"
+        assert "unpacks to" in versions[4]["error"]
+        # Files are named by their place in the repository, never by the server's paths.
+        assert "'speech/2/model.keras'" in versions[2]["error"]
+        assert str(tmp_path) not in json.dumps(document)
+        shutil.rmtree(repo / "speech" / "4")  # so that version 2 is among the newest kept again
         assert http.get("/v1/models/speech").json()["default_version"] == 1
         assert create(http)["model"]["version"] == 1
         for _ in range(3):
