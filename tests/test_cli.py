@@ -9,10 +9,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import tritonclient.grpc as triton
 
 from app.model.builtin import DEFAULT_MODEL_FILE
 from app.model.loader import load_keras_file
 from harness.servers import ROOT, ServerProcess, running, serve_process
+from harness.waiting import free_port
 
 
 def test_flags_override_environment_and_environment_overrides_defaults():
@@ -81,6 +83,8 @@ def test_start_up_is_quiet_and_every_json_log_line_is_json(tmp_path):
             "json",
             "--api-keys",
             "acme:acme-key-logs",
+            "--grpc-port",
+            str(grpc_port := free_port()),
             env={"SRNN_MODLE": "seed"},
             output=output,
             log_level="info",
@@ -91,6 +95,11 @@ def test_start_up_is_quiet_and_every_json_log_line_is_json(tmp_path):
                 headers={"X-Request-ID": "trace-1", "Authorization": "Bearer acme-key-logs"},
             )
             made_up = httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": "two words"})
+            grpc = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            grpc.get_model_metadata(
+                "seed",
+                headers={"x-request-id": "trace-grpc", "authorization": "Bearer acme-key-logs"},
+            )
     assert answered.headers["x-request-id"] == "trace-1"
     assert re.fullmatch(r"[0-9a-f]{16}", made_up.headers["x-request-id"])
     lines = [
@@ -101,6 +110,11 @@ def test_start_up_is_quiet_and_every_json_log_line_is_json(tmp_path):
     access = next(line for line in lines if line.get("request_id") == "trace-1")
     assert access["tenant"] == "acme" and access["status"] == 200 and access["latency_ms"] > 0
     assert access["client"].startswith("127.0.0.1:")
+    rpc = next(line for line in lines if line.get("request_id") == "trace-grpc")  # gRPC's too
+    assert rpc["method"] == "GRPC" and rpc["path"].endswith("/ModelMetadata")
+    assert (
+        rpc["tenant"] == "acme" and rpc["status"] == 200 and rpc["client"].startswith("127.0.0.1:")
+    )
     assert not [
         m for m in messages if re.search(r"cuda|absl|oneDNN|^[IWE]0000", m)
     ]  # TensorFlow's noise

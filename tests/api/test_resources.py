@@ -15,6 +15,7 @@ import pytest
 
 from app.api.parsing import ChunkLimits
 from harness.keys import auth
+from harness.metrics import metric
 from harness.servers import ROOT, ServerProcess
 from harness.waiting import free_port
 from tests.support.attacks import close_code, deflate, drain, frame, handshake
@@ -188,6 +189,9 @@ def test_attacks_on_connections_and_messages_leave_another_tenants_latency(serve
             time.sleep(2.5)  # what it left (idle sockets, lingering closes) is gone
     report = {name: f"{1000 * a:.1f} -> {1000 * u:.1f} ms" for name, (a, u) in results.items()}
     print(report)
+    # The gRPC streams were held to their tenant's share, as an HTTP flood is (no other attack
+    # here has 16 requests in progress at once).
+    assert metric(server.url, 'srnn_shed_total{reason="share"}') > 0
     for name, (alone, under) in results.items():
         assert under < 2 * alone, (name, report)
     assert np.isfinite(list(results.values())).all()
