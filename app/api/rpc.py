@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -57,8 +58,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, sessions: Any, keys: KeyRing, limits: ChunkLimits, shares: Shares):
         self.sessions, self.keys, self.limits, self.shares = sessions, keys, limits, shares
 
-    def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
-        return self.keys.identify(_key(context))
+    def _caller(self, peer: Peer) -> Caller:
+        return self.keys.identify(peer.key)
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
@@ -81,8 +82,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=True)
 
     async def ModelMetadata(self, request, context):
-        async def describe(context):
-            self._caller(context)
+        async def describe(peer: Peer):
+            self._caller(peer)
             spec = await self.sessions.model_spec(
                 request.name, inference.version_of(request.version)
             )
@@ -106,8 +107,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelStatistics(self, request, context):
-        async def read(context):
-            if not self._caller(context).admin:
+        async def read(peer: Peer):
+            if not self._caller(peer).admin:
                 raise Forbidden(
                     "the statistics take an admin key: they count every tenant's requests"
                 )
@@ -119,19 +120,19 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self._guard(context, read, "ModelStatistics")
 
     async def ModelInfer(self, request, context):
-        return await self._guard(
-            context, lambda context: self._infer(request, context), "ModelInfer"
-        )
+        return await self._guard(context, lambda peer: self._infer(request, peer), "ModelInfer")
 
     async def ModelStreamInfer(self, request_iterator, context):
-        await self._guard(context, self._caller, "ModelStreamInfer")
+        peer = Peer.of(context)
+        # The key is checked as the stream opens; its requests are admitted as they come.
+        await self._guard(context, self._caller, "ModelStreamInfer", admit=False)
         answers: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(STREAM_IN_FLIGHT)
         path = f"{SERVICE}/ModelStreamInfer"
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    call = Call(self.shares, context, path)
+                    call = Call(self.shares, peer, path)
                     task = asyncio.ensure_future(call.run(self._infer, request))
                     await answers.put(task)
                     await asyncio.sleep(0)  # the task has started: it has been admitted or not
@@ -157,8 +158,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             reader.cancel()
 
-    async def _infer(self, request, context: grpc.aio.ServicerContext):
-        caller = self._caller(context)
+    async def _infer(self, request, peer: Peer):
+        caller = self._caller(peer)
         name, version = request.model_name, inference.version_of(request.model_version)
         spec = await self.sessions.model_spec(name, version)
         if len(request.inputs) != 1:
@@ -202,13 +203,41 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             response.parameters["seq"].int64_param = result.seq
         return response
 
-    async def _guard(self, context: grpc.aio.ServicerContext, call, method: str):
-        """``call(context)``'s answer, admitted as an HTTP request is (the caller's share of the
-        requests in progress) and logged; or the call aborted with the status its error maps to."""
+    async def _guard(self, context: grpc.aio.ServicerContext, call, method: str, admit=True):
+        """``call(peer)``'s answer, admitted as an HTTP request is (the caller's share of the
+        requests in progress) and logged; or the call aborted with the status its error maps to.
+        ``admit`` False: a stream's opening, whose requests are each admitted as they come."""
+        peer = Peer.of(context)
         try:
-            return await Call(self.shares, context, f"{SERVICE}/{method}").run(call)
+            if not admit:
+                return call(peer)
+            return await Call(self.shares, peer, f"{SERVICE}/{method}").run(call)
         except ServiceError as exc:
+            if exc.status in HELD:
+                await self.shares.hold()
             await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.detail)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What a call's context says of its caller, read once while the call is alive: a stream's
+    requests are answered by tasks that may outlive it, and grpcio's context must not be touched
+    after its call has ended (it crashed the server: a segmentation fault)."""
+
+    key: str | None
+    address: str | None  # ``127.0.0.1:5000``, the way the HTTP lines show clients
+    request_id: bytes | None
+
+    @classmethod
+    def of(cls, context: grpc.aio.ServicerContext) -> Peer:
+        metadata = dict(context.invocation_metadata() or ())
+        scheme, _, key = metadata.get("authorization", "").partition(" ")
+        given = metadata.get("x-request-id")
+        return cls(
+            (key.strip() or None) if scheme.lower() == "bearer" else None,
+            context.peer().partition(":")[2] or None,
+            given.encode("ascii", "replace") if isinstance(given, str) else None,
+        )
 
 
 class Call:
@@ -216,16 +245,14 @@ class Call:
     see it: refused while its party holds its share (503, held ``--shed-delay`` as over HTTP),
     counted while it runs, and logged once answered."""
 
-    def __init__(self, shares: Shares, context: grpc.aio.ServicerContext, path: str):
-        self.shares, self.context, self.path = shares, context, path
+    def __init__(self, shares: Shares, peer: Peer, path: str):
+        self.shares, self.peer, self.path = shares, peer, path
         self.refused = False  # over its party's share, or the server's limit
 
     async def run(self, call, *args):
-        metadata = dict(self.context.invocation_metadata() or ())
-        given = metadata.get("x-request-id")
-        rid = request_id(given.encode("ascii", "replace") if isinstance(given, str) else None)
+        rid = request_id(self.peer.request_id)
         started, status = time.perf_counter(), 500
-        party = self.shares.party(_key(self.context))
+        party = self.shares.party(self.peer.key)
         try:
             refusal = self.shares.refusal(party)
             if refusal is not None:
@@ -235,7 +262,7 @@ class Call:
                 raise Unavailable(f"{detail}; retry shortly")
             self.shares.enter(party)
             try:
-                found = call(*args, self.context)
+                found = call(*args, self.peer)
                 result = await found if asyncio.iscoroutine(found) else found
             finally:
                 self.shares.leave(party)
@@ -243,24 +270,11 @@ class Call:
             return result
         except ServiceError as exc:
             status = exc.status
-            if status in HELD:
+            if status in HELD and self.refused:  # a stream's; a unary call's is held by _guard
                 await self.shares.hold()
             raise
         finally:
-            access("GRPC", self.path, status, started, _peer(self.context), party, rid, kind="GRPC")
-
-
-def _key(context: grpc.aio.ServicerContext) -> str | None:
-    scheme, _, key = (
-        dict(context.invocation_metadata() or ()).get("authorization", "").partition(" ")
-    )
-    return (key.strip() or None) if scheme.lower() == "bearer" else None
-
-
-def _peer(context: grpc.aio.ServicerContext) -> str | None:
-    """``ipv4:127.0.0.1:5000`` as ``127.0.0.1:5000``, the way the HTTP lines show clients."""
-    peer = context.peer()
-    return peer.partition(":")[2] if peer else None
+            access("GRPC", self.path, status, started, self.peer.address, party, rid, kind="GRPC")
 
 
 class GrpcServer:

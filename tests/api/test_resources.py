@@ -133,7 +133,17 @@ ATTACKS = {
     "4 WebSockets sending 4-16 MiB messages, plain and marked compressed": ("ws-bombs", 4),
     "4 connections posting 4 MB /v2 infer bodies": ("v2-body-bombs", 4),
     "4 gRPC channels sending 4 MiB ModelInfer messages": ("grpc-bombs", 4),
+    "a gRPC stream of 16 requests in flight, the tenant's share": ("grpc-share", 16),
     "16 gRPC ModelStreamInfer streams of 64 requests in flight each": ("grpc-streams", 16),
+}
+# A flood is shed beyond its tenant's share, but what the share lets in is the tenant's to use: it
+# is measured against the same tenant using its whole share, not against no load at all (as
+# docs/security.md's flood over HTTP is). None: a load allowed, measured only as that baseline.
+BASELINE = {
+    "a gRPC stream of 16 requests in flight, the tenant's share": None,
+    "16 gRPC ModelStreamInfer streams of 64 requests in flight each": (
+        "a gRPC stream of 16 requests in flight, the tenant's share"
+    ),
 }
 
 
@@ -193,5 +203,8 @@ def test_attacks_on_connections_and_messages_leave_another_tenants_latency(serve
     # here has 16 requests in progress at once).
     assert metric(server.url, 'srnn_shed_total{reason="share"}') > 0
     for name, (alone, under) in results.items():
-        assert under < 2 * alone, (name, report)
+        if name not in BASELINE:
+            assert under < 2 * alone, (name, report)
+        elif BASELINE[name] is not None:
+            assert under < 2 * max(alone, results[BASELINE[name]][1]), (name, report)
     assert np.isfinite(list(results.values())).all()

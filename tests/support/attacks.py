@@ -184,6 +184,17 @@ def grpc_bombs(port: int, count: int, key: str, session: str, grpc_port: int = 0
 def grpc_streams(port: int, count: int, key: str, session: str, grpc_port: int = 0) -> None:
     """``count`` ModelStreamInfer streams, each keeping 64 requests in flight (one step, no
     sequence: a fresh state each), sending the next as soon as one is answered, refused or not."""
+    _streams(grpc_port, key, count, 64)
+
+
+@attack
+def grpc_share(port: int, count: int, key: str, session: str, grpc_port: int = 0) -> None:
+    """One ModelStreamInfer stream keeping ``count`` requests in flight: a tenant using its whole
+    share and no more (the baseline a flood beyond the share is measured against)."""
+    _streams(grpc_port, key, 1, count)
+
+
+def _streams(grpc_port: int, key: str, streams: int, in_flight: int) -> None:
     import asyncio
 
     import grpc
@@ -196,7 +207,7 @@ def grpc_streams(port: int, count: int, key: str, session: str, grpc_port: int =
     metadata = (("authorization", f"Bearer {key}"),)
 
     async def stream(stub) -> None:
-        slots = asyncio.Semaphore(64)
+        slots = asyncio.Semaphore(in_flight)
 
         async def requests():
             while True:
@@ -211,7 +222,9 @@ def grpc_streams(port: int, count: int, key: str, session: str, grpc_port: int =
         async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             while True:
-                await asyncio.gather(*(stream(stub) for _ in range(count)), return_exceptions=True)
+                await asyncio.gather(
+                    *(stream(stub) for _ in range(streams)), return_exceptions=True
+                )
                 await asyncio.sleep(0.1)
 
     threading.Thread(target=asyncio.run, args=(main(),), daemon=True).start()
