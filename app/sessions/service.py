@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import math
 import secrets
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,8 @@ from app.stats import RollingStats
 from app.store.records import SessionRecord
 
 log = logging.getLogger(__name__)
+# How long, and how many, ended sequences' final answers are kept for retries (per process).
+ENDED_KEEP_S, ENDED_KEPT = 60.0, 10_000
 
 
 def sequence_session_id(tenant: str | None, sequence_id: int | str) -> str:
@@ -60,6 +64,9 @@ class SessionService:
         self.default_ttl_s = default_ttl_s
         self.stats = stats or RollingStats()
         self._sweeper: asyncio.Task | None = None
+        # The answers of sequences' final requests, for their retries: session id -> (tenant
+        # scope, when it ended, the answer). Kept a while in this process, not in the store.
+        self._ended: OrderedDict[str, tuple[str | None, float, ChunkResult]] = OrderedDict()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -334,7 +341,12 @@ class SessionService:
                 except BaseException:  # the chunk found no session: the reason is the start's
                     await asyncio.gather(chunk, return_exceptions=True)
                     raise
-            return await chunk
+            try:
+                return await chunk
+            except SessionNotFound:
+                if (replay := self._final_answer(session_id, scope, seq, start)) is None:
+                    raise
+                return replay
         finally:
             if ended is not None:
                 await asyncio.gather(ended, return_exceptions=True)
@@ -372,6 +384,27 @@ class SessionService:
         record = await self.store.get(session_id)
         if record is not None and record.visible_to(scope, time.time()):
             await self.store.delete(session_id)
+            self._ended[session_id] = (scope, time.monotonic(), chunk.result())
+            self._ended.move_to_end(session_id)
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+
+    def _final_answer(
+        self, session_id: str, scope: str | None, seq: int | None, start: bool
+    ) -> ChunkResult | None:
+        """The answer a sequence's final request got, if this request is its retry (its ``seq``,
+        within ``ENDED_KEEP_S`` of the end, from the same tenant): as any retried chunk, it is
+        answered what the first was, and nothing is applied."""
+        found = self._ended.get(session_id)
+        if found is None or seq is None or start:
+            return None
+        owner, ended, answer = found
+        if time.monotonic() - ended > ENDED_KEEP_S:
+            del self._ended[session_id]
+            return None
+        if owner != scope or answer.seq != seq:
+            return None
+        return dataclasses.replace(answer, replayed=True)
 
     async def state(
         self, session_id: str, scope: str | None = None

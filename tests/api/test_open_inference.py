@@ -448,3 +448,32 @@ def test_v2_bodies_are_bounded_by_the_chunk_limit_before_parsing_and_must_be_jso
                 headers={"Content-Type": kind} if kind else {},
             )
             assert answer.status_code == 200, (kind, answer.text)
+
+
+def test_a_retried_final_request_is_answered_as_it_was_and_ends_nothing_more(served):
+    # The hole: retrying the final request of a sequence (its seq, sequence_end) got 400 "not
+    # live", where any other retried chunk gets the answer it was given.
+    url, models = served
+    http = client(url)
+    reference = StatefulReference(models["speech"])
+    chunks = [RNG.uniform(-2, 2, (2, 2)).astype(np.float32) for _ in range(2)]
+    numbered(http, 5200, chunks[0], seq=1, start=True)
+    expected = reference.feed(np.concatenate(chunks))[-2:]
+
+    def final(tenant: str = "alpha", seq: int = 2):
+        return http.infer(
+            "speech",
+            request(chunks[1]),
+            sequence_id=5200,
+            sequence_end=True,
+            parameters={"seq": seq},
+            headers=headers(tenant),
+        )
+
+    first = final()
+    for answer in (first, final()):  # the retry: the same outputs, nothing applied
+        np.testing.assert_allclose(answer.as_numpy("outputs")[0], expected, atol=1e-5)
+        assert answer.get_response()["parameters"]["seq"] == 2
+    for refused in (lambda: final(seq=3), lambda: final(tenant="beta")):
+        with pytest.raises(InferenceServerException, match="not live"):
+            refused()
