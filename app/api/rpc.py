@@ -209,12 +209,15 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         ``admit`` False: a stream's opening, whose requests are each admitted as they come."""
         peer = Peer.of(context)
         try:
-            if not admit:
+            if admit:  # refusals held by the call
+                return await Call(self.shares, peer, f"{SERVICE}/{method}").run(call)
+            try:
                 return call(peer)
-            return await Call(self.shares, peer, f"{SERVICE}/{method}").run(call)
+            except ServiceError as exc:
+                if exc.status in HELD:
+                    await self.shares.hold()
+                raise
         except ServiceError as exc:
-            if exc.status in HELD:
-                await self.shares.hold()
             await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.detail)
 
 
@@ -270,7 +273,7 @@ class Call:
             return result
         except ServiceError as exc:
             status = exc.status
-            if status in HELD and self.refused:  # a stream's; a unary call's is held by _guard
+            if status in HELD:  # as over HTTP: a flood retrying at once comes back no sooner
                 await self.shares.hold()
             raise
         finally:

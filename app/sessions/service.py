@@ -27,8 +27,10 @@ from app.stats import RollingStats
 from app.store.records import SessionRecord
 
 log = logging.getLogger(__name__)
-# How long, and how many, ended sequences' final answers are kept for retries (per process).
-ENDED_KEEP_S, ENDED_KEPT = 60.0, 10_000
+# How long ended sequences' final answers are kept for retries (per process), and in how much
+# memory at most (their outputs; the oldest go first).
+ENDED_KEEP_S, ENDED_BYTES = 60.0, 64 * 2**20
+ENTRY_BYTES = 512  # what an entry costs beside its outputs (its objects), about
 
 
 def sequence_session_id(tenant: str | None, sequence_id: int | str) -> str:
@@ -67,6 +69,7 @@ class SessionService:
         # The answers of sequences' final requests, for their retries: session id -> (tenant
         # scope, when it ended, the answer). Kept a while in this process, not in the store.
         self._ended: OrderedDict[str, tuple[str | None, float, ChunkResult]] = OrderedDict()
+        self._ended_bytes = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -384,10 +387,22 @@ class SessionService:
         record = await self.store.get(session_id)
         if record is not None and record.visible_to(scope, time.time()):
             await self.store.delete(session_id)
-            self._ended[session_id] = (scope, time.monotonic(), chunk.result())
-            self._ended.move_to_end(session_id)
-            while len(self._ended) > ENDED_KEPT:
-                self._ended.popitem(last=False)
+            self._forget_end(session_id)
+            answer = chunk.result()
+            self._ended[session_id] = (scope, time.monotonic(), answer)
+            self._ended_bytes += ENTRY_BYTES + answer.outputs.nbytes
+            # In the order they ended: the oldest go first, once past their time or the memory.
+            now = time.monotonic()
+            while self._ended:
+                oldest, (_, at, _) = next(iter(self._ended.items()))
+                if self._ended_bytes <= ENDED_BYTES and now - at <= ENDED_KEEP_S:
+                    break
+                self._forget_end(oldest)
+
+    def _forget_end(self, session_id: str) -> None:
+        found = self._ended.pop(session_id, None)
+        if found is not None:
+            self._ended_bytes -= ENTRY_BYTES + found[2].outputs.nbytes
 
     def _final_answer(
         self, session_id: str, scope: str | None, seq: int | None, start: bool
@@ -400,7 +415,7 @@ class SessionService:
             return None
         owner, ended, answer = found
         if time.monotonic() - ended > ENDED_KEEP_S:
-            del self._ended[session_id]
+            self._forget_end(session_id)
             return None
         if owner != scope or answer.seq != seq:
             return None

@@ -21,6 +21,7 @@ import zlib
 import numpy as np
 
 ATTACKS = {}
+MILLION = 1_000_000  # numbers in the Open Inference Protocol's bombs, as first seen
 
 
 def attack(function):
@@ -119,11 +120,12 @@ def body_bombs(port: int, count: int, key: str, session: str, **_) -> None:
 
 @attack
 def v2_body_bombs(port: int, count: int, key: str, session: str, **_) -> None:
-    """``count`` connections, each posting Open Inference Protocol requests of about 4 MB (a
-    million numbers as JSON ``data``) over and over, at most ten a second each."""
-    numbers = b"0.5," * (2**20 - 1) + b"0.5"
+    """``count`` connections, each posting Open Inference Protocol requests of 4 MB (a million
+    numbers as JSON ``data``: under the default 4 MiB body limit) over and over, at most ten a
+    second each."""
+    numbers = b"0.5," * (MILLION - 1) + b"0.5"
     body = (
-        b'{"inputs":[{"name":"inputs","shape":[1,1048576,1],"datatype":"FP32","data":['
+        b'{"inputs":[{"name":"inputs","shape":[1,%d,1],"datatype":"FP32","data":[' % MILLION
         + numbers
         + b"]}]}"
     )
@@ -151,16 +153,16 @@ def _post_forever(port: int, count: int, request: bytes) -> None:
 
 @attack
 def grpc_bombs(port: int, count: int, key: str, session: str, grpc_port: int = 0) -> None:
-    """``count`` threads, each sending 4 MiB ModelInfer requests (a million ``fp32_contents``)
-    over and over, at most ten a second each."""
+    """``count`` threads, each sending 4 MB ModelInfer requests (a million ``fp32_contents``:
+    under the default 4 MiB message limit) over and over, at most ten a second each."""
     import grpc
     from tritonclient.grpc import service_pb2 as pb
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
     tensor = pb.ModelInferRequest.InferInputTensor(
-        name="inputs", datatype="FP32", shape=[1, 2**20, 1]
+        name="inputs", datatype="FP32", shape=[1, MILLION, 1]
     )
-    tensor.contents.fp32_contents.extend(np.full(2**20, 0.5, np.float32))
+    tensor.contents.fp32_contents.extend(np.full(MILLION, 0.5, np.float32))
     request = pb.ModelInferRequest(model_name="default", inputs=[tensor])
     metadata = [("authorization", f"Bearer {key}")]
 
