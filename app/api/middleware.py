@@ -1,6 +1,7 @@
 """Around every request: shed load beyond the in-flight limits, and log one line per request.
 
-Two rules keep one tenant's HTTP flood from slowing the others:
+Two rules keep one tenant's HTTP flood from slowing the others (the counts are app.api.shares',
+which the gRPC server of the same process draws on too):
 
 - Shares. The in-flight limit is shared, and each tenant may hold only its share of it, so a flooding
   tenant is shed while the others are still let in. Requests with no key or an unknown one (401,
