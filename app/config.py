@@ -161,7 +161,8 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="Most connections open at once, WebSockets included; one beyond is answered 503 "
-        "and closed (default: 4096, and never more than the open-file limit allows, less 128).",
+        "and closed (default: 4096, and never more than the open-file limit allows, less 128). The "
+        "gRPC port has as many of its own (a process serving both splits the open-file budget).",
     )
     max_header_bytes: int = Field(
         64 * 1024,

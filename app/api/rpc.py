@@ -14,6 +14,7 @@ came; answers go back in that order too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -124,24 +125,25 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(self, request_iterator, context):
         peer = Peer.of(context)
-        # The key is checked as the stream opens; its requests are admitted as they come.
-        await self._guard(context, self._caller, "ModelStreamInfer", admit=False)
+        party = self.shares.party(peer.key)
+        # The key is checked and the stream counted as it opens; its requests, as they come.
+        await self._guard(
+            context, lambda peer: self._open_stream(peer, party), "ModelStreamInfer", admit=False
+        )
         answers: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(STREAM_IN_FLIGHT)
         path = f"{SERVICE}/ModelStreamInfer"
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    call = Call(self.shares, peer, path)
-                    task = asyncio.ensure_future(call.run(self._infer, request))
-                    await answers.put(task)
-                    await asyncio.sleep(0)  # the task has started: it has been admitted or not
-                    if call.refused:
-                        # Nothing more is read from this stream while its refusal is held: a
-                        # flood gets one refusal per --shed-delay per stream, as per connection.
-                        await asyncio.wait([task])
+                    # Beyond its tenant's share a stream waits, read no further, rather than have
+                    # a request refused: that would leave a hole in its sequence.
+                    await self.shares.room(party)
+                    call = Call(self.shares, peer, path).run(self._infer, request, admitted=True)
+                    await answers.put(asyncio.ensure_future(call))
             finally:
-                await answers.put(None)
+                with contextlib.suppress(asyncio.QueueFull):  # nobody reads: the stream ended
+                    answers.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
@@ -157,6 +159,18 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
                     )
         finally:
             reader.cancel()
+            self.shares.close_stream(party)
+            while not answers.empty():  # answers nobody will read: their errors are not news
+                if (task := answers.get_nowait()) is not None:
+                    task.add_done_callback(_unheard)
+
+    def _open_stream(self, peer: Peer, party: str | None) -> None:
+        self._caller(peer)
+        refusal = self.shares.open_stream(party)
+        if refusal is not None:
+            reason, detail = refusal
+            metrics.SHED.labels(reason).inc()
+            raise Unavailable(f"{detail}; retry shortly")
 
     async def _infer(self, request, peer: Peer):
         caller = self._caller(peer)
@@ -245,25 +259,26 @@ class Peer:
 
 class Call:
     """One gRPC request (a unary call, or one request of a stream) as the shares and the access log
-    see it: refused while its party holds its share (503, held ``--shed-delay`` as over HTTP),
-    counted while it runs, and logged once answered."""
+    see it: a unary call refused while its party holds its share (503, held ``--shed-delay`` as
+    over HTTP), counted while it runs, and logged once answered."""
 
     def __init__(self, shares: Shares, peer: Peer, path: str):
         self.shares, self.peer, self.path = shares, peer, path
-        self.refused = False  # over its party's share, or the server's limit
 
-    async def run(self, call, *args):
+    async def run(self, call, *args, admitted: bool = False):
+        """``call(*args, peer)``'s answer; ``admitted``: counted as started already (a stream's
+        request, by :meth:`Shares.room`)."""
         rid = request_id(self.peer.request_id)
         started, status = time.perf_counter(), 500
         party = self.shares.party(self.peer.key)
         try:
-            refusal = self.shares.refusal(party)
-            if refusal is not None:
-                reason, detail = refusal
-                metrics.SHED.labels(reason).inc()
-                self.refused = True
-                raise Unavailable(f"{detail}; retry shortly")
-            self.shares.enter(party)
+            if not admitted:
+                refusal = self.shares.refusal(party)
+                if refusal is not None:
+                    reason, detail = refusal
+                    metrics.SHED.labels(reason).inc()
+                    raise Unavailable(f"{detail}; retry shortly")
+                self.shares.enter(party)
             try:
                 found = call(*args, self.peer)
                 result = await found if asyncio.iscoroutine(found) else found
@@ -275,6 +290,9 @@ class Call:
             status = exc.status
             if status in HELD:  # as over HTTP: a flood retrying at once comes back no sooner
                 await self.shares.hold()
+            raise
+        except asyncio.CancelledError:
+            status = None
             raise
         finally:
             access("GRPC", self.path, status, started, self.peer.address, party, rid, kind="GRPC")
@@ -319,3 +337,10 @@ class GrpcServer:
 
     async def stop(self) -> None:
         await self.server.stop(grace=5)
+
+
+def _unheard(task: asyncio.Future) -> None:
+    """Take a finished answer's error, which nobody will read (its stream ended), so that asyncio
+    does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()

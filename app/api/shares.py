@@ -26,6 +26,9 @@ class Shares:
         self.in_flight = 0
         self.by_party: Counter[str] = Counter()
         self.held, self.max_held = 0, 4 * max_in_flight
+        self.streams: Counter[str | None] = Counter()  # gRPC streams open, by party
+        self.open_streams = 0
+        self._waiting: list[asyncio.Future] = []  # streams waiting for room (see ``room``)
 
     @classmethod
     def of(cls, settings: Settings, keys: KeyRing) -> Shares:
@@ -66,6 +69,41 @@ class Shares:
             self.by_party[party] -= 1
             if not self.by_party[party]:
                 del self.by_party[party]
+        if self._waiting:  # room for a stream's next request, perhaps: each looks again
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def room(self, party: str | None) -> None:
+        """Wait until a request of ``party`` may start, then count it as started: a stream's
+        back-pressure. A stream's requests are in order, so one beyond the share waits its turn
+        instead of being refused (a refused request would leave a hole in its sequence); the
+        stream is read no further meanwhile."""
+        while self.refusal(party) is not None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+        self.enter(party)
+
+    def open_stream(self, party: str | None) -> tuple[str, str] | None:
+        """Count a gRPC stream as open, or say why ``party`` may not open another now (the
+        metric's reason, and the detail). A stream holds a task and its buffers while open, busy or
+        not: a tenant may hold as many as its share of requests in progress (more could only
+        wait), the server as many as its limit; the admins, as many as they like."""
+        if party is not None and party != ADMIN and self.streams[party] >= self.share:
+            return "share", f"{self.streams[party]} streams of yours are open, your share"
+        if party != ADMIN and self.open_streams >= self.max_in_flight:
+            return "server", f"{self.open_streams} streams are open, the server's limit"
+        self.streams[party] += 1
+        self.open_streams += 1
+        return None
+
+    def close_stream(self, party: str | None) -> None:
+        self.open_streams -= 1
+        self.streams[party] -= 1
+        if not self.streams[party]:
+            del self.streams[party]
 
     async def hold(self) -> bool:
         """Wait ``shed_delay`` before a refusal goes out, unless too many are held already (then

@@ -347,7 +347,9 @@ class SessionService:
             try:
                 return await chunk
             except SessionNotFound:
-                if (replay := self._final_answer(session_id, scope, seq, start)) is None:
+                if start or not end:
+                    raise
+                if (replay := self._final_answer(session_id, scope, seq)) is None:
                     raise
                 return replay
         finally:
@@ -365,6 +367,7 @@ class SessionService:
     ) -> SessionRecord:
         """Create the sequence's session, or reset it if it is live, unless this start carries a
         ``seq`` the session has applied already: then it is a retry, answered by the replay."""
+        self._forget_end(session_id)  # a new sequence of this id: the last one's end is history
         record = await self.store.get(session_id)
         if record is None or not record.visible_to(scope, time.time()):
             if record is not None:  # expired: gone to its clients already
@@ -387,17 +390,22 @@ class SessionService:
         record = await self.store.get(session_id)
         if record is not None and record.visible_to(scope, time.time()):
             await self.store.delete(session_id)
-            self._forget_end(session_id)
-            answer = chunk.result()
-            self._ended[session_id] = (scope, time.monotonic(), answer)
-            self._ended_bytes += ENTRY_BYTES + answer.outputs.nbytes
-            # In the order they ended: the oldest go first, once past their time or the memory.
-            now = time.monotonic()
-            while self._ended:
-                oldest, (_, at, _) = next(iter(self._ended.items()))
-                if self._ended_bytes <= ENDED_BYTES and now - at <= ENDED_KEEP_S:
-                    break
-                self._forget_end(oldest)
+            if session_id.startswith(SEQUENCE_PREFIX):  # a request without one cannot be retried
+                self._remember_end(session_id, scope, chunk.result())
+
+    def _remember_end(self, session_id: str, scope: str | None, answer: ChunkResult) -> None:
+        self._forget_end(session_id)
+        # A copy: the answer's outputs are a view of its whole batch's, which must not be kept.
+        answer = dataclasses.replace(answer, outputs=answer.outputs.copy())
+        self._ended[session_id] = (scope, time.monotonic(), answer)
+        self._ended_bytes += ENTRY_BYTES + answer.outputs.nbytes
+        # In the order they ended: the oldest go first, once past their time or the memory.
+        now = time.monotonic()
+        while self._ended:
+            oldest, (_, at, _) = next(iter(self._ended.items()))
+            if self._ended_bytes <= ENDED_BYTES and now - at <= ENDED_KEEP_S:
+                break
+            self._forget_end(oldest)
 
     def _forget_end(self, session_id: str) -> None:
         found = self._ended.pop(session_id, None)
@@ -405,13 +413,13 @@ class SessionService:
             self._ended_bytes -= ENTRY_BYTES + found[2].outputs.nbytes
 
     def _final_answer(
-        self, session_id: str, scope: str | None, seq: int | None, start: bool
+        self, session_id: str, scope: str | None, seq: int | None
     ) -> ChunkResult | None:
-        """The answer a sequence's final request got, if this request is its retry (its ``seq``,
-        within ``ENDED_KEEP_S`` of the end, from the same tenant): as any retried chunk, it is
-        answered what the first was, and nothing is applied."""
+        """The answer a sequence's final request got, if this final request is its retry (its
+        ``seq``, within ``ENDED_KEEP_S`` of the end, from the same tenant): as any retried chunk,
+        it is answered what the first was, and nothing is applied."""
         found = self._ended.get(session_id)
-        if found is None or seq is None or start:
+        if found is None or seq is None:
             return None
         owner, ended, answer = found
         if time.monotonic() - ended > ENDED_KEEP_S:

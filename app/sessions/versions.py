@@ -273,7 +273,11 @@ class Versions:
         except Exception as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             # Callers see the file by its place in the repository; the log has the server's path.
-            shown = message.replace(str(Path(source.location)), _in_repository(source))
+            shown = (
+                message.replace(str(Path(source.location)), _in_repository(source))
+                if Path(source.location).suffix == ".keras"  # a file, not a built-in's name
+                else message
+            )
             entry.state, entry.error, entry.failed_stamp = "failed", shown, source.stamp
             log.error(
                 "model %s version %d failed to load, and is not served: %s",

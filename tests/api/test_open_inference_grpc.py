@@ -324,3 +324,58 @@ def test_a_message_over_the_chunk_limit_is_refused_unparsed_and_raw_contents_mat
             stub.ModelInfer(request(4, raws=2), metadata=list(metadata().items()))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "raw_input_contents" in refused.value.details()
+
+
+def test_a_stream_beyond_its_tenants_share_waits_its_turn_and_its_streams_are_capped(tmp_path):
+    """A server of its own: shares of 2, so that one stream holds more requests than its share."""
+    repo = tmp_path / "models"
+    model = save_version(repo, "speech", 1, seed=113)
+    port = free_port()
+    with serve_in_thread(
+        None,
+        model_repository=str(repo),
+        api_keys=f"alpha:{KEYS['alpha']}",
+        xla=False,
+        grpc_port=port,
+        max_in_flight=8,
+        max_in_flight_per_tenant=2,
+        shed_delay=0.05,
+    ):
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        answers: queue.Queue = queue.Queue()
+        client.start_stream(
+            callback=lambda result, error: answers.put((result, error)), headers=metadata()
+        )
+        chunks = RNG.uniform(-2, 2, (24, 2, 2)).astype(np.float32)
+        others: list = []
+        try:
+            for index, chunk in enumerate(chunks):  # all sent at once: 12 times the share
+                client.async_stream_infer(
+                    "speech",
+                    tensor(chunk),
+                    sequence_id=4242,
+                    sequence_start=index == 0,
+                    parameters={"seq": index + 1},
+                )
+            got = [answers.get(timeout=30) for _ in chunks]
+            # A refused request would have left a hole: every one waited its turn instead.
+            reference = StatefulReference(model)
+            for (result, error), chunk in zip(got, chunks):
+                assert error is None, error
+                np.testing.assert_allclose(
+                    result.as_numpy("outputs")[0], reference.feed(chunk), atol=1e-5
+                )
+            # The tenant holds two streams at most (its share): a third is refused.
+            others += [triton.InferenceServerClient(f"127.0.0.1:{port}") for _ in range(2)]
+            refusals: queue.Queue = queue.Queue()
+            for other in others:
+                other.start_stream(
+                    callback=lambda result, error: refusals.put(error), headers=metadata()
+                )
+                other.async_stream_infer("speech", tensor(chunks[0]))
+            errors = [refusals.get(timeout=30) for _ in others]
+            assert errors[0] is None and "streams of yours are open" in str(errors[1])
+        finally:
+            client.stop_stream()
+            for other in others:
+                other.stop_stream()

@@ -185,7 +185,8 @@ def grpc_bombs(port: int, count: int, key: str, session: str, grpc_port: int = 0
 @attack
 def grpc_streams(port: int, count: int, key: str, session: str, grpc_port: int = 0) -> None:
     """``count`` ModelStreamInfer streams, each keeping 64 requests in flight (one step, no
-    sequence: a fresh state each), sending the next as soon as one is answered, refused or not."""
+    sequence: a fresh state each), sending the next as soon as one is answered, refused or not;
+    streams refused at their opening are not opened again."""
     _streams(grpc_port, key, count, 64)
 
 
