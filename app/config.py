@@ -140,14 +140,17 @@ class Settings(BaseSettings):
         0, ge=0, description="Most live sessions one tenant may hold (429 beyond); 0: no limit."
     )
     max_in_flight: int = Field(
-        2048, ge=1, description="Most HTTP requests in progress at once; beyond it 503."
+        2048,
+        ge=1,
+        description="Most requests in progress at once, HTTP and gRPC together; beyond it 503.",
     )
     max_in_flight_per_tenant: int | None = Field(
         None,
         ge=1,
-        description="Most HTTP requests of one tenant in progress at once (default: a quarter of "
-        "--max-in-flight, and never more than it); beyond it 503, while other tenants are still let "
-        "in. Requests without a known key hold one share together; the admins hold one beyond "
+        description="Most requests (HTTP and gRPC) of one tenant in progress at once (default: a "
+        "quarter of --max-in-flight, and never more than it); beyond it 503, while other tenants are "
+        "still let in (a gRPC stream's request waits its turn instead), and as many gRPC streams "
+        "open. Requests without a known key hold one share together; the admins hold one beyond "
         "--max-in-flight. No tenants, no shares: not in open mode.",
     )
     shed_delay: float = Field(
