@@ -14,7 +14,7 @@ import uvicorn
 
 from app.config import Settings
 from app.main import create_app, server_config
-from app.sessions.remote import RemoteSessions, describe
+from app.sessions.remote import EngineGone, RemoteSessions, describe
 
 # The exit status of a worker whose engine process died: its supervisor restarts the server.
 ENGINE_GONE_EXIT = 3
@@ -43,7 +43,12 @@ def main() -> None:
         if server is not None:
             server.should_exit = True
 
-    sessions = RemoteSessions(args.engine, describe(args.engine), args.alive, engine_gone)
+    try:
+        description = describe(args.engine, alive=args.alive)
+    except EngineGone:  # it died while this worker was starting
+        remove_engine_folder(args.engine)
+        sys.exit(ENGINE_GONE_EXIT)
+    sessions = RemoteSessions(args.engine, description, args.alive, engine_gone)
     app = create_app(settings, sessions=sessions)
     listener = socket.socket(fileno=args.fd)
     server = uvicorn.Server(server_config(app, settings))

@@ -219,15 +219,30 @@ class SessionServer(_Endpoint):
                 log.warning("could not answer a worker that went away")
 
 
-def describe(address: str, timeout_s: float = 60.0) -> tuple[int, str, int]:
-    """Ask the engine process what it serves, before a worker builds its app (blocking)."""
+class EngineGone(Exception):
+    """The engine process ended before a worker had started."""
+
+
+def describe(
+    address: str, timeout_s: float = 60.0, alive: int | None = None
+) -> tuple[int, str, int]:
+    """Ask the engine process what it serves, before a worker builds its app (blocking). ``alive``:
+    the pipe that ends with the engine process (see :class:`RemoteSessions`): if it ends first,
+    :class:`EngineGone` at once, rather than the timeout."""
     context = zmq.Context.instance()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    poller = zmq.Poller()
+    poller.register(socket, zmq.POLLIN)
+    if alive is not None:
+        poller.register(alive, zmq.POLLIN)
     try:
         socket.connect(address)
         socket.send(_dumps([(0, "describe", ())]))
-        if not socket.poll(int(timeout_s * 1000)):
+        ready = dict(poller.poll(int(timeout_s * 1000)))
+        if alive is not None and alive in ready:
+            raise EngineGone(ENGINE_GONE)
+        if socket not in ready:
             raise RuntimeError(
                 f"the engine process at {address} did not answer within {timeout_s:g} s"
             )
