@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     model_threads: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
         ge=1,
-        description="Threads TensorFlow runs the model's kernels on (default: half the cores, at least one).",
+        description="Threads TensorFlow runs the model's kernels on (default: half the cores, at least "
+        "one); see --runtime-threads for ONNX Runtime.",
     )
     max_model_bytes: int = Field(
         2**30,
@@ -75,11 +76,24 @@ class Settings(BaseSettings):
         description="Largest a model file's contents may be once unpacked, in bytes (a .keras file "
         "is a zip archive: a small one can inflate to gigabytes); a larger one is refused unread.",
     )
+    runtime: Literal["auto", "onnx", "tensorflow"] = Field(
+        "auto",
+        description="What computes the model: 'onnx' (ONNX Runtime, on a graph written from the model's "
+        "layers and checked against TensorFlow at load; a model it cannot express is refused), "
+        "'tensorflow', or 'auto': ONNX Runtime where the export is possible and agrees within 1e-5, "
+        "TensorFlow otherwise. GET /v1/models shows each version's.",
+    )
+    runtime_threads: int = Field(
+        1,
+        ge=1,
+        description="Threads ONNX Runtime runs one model call on (one is fastest for the small batches "
+        "of live streams, and leaves the other cores to the event loop).",
+    )
     xla: bool = Field(
         True,
-        description="Run the model compiled by XLA: a program per batch-size and chunk-length bucket, "
-        "compiled in the background the first time a bucket is needed (the plain graph meanwhile); "
-        "false: always the plain graph.",
+        description="TensorFlow runtime: run the model compiled by XLA, a program per batch-size and "
+        "chunk-length bucket, compiled in the background the first time a bucket is needed (the "
+        "plain graph meanwhile); false: always the plain graph.",
     )
     backend: Literal["memory", "redis"] = Field(
         "memory",

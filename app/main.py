@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -73,13 +75,25 @@ def legacy_key(sources: dict[str, dict[int, Source]]) -> str | None:
     return model_key(name, max(versions))
 
 
+def version_loader(settings: Settings) -> Callable[[Source], StreamingModel]:
+    """How this server loads a version of the repository: its runtime, XLA and size limit."""
+    from app.model.loader import load_version  # TensorFlow: only where the model runs
+
+    return functools.partial(
+        load_version,
+        xla=settings.xla,
+        max_bytes=settings.max_model_bytes,
+        runtime=settings.runtime,
+        threads=settings.runtime_threads,
+    )
+
+
 def load_initial(settings: Settings, repository: Repository) -> list[StreamingModel]:
     """The versions served from the start (compiled, not yet warm): each model's newest
     ``--keep-versions``, and those the snapshot holds sessions of. A version that fails to load is
     logged and left out (the others serve; it shows as failed once the repository is read again);
     if none loads, or the snapshot needs one the repository lacks, the server cannot start."""
-    from app.model.loader import load_version  # TensorFlow: only where the model runs
-
+    load_version = version_loader(settings)
     sources = repository.scan()
     wanted = {
         model_key(name, v): versions[v]
@@ -98,9 +112,7 @@ def load_initial(settings: Settings, repository: Repository) -> list[StreamingMo
     models = []
     for _, source in sorted(wanted.items()):
         try:
-            models.append(
-                load_version(source, xla=settings.xla, max_bytes=settings.max_model_bytes)
-            )
+            models.append(load_version(source))
         except StartupError as exc:
             if not repository.watched:
                 raise
@@ -126,8 +138,6 @@ class Service:
     def __init__(
         self, settings: Settings, models: list[StreamingModel], repository: Repository | None = None
     ):
-        from app.model.loader import load_version  # TensorFlow: only where the model runs
-
         self.settings = settings
         self.store = create_store(settings)
         # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
@@ -145,9 +155,7 @@ class Service:
         self.versions = Versions(
             repository,
             self.engine,
-            lambda source: load_version(
-                source, xla=settings.xla, max_bytes=settings.max_model_bytes
-            ),
+            version_loader(settings),
             (self.max_batch, settings.max_chunk_steps),
             keep=settings.keep_versions,
             poll_s=settings.repository_poll_s if repository.watched else 0,

@@ -10,6 +10,14 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# SRNN_RUNTIME=tensorflow runs the suite on the TensorFlow runtime: servers read it as a setting,
+# and the models tests build in this process take it as their default too (CI runs the exactness
+# tests once this way, .ci/run).
+if runtime := os.environ.get("SRNN_RUNTIME"):
+    from app.model.step import StreamingModel
+
+    StreamingModel.__init__.__kwdefaults__["runtime"] = runtime
+
 
 import pytest  # noqa: E402
 

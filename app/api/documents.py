@@ -72,12 +72,14 @@ def layout(spec: ModelSpec | None) -> dict[str, Any]:
     if spec is None:
         return {
             "fingerprint": None,
+            "runtime": None,
             "input_features": None,
             "output": None,
             "recurrent_layers": None,
         }
     return {
         "fingerprint": spec.fingerprint,
+        "runtime": spec.runtime,
         "input_features": spec.input_features,
         "output": {"per_step": spec.per_step, "size": spec.output_size},
         "recurrent_layers": [

@@ -118,10 +118,17 @@ class RecurrentLayerInfo(BaseModel):
     state_tensors: int
 
 
+RUNTIME = (
+    "What computes it: onnx (ONNX Runtime, on a graph written from the model and checked against "
+    "TensorFlow at load) or tensorflow (see --runtime)"
+)
+
+
 class ModelInfo(BaseModel):
     name: str
     version: int
     fingerprint: str
+    runtime: Literal["onnx", "tensorflow"] = Field(description=RUNTIME)
     input_features: int
     output: OutputInfo
     recurrent_layers: list[RecurrentLayerInfo]
@@ -146,6 +153,9 @@ class ModelVersion(BaseModel):
     )
     error: str | None = Field(description="Why it failed to load")
     fingerprint: str | None = Field(description="null until it has been loaded")
+    runtime: Literal["onnx", "tensorflow"] | None = Field(
+        description=RUNTIME + "; null until it has been loaded"
+    )
     input_features: int | None
     output: OutputInfo | None
     recurrent_layers: list[RecurrentLayerInfo] | None

@@ -218,7 +218,7 @@ class StreamGraph:
                 "features) with a known number of features"
             )
         self.input_features = int(source.shape[-1])
-        self._input_id = id(source)
+        self.input_id = id(source)
         operations, out = _operations(model)
         producer = getattr(getattr(out, "_keras_history", None), "operation", None)
         if producer is not None and not isinstance(producer, keras.layers.Layer):
@@ -230,7 +230,7 @@ class StreamGraph:
             raise ModelError(
                 f"the model's output has shape {tuple(out.shape)}; expected (batch, size) or (batch, time, size)"
             )
-        self._output_id = id(out)
+        self.output_id = id(out)
         self.per_step = len(out.shape) == 3
         self.output_size = int(out.shape[-1])
         self.steps: list[_Step] = []
@@ -241,6 +241,11 @@ class StreamGraph:
             raise ModelError(
                 "the model has no GRU, LSTM or SimpleRNN layer: there is no state to keep"
             )
+
+    @property
+    def state_units(self) -> list[int]:
+        """Width of every state tensor, flattened in model order (LSTM: h then c)."""
+        return [layer.units for layer in self.recurrent for _ in range(layer.state_tensors)]
 
     def _add(self, layer: Any, inputs: list[Any], outputs: list[Any]) -> None:
         kind = type(layer).__name__
@@ -288,7 +293,7 @@ class StreamGraph:
         """
         import tensorflow as tf
 
-        values: dict[int, tuple[Any, Any]] = {self._input_id: (x, None)}
+        values: dict[int, tuple[Any, Any]] = {self.input_id: (x, None)}
         new_states: list[Any] = []
         cursor = 0
         for step in self.steps:
@@ -323,7 +328,7 @@ class StreamGraph:
                     step.layer.compute_mask(inputs, mask) if step.layer.supports_masking else None
                 )
             values[step.outputs[0]] = (output, out_mask)
-        return values[self._output_id][0], new_states
+        return values[self.output_id][0], new_states
 
 
 def _each_time_step(layer: Any, inputs: Any) -> Any:

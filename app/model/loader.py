@@ -8,7 +8,7 @@ from pathlib import Path
 from app.errors import ModelError
 from app.model.builtin import BUILTINS, DEFAULT_MODEL_FILE, build_seed_model
 from app.model.repository import Source
-from app.model.step import StreamingModel
+from app.model.step import Runtime, StreamingModel
 
 DEFAULT_MAX_MODEL_BYTES = 2**30  # --max-model-bytes
 
@@ -63,18 +63,22 @@ def use_threads(threads: int) -> bool:
     return True
 
 
-def load_model(
-    spec: str, xla: bool = False, max_bytes: int = DEFAULT_MAX_MODEL_BYTES
-) -> StreamingModel:
-    """Load ``spec`` (a built-in name or a path) and check that it can be streamed."""
+def load_model(spec: str, **options) -> StreamingModel:
+    """Load ``spec`` (a built-in name or a path) and check that it can be streamed; ``options``
+    as :func:`load_version`'s."""
     name = spec if spec in BUILTINS else Path(spec).stem
-    return load_version(Source(name, 1, spec), xla=xla, max_bytes=max_bytes)
+    return load_version(Source(name, 1, spec), **options)
 
 
 def load_version(
-    source: Source, xla: bool = False, max_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    source: Source,
+    xla: bool = False,
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    runtime: Runtime = "auto",
+    threads: int = 1,
 ) -> StreamingModel:
-    """Load one version of the repository and check that it can be streamed."""
+    """Load one version of the repository and check that it can be streamed; ``runtime`` and
+    ``threads`` as :class:`StreamingModel`'s."""
     if source.location == "seed":
         model = build_seed_model()
     else:
@@ -82,4 +86,11 @@ def load_version(
             DEFAULT_MODEL_FILE if source.location == "default" else Path(source.location),
             max_bytes,
         )
-    return StreamingModel(model, name=source.name, version=source.version, xla=xla)
+    return StreamingModel(
+        model,
+        name=source.name,
+        version=source.version,
+        xla=xla,
+        runtime=runtime,
+        threads=threads,
+    )

@@ -24,6 +24,7 @@ class ModelSpec:
     output_size: int
     recurrent: tuple[RecurrentLayer, ...]
     version: int = 1
+    runtime: str = "tensorflow"  # what computes it: "onnx" (ONNX Runtime) or "tensorflow"
 
     @property
     def key(self) -> str:

@@ -1,9 +1,13 @@
-"""The compiled step: one TensorFlow call runs a chunk batch for many sessions at once.
+"""The step: one model call runs a chunk batch for many sessions at once.
 
-The step is a ``tf.function`` traced once over relaxed shapes ``[None, None, F]``: any batch size and
-any chunk length reuse the same graph, so nothing is traced after start-up and the first request costs
-what the thousandth does. Chunks of different lengths are right-padded to the longest in the batch and
-masked (see :meth:`StreamGraph.forward`).
+Two runtimes compute it. **ONNX Runtime** runs the graph :mod:`app.model.export` writes from the
+model's layers (a small fixed cost per call, nothing compiled per shape); **TensorFlow** runs the
+model's own layers as a ``tf.function`` traced once over relaxed shapes ``[None, None, F]`` (any
+batch size and chunk length reuse the same graph), optionally compiled by XLA per shape bucket.
+The TensorFlow step is always built: it is the reference the ONNX graph is checked against before
+it serves (random multi-chunk streams, each runtime carrying its own states), and what serves a
+model the exporter cannot write or whose export disagrees. Chunks of different lengths are
+right-padded to the longest in the batch and masked (see :meth:`StreamGraph.forward`).
 """
 
 from __future__ import annotations
@@ -12,14 +16,22 @@ import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 
 from app.errors import ModelError
+from app.model import export
 from app.model.graph import StreamGraph
 from app.model.spec import ModelSpec
 
 log = logging.getLogger(__name__)
+Runtime = Literal["auto", "onnx", "tensorflow"]
+# How close the ONNX graph must come to the TensorFlow step to serve: the service's exactness
+# promise (chunked equals whole, to Keras, within 1e-5).
+TOLERANCE = 1e-5
+CHECK_ROWS, CHECK_CHUNKS, CHECK_STEPS = 6, 8, 9
 
 
 def fingerprint(model, recurrent_names: set[str]) -> str:
@@ -55,10 +67,22 @@ def fingerprint(model, recurrent_names: set[str]) -> str:
 class StreamingModel:
     """Runs padded chunk batches through the model, carrying each row's recurrent states.
 
-    With ``xla``, a batch runs on an XLA-compiled step for its shape bucket once that is compiled
-    (see :class:`XlaSteps`), and on the plain graph until then."""
+    ``runtime``: ``onnx`` serves the exported graph or refuses the model; ``auto`` serves it where
+    the export is possible and agrees, TensorFlow otherwise; ``tensorflow`` always TensorFlow
+    (``threads``: ONNX Runtime's intra-op threads). On TensorFlow with ``xla``, a batch runs on an
+    XLA-compiled step for its shape bucket once that is compiled (see :class:`XlaSteps`), and on
+    the plain graph until then."""
 
-    def __init__(self, model, name: str, xla: bool = False, version: int = 1):
+    def __init__(
+        self,
+        model,
+        name: str,
+        xla: bool = False,
+        version: int = 1,
+        *,
+        runtime: Runtime = "auto",
+        threads: int = 1,
+    ):
         import tensorflow as tf
 
         self._graph = StreamGraph(model)
@@ -87,9 +111,67 @@ class StreamingModel:
             step, input_signature=signature, autograph=False
         ).get_concrete_function()
         self._xla: XlaSteps | None = None
+        self._onnx: OnnxStep | None = None
         self._check_chunk_lengths()
-        if xla:
+        if runtime != "tensorflow":
+            self._onnx, why = self._exported(threads)
+            if self._onnx is None and runtime == "onnx":
+                raise ModelError(f"the model cannot run on ONNX Runtime: {why}")
+            if self._onnx is None:
+                log.info("model %s version %d runs on TensorFlow: %s", name, version, why)
+        if self._onnx is not None:
+            log.info("model %s version %d runs on ONNX Runtime", name, version)
+            self.spec = replace(self.spec, runtime="onnx")
+        elif xla:
             self._xla = XlaSteps(step, self.spec)
+
+    def _exported(self, threads: int) -> tuple[OnnxStep | None, str]:
+        """The ONNX step, if the model can be written and the result agrees with TensorFlow; else
+        None and why not."""
+        try:
+            candidate = OnnxStep(export.export(self._graph), threads, len(self.spec.state_units))
+        except export.Unsupported as exc:
+            return None, str(exc)
+        except Exception as exc:  # an exporter or runtime fault: TensorFlow still serves
+            log.warning("exporting the model to ONNX failed", exc_info=True)
+            return None, f"the export failed ({type(exc).__name__})"
+        differs = self._disagreement(candidate)
+        if differs is not None:
+            return (
+                None,
+                f"the ONNX graph differs from TensorFlow by {differs:.2g} (over {TOLERANCE})",
+            )
+        return candidate, ""
+
+    def _disagreement(self, candidate: OnnxStep) -> float | None:
+        """None when ``candidate`` gives what the TensorFlow step gives within ``TOLERANCE`` on
+        random streams of several chunks (ragged, padded, from random states, each runtime
+        carrying its own states so that drift shows); else the largest difference found."""
+        rng = np.random.default_rng(0)
+        features, units = self.spec.input_features, self.spec.state_units
+        start = [rng.normal(0, 0.5, (CHECK_ROWS, u)).astype(np.float32) for u in units]
+        mine, theirs = start, start
+        worst = 0.0
+        for _ in range(CHECK_CHUNKS):
+            steps = int(rng.integers(1, CHECK_STEPS + 1))
+            inputs = rng.normal(0, 1, (CHECK_ROWS, steps, features)).astype(np.float32)
+            lengths = rng.integers(1, steps + 1, CHECK_ROWS).astype(np.int32)
+            lengths[0] = steps
+            want, theirs = self._run_graph(inputs, lengths, theirs)
+            got, mine = candidate.run(inputs, lengths, mine)
+            if self.spec.per_step:  # only each row's own steps; padding is dropped
+                real = np.arange(steps)[None, :] < lengths[:, None]
+                want, got = want[real], got[real]
+            for a, b in zip([got, *mine], [want, *theirs]):
+                if a.shape != b.shape or not np.allclose(a, b, rtol=TOLERANCE, atol=TOLERANCE):
+                    worst = max(
+                        worst, float(np.max(np.abs(a - b))) if a.shape == b.shape else np.inf
+                    )
+        return worst or None
+
+    def _run_graph(self, inputs, lengths, states):
+        outputs, new_states = self._step(inputs, lengths, states)
+        return outputs.numpy(), [s.numpy() for s in new_states]
 
     def _check_chunk_lengths(self) -> None:
         """Run two chunk lengths now: a layer whose weights are tied to a fixed time length (the
@@ -117,12 +199,13 @@ class StreamingModel:
         and the new states in the same layout as ``states``.
         """
         lengths = lengths.astype(np.int32, copy=False)
+        if self._onnx is not None:
+            return self._onnx.run(inputs, lengths, states)
         if self._xla is not None:
             found = self._xla.run(inputs, lengths, states)
             if found is not None:
                 return found
-        outputs, new_states = self._step(inputs, lengths, states)
-        return outputs.numpy(), [s.numpy() for s in new_states]
+        return self._run_graph(inputs, lengths, states)
 
     def warm(self, max_batch: int, max_steps: int) -> None:
         """Trace and run the plain graph on the extreme shapes it will see, before any request
@@ -140,7 +223,34 @@ class StreamingModel:
         }:
             inputs = np.zeros((n, steps, features), np.float32)
             states = [np.zeros((n, units), np.float32) for units in self.spec.state_units]
-            self._step(inputs, np.full(n, steps, np.int32), states)
+            run = self._onnx.run if self._onnx is not None else self._run_graph
+            run(inputs, np.full(n, steps, np.int32), states)
+
+
+class OnnxStep:
+    """The exported step in an ONNX Runtime session: the same ``run`` as the TensorFlow step."""
+
+    def __init__(self, graph: bytes, threads: int, states: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Threads that spin between calls would burn the cores the event loop needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self._states = [export.state_name(k) for k in range(states)]
+        self._outputs = [export.OUTPUTS, *(export.next_state_name(k) for k in range(states))]
+
+    def run(
+        self, inputs: np.ndarray, lengths: np.ndarray, states: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        feeds = {export.INPUTS: inputs, export.LENGTHS: lengths}
+        feeds.update(zip(self._states, states))
+        outputs, *new_states = self._session.run(self._outputs, feeds)
+        return outputs, new_states
 
 
 class XlaSteps:

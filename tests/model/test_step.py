@@ -61,7 +61,7 @@ def test_fingerprint_survives_saving_and_tells_weights_apart(tmp_path):
 def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
     # Batch sizes and chunk lengths that fill their buckets and that are padded up to them (rows
     # of length 0, steps masked), a chunk length past the exact ones, rows of different lengths.
-    streaming = StreamingModel(architecture.build(), name="random", xla=True)
+    streaming = StreamingModel(architecture.build(), name="random", xla=True, runtime="tensorflow")
     rng = np.random.default_rng(seed)
     shapes = [(1, 1), (3, 5), (4, 10), (5, 17)]
     batches = []
@@ -93,7 +93,7 @@ def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
 
 def test_a_chunk_length_first_seen_has_its_programs_compiled_for_every_batch_size():
     # A load that grows later must find its bigger batches' programs ready, not compile them then.
-    streaming = StreamingModel(GRU.build(), name="gru", xla=True)
+    streaming = StreamingModel(GRU.build(), name="gru", xla=True, runtime="tensorflow")
     streaming.warm(8, 1)  # batches of up to 8: buckets 1, 2, 4 and 8; no XLA program yet
     streaming.run(*zeros(streaming, 1, 5))  # one row of 5 steps asks for (1, 2, 4 and 8) x 5
     deadline = time.monotonic() + 120
@@ -106,7 +106,7 @@ def test_a_chunk_length_first_seen_has_its_programs_compiled_for_every_batch_siz
 
 def test_only_the_first_chunk_lengths_have_programs_compiled_ahead():
     # A client of many lengths must not fill memory with programs for batch sizes it never sends.
-    streaming = StreamingModel(GRU.build(), name="gru", xla=True)
+    streaming = StreamingModel(GRU.build(), name="gru", xla=True, runtime="tensorflow")
     streaming.warm(8, 1)
     lengths = range(1, AHEAD_LENGTHS + 2)
     for steps in lengths:

@@ -82,4 +82,8 @@ def test_a_state_with_finite_extremes_never_turns_into_nan(client):
             state = client.get(f"/v1/sessions/{sid}/state")
             assert "null" not in state.text
             assert client.put(f"/v1/sessions/{sid}/state", json=state.json()).status_code == 200
-    assert refused, "no pattern overflowed the model: the test would not see the hole"
+    # ONNX Runtime's GRU saturates its gates on non-finite sums, so on it no pattern overflows
+    # this model at all (the refusal itself is tested on both runtimes in tests/engine/test_core.py,
+    # with a model whose Dense overflows).
+    if client.get("/v1/model").json()["runtime"] == "tensorflow":
+        assert refused, "no pattern overflowed the model: the test would not see the hole"
