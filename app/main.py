@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app import metrics
-from app.api import connections, errors, middleware, openapi, origins
+from app.api import connections, errors, middleware, openapi, origins, streaming
 from app.api.auth import KeyRing
 from app.api.parsing import ChunkLimits
 from app.api.routes import chunks, console, state, stream, v2
@@ -376,11 +376,7 @@ def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         timeout_keep_alive=30,  # an idle keep-alive connection is closed after this
         # h11's own limit on unparsed bytes, above the protocol's (which counts one read more).
         h11_max_incomplete_event_size=settings.max_header_bytes + 256 * 1024 + 1,
-        # A message over this closes the connection (1009) before it is read; up to it, the stream
-        # answers a chunk too long with an error and goes on. No compression: a message costs the
-        # server what it costs the sender to send (a deflated one could be 1,000 times its size).
-        ws_max_size=app.state.chunk_limits.message_bytes,
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_timeout,
+        # Streams continue on picows once uvicorn has parsed their upgrade request (its limits,
+        # pings and the refusal of compression are set there).
+        ws=streaming.protocol_class(app, settings),
     )

@@ -42,25 +42,16 @@ def install(app: ASGIApp, settings: Settings) -> None:
     app.add_middleware(SameOrigin, allowed=allowed)
 
 
-class SameOrigin:
-    def __init__(self, app: ASGIApp, allowed: list[str]):
-        self.app = app
+class Origins:
+    """Which web origins may call: the allowed ones, and the server's own pages."""
+
+    def __init__(self, allowed: list[str]):
         self.any = "*" in allowed
         self.allowed = {origin.rstrip("/").lower() for origin in allowed}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self.any:
-            origin = host = None
-            for name, value in scope["headers"]:
-                if name == b"origin":
-                    origin = value.decode("latin-1")
-                elif name == b"host":
-                    host = value.decode("latin-1")
-            if origin is not None and not self._allowed(origin, host):
-                return await self._refuse(scope, send, origin)
-        await self.app(scope, receive, send)
-
-    def _allowed(self, origin: str, host: str | None) -> bool:
+    def allows(self, origin: str, host: str | None) -> bool:
+        if self.any:
+            return True
         origin = origin.strip().lower()
         if origin in self.allowed:
             return True
@@ -69,27 +60,35 @@ class SameOrigin:
         netloc = urlsplit(origin).netloc if "://" in origin else None
         return bool(netloc) and host is not None and netloc == host.strip().lower()
 
-    async def _refuse(self, scope: Scope, send: Send, origin: str) -> None:
+    def refusal(self, origin: str) -> Forbidden:
         shown = origin.encode("unicode_escape").decode("ascii")[:200]
-        response = service_error_response(
-            Forbidden(
-                f"requests from pages of {shown} are not allowed here; the server's operator can allow "
-                "that origin with --allowed-origins"
-            )
+        return Forbidden(
+            f"requests from pages of {shown} are not allowed here; the server's operator can allow "
+            "that origin with --allowed-origins"
         )
-        if scope["type"] == "http":
-            return await response(scope, _no_receive, send)
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": response.status_code,
-                    "headers": response.raw_headers,
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": response.body})
-        else:  # refused before the handshake: the server answers 403
-            await send({"type": "websocket.close", "code": 1008})
+
+
+class SameOrigin:
+    def __init__(self, app: ASGIApp, allowed: list[str]):
+        self.app = app
+        self.origins = Origins(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # WebSockets never come here: app.api.streaming checks their origin with the same rule.
+        if scope["type"] == "http" and not self.origins.any:
+            origin = host = None
+            for name, value in scope["headers"]:
+                if name == b"origin":
+                    origin = value.decode("latin-1")
+                elif name == b"host":
+                    host = value.decode("latin-1")
+            if origin is not None and not self.origins.allows(origin, host):
+                return await self._refuse(scope, send, origin)
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, send: Send, origin: str) -> None:
+        response = service_error_response(self.origins.refusal(origin))
+        await response(scope, _no_receive, send)
 
 
 async def _no_receive():  # the refusal reads no body
