@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import numpy as np
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -203,6 +204,26 @@ def version_chunks(key: str) -> Counter:
 
 _version_timers: dict[str, Histogram] = {}
 _version_chunks: dict[str, Counter] = {}
+
+
+def observe_many(histogram: Histogram, seconds: np.ndarray) -> None:
+    """``histogram.observe`` for each of ``seconds``, done as one increment per bucket touched.
+
+    prometheus-client observes one value at a time, each taking the value's lock (and, with API
+    workers, writing its memory-mapped file): a few microseconds per chunk, once per histogram,
+    which at 10,000 chunks a second was a tenth of a core. It has no call for many values, so this
+    counts them into the buckets with NumPy and adds each count once, through the same value
+    objects ``observe`` uses (``_upper_bounds``, ``_buckets``, ``_sum``: unchanged since
+    prometheus-client 0.4; tests/api/test_metrics.py checks it against ``observe``)."""
+    if not len(seconds):
+        return
+    counts = np.bincount(
+        np.searchsorted(histogram._upper_bounds, seconds, side="left"),
+        minlength=len(histogram._upper_bounds),
+    )
+    histogram._sum.inc(float(seconds.sum()))
+    for bucket in np.flatnonzero(counts):
+        histogram._buckets[bucket].inc(int(counts[bucket]))
 
 
 def exposition() -> bytes:

@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=500, help="live: how many streams")
     parser.add_argument("--server-args", default="", help="extra flags for stateful-rnn serve")
     parser.add_argument("--top", type=int, default=25, help="functions listed per thread and view")
+    parser.add_argument(
+        "--native", action="store_true", help="C frames too (what uvloop and picows do inside)"
+    )
     args = parser.parse_args()
     load.require_wrk()
     scenario = SCENARIOS[args.scenario]
@@ -91,9 +94,10 @@ def main() -> None:
                 [
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
-                    "--nonblocking",
+                    # C frames need the process paused for each sample: fewer samples then.
+                    *(["--native"] if args.native else ["--nonblocking"]),
                     "-r",
-                    "200",
+                    "50" if args.native else "200",
                     "-d",
                     str(int(args.seconds)),
                     "-f",

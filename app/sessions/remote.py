@@ -146,9 +146,11 @@ class SessionServer(_Endpoint):
         self._unstarted = 0  # tasks created whose call has not yet taken its place in line
 
     def start(self) -> None:
+        # Kept: asyncio.get_running_loop() makes a getpid() system call each time.
+        self._loop = asyncio.get_running_loop()
         self._socket = _socket(zmq.ROUTER)
         self._socket.bind(self.address)
-        self._reader = asyncio.create_task(self._read(), name="session-server")
+        self._reader = self._loop.create_task(self._read(), name="session-server")
 
     def describe(self) -> tuple[int, str, int]:
         return self.service.capacity, self.service.backend, self.service.max_features
@@ -207,7 +209,7 @@ class SessionServer(_Endpoint):
         self._outbox[identity].append((call_id, ok, value))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flushing = False
@@ -280,11 +282,13 @@ class RemoteSessions(_Endpoint):
         self._flushing = False
 
     async def start(self) -> None:
+        # Kept: asyncio.get_running_loop() makes a getpid() system call each time.
+        self._loop = asyncio.get_running_loop()
         self._socket = _socket(zmq.DEALER)
         self._socket.connect(self.address)
-        self._reader = asyncio.create_task(self._read(), name="remote-sessions")
+        self._reader = self._loop.create_task(self._read(), name="remote-sessions")
         if self.alive is not None:
-            asyncio.get_running_loop().add_reader(self.alive, self._engine_gone)
+            self._loop.add_reader(self.alive, self._engine_gone)
 
     def _engine_gone(self) -> None:
         """The engine process's end of the pipe closed (the pipe is never written: readable means
@@ -304,7 +308,7 @@ class RemoteSessions(_Endpoint):
 
     def _send(self, name: str, *args: Any) -> asyncio.Future:
         """The call goes out with this turn's others; the future is its answer."""
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         if self.gone:
             future.set_exception(_gone())
             return future
@@ -313,7 +317,7 @@ class RemoteSessions(_Endpoint):
         self._outbox.append((call_id, name, args))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:

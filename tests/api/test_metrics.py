@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from app.model.loader import load_model
@@ -96,3 +97,25 @@ def test_the_exposition_is_clean_for_promtool_and_has_only_its_backends_series(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_observing_a_batch_at_once_counts_as_observing_each():
+    """The engine observes a batch's latencies in one call (app.metrics.observe_many, which reaches
+    into prometheus-client's value objects): the exposition must be what one observe per value
+    gives, bucket edges included."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from app import metrics
+
+    bounds = (0.001, 0.01, 0.1, 1.0)
+    values = np.array([0.0, 0.0005, 0.001, 0.0010001, 0.05, 0.1, 0.7, 1.0, 3.0, 3.0])
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    each, many = (
+        Histogram("latency_seconds", "test", ["phase"], buckets=bounds, registry=r).labels("x")
+        for r in registries
+    )
+    for value in values:
+        each.observe(value)
+    metrics.observe_many(many, values)
+    metrics.observe_many(many, np.array([]))
+    assert generate_latest(registries[0]) == generate_latest(registries[1])
