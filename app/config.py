@@ -202,7 +202,9 @@ class Settings(BaseSettings):
         description="WebSocket: most messages of one connection in flight before reading pauses.",
     )
     ws_ping_interval: float = Field(
-        20.0, gt=0, description="WebSocket: seconds between pings, to notice dead peers."
+        20.0,
+        gt=0,
+        description="WebSocket: seconds a connection may be idle before it is pinged, to notice dead peers.",
     )
     ws_ping_timeout: float = Field(20.0, gt=0, description="WebSocket: seconds to wait for a pong.")
     allowed_origins: str = Field(

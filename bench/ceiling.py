@@ -2,8 +2,9 @@
 
 Same uvicorn options, same admission middleware and access log, same key check, same body reading and
 JSON/frame parsing, same response encoding; a chunk is answered at once with zeros of the model's
-output size instead of going through sessions, the engine and TensorFlow. Whatever the service does
-beyond this is the price of the model and the state.
+output size instead of going through sessions, the engine and the model. Whatever the service does
+beyond this is the price of the model and the state. The WebSocket echo is the service's own stream
+transport (picows, ``app.api.streaming``) over sessions that answer at once (:class:`EchoSessions`).
 
     python -m bench.ceiling --port 8100 --features 16 --outputs 4 [--per-step] [--bare]
 
@@ -15,20 +16,39 @@ does for the same payload; the distance to the ceiling above is what the service
 from __future__ import annotations
 
 import argparse
+import asyncio
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
 import uvicorn
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request
 from starlette.responses import Response
-from starlette.websockets import WebSocketDisconnect
 
 from app.api import errors, middleware, origins
 from app.api.auth import KeyRing, caller_of
-from app.api.parsing import ChunkLimits, parse_chunk, parse_frame, read_body
+from app.api.parsing import ChunkLimits, parse_chunk, read_body
 from app.api.shares import Shares
 from app.config import Settings
+from app.engine.core import ChunkResult
 from app.main import freeze_heap, server_config
+
+
+class EchoSessions:
+    """What the stream asks of the sessions layer, answered at once with zeros: every session
+    exists, and a chunk's future is done when it is returned."""
+
+    def __init__(self, features: int, zeros):
+        self.spec = SimpleNamespace(input_features=features)
+        self.zeros = zeros
+
+    async def session_model(self, session_id: str, scope: str | None = None):
+        return self.spec
+
+    def submit(self, session_id: str, inputs: np.ndarray, **_) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(ChunkResult(session_id, 1, len(inputs), self.zeros(len(inputs))))
+        return future
 
 
 def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step: bool) -> FastAPI:
@@ -43,6 +63,8 @@ def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step
 
     def zeros(steps: int) -> np.ndarray:
         return np.zeros((steps, outputs) if per_step else (outputs,), np.float32)
+
+    app.state.sessions = EchoSessions(features, zeros)
 
     @app.get("/readyz")
     async def ready() -> dict:
@@ -68,18 +90,6 @@ def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step
         return Response(
             orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
         )
-
-    @app.websocket("/v1/sessions/{session_id}/stream")
-    async def echo(websocket: WebSocket, session_id: str) -> None:
-        await websocket.accept()
-        caller_of(websocket, allow_query=True)
-        try:
-            while True:
-                frame = await websocket.receive_bytes()
-                inputs = parse_frame(frame, features, limits.steps)
-                await websocket.send_bytes(zeros(len(inputs)).astype("<f4").tobytes())
-        except WebSocketDisconnect:
-            pass
 
     return app
 

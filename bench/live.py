@@ -35,6 +35,7 @@ from harness.wrk import result_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 P99_TARGET_MS = 50.0
+TARGET_STREAMS = 1000  # the capacity asked for, and where the CPU per chunk is read
 PREFIX = "live-"
 
 
@@ -86,8 +87,10 @@ def measure(
     period_ms: float,
     frame: bytes | None = None,
     prefix: str = PREFIX,
+    warmup: float = 2.0,
 ) -> Row:
-    """One run of ``streams`` streams, sessions ``prefix0``... (made already), ``frame`` each."""
+    """One run of ``streams`` streams, sessions ``prefix0``... (made already), ``frame`` each,
+    timed after ``warmup`` seconds."""
     frame = frame if frame is not None else live_frame()
     command = [
         sys.executable,
@@ -105,6 +108,8 @@ def measure(
         frame.hex(),
         "--seconds",
         str(seconds),
+        "--warmup",
+        str(warmup),
     ]
     before = batches(server.url)
     with load.Measured(server.process.pid) as cpu:
@@ -135,14 +140,32 @@ def batches(url: str) -> tuple[float, float]:
     return samples.get("srnn_batch_size_count", 0.0), samples.get("srnn_batch_size_sum", 0.0)
 
 
-def sweep(counts: list[int], seconds: float, period_ms: float, server_args: list[str]) -> dict:
+def sweep(
+    counts: list[int],
+    seconds: float,
+    period_ms: float,
+    server_args: list[str],
+    first_seconds: float = 0.0,
+) -> dict:
+    """The capacity sweep; with ``first_seconds``, a run of that long first, from the moment the
+    new server is ready (no warm-up), at the target's stream count (or the largest below it): what
+    a server serves before anything has warmed up under load."""
+    first = None
     with tempfile.TemporaryDirectory() as folder:
         model = write_model(LIVE, Path(folder))
         server = ServerProcess("--model", str(model), "--capacity", str(max(counts)), *server_args)
         with running([server], timeout=180):
             create_sessions(server.url, max(counts))
-            # Unmeasured: the batch sizes of the rows that matter appear, so that XLA's programs for
-            # them are compiled (in the background, a few seconds of CPU) before any row is timed.
+            if first_seconds:
+                streams = max([c for c in counts if c <= TARGET_STREAMS] or [min(counts)])
+                first = measure(server, streams, first_seconds, period_ms, warmup=0.0)
+                print(
+                    f"first {first_seconds:g} s after ready, {streams} streams: p99 "
+                    f"{first.p99_ms:.1f} ms, refused {first.refused}",
+                    flush=True,
+                )
+            # Unmeasured: the batch sizes of the rows that matter appear (on TensorFlow with XLA,
+            # their programs compile in the background) before any row is timed.
             measure(server, counts[len(counts) // 2], 4, period_ms)
             time.sleep(5)
             rows = []
@@ -164,6 +187,7 @@ def sweep(counts: list[int], seconds: float, period_ms: float, server_args: list
         "p99_target_ms": P99_TARGET_MS,
         "capacity": max(held) if held else 0,
         "rows": [{**asdict(row), "holds": row.holds} for row in rows],
+        "first": None if first is None else {**asdict(first), "seconds": first_seconds},
     }
 
 
@@ -207,6 +231,12 @@ def main() -> None:
         help="batch delays in ms, comma-separated: the sweep for each "
         "(--max-batch-delay-ms), written as live-delays.json and .md",
     )
+    parser.add_argument(
+        "--first-seconds",
+        type=float,
+        default=0.0,
+        help="first measure this long from the moment the server is ready, without warm-up",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     counts = sorted(int(c) for c in args.streams.split(","))
@@ -217,7 +247,9 @@ def main() -> None:
         )
         report.save(args.out, "live-delays", result, report.delay_table(result))
         return
-    result = sweep(counts, args.seconds, args.period_ms, shlex.split(args.server_args))
+    result = sweep(
+        counts, args.seconds, args.period_ms, shlex.split(args.server_args), args.first_seconds
+    )
     report.save(args.out, "live", result, report.live_table(result))
 
 

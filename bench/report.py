@@ -207,15 +207,22 @@ def live_table(result: dict) -> str:
     """The table of ``python -m bench.live``: one row per stream count of the sweep."""
     lines = [
         "| live streams | offered chunks/s | served chunks/s | p50 ms | p90 ms | p99 ms | max ms | "
-        "refused | unanswered | late sends | chunks per model call | server CPU | generator CPU | holds |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "refused | unanswered | late sends | chunks per model call | server CPU | server µs per chunk "
+        "| generator CPU | holds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
-    for r in result["rows"]:
+    first = result.get("first")
+    rows = [(f"{r['streams']:,}", r) for r in result["rows"]]
+    if first:
+        rows.insert(0, (f"{first['streams']:,}, first {first['seconds']:g} s after ready", first))
+    for label, r in rows:
+        per_chunk = 1e6 * r["server_cpu"] / r["served_per_s"] if r["served_per_s"] else 0.0
+        holds = r["holds"] if "holds" in r else r["p99_ms"] < result["p99_target_ms"]
         lines.append(
-            f"| {r['streams']:,} | {r['offered_per_s']:,.0f} | {r['served_per_s']:,.0f} | {r['p50_ms']:.1f} | "
+            f"| {label} | {r['offered_per_s']:,.0f} | {r['served_per_s']:,.0f} | {r['p50_ms']:.1f} | "
             f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['refused']:,} | {r['unanswered']:,} | "
-            f"{r['late']:,} | {r.get('mean_batch', 0):.1f} | {r['server_cpu']:.2f} | {r['client_cpu']:.2f} | "
-            f"{'yes' if r['holds'] else 'no'} |"
+            f"{r['late']:,} | {r.get('mean_batch', 0):.1f} | {r['server_cpu']:.2f} | {per_chunk:.0f} | "
+            f"{r['client_cpu']:.2f} | {'yes' if holds else 'no'} |"
         )
     args = f", `{result['server_args']}`" if result["server_args"] else ""
     lines += [

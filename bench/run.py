@@ -380,8 +380,14 @@ def main() -> None:
                 results["large"] = scenario_large(models, args)
             if "live" in args.scenarios:
                 print("live streams", flush=True)
-                counts = [250, 500, 1000] if args.quick else [250, 500, 750, 1000, 1250, 1500]
-                results["live"] = live.sweep(counts, 3 if args.quick else 10, 100.0, [])
+                counts = [250, 500, 1000] if args.quick else [500, 1000, 1500, 2000]
+                results["live"] = live.sweep(
+                    counts,
+                    3 if args.quick else 10,
+                    100.0,
+                    [],
+                    first_seconds=10 if args.quick else 60,
+                )
             if "idle" in args.scenarios:
                 print(f"{args.idle:,} idle sessions", flush=True)
                 results["idle"] = idle_sessions(models["small"], args.idle)

@@ -89,7 +89,7 @@ def check(results: dict[str, Any]) -> list[dict]:
         closed = frames["closed"]
         found.append(
             _target(
-                "frames, WebSocket: share of the echo ceiling",
+                "frames, WebSocket: share of the echo of the stream's own transport",
                 _ratio(closed["memory"][n]["chunks_per_s"], closed["ceiling"][n]["chunks_per_s"]),
                 0.60,
                 True,
@@ -130,6 +130,33 @@ def check(results: dict[str, Any]) -> list[dict]:
                 f"p99 < {live['p99_target_ms']:g} ms, nothing refused",
             )
         )
+        at = {row["streams"]: row for row in live["rows"]}
+        row = at.get(1000)
+        if row and row["served_per_s"]:
+            found.append(
+                _target(
+                    "server CPU per chunk at 1,000 live streams",
+                    1e6 * row["server_cpu"] / row["served_per_s"],
+                    60,
+                    False,
+                    "µs",
+                    "server CPU (cores) / chunks served per second",
+                )
+            )
+        first = live.get("first")
+        steady = first and at.get(first["streams"])
+        if steady:
+            found.append(
+                _target(
+                    "first seconds after /readyz: p99 beyond the steady state's",
+                    first["p99_ms"] - steady["p99_ms"],
+                    10,
+                    False,
+                    "ms",
+                    f"{first['streams']:,} streams, the first {first['seconds']:g} s from ready "
+                    f"(p99 {first['p99_ms']:.1f} ms) against a warm row (p99 {steady['p99_ms']:.1f} ms)",
+                )
+            )
     idle = results.get("idle")
     if idle:
         found.append(

@@ -61,7 +61,7 @@ from app.errors import (
     TooLarge,
     Unauthorized,
 )
-from app.sessions.service import ChunkResult
+from app.sessions.service import ChunkResult, Reply
 
 log = logging.getLogger(__name__)
 # picows logs each connection at INFO and a client's malformed frame at ERROR; neither is the
@@ -238,7 +238,7 @@ def _first(values: list[str] | None) -> str | None:
     return values[0] if values else None
 
 
-Reply = tuple[str, Any]  # ("bytes", payload) or ("text", payload)
+Answer = tuple[str, Any]  # ("bytes", payload) or ("text", payload)
 
 
 class Stream(WSListener):
@@ -265,8 +265,8 @@ class Stream(WSListener):
         self.features: int | None = None  # known once the session is found
         self.transport: WSTransport | None = None
         # In message order: a task (a text message, or a binary one waiting behind it) or the
-        # engine's future of a binary chunk.
-        self.replies: deque[asyncio.Future] = deque()
+        # engine's reply to a binary chunk.
+        self.replies: deque[asyncio.Future | Reply] = deque()
         # Messages read but not taken yet: before the session is found, and beyond the messages in
         # flight allowed (picows hands over every frame of a read at once; reading pauses too).
         self.waiting: deque[tuple[WSMsgType, bytes]] = deque()
@@ -370,39 +370,43 @@ class Stream(WSListener):
 
     def _start(self, kind: WSMsgType, payload: bytes) -> None:
         if kind == WSMsgType.BINARY and not self._unstarted:
-            reply = self._binary(payload)
+            reply = Reply(self._answered)
+            self.replies.append(reply)
+            self._binary(payload, reply)
         else:
-            reply = asyncio.ensure_future(
+            task = asyncio.ensure_future(
                 self._binary_later(payload) if kind == WSMsgType.BINARY else self._text(payload)
             )
             self._unstarted += 1
-        self.replies.append(reply)
-        reply.add_done_callback(self._answered)
+            self.replies.append(task)
+            task.add_done_callback(self._answered)
         if len(self.replies) >= self.max_in_flight and not self._paused:
             self._paused = True  # backpressure: read no more until answers go out
             self.transport.underlying_transport.pause_reading()
 
-    def _binary(self, payload: bytes) -> asyncio.Future:
-        """A binary chunk into its session's line at once: no task, its reply the engine's future.
-        (Only while no text message before it is still on its way into the line.)"""
+    def _binary(self, payload: bytes, reply: Reply) -> None:
+        """A binary chunk into its session's line at once: no task, no future, ``reply`` settled
+        by the engine (or now, with the error). (Only while no text message before it is still
+        on its way into the line.)"""
         try:
             inputs = parse_frame(payload, self.features, self.limits.steps)
-            return self.sessions.submit(
+            self.sessions.submit(
+                self.session_id, inputs, scope=self.scope, transport="websocket", reply=reply
+            )
+        except ServiceError as exc:
+            reply.set_result(_error(exc))
+
+    async def _binary_later(self, payload: bytes) -> Answer | ChunkResult:
+        self._unstarted -= 1
+        try:
+            inputs = parse_frame(payload, self.features, self.limits.steps)
+            return await self.sessions.submit(
                 self.session_id, inputs, scope=self.scope, transport="websocket"
             )
         except ServiceError as exc:
-            refused = asyncio.get_running_loop().create_future()
-            refused.set_result(_error(exc))
-            return refused
-
-    async def _binary_later(self, payload: bytes) -> Reply | ChunkResult:
-        self._unstarted -= 1
-        try:
-            return await self._binary(payload)
-        except ServiceError as exc:
             return _error(exc)
 
-    async def _text(self, payload: bytes) -> Reply:
+    async def _text(self, payload: bytes) -> Answer:
         # Every branch below reaches the session's line before its first suspension: once this task
         # has started, binary frames after it may go straight in.
         self._unstarted -= 1
@@ -438,7 +442,7 @@ class Stream(WSListener):
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _answered(self, _: asyncio.Future) -> None:
+    def _answered(self, _: asyncio.Future | Reply) -> None:
         """Send every answer now due, in message order; after a disconnect, let the work finish
         unanswered (a chunk that was applied stays applied: the session is consistent either
         way)."""
@@ -454,7 +458,7 @@ class Stream(WSListener):
             self._draining = False
             self._close(CLOSE_RESTART, "the server is restarting")
 
-    def _send(self, done: asyncio.Future) -> None:
+    def _send(self, done: asyncio.Future | Reply) -> None:
         try:
             found = done.result()
         except ServiceError as exc:  # a binary chunk the engine refused
@@ -494,7 +498,7 @@ class Stream(WSListener):
             self._close(CLOSE_RESTART, "the server is restarting")
 
 
-def _error(exc: ServiceError) -> Reply:
+def _error(exc: ServiceError) -> Answer:
     return "text", orjson.dumps(
         {"op": "error", "status": exc.status, "detail": exc.detail, **exc.extra}
     ).decode()

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from app import metrics
-from app.engine.lines import Lines, Work
+from app.engine.lines import Lines, Reply, Work
 from app.engine.runner import BatchRunner, RowResult
 from app.engine.tally import Tally
 from app.errors import InvalidInput, ServiceError, SessionNotFound, Unavailable
@@ -185,15 +185,17 @@ class Engine:
         scope: str | None = None,
         transport: str = "http",
         model: str | None = None,
-    ) -> asyncio.Future[ChunkResult]:
+        reply: Reply | None = None,
+    ) -> asyncio.Future[ChunkResult] | Reply:
         """``push``, without a coroutine: the chunk takes its place in its session's line now, and
-        the future is its answer (for callers that handle many chunks and await none of them).
-        ``model``: the model the caller named, which the session must run."""
+        the future is its answer (for callers that handle many chunks and await none of them), or
+        ``reply``, given, which is settled instead. ``model``: the model the caller named, which
+        the session must run."""
         if not self.ready:
             raise Unavailable("the model is still warming up", retry_after=1)
         work = Work(
             session_id,
-            self._future(),
+            reply or self._future(),
             inputs=inputs,
             seq=seq,
             scope=scope,

@@ -9,6 +9,7 @@ batch. The lines are bounded overall and per session, so a flood is refused, not
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -19,13 +20,76 @@ import numpy as np
 
 from app.errors import Unavailable
 
+log = logging.getLogger(__name__)
+
+
+class Reply:
+    """A chunk's answer handed to ``deliver`` the moment the engine decides it, in place of an
+    asyncio future: for a transport that answers many chunks in order and awaits none of them (a
+    WebSocket stream). A future costs its chunk about 2.4 µs (made, settled, and its callback run
+    on a later turn of the loop); this is a call. It has what the engine asks of a future (``done``,
+    ``cancelled``, ``cancel``, ``set_result``, ``set_exception``) and ``result`` for the reader."""
+
+    __slots__ = ("_deliver", "_done", "_result", "_error")
+
+    def __init__(self, deliver: Callable[[Reply], None]):
+        self._deliver = deliver
+        self._done = False
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return isinstance(self._error, asyncio.CancelledError)
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def set_result(self, result: Any) -> None:
+        self._settle(result, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._settle(None, error)
+
+    def cancel(self) -> bool:
+        self._settle(None, asyncio.CancelledError())
+        return True
+
+    def follow(self, future: asyncio.Future) -> None:
+        """Settle as ``future`` does (a chunk answered by another process's engine)."""
+
+        def settled(done: asyncio.Future) -> None:
+            if done.cancelled():
+                self.cancel()
+            elif done.exception() is not None:
+                self.set_exception(done.exception())
+            else:
+                self.set_result(done.result())
+
+        future.add_done_callback(settled)
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done, self._result, self._error = True, result, error
+        try:
+            self._deliver(self)
+        except (
+            Exception
+        ):  # the engine settles many replies in a row: one reader's fault stays its own
+            log.exception("delivering a chunk's answer failed")
+
 
 @dataclass(eq=False)
 class Work:
     """One item in a session's line: a chunk, or an action that must wait its turn."""
 
     session_id: str
-    future: asyncio.Future
+    future: asyncio.Future | Reply
     inputs: np.ndarray | None = None  # [T, F] for a chunk
     seq: int | None = None
     scope: str | None = None  # the tenant the caller acts for; None: any session

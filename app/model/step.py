@@ -113,6 +113,10 @@ class StreamingModel:
         self._xla: XlaSteps | None = None
         self._onnx: OnnxStep | None = None
         self._check_chunk_lengths()
+        if runtime == "auto" and tf.config.list_physical_devices("GPU"):
+            # ONNX Runtime's package here runs on the CPU; TensorFlow has a GPU to run on.
+            runtime = "tensorflow"
+            log.info("model %s version %d runs on TensorFlow: it has a GPU", name, version)
         if runtime != "tensorflow":
             self._onnx, why = self._exported(threads)
             if self._onnx is None and runtime == "onnx":

@@ -32,7 +32,7 @@ import zmq
 import zmq.asyncio
 
 from app import errors
-from app.engine import ChunkResult
+from app.engine import ChunkResult, Reply
 from app.engine.tally import Tally
 from app.errors import ServiceError, Unavailable
 from app.model.spec import ModelSpec
@@ -387,9 +387,14 @@ class RemoteSessions(_Endpoint):
         seq: int | None = None,
         scope: str | None = None,
         transport: str = "http",
-    ) -> asyncio.Future[ChunkResult]:
+        reply: Reply | None = None,
+    ) -> asyncio.Future[ChunkResult] | Reply:
         # In line at the engine in the order sent: calls leave in the order they are made.
-        return self._send("push", session_id, inputs, seq, scope, transport)
+        future = self._send("push", session_id, inputs, seq, scope, transport)
+        if reply is None:
+            return future
+        reply.follow(future)
+        return reply
 
     async def state(
         self, session_id: str, scope: str | None = None

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.core import ChunkResult, Engine
+from app.engine.lines import Reply
 from app.engine.tally import Tally
 from app.errors import InvalidInput, SessionNotFound, TooManyRequests, Unavailable
 from app.model.spec import ModelSpec
@@ -296,9 +297,11 @@ class SessionService:
         seq: int | None = None,
         scope: str | None = None,
         transport: str = "http",
-    ) -> asyncio.Future[ChunkResult]:
-        """``push`` without a coroutine: the chunk is in its session's line when this returns."""
-        return self.engine.submit(session_id, inputs, seq, scope, transport)
+        reply: Reply | None = None,
+    ) -> asyncio.Future[ChunkResult] | Reply:
+        """``push`` without a coroutine: the chunk is in its session's line when this returns;
+        its answer is the future returned, or settles ``reply`` when given."""
+        return self.engine.submit(session_id, inputs, seq, scope, transport, reply=reply)
 
     async def sequence(
         self,

@@ -241,3 +241,29 @@ def test_commands_over_the_stream(seed_server):
         reset["op"] == "reset" and reset["session"]["steps"] == 0 and reset["session"]["seq"] == 1
     )
     assert state["layers"][0]["states"] == [[0.0] * 5]
+
+
+def test_a_fragmented_message_is_one_chunk_and_fragments_over_the_limit_close_the_stream(
+    seed_server,
+):
+    """The stream reassembles a message sent in fragments (picows hands over frames, not
+    messages); fragments that add up past the message limit close it with 1009, unread."""
+    first, second = (httpx.post(f"{seed_server}/v1/sessions").json()["session_id"] for _ in "ab")
+    chunk = np.array([0.5, -1.0, 0.25, 2.0], "<f4")
+
+    async def run():
+        async with websockets.connect(ws(seed_server, first)) as socket:
+            await socket.send(chunk.tobytes())
+            whole = await socket.recv()
+        async with websockets.connect(ws(seed_server, second)) as socket:
+            await socket.send([chunk[:1].tobytes(), chunk[1:3].tobytes(), chunk[3:].tobytes()])
+            parts = await socket.recv()
+            await socket.send(['{"inputs": ', "[0.5]", "}"])
+            text = json.loads(await socket.recv())
+            await socket.send([b"\x00" * 4096] * 4)  # 16 KiB: over twice the body limit (2048)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.recv()
+        return whole, parts, text, closed.value.rcvd.code
+
+    whole, parts, text, code = asyncio.run(run())
+    assert whole == parts and text["seq"] == 2 and code == 1009

@@ -176,3 +176,29 @@ def test_a_chunk_that_would_overflow_is_refused_alone_and_its_batch_goes_on():
         0
     ]
     np.testing.assert_allclose(applied.outputs, alone, atol=1e-6)
+
+
+def test_a_reply_is_settled_once_by_the_engine_in_place_of_a_future(seed):
+    """The stream's path: no asyncio future per chunk, the answer handed to a callback as the
+    engine decides it (and a callback that fails does not disturb the batch beside it)."""
+    from app.engine.lines import Reply
+
+    async def scenario(engine, store):
+        for sid in ("a", "b"):
+            await store.create(sid, 0, 0.0, model=only_model(store))
+        delivered = []
+        good = Reply(delivered.append)
+        bad = Reply(lambda reply: 1 / 0)
+        assert engine.submit("a", chunk(0.5), reply=good) is good
+        engine.submit("b", chunk(0.5), reply=bad)
+        alone = await engine.push("a", chunk(0.25))  # after both, in a's line
+        missing = Reply(delivered.append)
+        engine.submit("nobody", chunk(0.5), reply=missing)
+        await engine.push("b", chunk(0.25))
+        return delivered, good, bad, alone, missing
+
+    delivered, good, bad, alone, missing = run(seed, scenario)
+    assert delivered == [good, missing] and good.done() and bad.done()
+    assert good.result().seq == 1 and alone.seq == 2 and bad.result().seq == 1
+    with pytest.raises(SessionNotFound):
+        missing.result()

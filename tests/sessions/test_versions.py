@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import shutil
 import time
 import weakref
@@ -108,6 +109,9 @@ def test_two_models_and_two_versions_of_one_are_served_at_once_each_exact(tmp_pa
             (1, "ready", 1),
         ]
         assert speech_doc["versions"][0]["recurrent_layers"][0]["units"] == 4
+        # Each version says what computes it: ONNX Runtime for these plain GRUs (auto's choice).
+        runtime = "tensorflow" if os.environ.get("SRNN_RUNTIME") == "tensorflow" else "onnx"
+        assert {v["runtime"] for m in listing for v in m["versions"]} == {runtime}
         assert http.get("/v1/models/nope").status_code == 404
 
 

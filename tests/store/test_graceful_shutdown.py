@@ -1,4 +1,5 @@
-"""SIGTERM while chunks are in flight: the server finishes them, and no acknowledged chunk is lost."""
+"""SIGTERM while chunks are in flight: the server finishes them, and no acknowledged chunk is lost;
+a WebSocket stream is answered every chunk it had in flight, then closed with 1012."""
 
 import signal
 import threading
@@ -7,6 +8,8 @@ import time
 import httpx
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from app.model.builtin import build_seed_model
 from harness.servers import ServerProcess
@@ -46,7 +49,31 @@ def test_sigterm_under_load_loses_no_acknowledged_chunk(
                     return
                 acknowledged[i] = seq
 
-    threads = [threading.Thread(target=stream, args=(i,)) for i in data]
+    # Two of them over WebSocket instead: eight binary chunks in flight at a time, no seq.
+    over_websocket = {i: ids[i] for i in list(data)[:2]}
+    closed: dict[int, int | None] = {}
+
+    def websocket(i):
+        started.wait()
+        url = f"{server.url.replace('http', 'ws')}/v1/sessions/{ids[i]}/stream"
+        chunks = iter(data[i].reshape(-1, 2, 1))
+        try:
+            with connect(url) as ws:
+                for _ in range(8):
+                    ws.send(next(chunks).tobytes())
+                while True:
+                    ws.recv(timeout=30)
+                    acknowledged[i] += 1
+                    if acknowledged[i] < 195:
+                        ws.send(next(chunks).tobytes())
+                        time.sleep(0.005)
+        except ConnectionClosed as exc:
+            closed[i] = exc.rcvd.code if exc.rcvd else None
+
+    threads = [
+        threading.Thread(target=websocket if i in over_websocket else stream, args=(i,))
+        for i in data
+    ]
     for thread in threads:
         thread.start()
     started.wait()
@@ -55,12 +82,16 @@ def test_sigterm_under_load_loses_no_acknowledged_chunk(
     for thread in threads:
         thread.join()
     assert all(0 < n < 200 for n in acknowledged.values()), acknowledged
+    assert closed == dict.fromkeys(over_websocket, 1012), closed
 
     server = ServerProcess(*args, port=server.port).start().wait_ready()
     try:
         for i, sid in ids.items():
             state = httpx.get(f"{server.url}/v1/sessions/{sid}/state").json()
-            # Everything acknowledged is there; a chunk applied as the server went down may be too.
+            # Everything acknowledged is there; a chunk applied as the server went down may be too
+            # (over HTTP: a stream is answered each chunk it had in flight before it is closed).
+            if i in over_websocket:
+                assert state["seq"] == acknowledged[i], (state["seq"], acknowledged[i])
             assert state["seq"] >= acknowledged[i]
             reference = StatefulReference(build_seed_model())
             reference.feed(data[i][: 2 * state["seq"]])
