@@ -74,6 +74,8 @@ CLOSE_UNKNOWN_SESSION = 4404
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TRY_AGAIN = 1013
 CLOSE_RESTART = 1012
+CLOSE_WAIT_S = 1.0  # how long a close waits for the peer's close frame
+PROTOCOL_ERROR_WAIT_S = 0.1  # ... when the peer broke the protocol
 
 
 class StreamContext:
@@ -303,15 +305,27 @@ class Stream(WSListener):
         if kind in (WSMsgType.PING, WSMsgType.PONG) or self._closing:
             return
         if frame.rsv1:  # compression was never agreed: nothing is inflated
-            self._close(WSCloseCode.PROTOCOL_ERROR.value, "compression was not agreed")
+            self._close(
+                WSCloseCode.PROTOCOL_ERROR.value,
+                "compression was not agreed",
+                wait=PROTOCOL_ERROR_WAIT_S,
+            )
             return
         if kind == WSMsgType.CONTINUATION:
             if self.fragment_type is None:
-                self._close(WSCloseCode.PROTOCOL_ERROR.value, "a continuation of nothing")
+                self._close(
+                    WSCloseCode.PROTOCOL_ERROR.value,
+                    "a continuation of nothing",
+                    wait=PROTOCOL_ERROR_WAIT_S,
+                )
                 return
             self.fragments.append(frame.get_payload_as_bytes())
             if sum(map(len, self.fragments)) > self.limits.message_bytes:
-                self._close(WSCloseCode.MESSAGE_TOO_BIG.value, "the message is too big")
+                self._close(
+                    WSCloseCode.MESSAGE_TOO_BIG.value,
+                    "the message is too big",
+                    wait=PROTOCOL_ERROR_WAIT_S,
+                )
                 return
             if frame.fin:
                 kind, payload = self.fragment_type, b"".join(self.fragments)
@@ -476,13 +490,23 @@ class Stream(WSListener):
         else:
             transport.send(WSMsgType.TEXT, found[1].encode())
 
-    def _close(self, code: int, reason: str) -> None:
+    def _close(self, code: int, reason: str, wait: float = CLOSE_WAIT_S) -> None:
+        """Send the close frame, then wait (``wait`` seconds at most) for the peer's: the socket
+        keeps reading, and drops what comes, meanwhile. Closing a socket with unread data in it
+        sends a reset, which can destroy the answers and the close frame before the peer reads
+        them (a client still sending when the server stops). A peer that broke the protocol is
+        given a tenth of a second."""
         self._closing = True
         self._close_code = code
-        if self.transport is not None and not self.transport.is_disconnected:
-            # A close reason fits in 123 bytes of UTF-8 (a session id may be longer).
-            self.transport.send_close(code, reason.encode()[:123].decode(errors="ignore").encode())
-            self.transport.disconnect()
+        transport = self.transport
+        if transport is None or transport.is_disconnected:
+            return
+        # A close reason fits in 123 bytes of UTF-8 (a session id may be longer).
+        transport.send_close(code, reason.encode()[:123].decode(errors="ignore").encode())
+        if self._paused:
+            self._paused = False
+            transport.underlying_transport.resume_reading()
+        asyncio.get_running_loop().call_later(wait, transport.disconnect)
 
     def shutdown(self) -> None:
         """Read no more; answer what is in flight, then close (1012, the server restarts)."""
