@@ -45,15 +45,16 @@ class EchoSessions:
     async def session_model(self, session_id: str, scope: str | None = None):
         return self.spec
 
-    def submit(self, session_id: str, inputs: np.ndarray, **_) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(ChunkResult(session_id, 1, len(inputs), self.zeros(len(inputs))))
-        return future
+    def submit(self, session_id: str, inputs: np.ndarray, reply=None, **_):
+        answer = reply or asyncio.get_running_loop().create_future()
+        answer.set_result(ChunkResult(session_id, 1, len(inputs), self.zeros(len(inputs))))
+        return answer
 
 
 def create_ceiling_app(settings: Settings, features: int, outputs: int, per_step: bool) -> FastAPI:
     app = FastAPI(title="stateful-rnn ceiling")
     app.state.keys = KeyRing.from_settings(settings)
+    app.state.transports = 1  # HTTP alone: the whole descriptor budget for its connections
     limits = app.state.chunk_limits = ChunkLimits.of(
         features, settings.max_chunk_steps, settings.max_body_bytes
     )

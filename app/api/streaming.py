@@ -275,7 +275,8 @@ class Stream(WSListener):
         self.fragments: list[bytes] = []
         self.fragment_type: WSMsgType | None = None
         self._unstarted = 0  # text tasks created whose work has not yet taken its place in line
-        self._paused = False
+        self._paused = False  # reading paused: too much in flight, or answers not being read
+        self._unread = False  # the peer does not read its answers (the socket's buffer is full)
         self._closing = False  # no more messages are taken
         self._draining = False  # the server stops: close once the answers in flight are out
         self._close_code: int | None = None
@@ -463,14 +464,35 @@ class Stream(WSListener):
         replies = self.replies
         while replies and replies[0].done():
             self._send(replies.popleft())
-        if self._paused and len(replies) < self.max_in_flight and not self._closing:
+        self._resume()
+        if self._draining and not replies:
+            self._draining = False
+            self._close(CLOSE_RESTART, "the server is restarting")
+
+    def _resume(self) -> None:
+        """Take messages and read again, once there is room in flight and the peer reads."""
+        if (
+            self._paused
+            and len(self.replies) < self.max_in_flight
+            and not self._unread
+            and not self._closing
+        ):
             self._paused = False
             self._take()
             if not self._paused:
                 self.transport.underlying_transport.resume_reading()
-        if self._draining and not replies:
-            self._draining = False
-            self._close(CLOSE_RESTART, "the server is restarting")
+
+    def pause_writing(self) -> None:
+        """The answers pile up unread: read no more until they drain, or a client that sends
+        and never reads would grow the server's buffer without end."""
+        self._unread = True
+        if not self._paused and not self._closing:
+            self._paused = True
+            self.transport.underlying_transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._unread = False
+        self._resume()
 
     def _send(self, done: asyncio.Future | Reply) -> None:
         try:

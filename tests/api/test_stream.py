@@ -3,6 +3,7 @@ bad messages answered without closing; unknown sessions closed with 4404."""
 
 import asyncio
 import json
+import time
 import uuid
 
 import httpx
@@ -267,3 +268,40 @@ def test_a_fragmented_message_is_one_chunk_and_fragments_over_the_limit_close_th
 
     whole, parts, text, code = asyncio.run(run())
     assert whole == parts and text["seq"] == 2 and code == 1009
+
+
+def test_a_client_that_never_reads_its_answers_is_no_longer_read():
+    """Answers the peer leaves unread fill the socket, then the server's write buffer; the server
+    then stops reading that stream (else a client that only sends would grow the server's memory
+    without end). Big answers (64 steps x 256 outputs, 64 KiB) fill the buffers in a moment: the
+    chunks applied stop growing, however long the client goes on sending."""
+    import socket
+
+    from tests.support.attacks import frame, handshake
+
+    keras.utils.set_random_seed(9)
+    inputs = keras.Input(shape=(None, 1))
+    wide = keras.layers.Dense(256)(keras.layers.GRU(2, return_sequences=True)(inputs))
+    with serve_in_thread(
+        StreamingModel(keras.Model(inputs, wide), "wide"), max_chunk_steps=64
+    ) as url:
+        sid = httpx.post(f"{url}/v1/sessions").json()["session_id"]
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        assert handshake(sock, f"/v1/sessions/{sid}/stream", None, False).startswith(
+            b"HTTP/1.1 101"
+        )
+        sock.setblocking(False)
+        message = frame(np.zeros(64, "<f4").tobytes(), opcode=2)
+        applied = []
+        for _ in range(2):
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                try:
+                    sock.send(message)
+                except BlockingIOError:
+                    time.sleep(0.01)
+            applied.append(httpx.get(f"{url}/v1/sessions/{sid}").json()["seq"])
+        sock.close()
+    assert 0 < applied[0] == applied[1], applied
