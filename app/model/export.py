@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from app.model.graph import StreamGraph
+from app.model.graph import IDENTITY_AT_INFERENCE, StreamGraph
 
 OPSET = 17  # LayerNormalization's first opset; ONNX Runtime 1.17 and later run it
 INPUTS, LENGTHS, OUTPUTS = "inputs", "lengths", "outputs"
@@ -65,15 +65,6 @@ _ACTIVATIONS: dict[str, tuple[str, dict[str, Any]] | None] = {
 }
 # The recurrent operators name their activations themselves; these take no parameters.
 _RECURRENT_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
-_IDENTITY = {
-    "Dropout",
-    "SpatialDropout1D",
-    "GaussianDropout",
-    "GaussianNoise",
-    "AlphaDropout",
-    "ActivityRegularization",
-    "Identity",
-}
 _BINARY = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Maximum": "Max", "Minimum": "Min"}
 
 
@@ -304,7 +295,7 @@ def export(graph: StreamGraph) -> bytes:
             own = state_names[len(finals) : len(finals) + step.recurrent.state_tensors]
             out, new = _recurrent(writer, layer, args[0], own, LENGTHS)
             finals.extend(new)
-        elif kind in _IDENTITY:
+        elif kind in IDENTITY_AT_INFERENCE:
             out = args[0]
         elif kind in _PER_STEP:
             out = _PER_STEP[kind](writer, layer, args[0])

@@ -22,17 +22,21 @@ RECURRENT_KINDS = {
     "SimpleRNN": keras.layers.SimpleRNN,
 }
 
-# Layers that act on each time step independently (or are the identity at inference).
-PER_STEP = {
-    "InputLayer",
-    "Dense",
-    "EinsumDense",
+# Layers that are the identity at inference (dropout, noise, regularisers).
+IDENTITY_AT_INFERENCE = {
     "Dropout",
     "SpatialDropout1D",
     "GaussianDropout",
     "GaussianNoise",
     "AlphaDropout",
     "ActivityRegularization",
+    "Identity",
+}
+# Layers that act on each time step independently (or are the identity at inference).
+PER_STEP = IDENTITY_AT_INFERENCE | {
+    "InputLayer",
+    "Dense",
+    "EinsumDense",
     "LayerNormalization",
     "BatchNormalization",
     "UnitNormalization",
@@ -46,7 +50,6 @@ PER_STEP = {
     "ELU",
     "Softmax",
     "Masking",
-    "Identity",
     "Add",
     "Subtract",
     "Multiply",

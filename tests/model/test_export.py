@@ -11,30 +11,7 @@ from app.errors import ModelError
 from app.model import export
 from app.model.step import StreamingModel
 from tests.support.models import architectures, chunked_sequences, split
-from tests.support.reference import StatefulReference
-
-ATOL = 1e-5
-
-
-def assert_streams_like_keras(streaming: StreamingModel, model, chunks: list[np.ndarray]) -> None:
-    """Each chunk through ``streaming``'s step beside a longer padded neighbour, carrying the
-    state, against the stateful reference fed the same chunks."""
-    reference = StatefulReference(model)
-    states = [np.zeros((1, units), np.float32) for units in streaming.spec.state_units]
-    rng = np.random.default_rng(0)
-    for chunk in chunks:
-        expected = reference.feed(chunk)
-        width = len(chunk) + int(rng.integers(0, 4))
-        batch = rng.uniform(-3, 3, (2, width, chunk.shape[1])).astype(np.float32)
-        batch[0, : len(chunk)] = chunk
-        neighbour = [rng.normal(size=(1, s.shape[1])).astype(np.float32) for s in states]
-        both = [np.concatenate([mine, theirs]) for mine, theirs in zip(states, neighbour)]
-        outputs, new_states = streaming.run(batch, np.array([len(chunk), width]), both)
-        mine = outputs[0, : len(chunk)] if streaming.spec.per_step else outputs[0]
-        np.testing.assert_allclose(mine, expected, atol=ATOL)
-        states = [s[:1] for s in new_states]
-        for got, want in zip(states, reference.states()):
-            np.testing.assert_allclose(got[0], want, atol=ATOL)
+from tests.support.reference import assert_step_streams_like_keras
 
 
 @settings(max_examples=15, deadline=None)
@@ -44,7 +21,7 @@ def test_random_stacks_run_on_onnx_runtime_exactly(architecture, data):
     streaming = StreamingModel(model, name="random", runtime="onnx")
     assert streaming.spec.runtime == "onnx"
     sequence, cuts = data.draw(chunked_sequences(architecture.features))
-    assert_streams_like_keras(streaming, model, split(sequence, cuts))
+    assert_step_streams_like_keras(streaming, model, split(sequence, cuts))
 
 
 def zoo():
@@ -79,7 +56,7 @@ def test_every_layer_the_exporter_writes_runs_on_onnx_exactly():
     model = zoo()
     streaming = StreamingModel(model, "zoo", runtime="onnx")
     sequence = np.random.default_rng(2).normal(size=(17, 3)).astype(np.float32)
-    assert_streams_like_keras(streaming, model, np.split(sequence, [4, 10, 11]))
+    assert_step_streams_like_keras(streaming, model, np.split(sequence, [4, 10, 11]))
 
 
 def masked():
@@ -97,7 +74,7 @@ def test_a_model_the_exporter_cannot_write_is_served_by_tensorflow_exactly():
     assert streaming.spec.runtime == "tensorflow"
     sequence = np.random.default_rng(3).normal(size=(9, 2)).astype(np.float32)
     sequence[[1, 5]] = 0.0
-    assert_streams_like_keras(streaming, model, np.split(sequence, [3, 5]))
+    assert_step_streams_like_keras(streaming, model, np.split(sequence, [3, 5]))
     with pytest.raises(ModelError, match="cannot run on ONNX Runtime.*Masking"):
         StreamingModel(model, "masked", runtime="onnx")
 
@@ -111,7 +88,7 @@ def test_an_export_that_disagrees_with_tensorflow_does_not_serve(monkeypatch):
     model = keras.Model(inputs, keras.layers.GRU(3, return_sequences=True)(inputs))
     streaming = StreamingModel(model, "wrong", runtime="auto")
     assert streaming.spec.runtime == "tensorflow"
-    assert_streams_like_keras(streaming, model, [np.ones((3, 2), np.float32)])
+    assert_step_streams_like_keras(streaming, model, [np.ones((3, 2), np.float32)])
     with pytest.raises(ModelError, match="differs from TensorFlow"):
         StreamingModel(model, "wrong", runtime="onnx")
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from app.model.step import AHEAD_LENGTHS, StreamingModel
 from tests.support.models import Architecture, architectures, chunked_sequences, split
-from tests.support.reference import StatefulReference
+from tests.support.reference import assert_step_streams_like_keras
 
 ATOL = 1e-5
 GRU = Architecture(
@@ -21,25 +21,9 @@ GRU = Architecture(
 def test_chunked_equals_keras_stateful_even_when_padded(architecture, data):
     model = architecture.build()
     streaming = StreamingModel(model, name="random")
-    reference = StatefulReference(model)
     sequence, cuts = data.draw(chunked_sequences(architecture.features))
-    states = [np.zeros((1, units), np.float32) for units in streaming.spec.state_units]
-    rng = np.random.default_rng(0)
-    for chunk in split(sequence, cuts):
-        expected = reference.feed(chunk)
-        # Our row shares the call with a longer neighbour, so it is padded and masked.
-        width = len(chunk) + int(rng.integers(0, 4))
-        batch = rng.uniform(-3, 3, (2, width, architecture.features)).astype(np.float32)
-        batch[0, : len(chunk)] = chunk
-        batch[0, len(chunk) :] = 7.0  # padding values must not matter
-        neighbour = [rng.normal(size=(1, s.shape[1])).astype(np.float32) for s in states]
-        both = [np.concatenate([mine, theirs]) for mine, theirs in zip(states, neighbour)]
-        outputs, new_states = streaming.run(batch, np.array([len(chunk), width]), both)
-        mine = outputs[0, : len(chunk)] if streaming.spec.per_step else outputs[0]
-        np.testing.assert_allclose(mine, expected, atol=ATOL)
-        states = [s[:1] for s in new_states]
-        for got, want in zip(states, reference.states()):
-            np.testing.assert_allclose(got[0], want, atol=ATOL)
+    # Our row shares each call with a longer neighbour, so it is padded and masked.
+    assert_step_streams_like_keras(streaming, model, split(sequence, cuts))
 
 
 def test_fingerprint_survives_saving_and_tells_weights_apart(tmp_path):

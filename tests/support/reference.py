@@ -102,3 +102,25 @@ def states_after(model, sequences: np.ndarray, lengths: list[int]) -> list[list[
             if length == end:
                 found[row] = reference.states(row)
     return found
+
+
+def assert_step_streams_like_keras(streaming, model, chunks: list[np.ndarray]) -> None:
+    """Each chunk through ``streaming``'s step (a ``StreamingModel``) beside a longer neighbour,
+    so padded and masked, carrying the state, against the stateful reference fed the same chunks."""
+    reference = StatefulReference(model)
+    states = [np.zeros((1, units), np.float32) for units in streaming.spec.state_units]
+    rng = np.random.default_rng(0)
+    for chunk in chunks:
+        expected = reference.feed(chunk)
+        width = len(chunk) + int(rng.integers(0, 4))
+        batch = rng.uniform(-3, 3, (2, width, chunk.shape[1])).astype(np.float32)
+        batch[0, : len(chunk)] = chunk
+        batch[0, len(chunk) :] = 7.0  # padding values must not matter
+        neighbour = [rng.normal(size=(1, s.shape[1])).astype(np.float32) for s in states]
+        both = [np.concatenate([mine, theirs]) for mine, theirs in zip(states, neighbour)]
+        outputs, new_states = streaming.run(batch, np.array([len(chunk), width]), both)
+        mine = outputs[0, : len(chunk)] if streaming.spec.per_step else outputs[0]
+        np.testing.assert_allclose(mine, expected, atol=1e-5)
+        states = [s[:1] for s in new_states]
+        for got, want in zip(states, reference.states()):
+            np.testing.assert_allclose(got[0], want, atol=1e-5)
