@@ -130,7 +130,17 @@ class Settings(BaseSettings):
         le=1000,
         description="Milliseconds a chunk may wait for others to join its model call when the batch is "
         "not full (fewer, bigger calls for that much more latency); 0: a call starts as soon as the "
-        "model is free.",
+        "model is free (and --batch-interval-ms allows).",
+    )
+    batch_interval_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Least milliseconds between the starts of two model calls: under load each call "
+        "takes all that came meanwhile (fewer, bigger calls: at 1,000 live streams 53 instead of 63 "
+        "µs of CPU a chunk with 2), while a chunk that finds the engine idle that long goes at once. "
+        "It slows closed-loop clients (each waits for its answer): 0, calls back to back, is the "
+        "default.",
     )
     max_queue: int = Field(
         4096,

@@ -150,6 +150,7 @@ class Service:
             max_queue=settings.max_queue,
             max_session_queue=settings.max_session_queue,
             batch_delay=settings.max_batch_delay_ms / 1000,
+            batch_interval=settings.batch_interval_ms / 1000,
         )
         repository = repository or repository_of(settings)
         self.versions = Versions(

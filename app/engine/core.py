@@ -13,9 +13,13 @@ It is a loop over three steps, as vLLM's ``EngineCore.step``:
   meanwhile (another replica, on a shared store: then the chunk goes back to the head of its line
   and is computed again), and each waiter gets its answer.
 
-There is no timer: while the model runs one batch, chunks queue, and the next batch takes all that
-queued (up to ``max_batch``), so batches grow with load and a lone chunk never waits for company,
-unless ``batch_delay`` asks it to (for bigger batches, at the price of latency). Batches overlap:
+While the model runs one batch, chunks queue, and the next batch takes all that queued (up to
+``max_batch``), so batches grow with load. With ``batch_interval``, two calls start at least that
+far apart: under an open-loop load (live streams) each takes what came meanwhile, and the per-call
+costs (the hop to the model thread and back, the runtime's fixed cost, the store's round trips) are
+shared by more chunks, while a chunk that finds the engine idle that long goes at once. A lone
+chunk never waits for company, unless ``batch_delay`` asks it to (for bigger batches still, at the
+price of latency). Batches overlap:
 the next one is checked out and computed while the last one is committed and answered. A session
 is in one batch at a time, so its chunks still apply one after another.
 
@@ -93,6 +97,7 @@ class Engine:
         max_queue: int,
         max_session_queue: int = 32,
         batch_delay: float = 0.0,
+        batch_interval: float = 0.0,
     ):
         self.runners: dict[str, BatchRunner] = {}  # by model version, ``name/version``
         self.tallies: defaultdict[str, Tally] = defaultdict(Tally)  # by model version, since start
@@ -100,6 +105,8 @@ class Engine:
         self.admit = admit
         self.max_batch = max_batch
         self.batch_delay = batch_delay
+        self.batch_interval = batch_interval
+        self._last_start = 0.0  # when the last batch started (perf_counter)
         self.lines = Lines(max_queue, max_session_queue)
         self.ready = False  # set by the layer above once the versions it serves at start are warm
         self._batches: set[asyncio.Task] = set()
@@ -257,11 +264,15 @@ class Engine:
                 log.exception("the engine's loop failed; it carries on")
 
     async def _wait_for_company(self) -> None:
-        """With ``batch_delay``, hold a batch that is not full until its oldest chunk has waited
-        that long: fewer, bigger model calls, for that much more latency."""
-        if not self.batch_delay or len(self.lines) >= self.max_batch:
+        """Hold a batch that is not full until ``batch_interval`` after the last batch started,
+        and with ``batch_delay`` until its oldest chunk has waited that long: fewer, bigger model
+        calls, for that much more latency at most."""
+        if len(self.lines) >= self.max_batch:
             return
-        wait = self.lines.waiting[0].arrived + self.batch_delay - time.perf_counter()
+        now = time.perf_counter()
+        wait = self._last_start + self.batch_interval - now
+        if self.batch_delay:
+            wait = max(wait, self.lines.waiting[0].arrived + self.batch_delay - now)
         if wait > 0:
             self._full.clear()
             try:
@@ -280,6 +291,7 @@ class Engine:
         return batch
 
     def _start(self, batch: list[Work]) -> None:
+        self._last_start = time.perf_counter()
         self._idle.clear()
         self._computing = True
         self.lines.running.update(w.session_id for w in batch)

@@ -202,3 +202,26 @@ def test_a_reply_is_settled_once_by_the_engine_in_place_of_a_future(seed):
     assert good.result().seq == 1 and alone.seq == 2 and bad.result().seq == 1
     with pytest.raises(SessionNotFound):
         missing.result()
+
+
+def test_calls_start_an_interval_apart_under_load_and_at_once_when_idle(seed):
+    """--batch-interval-ms: a chunk that finds the engine idle goes at once; chunks right behind
+    a call wait for the interval to pass since it started, and go together in one call."""
+    import time
+
+    async def scenario(engine, store):
+        engine.batch_interval = 0.3
+        key = only_model(store)
+        for sid in "abcd":
+            await store.create(sid, 0, 0.0, model=key)
+        await asyncio.sleep(0.35)  # idle for longer than the interval
+        started = time.perf_counter()
+        await engine.push("a", chunk(0.5))
+        alone = time.perf_counter() - started
+        calls = engine.tallies[key].executions
+        await asyncio.gather(*(engine.push(sid, chunk(0.5)) for sid in "bcd"))
+        behind = time.perf_counter() - started
+        return alone, behind, engine.tallies[key].executions - calls
+
+    alone, behind, calls = run(seed, scenario)
+    assert alone < 0.2 and behind >= 0.29 and calls == 1, (alone, behind, calls)
