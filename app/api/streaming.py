@@ -370,11 +370,17 @@ class Stream(WSListener):
         # versions that take the same (see app.sessions.versions), and the engine checks each
         # chunk again.
         self.features = spec.input_features
-        self._take()
+        if self._paused:
+            self._resume()
+        else:
+            self._take()
 
     def _message(self, kind: WSMsgType, payload: bytes) -> None:
         if self.features is None or self._paused:
             self.waiting.append((kind, payload))
+            if len(self.waiting) >= self.max_in_flight and not self._paused:
+                self._paused = True  # the session is still being looked up: read no more
+                self.transport.underlying_transport.pause_reading()
         else:
             self._start(kind, payload)
 
