@@ -46,7 +46,7 @@ from picows import (
 )
 
 from app import metrics
-from app.api.auth import KeyRing
+from app.api.auth import KeyRing, bearer_key
 from app.api.deps import chunk_body
 from app.api.documents import session_info, state_document
 from app.api.errors import service_error_response
@@ -212,7 +212,7 @@ class Upgrade(asyncio.BufferedProtocol):
                 ),
                 None,
             )
-        key = _bearer(request) or _first(parse_qs(parts.query).get("token"))
+        key = bearer_key(request.headers) or _first(parse_qs(parts.query).get("token"))
         self.stream = Stream(
             self.context,
             unquote(match.group(1)),
@@ -229,11 +229,6 @@ class Upgrade(asyncio.BufferedProtocol):
 def _header(request: WSUpgradeRequest, name: str) -> bytes | None:
     value = request.headers.get(name)
     return value.encode("latin-1") if value is not None else None
-
-
-def _bearer(request: WSUpgradeRequest) -> str | None:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return (key.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def _first(values: list[str] | None) -> str | None:
