@@ -17,10 +17,11 @@ While the model runs one batch, chunks queue, and the next batch takes all that 
 ``max_batch``), so batches grow with load. With ``batch_interval``, two calls start at least that
 far apart: under an open-loop load (live streams) each takes what came meanwhile, and the per-call
 costs (the hop to the model thread and back, the runtime's fixed cost, the store's round trips) are
-shared by more chunks, while a chunk that finds the engine idle that long goes at once. A lone
-chunk never waits for company, unless ``batch_delay`` asks it to (for bigger batches still, at the
-price of latency). Batches overlap:
-the next one is checked out and computed while the last one is committed and answered. A session
+shared by more chunks, while a chunk that finds the engine idle that long goes at once, and no
+call waits while every session seen lately has work waiting or running (closed-loop clients, who
+send again only once answered: nobody else can join). A lone chunk never waits for company,
+unless ``batch_delay`` asks it to (for bigger batches still, at the price of latency). Batches
+overlap: the next one is checked out and computed while the last one is committed and answered. A session
 is in one batch at a time, so its chunks still apply one after another.
 
 One engine serves every model version: a session's line is one whatever version it runs (a
@@ -107,6 +108,11 @@ class Engine:
         self.batch_delay = batch_delay
         self.batch_interval = batch_interval
         self._last_start = 0.0  # when the last batch started (perf_counter)
+        # Sessions that sent a chunk lately (this window and the last, a second each): while each
+        # of them has work waiting or running, no more can come, and a batch waits for nobody.
+        self._seen: set[str] = set()
+        self._recent = 0  # sessions seen in the last whole window
+        self._window_end = 0.0
         self.lines = Lines(max_queue, max_session_queue)
         self.ready = False  # set by the layer above once the versions it serves at start are warm
         self._batches: set[asyncio.Task] = set()
@@ -115,7 +121,7 @@ class Engine:
         self._actions: set[asyncio.Task] = set()
         self._computing = False  # a batch is being read or computed: the next one waits for it
         self._wakeup = asyncio.Event()
-        self._full = asyncio.Event()  # a whole batch is waiting: no reason to wait for company
+        self._full = asyncio.Event()  # a whole batch waits, or nobody else can come: go
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="model")
@@ -232,9 +238,17 @@ class Engine:
 
     def _add(self, work: Work) -> None:
         self.lines.add(work)
-        if len(self.lines) >= self.max_batch:
+        self._seen.add(work.session_id)
+        if len(self.lines) >= self.max_batch or (
+            not self.batch_delay and self._everyone_waits()  # a delay is asked for, come what may
+        ):
             self._full.set()
         self._wakeup.set()
+
+    def _everyone_waits(self) -> bool:
+        """Every session seen lately has work waiting or running: a closed-loop client waits for
+        its answer before it sends again, so holding the batch for company would only stall it."""
+        return len(self.lines.load) >= max(self._recent, len(self._seen))
 
     def _finish(self, work: Work, result: Any = None, error: BaseException | None = None) -> None:
         self.lines.done(work)
@@ -266,11 +280,17 @@ class Engine:
     async def _wait_for_company(self) -> None:
         """Hold a batch that is not full until ``batch_interval`` after the last batch started,
         and with ``batch_delay`` until its oldest chunk has waited that long: fewer, bigger model
-        calls, for that much more latency at most."""
+        calls, for that much more latency at most. The interval is not waited when every session
+        seen lately already has work waiting or running: nobody else can join."""
+        now = time.perf_counter()
+        if now >= self._window_end:
+            self._recent, self._seen = len(self._seen), set()
+            self._window_end = now + 1.0
         if len(self.lines) >= self.max_batch:
             return
-        now = time.perf_counter()
         wait = self._last_start + self.batch_interval - now
+        if wait > 0 and self._everyone_waits():
+            wait = 0.0
         if self.batch_delay:
             wait = max(wait, self.lines.waiting[0].arrived + self.batch_delay - now)
         if wait > 0:

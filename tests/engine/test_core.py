@@ -206,14 +206,16 @@ def test_a_reply_is_settled_once_by_the_engine_in_place_of_a_future(seed):
 
 def test_calls_start_an_interval_apart_under_load_and_at_once_when_idle(seed):
     """--batch-interval-ms: a chunk that finds the engine idle goes at once; chunks right behind
-    a call wait for the interval to pass since it started, and go together in one call."""
+    a call wait for the interval to pass since it started while a session seen lately (a live
+    stream between two chunks) may still join, and go together in one call."""
     import time
 
     async def scenario(engine, store):
         engine.batch_interval = 0.3
         key = only_model(store)
-        for sid in "abcd":
+        for sid in "abcde":
             await store.create(sid, 0, 0.0, model=key)
+        await engine.push("e", chunk(0.5))  # seen lately, and sends nothing more
         await asyncio.sleep(0.35)  # idle for longer than the interval
         started = time.perf_counter()
         await engine.push("a", chunk(0.5))
@@ -225,3 +227,24 @@ def test_calls_start_an_interval_apart_under_load_and_at_once_when_idle(seed):
 
     alone, behind, calls = run(seed, scenario)
     assert alone < 0.2 and behind >= 0.29 and calls == 1, (alone, behind, calls)
+
+
+def test_the_interval_holds_no_call_when_every_session_seen_lately_is_waiting(seed):
+    """Closed-loop clients (each sends when answered) are all waiting already: nobody else can
+    join, so the interval would only stall them."""
+    import time
+
+    async def scenario(engine, store):
+        engine.batch_interval = 0.3
+        key = only_model(store)
+        for sid in "abc":
+            await store.create(sid, 0, 0.0, model=key)
+        await asyncio.gather(*(engine.push(sid, chunk(0.5)) for sid in "abc"))
+        calls = engine.tallies[key].executions
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(engine.push(sid, chunk(0.5)) for sid in "abc"))
+        return time.perf_counter() - started, engine.tallies[key].executions - calls, answers
+
+    elapsed, calls, answers = run(seed, scenario)
+    assert elapsed < 0.2 and calls == 1, (elapsed, calls)
+    assert [a.seq for a in answers] == [2, 2, 2]
