@@ -63,6 +63,17 @@ class NotFound(ServiceError):
     status, title, slug = 404, "Not found", "not-found"
 
 
+class ModelNotFound(NotFound):
+    """No such model, or no such version of it. Worded as Triton words it: Triton's own client
+    programs recognise the error by its beginning."""
+
+    def __init__(self, name: str, version: int | None = None, hint: str = ""):
+        what = repr(name) if version is None else f"{name!r} version {version}"
+        super().__init__(
+            f"Request for unknown model: {what} is not found" + (f"; {hint}" if hint else "")
+        )
+
+
 class SessionNotFound(NotFound):
     def __init__(self, session_id: str):
         super().__init__(f"session {session_id!r} does not exist (or has expired)")

@@ -45,6 +45,8 @@ def problem(
 ) -> Response:
     """The error document for a request to ``path``: KServe v2's on ``/v2``, else a problem."""
     if path == "/v2" or path.startswith("/v2/"):
+        if status == 422:  # the protocol has one status for a request it cannot take, as Triton
+            status = 400
         return Response(
             orjson.dumps({"error": detail}), status, headers=headers, media_type="application/json"
         )

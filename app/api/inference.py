@@ -10,18 +10,22 @@ no maintained Python library implements the server side of this protocol.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
 
 from app.api.auth import Caller
 from app.api.parsing import has_bool
-from app.errors import BadRequest, InvalidInput, NotFound
+from app.errors import BadRequest, Conflict, InvalidInput, NotFound, ServiceError, Unavailable
 from app.sessions import Duration, ModelSpec, Tally, parse_version
 from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
 
 INPUT, OUTPUT, DATATYPE = "inputs", "outputs", "FP32"
+PLATFORM, BACKEND = "keras_stateful_rnn", "stateful_rnn"
 EXTENSIONS = ["binary_tensor_data", "sequence", "model_repository", "statistics"]
 
 
@@ -58,25 +62,40 @@ class Sequence:
         return cls(found, *flags, seq)
 
 
-async def run(
+async def infer(
     sessions: Any,
     caller: Caller,
     name: str,
     version: int | None,
-    inputs: np.ndarray,
     sequence: Sequence,
+    tensor: Any,
+    raw: bytes | None,
+    max_steps: int,
     transport: str,
-) -> ChunkResult:
-    """Apply one request's chunk to its sequence (HTTP and gRPC alike)."""
+) -> tuple[ChunkResult, int]:
+    """Apply one request's chunk to its sequence (HTTP and gRPC alike): its answer, and the rank of
+    its input (2 or 3) for the output's shape. The one place that decides which version a chunk
+    is checked against: a new sequence's, the named version (default: the newest ready); a running
+    sequence's, the version it runs, whatever is newest now (a sequence started before a rollout
+    finishes on its version, even when the newer one takes other inputs). That version's input
+    size is checked when the chunk's turn comes, with the session as the store has it
+    (:mod:`app.sessions.rules`): nothing is read here, so nothing is awaited before the chunk
+    takes its place in its session's line, and a gRPC stream's requests keep their order."""
     if sequence.sequence_id is None:  # a fresh state, kept for nothing
         session_id, start, end = new_session_id(), True, True
     else:
         session_id = sequence_session_id(caller.tenant, sequence.sequence_id)
         start, end = sequence.start, sequence.end
     try:
-        return await sessions.sequence(
+        spec = await sessions.model_spec(name, version)  # an unknown model: said first
+    except (Conflict, Unavailable):
+        if start:
+            raise  # none to start one on; a running sequence goes on, unloaded or not
+    array, rank = input_array(tensor, raw, name, spec if start else None, max_steps)
+    with _live(sequence):
+        result = await sessions.sequence(
             session_id,
-            inputs,
+            array,
             tenant=caller.tenant,
             scope=caller.scope,
             start=start,
@@ -86,11 +105,20 @@ async def run(
             version=version,
             transport=transport,
         )
+    return result, rank
+
+
+@contextmanager
+def _live(sequence: Sequence) -> Iterator[None]:
+    """A sequence's session not found, said as Triton's sequences say it."""
+    try:
+        yield
     except NotFound:
         if sequence.sequence_id is None:
             raise
         raise BadRequest(
-            f"sequence {sequence.sequence_id!r} is not live: start it with sequence_start (or it has ended or expired)"
+            f"sequence {sequence.sequence_id!r} is not live: start it with sequence_start (or it "
+            "has ended or expired)"
         ) from None
 
 
@@ -109,23 +137,133 @@ def metadata(spec: ModelSpec, versions: list[int]) -> dict[str, Any]:
     return {
         "name": spec.name,
         "versions": [str(v) for v in versions],
-        "platform": "keras_stateful_rnn",
+        "platform": PLATFORM,
         "inputs": [{"name": INPUT, "datatype": DATATYPE, "shape": [-1, -1, spec.input_features]}],
         "outputs": [{"name": OUTPUT, "datatype": DATATYPE, "shape": output_shape}],
     }
 
 
+NEVER_IDLE_US = 2**64 - 1  # --session-ttl 0: a sequence never idles out
+
+
+def config(spec: ModelSpec, *, session_ttl: float, keep_versions: int) -> mc.ModelConfig:
+    """A Triton-shaped model configuration (what perf_analyzer, Model Analyzer and Triton's clients
+    read): one sequence per request (``max_batch_size`` 1, so ``dims`` leave out the batch), the
+    time dimension variable, sequences that live ``--session-ttl`` idle (the default; a session may
+    ask for its own), the newest ``--keep-versions`` versions served (and any with live sessions)."""
+    found = mc.ModelConfig(
+        name=spec.name,
+        platform=PLATFORM,
+        backend=BACKEND,
+        max_batch_size=1,
+        version_policy=mc.ModelVersionPolicy(
+            latest=mc.ModelVersionPolicy.Latest(num_versions=keep_versions)
+        ),
+        input=[mc.ModelInput(name=INPUT, data_type=mc.TYPE_FP32, dims=[-1, spec.input_features])],
+        output=[
+            mc.ModelOutput(
+                name=OUTPUT,
+                data_type=mc.TYPE_FP32,
+                dims=[-1, spec.output_size] if spec.per_step else [spec.output_size],
+            )
+        ],
+        sequence_batching=mc.ModelSequenceBatching(
+            max_sequence_idle_microseconds=(
+                round(session_ttl * 1e6) if session_ttl else NEVER_IDLE_US
+            )
+        ),
+    )
+    found.parameters["runtime"].string_value = spec.runtime
+    found.parameters["version"].string_value = str(spec.version)
+    return found
+
+
+# A version's state as the repository extension's index says it: (state, reason).
+INDEX_STATES = {
+    "ready": ("READY", ""),
+    "retiring": ("UNLOADING", "retired: its running sequences finish, new ones are refused"),
+    "loading": ("LOADING", ""),
+    "retired": ("UNAVAILABLE", "retired"),
+    "unloaded": ("UNAVAILABLE", "not served: older than the versions kept"),
+}
+
+
+def repository_index(documents: list[dict[str, Any]], ready_only: bool) -> list[dict[str, str]]:
+    """The repository extension's index: every version of every model, with its state."""
+    found = []
+    for document in documents:
+        for version in sorted(document["versions"], key=lambda v: v["version"]):
+            state, reason = INDEX_STATES.get(
+                version["state"], ("UNAVAILABLE", version["error"] or "")
+            )
+            if ready_only and state != "READY":
+                continue
+            found.append(
+                {
+                    "name": document["name"],
+                    "version": str(version["version"]),
+                    "state": state,
+                    "reason": reason,
+                }
+            )
+    return found
+
+
+UNSUPPORTED = {
+    "systemsharedmemory": "shared memory is not supported by this server: send tensors in the request",
+    "cudasharedmemory": "CUDA shared memory is not supported by this server: send tensors in the "
+    "request",
+    "trace": "trace settings are not supported by this server: see its metrics and access log",
+    "logging": "log settings are not supported by this server: set --log-level at start",
+}
+
+
+def check_tensor(kind: str, name: Any, parameters: Any) -> None:
+    """A requested output (``kind`` "output") or a given input must be the model's, and in the
+    request: shared memory regions are refused, never ignored."""
+    expected = OUTPUT if kind == "output" else INPUT
+    if name != expected:
+        raise BadRequest(f"unexpected {kind} {name!r}: the model's {kind} is {expected!r}")
+    if isinstance(parameters, Mapping) and any(
+        str(key).startswith("shared_memory") for key in parameters
+    ):
+        raise BadRequest(UNSUPPORTED["systemsharedmemory"])
+
+
+def plain_load(name: str, parameters: Any) -> None:
+    """A load request may not carry a configuration or files: versions come from the repository."""
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise BadRequest(f'failed to load {name!r}: "parameters" must be an object')
+    if parameters:
+        raise BadRequest(
+            f"failed to load {name!r}: a configuration or files sent with the request are not "
+            "supported; publish the version in the model repository"
+        )
+
+
+@contextmanager
+def load_failure(name: str) -> Iterator[None]:
+    """A load's error, worded as Triton's clients recognise it (``failed to load``)."""
+    try:
+        yield
+    except ServiceError as exc:
+        exc.detail = f"failed to load {name!r}: {exc.detail}"
+        exc.args = (exc.detail,)
+        raise
+
+
 def input_array(
-    tensor: Any, raw: bytes | None, spec: ModelSpec, max_steps: int
+    tensor: Any, raw: bytes | None, name: str, spec: ModelSpec | None, max_steps: int
 ) -> tuple[np.ndarray, int]:
-    """The request's input tensor as float32 ``[T, F]``, and its rank (2 or 3). ``raw``: its bytes,
-    when they came binary (the binary tensor extension, or gRPC's raw contents)."""
+    """The request's input tensor for model ``name`` as float32 ``[T, F]``, and its rank (2 or 3).
+    ``raw``: its bytes, when they came binary (the binary tensor extension, or gRPC's raw
+    contents). ``F`` is checked against ``spec``, the version a new sequence starts on; None for a
+    running sequence, whose own version checks it when the chunk's turn comes."""
     if not isinstance(tensor, dict):
         raise BadRequest("each input must be an object with name, shape, datatype")
-    if tensor.get("name") != INPUT:
-        raise BadRequest(
-            f"unexpected input {tensor.get('name')!r}: model {spec.name} takes one input, {INPUT!r}"
-        )
+    check_tensor("input", tensor.get("name"), tensor.get("parameters"))
     if tensor.get("datatype") != DATATYPE:
         raise BadRequest(f"input {INPUT!r} must be {DATATYPE}, not {tensor.get('datatype')!r}")
     shape = tensor.get("shape")
@@ -135,14 +273,15 @@ def input_array(
         or len(shape) not in (2, 3)
         or (len(shape) == 3 and shape[0] != 1)
     ):
+        width = "F" if spec is None else spec.input_features
         raise BadRequest(
-            f"input {INPUT!r} must have shape [1, T, {spec.input_features}] (or [T, "
-            f"{spec.input_features}]): one sequence's chunk; got {shape!r}"
+            f"input {INPUT!r} must have shape [1, T, {width}] (or [T, {width}]): one sequence's "
+            f"chunk; got {shape!r}"
         )
     steps, features = shape[-2], shape[-1]
-    if features != spec.input_features:
+    if spec is not None and features != spec.input_features:
         raise BadRequest(
-            f"input {INPUT!r} has {features} features; model {spec.name} version {spec.version} "
+            f"input {INPUT!r} has {features} features; model {name} version {spec.version} "
             f"takes {spec.input_features}"
         )
     if not steps:
@@ -157,6 +296,10 @@ def input_array(
         array = np.frombuffer(raw, "<f4").reshape(steps, features).astype(np.float32)
     else:
         data = tensor.get("data")
+        if data is None:  # NumPy would read it as one NaN
+            raise BadRequest(
+                f'input {INPUT!r} has no data: send "data", or binary data with binary_data_size'
+            )
         try:
             array = np.asarray(data, np.float64)
         except (TypeError, ValueError):

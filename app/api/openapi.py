@@ -127,14 +127,23 @@ def _operation_ids(schema: dict[str, Any]) -> None:
 
 def _problems(schema: dict[str, Any]) -> None:
     """Every error outside /v2 as problem+json (/v2 keeps the Open Inference Protocol's
-    ``{"error"}`` documents, declared on its routes)."""
+    ``{"error"}`` documents, declared on its routes, and answers no 422: its invalid requests are
+    400)."""
     validation = {f"#/components/schemas/{name}" for name in FASTAPI_VALIDATION}
     for path, _, operation in _operations(schema):
-        for status, response in operation.get("responses", {}).items():
-            if status[0] not in "45" or path.startswith("/v2"):
-                continue
+        responses = operation.get("responses", {})
+        for status, response in list(responses.items()):
             content = response.get("content", {})
-            if content.get("application/json", {}).get("schema", {}).get("$ref") in validation:
+            fastapi_422 = (
+                content.get("application/json", {}).get("schema", {}).get("$ref") in validation
+            )
+            if path.startswith("/v2"):
+                if fastapi_422:
+                    del responses[status]
+                continue
+            if status[0] not in "45":
+                continue
+            if fastapi_422:
                 response["description"] = "The request's path, query or body is not valid"
             response["content"] = {"application/problem+json": {"schema": PROBLEM}}
     schemas = schema.get("components", {}).get("schemas", {})

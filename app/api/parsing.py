@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,20 +84,30 @@ async def read_body(request: Request, limit: int, json_only: bool = True) -> byt
     """The request body, refused with 415 unless it is JSON (``json_only``; else JSON, binary or
     untyped, as the Open Inference Protocol's clients send it), with 413 as soon as it is known to
     exceed ``limit`` bytes, and with 408 if it takes over 10 s to arrive (a stalled body would hold
-    an in-flight slot)."""
+    an in-flight slot). A body sent with ``Content-Encoding: gzip`` or ``deflate`` (tritonclient's
+    request compression) is inflated as it arrives, and held to ``limit`` once inflated: a small
+    body that would inflate past it is refused while inflating, never inflated whole."""
     declared = request.headers.get("content-length")
     if declared != "0" and (declared is not None or "transfer-encoding" in request.headers):
         _require_type(request.headers.get("content-type"), json_only)
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    inflater = _inflater(request.headers.get("content-encoding"))
 
     async def read() -> bytes:
-        parts, size = [], 0
+        parts, size, sent = [], 0, 0
         async for part in request.stream():
+            sent += len(part)
+            if sent > limit:
+                raise TooLarge(f"the body exceeds the limit of {limit} bytes")
+            if inflater is not None:
+                part = _inflate(inflater, part, limit - size)
             size += len(part)
             if size > limit:
                 raise TooLarge(f"the body exceeds the limit of {limit} bytes")
             parts.append(part)
+        if inflater is not None and not inflater.eof:
+            raise BadRequest("the compressed body ends before its compressed data does")
         return b"".join(parts)
 
     try:
@@ -106,6 +117,34 @@ async def read_body(request: Request, limit: int, json_only: bool = True) -> byt
         return await asyncio.wait_for(read(), BODY_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
+
+
+# Content-Encoding -> zlib's window bits for it: gzip's wrapper, or zlib's (HTTP's "deflate").
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _inflater(encoding: str | None) -> Any:
+    """A decompressor for the body's ``Content-Encoding``, or None for a body sent as it is."""
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return None
+    if name not in ENCODINGS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not understood: send the body as it is, or with "
+            "gzip or deflate"
+        )
+    return zlib.decompressobj(ENCODINGS[name])
+
+
+def _inflate(inflater: Any, part: bytes, room: int) -> bytes:
+    """``part`` inflated, ``room`` + 1 bytes at most: one more says the body is over its limit."""
+    try:
+        found = inflater.decompress(part, room + 1)
+    except zlib.error:
+        raise BadRequest("the body is not valid data of its Content-Encoding") from None
+    if inflater.eof and inflater.unused_data:
+        raise BadRequest("the body has bytes after the end of its compressed data")
+    return found
 
 
 def _require_type(content_type: str | None, json_only: bool) -> None:

@@ -56,8 +56,11 @@ STREAMS_PER_CONNECTION = 100  # HTTP/2's advised least (RFC 9113); calls beyond 
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, sessions: Any, keys: KeyRing, limits: ChunkLimits, shares: Shares):
+    def __init__(
+        self, sessions: Any, keys: KeyRing, limits: ChunkLimits, shares: Shares, settings: Settings
+    ):
         self.sessions, self.keys, self.limits, self.shares = sessions, keys, limits, shares
+        self.settings = settings
 
     def _caller(self, peer: Peer) -> Caller:
         return self.keys.identify(peer.key)
@@ -106,6 +109,73 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             inputs=tensors[0],
             outputs=tensors[1],
         )
+
+    async def ModelConfig(self, request, context):
+        async def read(peer: Peer):
+            self._caller(peer)
+            spec = await self.sessions.model_spec(
+                request.name, inference.version_of(request.version)
+            )
+            return pb.ModelConfigResponse(
+                config=inference.config(
+                    spec,
+                    session_ttl=self.settings.session_ttl,
+                    keep_versions=self.settings.keep_versions,
+                )
+            )
+
+        return await self._guard(context, read, "ModelConfig")
+
+    async def RepositoryIndex(self, request, context):
+        async def read(peer: Peer):
+            self._caller(peer)
+            found = inference.repository_index(await self.sessions.models(), request.ready)
+            return pb.RepositoryIndexResponse(
+                models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in found]
+            )
+
+        return await self._guard(context, read, "RepositoryIndex")
+
+    async def RepositoryModelLoad(self, request, context):
+        async def load(peer: Peer):
+            self._admin(peer, "loading a model")
+            inference.plain_load(request.model_name, dict(request.parameters))
+            with inference.load_failure(request.model_name):
+                await self.sessions.load_model(request.model_name)
+            return pb.RepositoryModelLoadResponse()
+
+        return await self._guard(context, load, "RepositoryModelLoad")
+
+    async def RepositoryModelUnload(self, request, context):
+        async def unload(peer: Peer):
+            self._admin(peer, "unloading a model")
+            await self.sessions.unload_model(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self._guard(context, unload, "RepositoryModelUnload")
+
+    def _admin(self, peer: Peer, doing: str) -> None:
+        if not self._caller(peer).admin:
+            raise Forbidden(f"{doing} takes an admin key")
+
+    async def SystemSharedMemoryStatus(self, request, context):
+        await self._unsupported(context, "systemsharedmemory")
+
+    SystemSharedMemoryRegister = SystemSharedMemoryUnregister = SystemSharedMemoryStatus
+
+    async def CudaSharedMemoryStatus(self, request, context):
+        await self._unsupported(context, "cudasharedmemory")
+
+    CudaSharedMemoryRegister = CudaSharedMemoryUnregister = CudaSharedMemoryStatus
+
+    async def TraceSetting(self, request, context):
+        await self._unsupported(context, "trace")
+
+    async def LogSettings(self, request, context):
+        await self._unsupported(context, "logging")
+
+    async def _unsupported(self, context, feature: str) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, inference.UNSUPPORTED[feature])
 
     async def ModelStatistics(self, request, context):
         async def read(peer: Peer):
@@ -175,7 +245,6 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request, peer: Peer):
         caller = self._caller(peer)
         name, version = request.model_name, inference.version_of(request.model_version)
-        spec = await self.sessions.model_spec(name, version)
         if len(request.inputs) != 1:
             raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
         if len(request.raw_input_contents) > len(request.inputs):
@@ -184,24 +253,32 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"{len(request.inputs)} input: each belongs to one input, in order"
             )
         given = request.inputs[0]
-        tensor = {"name": given.name, "datatype": given.datatype, "shape": list(given.shape)}
+        for output in request.outputs:
+            inference.check_tensor("output", output.name, output.parameters)
+        tensor = {
+            "name": given.name,
+            "datatype": given.datatype,
+            "shape": list(given.shape),
+            "parameters": dict(given.parameters),
+        }
         raw = None
         if request.raw_input_contents:
             raw = request.raw_input_contents[0]
         else:
             tensor["data"] = given.contents.fp32_contents
-        array, rank = inference.input_array(tensor, raw, spec, self.limits.steps)
         parameters = {
             key: getattr(value, value.WhichOneof("parameter_choice"))
             for key, value in request.parameters.items()
             if value.WhichOneof("parameter_choice")
         }
         sequence = inference.Sequence.of(parameters)
-        result = await inference.run(self.sessions, caller, name, version, array, sequence, "grpc")
+        result, rank = await inference.infer(
+            self.sessions, caller, name, version, sequence, tensor, raw, self.limits.steps, "grpc"
+        )
         outputs = result.outputs
         response = pb.ModelInferResponse(
             model_name=name,
-            model_version=str(spec.version),
+            model_version=str(result.version),
             id=request.id,
             outputs=[
                 pb.ModelInferResponse.InferOutputTensor(
@@ -326,7 +403,7 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            Servicer(sessions, keys, limits, shares), self.server
+            Servicer(sessions, keys, limits, shares, settings), self.server
         )
         self.address = f"{settings.host}:{settings.grpc_port}"
 

@@ -73,6 +73,7 @@ class ChunkResult:
     steps: int
     outputs: np.ndarray  # float32: [T, size] per step, else [size]
     replayed: bool = False  # a repeated seq, answered with what the first time answered
+    version: int | None = None  # the model version that computed it (the session's)
 
 
 # The session rules, from the layer above: given a chunk and its session as the store has it now
@@ -465,7 +466,13 @@ class Engine:
                 self._fail(row, outcome)
             elif outcome is Outcome.APPLIED:
                 applied.append(row)
-                self._finish(work, ChunkResult(work.session_id, row.seq, row.steps, result.outputs))
+                version = self.runners[row.checkout.model].model.spec.version
+                self._finish(
+                    work,
+                    ChunkResult(
+                        work.session_id, row.seq, row.steps, result.outputs, version=version
+                    ),
+                )
             elif outcome is Outcome.GONE:
                 self._fail(row, SessionNotFound(work.session_id))
             elif work.conflicts >= MAX_CONFLICTS:

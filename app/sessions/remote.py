@@ -60,6 +60,7 @@ CALLS = frozenset(
         "models",
         "default_model",
         "load_model",
+        "unload_model",
         "retire",
         "session_model",
         "model_spec",
@@ -434,6 +435,9 @@ class RemoteSessions(_Endpoint):
 
     async def load_model(self, name: str) -> dict[str, Any]:
         return await self._call("load_model", name)
+
+    async def unload_model(self, name: str) -> dict[str, Any]:
+        return await self._call("unload_model", name)
 
     async def retire(self, name: str, version: int, mode: str) -> dict[str, Any]:
         return await self._call("retire", name, version, mode)

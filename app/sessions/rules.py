@@ -71,4 +71,6 @@ def last_answer(record: SessionRecord, spec: ModelSpec, replayed: bool = False) 
     last = record.last_chunk
     shape = (-1, spec.output_size) if spec.per_step else (spec.output_size,)
     outputs = np.frombuffer(last.outputs, "<f4").reshape(shape)
-    return ChunkResult(record.session_id, record.seq, last.steps, outputs, replayed=replayed)
+    return ChunkResult(
+        record.session_id, record.seq, last.steps, outputs, replayed=replayed, version=spec.version
+    )

@@ -153,6 +153,9 @@ class SessionService:
     async def load_model(self, name: str) -> dict[str, Any]:
         return await self.versions.load(name)
 
+    async def unload_model(self, name: str) -> dict[str, Any]:
+        return await self.versions.unload(name)
+
     async def retire(self, name: str, version: int, mode: str) -> dict[str, Any]:
         return await self.versions.retire(name, version, mode)
 

@@ -32,7 +32,14 @@ from typing import Any
 
 from app import __version__, metrics
 from app.engine import Engine
-from app.errors import Conflict, InvalidInput, ModelMismatch, NotFound, ServiceError, Unavailable
+from app.errors import (
+    Conflict,
+    InvalidInput,
+    ModelMismatch,
+    ModelNotFound,
+    ServiceError,
+    Unavailable,
+)
 from app.model.repository import Repository, Source
 from app.model.spec import ModelSpec, model_key
 from app.sessions import periodic
@@ -187,9 +194,17 @@ class Versions:
                 )
             name = names[0]
         if name not in names:
-            raise NotFound(f"there is no model {name!r}; the models are {', '.join(names)}")
+            raise ModelNotFound(name, hint=f"the models are {', '.join(names)}")
         if version is None:
             ready = [e for e in self.entries.values() if e.name == name and e.state == "ready"]
+            known = set(self.sources.get(name, {})) | {
+                e.version for e in self.entries.values() if e.name == name
+            }
+            if not ready and known and all(model_key(name, v) in self.retired for v in known):
+                raise Conflict(
+                    f"every version of model {name!r} is retired (or unloaded): running sessions "
+                    "finish, and a newly published version serves new ones"
+                )
             if not ready:
                 raise Unavailable(
                     f"no version of model {name!r} is ready yet", retry_after=LOADING_RETRY_S
@@ -206,9 +221,7 @@ class Versions:
             return key
         source = self.sources.get(name, {}).get(version)
         if source is None or key not in self._wanted():
-            raise NotFound(
-                f"model {name!r} has no version {version} served; see GET /v1/models/{name}"
-            )
+            raise ModelNotFound(name, version, f"see GET /v1/models/{name}")
         raise self._unavailable(self._load_soon(source))
 
     def serving(self, name: str | None, version: int | None) -> list[Version]:
@@ -220,9 +233,7 @@ class Versions:
         ]
         if name is not None and not found:
             if version is not None:
-                raise NotFound(
-                    f"model {name!r} has no version {version} served; see GET /v1/models/{name}"
-                )
+                raise ModelNotFound(name, version, f"see GET /v1/models/{name}")
             self.choose(name, None)  # the reason: no such model, or none ready yet
         return sorted(found, key=lambda e: (e.name, e.version))
 
@@ -391,7 +402,7 @@ class Versions:
         names = sorted(set(self.sources) | {e.name for e in self.entries.values()})
         if name is not None:
             if name not in names:
-                raise NotFound(f"there is no model {name!r}; the models are {', '.join(names)}")
+                raise ModelNotFound(name, hint=f"the models are {', '.join(names)}")
             names = [name]
         return [self._document(n) for n in names]
 
@@ -426,7 +437,7 @@ class Versions:
         loaded (or failed)."""
         self._scan(await asyncio.to_thread(self.repository.scan))
         if name not in self.sources:
-            raise NotFound(f"the model repository has no model {name!r}")
+            raise ModelNotFound(name, hint="the model repository has no such folder")
         self.counts = await self.store.count_by_model()
         wanted = self._wanted()
         for version, source in self.sources[name].items():
@@ -442,13 +453,27 @@ class Versions:
         self._publish()
         return self._document(name)
 
+    async def unload(self, name: str) -> dict[str, Any]:
+        """Retire every version of ``name`` not retired yet, draining (the Open Inference Protocol's
+        unload): new sequences are refused, running ones finish on their versions. As a retirement
+        it holds on every replica and for good: a newly published version serves the model again."""
+        numbers = set(self.sources.get(name, {})) | {
+            e.version for e in self.entries.values() if e.name == name
+        }
+        if not numbers:
+            raise ModelNotFound(name)
+        for number in sorted(numbers):
+            if model_key(name, number) not in self.retired:
+                await self.retire(name, number, "drain")
+        return self._document(name)
+
     async def retire(self, name: str, version: int, mode: str) -> dict[str, Any]:
         if mode not in MODES:
             raise InvalidInput(f'"mode" must be one of {", ".join(MODES)}')
         key = model_key(name, version)
         entry = self.entries.get(key)
         if entry is None and version not in self.sources.get(name, {}):
-            raise NotFound(f"model {name!r} has no version {version}")
+            raise ModelNotFound(name, version)
         entry = self._entry(name, version)
         self.counts = await self.store.count_by_model(fresh=True)
         target = None

@@ -252,6 +252,13 @@ def test_bad_requests_get_the_protocols_error_and_change_nothing(served):
             headers={**headers(), "Inference-Header-Content-Length": length},
         )
         assert answer.status_code == 400 and set(answer.json()) == {"error"}, answer.text
+    no_data = {"name": "inputs", "shape": [1, 1, 1], "datatype": "FP32"}  # NumPy's one NaN
+    answer = httpx.post(
+        f"{url}/v2/models/desk/infer",
+        json={"inputs": [no_data], "parameters": {"sequence_id": 3000}},
+        headers=headers(),
+    )
+    assert answer.status_code == 400 and "has no data" in answer.json()["error"], answer.text
     # Another tenant's sequence 3000 is another sequence: not live.
     with pytest.raises(InferenceServerException, match="not live"):
         infer(http, chunk, 3000, tenant="beta")
@@ -277,6 +284,24 @@ def test_health_readiness_and_metadata(served):
     assert http.get_model_metadata("desk", "1", headers=headers())["outputs"][0]["shape"] == [-1, 3]
     answer = httpx.get(f"{url}/v2/models/speech")
     assert answer.status_code == 401 and set(answer.json()) == {"error"}
+    config = http.get_model_config("speech", headers=headers())
+    assert (config["name"], config["max_batch_size"]) == ("speech", 1)
+    assert config["input"] == [{"name": "inputs", "data_type": "TYPE_FP32", "dims": ["-1", "2"]}]
+    assert config["output"] == [{"name": "outputs", "data_type": "TYPE_FP32", "dims": ["-1", "4"]}]
+    assert config["sequence_batching"]["max_sequence_idle_microseconds"] == str(3600 * 10**6)
+    assert config["version_policy"] == {"latest": {"num_versions": 2}}
+    desk = http.get_model_config("desk", "1", headers=headers())
+    assert desk["output"][0]["dims"] == ["3"] and desk["parameters"]["version"] == {
+        "string_value": "1"
+    }
+    for ask in (http.get_model_metadata, http.get_model_config, http.infer):
+        with pytest.raises(InferenceServerException) as caught:  # as Triton's examples test
+            ask(
+                "nope",
+                *([request(np.ones((1, 2), np.float32))] if ask == http.infer else []),
+                headers=headers(),
+            )
+        assert caught.value.message().startswith("Request for unknown model"), caught.value
 
 
 def test_the_docs_tritonclient_example_works_as_written():
@@ -366,9 +391,9 @@ def test_the_statistics_extension_counts_each_versions_chunks_and_calls_for_admi
     ]
     with pytest.raises(InferenceServerException, match="admin key"):
         http.get_inference_statistics("desk", headers=headers())
-    with pytest.raises(InferenceServerException, match="no model 'nope'"):
+    with pytest.raises(InferenceServerException, match="Request for unknown model: 'nope'"):
         http.get_inference_statistics("nope", headers=ADMIN)
-    with pytest.raises(InferenceServerException, match="no version 7"):
+    with pytest.raises(InferenceServerException, match="'desk' version 7 is not found"):
         http.get_inference_statistics("desk", "7", headers=ADMIN)
 
 
@@ -477,3 +502,92 @@ def test_a_retried_final_request_is_answered_as_it_was_and_ends_nothing_more(ser
     for refused in (lambda: final(seq=3), lambda: final(tenant="beta")):
         with pytest.raises(InferenceServerException, match="not live"):
             refused()
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_are_inflated_within_the_same_limit(served, algorithm):
+    """tritonclient's request compression (Content-Encoding), exact; a small body that would inflate
+    past the limit is 413, decided while inflating; an unknown or broken encoding is refused."""
+    import gzip
+    import zlib
+
+    url, models = served
+    http = client(url)
+    reference = StatefulReference(models["speech"])
+    for index, steps in enumerate((3, 2)):
+        chunk = RNG.uniform(-2, 2, (steps, 2)).astype(np.float32)
+        answer = http.infer(
+            "speech",
+            request(chunk, binary=index == 0),
+            sequence_id=f"compressed-{algorithm}",
+            sequence_start=index == 0,
+            headers=headers(),
+            request_compression_algorithm=algorithm,
+        )
+        np.testing.assert_allclose(answer.as_numpy("outputs")[0], reference.feed(chunk), atol=1e-5)
+    compress = gzip.compress if algorithm == "gzip" else zlib.compress
+    limits = ChunkLimits.of(2, 512, 4 * 2**20)
+    bomb = compress(b"{" + b" " * (limits.request_bytes + 1) + b"}")
+    assert len(bomb) < limits.request_bytes // 100
+    with httpx.Client(base_url=url, headers=headers(), timeout=30) as plain:
+
+        def post(body: bytes, encoding: str) -> httpx.Response:
+            return plain.post(
+                "/v2/models/speech/infer",
+                content=body,
+                headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+            )
+
+        answer = post(bomb, algorithm)
+        assert answer.status_code == 413 and set(answer.json()) == {"error"}, answer.text
+        body = {"inputs": [{"name": "inputs", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+        packed = compress(json.dumps(body).encode())
+        assert post(packed, algorithm).status_code == 200
+        assert post(packed[:-6], algorithm).status_code == 400  # cut short
+        assert post(b"not compressed at all", algorithm).status_code == 400
+        assert post(packed + b"more", algorithm).status_code == 400
+        answer = post(packed, "br")
+        assert answer.status_code == 415 and "Content-Encoding" in answer.json()["error"]
+        created = plain.post(
+            "/v1/sessions",
+            content=compress(b'{"model": "speech"}'),
+            headers={"Content-Type": "application/json", "Content-Encoding": algorithm},
+        )
+        assert created.status_code == 201, created.text  # /v1 reads the same bodies
+
+
+def test_model_control_is_for_admins_and_what_is_not_supported_says_so(served):
+    url, models = served
+    http = client(url)
+    index = http.get_model_repository_index(headers=headers())
+    assert [(m["name"], m["version"], m["state"]) for m in index] == [
+        ("desk", "1", "READY"),
+        ("speech", "1", "READY"),
+    ]
+    for act in (http.load_model, http.unload_model):
+        with pytest.raises(InferenceServerException, match="admin key"):
+            act("speech", headers=headers())
+    http.load_model("speech", headers=ADMIN)  # nothing new in the repository: nothing changes
+    assert http.is_model_ready("speech", headers=headers())
+    with pytest.raises(InferenceServerException, match="failed to load 'wrong_model_name'"):
+        http.load_model("wrong_model_name", headers=ADMIN)
+    with pytest.raises(InferenceServerException, match="failed to load 'speech'"):
+        http.load_model("speech", config='{"max_batch_size": 16}', headers=ADMIN)
+    for call, match in (
+        (lambda: http.register_system_shared_memory("r", "/r", 64, headers=headers()), "shared"),
+        (lambda: http.get_system_shared_memory_status(headers=headers()), "shared memory"),
+        (lambda: http.get_cuda_shared_memory_status(headers=headers()), "CUDA shared memory"),
+        (lambda: http.get_trace_settings(headers=headers()), "trace settings"),
+        (lambda: http.get_log_settings(headers=headers()), "log settings"),
+    ):
+        with pytest.raises(InferenceServerException, match=match):
+            call()
+    chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
+    in_shared = triton.InferRequestedOutput("outputs")
+    in_shared.set_shared_memory("region", 64)
+    for output, match in (
+        (in_shared, "shared memory"),
+        (triton.InferRequestedOutput("OUTPUT0"), "unexpected output"),
+    ):
+        with pytest.raises(InferenceServerException, match=match):
+            http.infer("speech", request(chunk), outputs=[output], headers=headers())

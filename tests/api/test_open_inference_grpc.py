@@ -208,6 +208,14 @@ def test_health_readiness_and_metadata(served):
         "speech", "1", headers=metadata()
     )
     assert not client.is_model_ready("nope", headers=metadata())
+    for ask in (client.get_model_metadata, client.get_model_config):  # as Triton's examples test
+        with pytest.raises(InferenceServerException) as caught:
+            ask("nope", headers=metadata())
+        assert caught.value.message().startswith("Request for unknown model"), caught.value
+    config = client.get_model_config("speech", headers=metadata(), as_json=True)["config"]
+    assert config["input"] == [{"name": "inputs", "data_type": "TYPE_FP32", "dims": ["-1", "2"]}]
+    assert config["sequence_batching"]["max_sequence_idle_microseconds"] == str(3600 * 10**6)
+    assert config["max_batch_size"] == 1 and config["backend"] == "stateful_rnn"
     assert client.get_server_metadata(headers=metadata()).name == "stateful-rnn"
     found = client.get_model_metadata("speech", headers=metadata(), as_json=True)
     assert found["inputs"] == [{"name": "inputs", "datatype": "FP32", "shape": ["-1", "-1", "2"]}]
@@ -379,3 +387,36 @@ def test_a_stream_beyond_its_tenants_share_waits_its_turn_and_its_streams_are_ca
             client.stop_stream()
             for other in others:
                 other.stop_stream()
+
+
+def test_model_control_is_for_admins_and_what_is_not_supported_says_so(served):
+    _, address, _ = served
+    client = triton.InferenceServerClient(address)
+    found = client.get_model_repository_index(headers=metadata(), as_json=True)["models"]
+    assert found == [{"name": "speech", "version": "1", "state": "READY"}]
+    for act in (client.load_model, client.unload_model):
+        with pytest.raises(InferenceServerException, match="admin key") as caught:
+            act("speech", headers=metadata())
+        assert caught.value.status() == "StatusCode.PERMISSION_DENIED"
+    admin = {"authorization": "Bearer root-key-grpc"}
+    client.load_model("speech", headers=admin)
+    with pytest.raises(InferenceServerException, match="failed to load 'wrong_model_name'"):
+        client.load_model("wrong_model_name", headers=admin)
+    for call, match in (
+        (lambda: client.get_system_shared_memory_status(headers=metadata()), "shared memory"),
+        (lambda: client.unregister_cuda_shared_memory(headers=metadata()), "CUDA shared memory"),
+        (lambda: client.get_trace_settings(headers=metadata()), "trace settings"),
+        (lambda: client.get_log_settings(headers=metadata()), "log settings"),
+    ):
+        with pytest.raises(InferenceServerException, match=match) as caught:
+            call()
+        assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
+    chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
+    in_shared = triton.InferRequestedOutput("outputs")
+    in_shared.set_shared_memory("region", 64)
+    for output, match in (
+        (in_shared, "shared memory"),
+        (triton.InferRequestedOutput("OUTPUT0"), "unexpected output"),
+    ):
+        with pytest.raises(InferenceServerException, match=match):
+            client.infer("speech", tensor(chunk), outputs=[output], headers=metadata())

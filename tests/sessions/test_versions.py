@@ -15,6 +15,7 @@ import zipfile
 
 import httpx
 import numpy as np
+import pytest
 
 from app.model.loader import load_version
 from app.model.repository import Repository
@@ -356,3 +357,91 @@ def test_tenants_see_the_models_but_not_the_session_counts_and_cannot_retire(tmp
             assert http.post(path, json=body, headers=tenant).status_code == 403
         http.headers.update(admin)
         assert version_state(http, "speech", 1) == "ready"  # refused: nothing retired
+
+
+def test_a_v2_sequence_finishes_on_its_version_while_a_newer_one_with_other_inputs_serves_new_ones(
+    tmp_path,
+):
+    """A rollout on the Open Inference Protocol, HTTP and gRPC alike: a sequence started on version 1
+    goes on there (checked against its inputs, answered as version 1) once version 2, which takes
+    other inputs, is the newest; new sequences get version 2. Its own server: it changes the
+    repository."""
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    from harness.servers import free_port
+
+    def tensor(module, inputs: np.ndarray):
+        found = module.InferInput("inputs", [1, *inputs.shape], "FP32")
+        found.set_data_from_numpy(inputs[None])
+        return [found]
+
+    def version_of(module, answer) -> str:
+        found = answer.get_response(**({"as_json": True} if module is triton_grpc else {}))
+        return found["model_version"]
+
+    repo = tmp_path / "models"
+    v1 = save_version(repo, "ticks", 1, seed=21, features=1)
+    port = free_port()
+    with serve_in_thread(
+        None, model_repository=str(repo), keep_versions=3, grpc_port=port, **FAST
+    ) as url:
+        clients = {
+            triton_http: triton_http.InferenceServerClient(url.removeprefix("http://")),
+            triton_grpc: triton_grpc.InferenceServerClient(f"127.0.0.1:{port}"),
+        }
+        old = {module: StatefulReference(v1) for module in clients}
+        for number, (module, client) in enumerate(clients.items(), start=1):
+            inputs = chunk(3, 1)
+            answer = client.infer(
+                "ticks", tensor(module, inputs), sequence_id=number, sequence_start=True
+            )
+            np.testing.assert_allclose(
+                answer.as_numpy("outputs")[0], old[module].feed(inputs), atol=1e-5
+            )
+        v2 = save_version(repo, "ticks", 2, seed=22, features=3)
+        with httpx.Client(base_url=url) as http:
+            wait_for_state(http, "ticks", 2, "ready")
+        for number, (module, client) in enumerate(clients.items(), start=1):
+            for end in (False, True):
+                inputs = chunk(2, 1)
+                answer = client.infer(
+                    "ticks", tensor(module, inputs), sequence_id=number, sequence_end=end
+                )
+                np.testing.assert_allclose(
+                    answer.as_numpy("outputs")[0], old[module].feed(inputs), atol=1e-5
+                )
+                assert version_of(module, answer) == "1"
+            inputs = chunk(2, 3)
+            answer = client.infer(
+                "ticks", tensor(module, inputs), sequence_id=10 + number, sequence_start=True
+            )
+            np.testing.assert_allclose(
+                answer.as_numpy("outputs")[0], StatefulReference(v2).feed(inputs), atol=1e-5
+            )
+            assert version_of(module, answer) == "2"
+        # The repository extension: the index, a load, an unload that lets a running one finish.
+        web, rpc = clients[triton_http], clients[triton_grpc]
+        index = web.get_model_repository_index()
+        assert [(m["name"], m["version"], m["state"]) for m in index] == [
+            ("ticks", "1", "READY"),
+            ("ticks", "2", "READY"),
+        ]
+        v3 = save_version(repo, "ticks", 3, seed=23, features=3)
+        rpc.load_model("ticks")  # answered once loaded
+        found = rpc.get_model_repository_index(as_json=True)["models"]
+        assert {"name": "ticks", "version": "3", "state": "READY"} in found
+        running, inputs = StatefulReference(v3), chunk(2, 3)
+        answer = web.infer(
+            "ticks", tensor(triton_http, inputs), sequence_id=30, sequence_start=True
+        )
+        np.testing.assert_allclose(answer.as_numpy("outputs")[0], running.feed(inputs), atol=1e-5)
+        web.unload_model("ticks")
+        assert not web.is_model_ready("ticks") and not rpc.is_model_ready("ticks")
+        inputs = chunk(3, 3)
+        answer = web.infer("ticks", tensor(triton_http, inputs), sequence_id=30, sequence_end=True)
+        np.testing.assert_allclose(answer.as_numpy("outputs")[0], running.feed(inputs), atol=1e-5)
+        with pytest.raises(InferenceServerException, match="retired"):
+            rpc.infer("ticks", tensor(triton_grpc, inputs), sequence_id=31, sequence_start=True)
+        assert all(m["state"] != "READY" for m in web.get_model_repository_index())

@@ -9,11 +9,12 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from google.protobuf import json_format
 from starlette.responses import Response
 
 from app.api import inference
 from app.api.auth import caller_of
-from app.api.deps import CurrentCaller, Sessions, json_response
+from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.parsing import ChunkLimits, load_json, read_body
 from app.api.schemas import NO_KEY, inference_errors
 from app.errors import BadRequest, Forbidden, ServiceError, Unavailable
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-ERRORS = inference_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
+ERRORS = inference_errors(400, 401, 403, 404, 409, 413, 429, 503)  # 422 is 400 on /v2
 
 
 # Infer first: a request is matched against the routes in order, about 1.5 µs a candidate in this
@@ -47,17 +48,15 @@ async def infer(request: Request) -> Response:
     caller = caller_of(request)
     body = await read_body(request, limits.request_bytes, json_only=False)
     header, tail = _split(body, request.headers.get(HEADER_LENGTH))
-    spec = await sessions.model_spec(name, version)
     inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
-    array, rank = inference.input_array(inputs[0], raws[0], spec, limits.steps)
     sequence = inference.Sequence.of(header.get("parameters"))
     binary = _binary_output(header)
-    result = await inference.run(sessions, caller, name, version, array, sequence, "v2")
-    return _answer(
-        name, spec.version, header.get("id"), result, rank, binary, sequence.sequence_id is not None
+    result, rank = await inference.infer(
+        sessions, caller, name, version, sequence, inputs[0], raws[0], limits.steps, "v2"
     )
+    return _answer(name, header.get("id"), result, rank, binary, sequence.sequence_id is not None)
 
 
 @router.get("", summary="Server metadata", responses=ERRORS)
@@ -108,6 +107,30 @@ async def model_statistics(
     )
 
 
+@router.get(
+    "/models/{name}/config",
+    summary="Model configuration, as Triton shows it (its newest ready version)",
+    responses=ERRORS,
+)
+@router.get(
+    "/models/{name}/versions/{version}/config",
+    summary="Model version configuration, as Triton shows it",
+    responses=ERRORS,
+)
+async def model_config(
+    name: str,
+    sessions: Sessions,
+    settings: CurrentSettings,
+    caller: CurrentCaller,
+    version: str | None = None,
+) -> Response:
+    spec = await sessions.model_spec(name, inference.version_of(version))
+    found = inference.config(
+        spec, session_ttl=settings.session_ttl, keep_versions=settings.keep_versions
+    )
+    return json_response(json_format.MessageToDict(found, preserving_proto_field_name=True))
+
+
 @router.get("/models/{name}", summary="Model metadata (its newest ready version)", responses=ERRORS)
 @router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=ERRORS)
 async def model_metadata(
@@ -132,6 +155,79 @@ async def model_ready(
 ) -> Response:
     spec = await sessions.model_spec(name, inference.version_of(version))
     return json_response({"name": spec.name, "ready": True})
+
+
+@router.post(
+    "/repository/index", summary="Every version of every model, with its state", responses=ERRORS
+)
+async def repository_index(request: Request, sessions: Sessions, caller: CurrentCaller) -> Response:
+    options = await _options(request)
+    ready = options.get("ready", False)
+    if not isinstance(ready, bool):
+        raise BadRequest('"ready" must be true or false')
+    return json_response(inference.repository_index(await sessions.models(), ready))
+
+
+@router.post(
+    "/repository/models/{name}/load",
+    summary="Read the repository now and load the model's new versions (admin)",
+    responses=ERRORS,
+)
+async def repository_load(
+    request: Request, name: str, sessions: Sessions, caller: CurrentCaller
+) -> Response:
+    _admin(caller, "loading a model")
+    inference.plain_load(name, (await _options(request)).get("parameters"))
+    with inference.load_failure(name):
+        await sessions.load_model(name)
+    return json_response({})
+
+
+@router.post(
+    "/repository/models/{name}/unload",
+    summary="Retire every version of the model, draining (admin)",
+    responses=ERRORS,
+)
+async def repository_unload(
+    request: Request, name: str, sessions: Sessions, caller: CurrentCaller
+) -> Response:
+    _admin(caller, "unloading a model")
+    await _options(request)
+    await sessions.unload_model(name)
+    return json_response({})
+
+
+def _refuse(detail: str):
+    async def unsupported(caller: CurrentCaller) -> Response:
+        raise BadRequest(detail)
+
+    return unsupported
+
+
+# Shared memory, trace and log settings: refused in words, not a bare 404 (Triton's clients call them).
+for _feature, _detail in inference.UNSUPPORTED.items():
+    router.add_api_route(
+        f"/{_feature}{{rest:path}}",
+        _refuse(_detail),
+        methods=["GET", "POST"],
+        include_in_schema=False,
+    )
+
+
+async def _options(request: Request) -> dict[str, Any]:
+    """An optional JSON object body (the repository extension's requests)."""
+    body = await read_body(request, request.app.state.settings.max_body_bytes, json_only=False)
+    if not body.strip():
+        return {}
+    found = load_json(body)
+    if not isinstance(found, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return found
+
+
+def _admin(caller: Any, doing: str) -> None:
+    if not caller.admin:
+        raise Forbidden(f"{doing} takes an admin key")
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -181,18 +277,15 @@ def _binary_inputs(inputs: Any, tail: bytes) -> list[bytes | None]:
 def _binary_output(header: dict[str, Any]) -> bool:
     """Whether the output goes back binary: asked per output, or for all (tritonclient's default)."""
     for output in header.get("outputs") or []:
-        if not isinstance(output, dict) or output.get("name") != inference.OUTPUT:
-            name = output.get("name") if isinstance(output, dict) else output
-            raise BadRequest(
-                f"unexpected output {name!r}: the model gives one output, {inference.OUTPUT!r}"
-            )
+        if not isinstance(output, dict):
+            raise BadRequest(f"unexpected output {output!r}: each output is an object with a name")
+        inference.check_tensor("output", output.get("name"), output.get("parameters"))
         return bool((output.get("parameters") or {}).get("binary_data", False))
     return bool((header.get("parameters") or {}).get("binary_data_output", False))
 
 
 def _answer(
     name: str,
-    version: int,
     request_id: Any,
     result: ChunkResult,
     rank: int,
@@ -212,7 +305,7 @@ def _answer(
         tensor["data"] = outputs.reshape(-1)
     document: dict[str, Any] = {
         "model_name": name,
-        "model_version": str(version),
+        "model_version": str(result.version),  # the sequence's: not always the newest
         "outputs": [tensor],
     }
     if kept:  # the sequence's session, as /v1 knows it (its state: GET /v1/sessions/{id}/state)
