@@ -1,15 +1,19 @@
 """The Open Inference Protocol (KServe v2) with Triton's sequence extension, apart from its transport:
 what a request asks (model, sequence, the input tensor) and how outputs are written back.
 
-A served model version has one input, ``inputs`` (FP32, ``[-1, -1, F]``: batch, time, features), and
-one output, ``outputs`` (FP32, ``[-1, -1, size]`` per time step, else ``[-1, size]``). A request
-carries one sequence's chunk: batch 1 (``[1, T, F]``; ``[T, F]`` is taken too). The sequence
+A served model version has one input, named and typed as the model declares it (``[-1, -1, F]``:
+batch, time, features; FP32 unless the ``keras.Input`` says otherwise), and one output, named after
+the layer it comes from (FP32, ``[-1, -1, size]`` per time step, else ``[-1, size]``); every model
+also answers to the generic names ``inputs`` and ``outputs``. A request carries one sequence's
+chunk: batch 1 (``[1, T, F]``; ``[T, F]`` is taken too), in any numeric datatype whose values are
+exactly float32 values (the model computes in float32). The sequence
 parameters map onto sessions (:func:`app.sessions.service.sequence_session_id`). Written by hand:
 no maintained Python library implements the server side of this protocol.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +28,24 @@ from app.errors import BadRequest, Conflict, InvalidInput, NotFound, ServiceErro
 from app.sessions import Duration, ModelSpec, Tally, parse_version
 from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
 
-INPUT, OUTPUT, DATATYPE = "inputs", "outputs", "FP32"
+INPUT, OUTPUT = "inputs", "outputs"  # the generic names, which every model answers to
+DATATYPE = "FP32"  # what the model computes in, and answers with
+# Triton's datatypes, and the little-endian NumPy types of their binary data.
+DTYPES = {
+    "BOOL": "?",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+DATATYPE_OF = {np.dtype(code).name: name for name, code in DTYPES.items()}  # "int32" -> "INT32"
 PLATFORM, BACKEND = "keras_stateful_rnn", "stateful_rnn"
 EXTENSIONS = ["binary_tensor_data", "sequence", "model_repository", "statistics"]
 
@@ -70,18 +91,20 @@ async def infer(
     sequence: Sequence,
     tensor: Any,
     raw: bytes | None,
+    outputs: list[tuple[Any, Any]],
     max_steps: int,
     transport: str,
-) -> tuple[ChunkResult, int]:
-    """Apply one request's chunk to its sequence (HTTP and gRPC alike): its answer, and the rank of
-    its input (2 or 3) for the output's shape. The one place that decides which version a chunk
-    is checked against: a new sequence's, the named version (default: the newest ready); a running
+) -> tuple[ChunkResult, int, str]:
+    """Apply one request's chunk to its sequence (HTTP and gRPC alike), or a stateless batch to
+    fresh states: its answer, the rank of its input (2 or 3) for the output's shape, and the name
+    its output goes by (see :func:`output_name`; ``outputs``: the requested outputs' names and
+    parameters). The one place that decides which version a chunk is checked against: a new sequence's, the named version (default: the newest ready); a running
     sequence's, the version it runs, whatever is newest now (a sequence started before a rollout
     finishes on its version, even when the newer one takes other inputs). That version's input
     size is checked when the chunk's turn comes, with the session as the store has it
     (:mod:`app.sessions.rules`): nothing is read here, so nothing is awaited before the chunk
     takes its place in its session's line, and a gRPC stream's requests keep their order."""
-    if sequence.sequence_id is None:  # a fresh state, kept for nothing
+    if sequence.sequence_id is None:  # fresh states, kept for nothing
         session_id, start, end = new_session_id(), True, True
     else:
         session_id = sequence_session_id(caller.tenant, sequence.sequence_id)
@@ -90,12 +113,17 @@ async def infer(
         spec = await sessions.model_spec(name, version)  # an unknown model: said first
     except (Conflict, Unavailable):
         if start:
-            raise  # none to start one on; a running sequence goes on, unloaded or not
-    array, rank = input_array(tensor, raw, name, spec if start else None, max_steps)
+            raise
+        spec = None  # none to start a sequence on (unloaded, loading): a running one goes on
+    answered_as = output_name(name, spec, tensor, outputs)
+    stateless = sequence.sequence_id is None
+    array, rank = input_array(tensor, raw, spec if start else None, max_steps, stateless)
+    if len(array) > 1:
+        return await _batch(sessions, caller, name, version, array, transport), 2, answered_as
     with _live(sequence):
         result = await sessions.sequence(
             session_id,
-            array,
+            array[0],
             tenant=caller.tenant,
             scope=caller.scope,
             start=start,
@@ -105,7 +133,73 @@ async def infer(
             version=version,
             transport=transport,
         )
-    return result, rank
+    return result, rank, answered_as
+
+
+async def _batch(
+    sessions: Any,
+    caller: Caller,
+    name: str,
+    version: int | None,
+    array: np.ndarray,
+    transport: str,
+) -> ChunkResult:
+    """B independent sequences from fresh states, kept for nothing: each its own session for its
+    one chunk, all in the engine's lines at once, so they share its model calls."""
+    results = await asyncio.gather(
+        *(
+            sessions.sequence(
+                new_session_id(),
+                rows,
+                tenant=caller.tenant,
+                scope=caller.scope,
+                start=True,
+                end=True,
+                model=name,
+                version=version,
+                transport=transport,
+            )
+            for rows in array
+        )
+    )
+    outputs = np.stack([result.outputs for result in results])
+    return ChunkResult("", 0, array.shape[1], outputs, version=results[0].version)
+
+
+def output_name(
+    model: str, spec: ModelSpec | None, tensor: Any, outputs: list[tuple[Any, Any]]
+) -> str:
+    """The input must go by the model's name or the generic ``inputs``, and each requested output
+    by the model's output name or ``outputs`` (shared memory refused, never ignored). The answer's
+    output is named as asked, else as the request named its input: the model's output name after
+    the model's input name, ``outputs`` after ``inputs``. (``spec`` None: no version to start a
+    sequence on, so a running one's chunk is taken under any name.)"""
+    given = tensor.get("name") if isinstance(tensor, dict) else None
+    if isinstance(tensor, dict):
+        _no_shared_memory(tensor.get("parameters"))
+    own_input, own_output = (spec.input_name, spec.output_name) if spec else (given, OUTPUT)
+    if given not in (own_input, INPUT):
+        raise BadRequest(
+            f"unexpected input {given!r}: model {model} takes one input, {own_input!r} "
+            f"(or {INPUT!r})"
+        )
+    answered_as = own_output if given == own_input else OUTPUT
+    for asked, parameters in outputs:
+        _no_shared_memory(parameters)
+        if asked not in (own_output, OUTPUT):
+            raise BadRequest(
+                f"unexpected output {asked!r}: model {model} gives one output, {own_output!r} "
+                f"(or {OUTPUT!r})"
+            )
+        answered_as = asked
+    return answered_as
+
+
+def _no_shared_memory(parameters: Any) -> None:
+    if isinstance(parameters, Mapping) and any(
+        str(key).startswith("shared_memory") for key in parameters
+    ):
+        raise BadRequest(UNSUPPORTED["systemsharedmemory"])
 
 
 @contextmanager
@@ -132,14 +226,25 @@ def version_of(text: str | None) -> int | None:
     return number
 
 
+def datatype(spec: ModelSpec) -> str:
+    """The model's input datatype as Triton names it (FP32 for one it has no name for)."""
+    return DATATYPE_OF.get(spec.input_dtype, DATATYPE)
+
+
 def metadata(spec: ModelSpec, versions: list[int]) -> dict[str, Any]:
     output_shape = [-1, -1, spec.output_size] if spec.per_step else [-1, spec.output_size]
     return {
         "name": spec.name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORM,
-        "inputs": [{"name": INPUT, "datatype": DATATYPE, "shape": [-1, -1, spec.input_features]}],
-        "outputs": [{"name": OUTPUT, "datatype": DATATYPE, "shape": output_shape}],
+        "inputs": [
+            {
+                "name": spec.input_name,
+                "datatype": datatype(spec),
+                "shape": [-1, -1, spec.input_features],
+            }
+        ],
+        "outputs": [{"name": spec.output_name, "datatype": DATATYPE, "shape": output_shape}],
     }
 
 
@@ -159,10 +264,16 @@ def config(spec: ModelSpec, *, session_ttl: float, keep_versions: int) -> mc.Mod
         version_policy=mc.ModelVersionPolicy(
             latest=mc.ModelVersionPolicy.Latest(num_versions=keep_versions)
         ),
-        input=[mc.ModelInput(name=INPUT, data_type=mc.TYPE_FP32, dims=[-1, spec.input_features])],
+        input=[
+            mc.ModelInput(
+                name=spec.input_name,
+                data_type=mc.DataType.Value(f"TYPE_{datatype(spec)}"),
+                dims=[-1, spec.input_features],
+            )
+        ],
         output=[
             mc.ModelOutput(
-                name=OUTPUT,
+                name=spec.output_name,
                 data_type=mc.TYPE_FP32,
                 dims=[-1, spec.output_size] if spec.per_step else [spec.output_size],
             )
@@ -218,18 +329,6 @@ UNSUPPORTED = {
 }
 
 
-def check_tensor(kind: str, name: Any, parameters: Any) -> None:
-    """A requested output (``kind`` "output") or a given input must be the model's, and in the
-    request: shared memory regions are refused, never ignored."""
-    expected = OUTPUT if kind == "output" else INPUT
-    if name != expected:
-        raise BadRequest(f"unexpected {kind} {name!r}: the model's {kind} is {expected!r}")
-    if isinstance(parameters, Mapping) and any(
-        str(key).startswith("shared_memory") for key in parameters
-    ):
-        raise BadRequest(UNSUPPORTED["systemsharedmemory"])
-
-
 def plain_load(name: str, parameters: Any) -> None:
     """A load request may not carry a configuration or files: versions come from the repository."""
     if parameters is None:
@@ -255,62 +354,103 @@ def load_failure(name: str) -> Iterator[None]:
 
 
 def input_array(
-    tensor: Any, raw: bytes | None, name: str, spec: ModelSpec | None, max_steps: int
+    tensor: Any, raw: bytes | None, spec: ModelSpec | None, max_steps: int, stateless: bool = False
 ) -> tuple[np.ndarray, int]:
-    """The request's input tensor for model ``name`` as float32 ``[T, F]``, and its rank (2 or 3).
-    ``raw``: its bytes, when they came binary (the binary tensor extension, or gRPC's raw
-    contents). ``F`` is checked against ``spec``, the version a new sequence starts on; None for a
-    running sequence, whose own version checks it when the chunk's turn comes."""
+    """The request's input tensor as float32 ``[B, T, F]``, and its rank (2 or 3). ``raw``: its
+    bytes, when they came binary (the binary tensor extension, or gRPC's raw contents). A
+    sequence's chunk is ``[1, T, F]`` (or ``[T, F]``, read as batch 1); ``stateless`` (no
+    sequence): ``[B, T, F]``, B independent sequences, together at most ``max_steps`` steps.
+    ``F`` is checked against ``spec``, the version a new sequence starts on; None for a running
+    sequence, whose own version checks it when the chunk's turn comes. Any numeric datatype is taken whose values are
+    exactly float32 values (integers up to 2**24, FP64 values that are float32 ones, FP16, BOOL)."""
     if not isinstance(tensor, dict):
         raise BadRequest("each input must be an object with name, shape, datatype")
-    check_tensor("input", tensor.get("name"), tensor.get("parameters"))
-    if tensor.get("datatype") != DATATYPE:
-        raise BadRequest(f"input {INPUT!r} must be {DATATYPE}, not {tensor.get('datatype')!r}")
+    name, kind = tensor.get("name"), tensor.get("datatype")
+    if kind not in DTYPES:
+        raise BadRequest(
+            f"input {name!r} has datatype {kind!r}; the model takes numbers: {', '.join(DTYPES)}"
+        )
     shape = tensor.get("shape")
+    width = "F" if spec is None else spec.input_features
     if (
         not isinstance(shape, list)
         or not all(type(d) is int and d >= 0 for d in shape)
         or len(shape) not in (2, 3)
-        or (len(shape) == 3 and shape[0] != 1)
     ):
-        width = "F" if spec is None else spec.input_features
+        raise BadRequest(f"input {name!r} must have shape [B, T, {width}]; got {shape!r}")
+    if stateless and len(shape) == 2:
+        # [B, F] or [T, F]? Never guessed: a stateless caller's rows would be read as time steps.
         raise BadRequest(
-            f"input {INPUT!r} must have shape [1, T, {width}] (or [T, {width}]): one sequence's "
-            f"chunk; got {shape!r}"
+            f"input {name!r} has shape {shape!r}: without a sequence_id send [B, T, {width}], B "
+            f"independent sequences of T steps ([T, {width}] is a sequence's chunk, with its id)"
         )
+    if not stateless and len(shape) == 3 and shape[0] != 1:
+        raise BadRequest(
+            f"input {name!r} has shape {shape!r}: a sequence's request carries its one chunk, "
+            f"[1, T, {width}]; independent sequences go together without a sequence_id"
+        )
+    rows = shape[0] if len(shape) == 3 else 1
     steps, features = shape[-2], shape[-1]
     if spec is not None and features != spec.input_features:
         raise BadRequest(
-            f"input {INPUT!r} has {features} features; model {name} version {spec.version} "
+            f"input {name!r} has {features} features; model {spec.name} version {spec.version} "
             f"takes {spec.input_features}"
         )
-    if not steps:
-        raise BadRequest(f"input {INPUT!r} has no time steps")
-    if steps > max_steps:
-        raise InvalidInput(f"the chunk has {steps} time steps; the limit is {max_steps}")
+    if not steps or not rows:
+        raise BadRequest(
+            f"input {name!r} has no time steps" if rows else f"input {name!r} is empty"
+        )
+    if rows * steps > max_steps:
+        raise InvalidInput(f"the chunk has {rows * steps} time steps; the limit is {max_steps}")
+    steps *= rows  # B sequences' steps, read as one block
+    dtype = np.dtype(DTYPES[kind])
     if raw is not None:
-        if len(raw) != 4 * steps * features:
+        if len(raw) != dtype.itemsize * steps * features:
             raise BadRequest(
-                f"input {INPUT!r} of shape {shape} takes {4 * steps * features} bytes; got {len(raw)}"
+                f"input {name!r} of shape {shape} ({kind}) takes "
+                f"{dtype.itemsize * steps * features} bytes; got {len(raw)}"
             )
-        array = np.frombuffer(raw, "<f4").reshape(steps, features).astype(np.float32)
+        values = np.frombuffer(raw, dtype)
     else:
-        data = tensor.get("data")
-        if data is None:  # NumPy would read it as one NaN
-            raise BadRequest(
-                f'input {INPUT!r} has no data: send "data", or binary data with binary_data_size'
-            )
-        try:
-            array = np.asarray(data, np.float64)
-        except (TypeError, ValueError):
-            raise BadRequest(f"input {INPUT!r} holds something other than numbers") from None
-        if array.size != steps * features or has_bool(data):
-            raise BadRequest(f"input {INPUT!r} of shape {shape} needs {steps * features} numbers")
-        with np.errstate(over="ignore"):
-            array = array.reshape(steps, features).astype(np.float32)
+        values = _json_values(tensor.get("data"), name, kind, shape, steps * features)
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = values.astype(np.float32)
+        if kind[0] in "IU":
+            inexact = np.abs(values.astype(np.float64)) > EXACT_INTEGERS
+        elif kind == "FP64":
+            inexact = np.isfinite(values) & (array.astype(np.float64) != values)
+        else:
+            inexact = np.zeros(1, bool)
+    if inexact.any():
+        raise BadRequest(
+            f"input {name!r} holds {kind} values that are not float32 values (the model computes "
+            f"in float32): integers up to 2**24, or FP64 values that are float32 ones"
+        )
     if not np.isfinite(array).all():
-        raise BadRequest(f"input {INPUT!r} holds NaN or infinity")
-    return array, len(shape)
+        raise BadRequest(f"input {name!r} holds NaN or infinity")
+    return array.reshape(rows, steps // rows, features), len(shape)
+
+
+EXACT_INTEGERS = 2**24  # every integer up to it, in magnitude, is exactly a float32
+
+
+def _json_values(data: Any, name: Any, kind: str, shape: list[int], count: int) -> np.ndarray:
+    """The ``data`` of a JSON input: ``count`` values of the datatype ``kind``, flat or nested."""
+    if data is None:  # NumPy would read it as one NaN
+        raise BadRequest(
+            f'input {name!r} has no data: send "data", or binary data with binary_data_size'
+        )
+    try:
+        values = np.asarray(data, None if kind == "BOOL" else np.float64)
+    except (TypeError, ValueError, OverflowError):
+        values = None
+    if values is None or (values.dtype != np.bool_ if kind == "BOOL" else has_bool(data)):
+        raise BadRequest(f"input {name!r} holds something other than {kind} values")
+    if values.size != count:
+        raise BadRequest(f"input {name!r} of shape {shape} needs {count} values")
+    if kind[0] in "IU" and not (values == np.floor(values)).all():
+        raise BadRequest(f"input {name!r} holds something other than {kind} values")
+    return values.reshape(-1)
 
 
 def output_shape(outputs: np.ndarray, rank: int) -> list[int]:

@@ -48,6 +48,20 @@ CODES = {
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+# Where a tensor's values are in ``InferTensorContents``, by datatype (FP16 has no field: raw only).
+CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 STREAM_IN_FLIGHT = 64  # requests of one stream under way before reading pauses
 SERVICE = "/inference.GRPCInferenceService"  # as the access log names a call
 HELD = (401, 429, 503)  # refusals held --shed-delay, as over HTTP
@@ -246,15 +260,13 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         caller = self._caller(peer)
         name, version = request.model_name, inference.version_of(request.model_version)
         if len(request.inputs) != 1:
-            raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
+            raise BadRequest(f"model {name} takes exactly one input")
         if len(request.raw_input_contents) > len(request.inputs):
             raise BadRequest(
                 f"{len(request.raw_input_contents)} raw_input_contents for "
                 f"{len(request.inputs)} input: each belongs to one input, in order"
             )
         given = request.inputs[0]
-        for output in request.outputs:
-            inference.check_tensor("output", output.name, output.parameters)
         tensor = {
             "name": given.name,
             "datatype": given.datatype,
@@ -265,29 +277,40 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         if request.raw_input_contents:
             raw = request.raw_input_contents[0]
         else:
-            tensor["data"] = given.contents.fp32_contents
+            # FP16 has no contents field: its data come raw only.
+            tensor["data"] = list(getattr(given.contents, CONTENTS.get(given.datatype, ""), ()))
         parameters = {
             key: getattr(value, value.WhichOneof("parameter_choice"))
             for key, value in request.parameters.items()
             if value.WhichOneof("parameter_choice")
         }
         sequence = inference.Sequence.of(parameters)
-        result, rank = await inference.infer(
-            self.sessions, caller, name, version, sequence, tensor, raw, self.limits.steps, "grpc"
+        outputs = [(output.name, dict(output.parameters)) for output in request.outputs]
+        result, rank, output = await inference.infer(
+            self.sessions,
+            caller,
+            name,
+            version,
+            sequence,
+            tensor,
+            raw,
+            outputs,
+            self.limits.steps,
+            "grpc",
         )
-        outputs = result.outputs
+        values = result.outputs
         response = pb.ModelInferResponse(
             model_name=name,
             model_version=str(result.version),
             id=request.id,
             outputs=[
                 pb.ModelInferResponse.InferOutputTensor(
-                    name=inference.OUTPUT,
+                    name=output,
                     datatype=inference.DATATYPE,
-                    shape=inference.output_shape(outputs, rank),
+                    shape=inference.output_shape(values, rank),
                 )
             ],
-            raw_output_contents=[outputs.astype("<f4", copy=False).tobytes()],
+            raw_output_contents=[values.astype("<f4", copy=False).tobytes()],
         )
         if sequence.sequence_id is not None:
             response.parameters["session_id"].string_param = result.session_id

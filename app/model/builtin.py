@@ -19,7 +19,7 @@ def build_seed_model():
 
     return keras.Sequential(
         [
-            keras.Input(shape=(None, 1)),
+            keras.Input(shape=(None, 1), name="sequence"),  # named: Keras numbers unnamed ones
             keras.layers.GRU(
                 5,
                 name="rnn",

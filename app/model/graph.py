@@ -221,6 +221,10 @@ class StreamGraph:
                 "features) with a known number of features"
             )
         self.input_features = int(source.shape[-1])
+        # The Input layer's name, as the file keeps it (an unnamed one's tensor is renamed per load).
+        layer = getattr(getattr(source, "_keras_history", None), "operation", None)
+        self.input_name = str(getattr(layer, "name", None) or getattr(source, "name", "inputs"))
+        self.input_dtype = str(getattr(source, "dtype", None) or "float32")
         self.input_id = id(source)
         operations, out = _operations(model)
         producer = getattr(getattr(out, "_keras_history", None), "operation", None)
@@ -234,6 +238,7 @@ class StreamGraph:
                 f"the model's output has shape {tuple(out.shape)}; expected (batch, size) or (batch, time, size)"
             )
         self.output_id = id(out)
+        self.output_name = str(getattr(producer, "name", None) or "outputs")
         self.per_step = len(out.shape) == 3
         self.output_size = int(out.shape[-1])
         self.steps: list[_Step] = []

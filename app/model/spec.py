@@ -25,6 +25,11 @@ class ModelSpec:
     recurrent: tuple[RecurrentLayer, ...]
     version: int = 1
     runtime: str = "tensorflow"  # what computes it: "onnx" (ONNX Runtime) or "tensorflow"
+    # The tensors as the model declares them: its input's name (``keras.Input(name=...)``) and
+    # dtype, and the name of the layer its output comes from. The step computes in float32.
+    input_name: str = "inputs"
+    input_dtype: str = "float32"
+    output_name: str = "outputs"
 
     @property
     def key(self) -> str:

@@ -94,6 +94,9 @@ class StreamingModel:
             output_size=self._graph.output_size,
             recurrent=tuple(self._graph.recurrent),
             version=version,
+            input_name=self._graph.input_name,
+            input_dtype=self._graph.input_dtype,
+            output_name=self._graph.output_name,
         )
         signature = [
             tf.TensorSpec([None, None, self.spec.input_features], tf.float32, name="inputs"),

@@ -18,8 +18,9 @@ from tritonclient.utils import InferenceServerException
 from app.api.parsing import ChunkLimits
 from harness.keys import auth
 from harness.servers import serve_in_thread
+from tests.support.models import triton_named
 from tests.support.reference import StatefulReference
-from tests.support.repository import save_version
+from tests.support.repository import publish, save_version
 
 KEYS = {"alpha": "alpha-key-triton", "beta": "beta-key-triton"}
 ADMIN = auth("root-key-triton")
@@ -34,6 +35,7 @@ def served(tmp_path_factory):
         "desk": save_version(
             repo, "desk", 1, seed=102, features=1, layers=(("LSTM", 3, False),), per_step=False
         ),
+        "ticker": publish(repo, "ticker", 1, triton_named(103)),  # INPUT (INT32) -> OUTPUT
     }
     api_keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
     with serve_in_thread(
@@ -226,8 +228,11 @@ def test_bad_requests_get_the_protocols_error_and_change_nothing(served):
             http.infer(model, inputs, sequence_id=3000, headers=headers())
         assert caught.value.status() == str(status), caught.value
 
-    wrong_type = triton.InferInput("inputs", [1, 2, 2], "FP64")
-    wrong_type.set_data_from_numpy(chunk[None].astype(np.float64))
+    wrong_type = triton.InferInput("inputs", [1, 2, 2], "FP64")  # not float32 values
+    wrong_type.set_data_from_numpy(chunk[None].astype(np.float64) + 1e-12)
+    refused([wrong_type])
+    wrong_type = triton.InferInput("inputs", [1, 2, 2], "BYTES")
+    wrong_type.set_data_from_numpy(np.array([[[b"1", b"2"], [b"3", b"4"]]], dtype=np.object_))
     refused([wrong_type])
     wrong_shape = triton.InferInput("inputs", [1, 2, 3], "FP32")
     wrong_shape.set_data_from_numpy(np.ones((1, 2, 3), np.float32))
@@ -270,8 +275,10 @@ def test_bad_requests_get_the_protocols_error_and_change_nothing(served):
 
 
 def test_health_readiness_and_metadata(served):
-    url, _ = served
+    url, models = served
     http = client(url)
+    speech = models["speech"]
+    named = speech.layers[0].name, speech.layers[-1].name  # as the model declares them
     assert http.is_server_live() and http.is_server_ready(headers=headers())
     assert http.is_model_ready("speech", headers=headers()) and http.is_model_ready(
         "desk", "1", headers=headers()
@@ -279,15 +286,15 @@ def test_health_readiness_and_metadata(served):
     assert not http.is_model_ready("nope", headers=headers())
     assert http.get_server_metadata(headers=headers())["name"] == "stateful-rnn"
     metadata = http.get_model_metadata("speech", headers=headers())
-    assert metadata["inputs"] == [{"name": "inputs", "datatype": "FP32", "shape": [-1, -1, 2]}]
-    assert metadata["outputs"] == [{"name": "outputs", "datatype": "FP32", "shape": [-1, -1, 4]}]
+    assert metadata["inputs"] == [{"name": named[0], "datatype": "FP32", "shape": [-1, -1, 2]}]
+    assert metadata["outputs"] == [{"name": named[1], "datatype": "FP32", "shape": [-1, -1, 4]}]
     assert http.get_model_metadata("desk", "1", headers=headers())["outputs"][0]["shape"] == [-1, 3]
     answer = httpx.get(f"{url}/v2/models/speech")
     assert answer.status_code == 401 and set(answer.json()) == {"error"}
     config = http.get_model_config("speech", headers=headers())
     assert (config["name"], config["max_batch_size"]) == ("speech", 1)
-    assert config["input"] == [{"name": "inputs", "data_type": "TYPE_FP32", "dims": ["-1", "2"]}]
-    assert config["output"] == [{"name": "outputs", "data_type": "TYPE_FP32", "dims": ["-1", "4"]}]
+    assert config["input"] == [{"name": named[0], "data_type": "TYPE_FP32", "dims": ["-1", "2"]}]
+    assert config["output"] == [{"name": named[1], "data_type": "TYPE_FP32", "dims": ["-1", "4"]}]
     assert config["sequence_batching"]["max_sequence_idle_microseconds"] == str(3600 * 10**6)
     assert config["version_policy"] == {"latest": {"num_versions": 2}}
     desk = http.get_model_config("desk", "1", headers=headers())
@@ -388,6 +395,7 @@ def test_the_statistics_extension_counts_each_versions_chunks_and_calls_for_admi
     assert [(entry["name"], entry["version"]) for entry in everything] == [
         ("desk", "1"),
         ("speech", "1"),
+        ("ticker", "1"),
     ]
     with pytest.raises(InferenceServerException, match="admin key"):
         http.get_inference_statistics("desk", headers=headers())
@@ -458,7 +466,9 @@ def test_v2_bodies_are_bounded_by_the_chunk_limit_before_parsing_and_must_be_jso
         answer = http.post("/v2/models/speech/infer", content=pieces())
         assert answer.status_code == 413, answer.text
         # What a web page may send without asking first (a form, text) is refused, as on /v1.
-        body = {"inputs": [{"name": "inputs", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+        body = {
+            "inputs": [{"name": "inputs", "shape": [1, 1, 2], "datatype": "FP32", "data": [1, 2]}]
+        }
         for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
             answer = http.post(
                 "/v2/models/speech/infer",
@@ -540,7 +550,9 @@ def test_compressed_requests_are_inflated_within_the_same_limit(served, algorith
 
         answer = post(bomb, algorithm)
         assert answer.status_code == 413 and set(answer.json()) == {"error"}, answer.text
-        body = {"inputs": [{"name": "inputs", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+        body = {
+            "inputs": [{"name": "inputs", "shape": [1, 1, 2], "datatype": "FP32", "data": [1, 2]}]
+        }
         packed = compress(json.dumps(body).encode())
         assert post(packed, algorithm).status_code == 200
         assert post(packed[:-6], algorithm).status_code == 400  # cut short
@@ -563,6 +575,7 @@ def test_model_control_is_for_admins_and_what_is_not_supported_says_so(served):
     assert [(m["name"], m["version"], m["state"]) for m in index] == [
         ("desk", "1", "READY"),
         ("speech", "1", "READY"),
+        ("ticker", "1", "READY"),
     ]
     for act in (http.load_model, http.unload_model):
         with pytest.raises(InferenceServerException, match="admin key"):
@@ -591,3 +604,104 @@ def test_model_control_is_for_admins_and_what_is_not_supported_says_so(served):
     ):
         with pytest.raises(InferenceServerException, match=match):
             http.infer("speech", request(chunk), outputs=[output], headers=headers())
+
+
+def test_tensors_go_by_the_models_names_and_other_datatypes_are_taken_when_exact(served):
+    """Triton's programs name tensors as the model does (``INPUT``/``OUTPUT``) and send its dtype
+    (INT32); the generic names still answer, and any numeric datatype is cast to the float32 the
+    model computes in when that is exact, refused (changing nothing) when it is not."""
+    url, models = served
+    http = client(url)
+    metadata = http.get_model_metadata("ticker", headers=headers())
+    assert metadata["inputs"] == [{"name": "INPUT", "datatype": "INT32", "shape": [-1, -1, 1]}]
+    assert metadata["outputs"] == [{"name": "OUTPUT", "datatype": "FP32", "shape": [-1, -1, 1]}]
+    config = http.get_model_config("ticker", headers=headers())
+    assert config["input"] == [{"name": "INPUT", "data_type": "TYPE_INT32", "dims": ["-1", "1"]}]
+    reference = StatefulReference(models["ticker"])
+
+    def send(name, datatype, values, binary=True, start=False):
+        tensor = triton.InferInput(name, [1, *values.shape], datatype)
+        tensor.set_data_from_numpy(values[None], binary_data=binary)
+        return http.infer(
+            "ticker", [tensor], sequence_id="ticks", sequence_start=start, headers=headers()
+        )
+
+    for index, chunk in enumerate(np.split(np.arange(-3, 6, dtype=np.int32).reshape(9, 1), 3)):
+        answer = send("INPUT", "INT32", chunk, binary=index != 1, start=index == 0)
+        expected = reference.feed(chunk.astype(np.float32))
+        np.testing.assert_allclose(answer.as_numpy("OUTPUT")[0], expected, atol=1e-5)
+        assert answer.as_numpy("outputs") is None  # answered by the model's name
+    for datatype, values in (
+        ("INT64", np.array([[7], [-2]], np.int64)),
+        ("UINT8", np.array([[200]], np.uint8)),
+        ("FP64", np.array([[0.5], [2**-20]], np.float64)),
+        ("FP16", np.array([[1.5]], np.float16)),
+        ("BOOL", np.array([[True], [False]])),
+        ("FP32", np.array([[0.25]], np.float32)),
+    ):
+        for binary in (True, False):
+            if datatype == "FP16" and not binary:
+                continue  # tritonclient sends FP16 binary only
+            answer = send("inputs", datatype, values, binary)  # the generic names
+            expected = reference.feed(values.astype(np.float32))
+            np.testing.assert_allclose(answer.as_numpy("outputs")[0], expected, atol=1e-5)
+    for datatype, values in (
+        ("INT32", np.array([[2**24 + 1]], np.int32)),
+        ("INT64", np.array([[-(2**40)]], np.int64)),
+        ("FP64", np.array([[0.1]], np.float64)),
+    ):
+        with pytest.raises(InferenceServerException, match="not float32 values"):
+            send("INPUT", datatype, values)
+    with pytest.raises(InferenceServerException, match="unexpected input 'INPUT0'"):
+        send("INPUT0", "INT32", np.array([[1]], np.int32))
+    for bad in ('"data": [1.5]', '"data": [true]'):  # INT32 must be integers; BOOL only bools
+        answer = httpx.post(
+            f"{url}/v2/models/ticker/infer",
+            content='{"inputs": [{"name": "INPUT", "shape": [1, 1], "datatype": "INT32", '
+            + bad
+            + '}], "parameters": {"sequence_id": "ticks"}}',
+            headers={**headers(), "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 400 and "INT32 values" in answer.json()["error"], answer.text
+    chunk = np.array([[4]], np.int32)  # none of it changed the sequence
+    np.testing.assert_allclose(
+        send("INPUT", "INT32", chunk).as_numpy("OUTPUT")[0],
+        reference.feed(chunk.astype(np.float32)),
+        atol=1e-5,
+    )
+
+
+def test_a_stateless_batch_is_b_independent_sequences_and_a_shape_is_never_guessed(served):
+    url, models = served
+    http = client(url)
+    batch = RNG.uniform(-2, 2, (3, 4, 2)).astype(np.float32)
+    for binary in (True, False):
+        tensor = triton.InferInput("inputs", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=binary)
+        answer = http.infer("speech", [tensor], headers=headers())
+        got = answer.as_numpy("outputs")
+        assert got.shape == (3, 4, 4) and "parameters" not in answer.get_response()
+        for row, sequence in zip(got, batch):  # each from a zero state, alone
+            np.testing.assert_allclose(
+                row, StatefulReference(models["speech"]).feed(sequence), atol=1e-5
+            )
+    last_step = http.infer(  # a last-step model: [B, size]
+        "desk", [_tensor(batch[:, :, :1])], headers=headers()
+    ).as_numpy("outputs")
+    assert last_step.shape == (3, 3)
+    np.testing.assert_allclose(
+        last_step[2], StatefulReference(models["desk"]).feed(batch[2, :, :1]), atol=1e-5
+    )
+    for inputs, options, match in (
+        (batch[0], {}, "without a sequence_id send"),  # [T, F] or [B, F]: not guessed
+        (batch, {"sequence_id": 5, "sequence_start": True}, "carries its one chunk"),
+        (RNG.uniform(-2, 2, (2, 300, 2)).astype(np.float32), {}, "the limit is 512"),
+    ):
+        with pytest.raises(InferenceServerException, match=match):
+            http.infer("speech", [_tensor(inputs)], headers=headers(), **options)
+
+
+def _tensor(values: np.ndarray) -> triton.InferInput:
+    tensor = triton.InferInput("inputs", list(values.shape), "FP32")
+    tensor.set_data_from_numpy(values)
+    return tensor

@@ -176,8 +176,11 @@ def test_keys_tenants_and_bad_requests_get_the_protocols_errors_and_change_nothi
             )
         assert caught.value.status() == status, caught.value
 
-    wrong_type = triton.InferInput("inputs", [1, 2, 2], "FP64")
-    wrong_type.set_data_from_numpy(chunk[None].astype(np.float64))
+    wrong_type = triton.InferInput("inputs", [1, 2, 2], "FP64")  # not float32 values
+    wrong_type.set_data_from_numpy(chunk[None].astype(np.float64) + 1e-12)
+    refused([wrong_type], "StatusCode.INVALID_ARGUMENT")
+    wrong_type = triton.InferInput("inputs", [1, 2, 2], "BYTES")
+    wrong_type.set_data_from_numpy(np.array([[[b"1", b"2"], [b"3", b"4"]]], dtype=np.object_))
     refused([wrong_type], "StatusCode.INVALID_ARGUMENT")
     wrong_shape = triton.InferInput("inputs", [1, 2, 3], "FP32")
     wrong_shape.set_data_from_numpy(np.ones((1, 2, 3), np.float32))
@@ -201,7 +204,7 @@ def test_keys_tenants_and_bad_requests_get_the_protocols_errors_and_change_nothi
 
 
 def test_health_readiness_and_metadata(served):
-    _, address, _ = served
+    _, address, model = served
     client = triton.InferenceServerClient(address)
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("speech", headers=metadata()) and client.is_model_ready(
@@ -212,13 +215,15 @@ def test_health_readiness_and_metadata(served):
         with pytest.raises(InferenceServerException) as caught:
             ask("nope", headers=metadata())
         assert caught.value.message().startswith("Request for unknown model"), caught.value
+    named = model.layers[0].name, model.layers[-1].name  # as the model declares them
     config = client.get_model_config("speech", headers=metadata(), as_json=True)["config"]
-    assert config["input"] == [{"name": "inputs", "data_type": "TYPE_FP32", "dims": ["-1", "2"]}]
+    assert config["input"] == [{"name": named[0], "data_type": "TYPE_FP32", "dims": ["-1", "2"]}]
     assert config["sequence_batching"]["max_sequence_idle_microseconds"] == str(3600 * 10**6)
     assert config["max_batch_size"] == 1 and config["backend"] == "stateful_rnn"
     assert client.get_server_metadata(headers=metadata()).name == "stateful-rnn"
     found = client.get_model_metadata("speech", headers=metadata(), as_json=True)
-    assert found["inputs"] == [{"name": "inputs", "datatype": "FP32", "shape": ["-1", "-1", "2"]}]
+    assert found["inputs"] == [{"name": named[0], "datatype": "FP32", "shape": ["-1", "-1", "2"]}]
+    assert found["outputs"][0]["name"] == named[1]
     assert found["outputs"][0]["shape"] == ["-1", "-1", "4"] and found["versions"] == ["1"]
 
 
@@ -420,3 +425,36 @@ def test_model_control_is_for_admins_and_what_is_not_supported_says_so(served):
     ):
         with pytest.raises(InferenceServerException, match=match):
             client.infer("speech", tensor(chunk), outputs=[output], headers=metadata())
+
+
+def test_each_datatype_is_read_from_its_own_contents_field(served):
+    """gRPC clients that fill ``contents`` rather than raw bytes: each datatype has its field."""
+    _, address, model = served
+    values = np.array([[3, -1], [0, 2]], np.int64)
+    expected = StatefulReference(model).feed(values.astype(np.float32))
+    fields = {
+        "INT32": "int_contents",
+        "INT64": "int64_contents",
+        "FP64": "fp64_contents",
+        "FP32": "fp32_contents",
+        "BOOL": "bool_contents",
+    }
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for datatype, field in fields.items():
+            given = (values != 0) if datatype == "BOOL" else values
+            tensor = pb.ModelInferRequest.InferInputTensor(
+                name="inputs", datatype=datatype, shape=[1, 2, 2]
+            )
+            getattr(tensor.contents, field).extend(given.reshape(-1).tolist())
+            answer = stub.ModelInfer(
+                pb.ModelInferRequest(model_name="speech", inputs=[tensor]),
+                metadata=list(metadata().items()),
+            )
+            got = np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(2, 4)
+            want = (
+                StatefulReference(model).feed(given.astype(np.float32))
+                if datatype == "BOOL"
+                else expected
+            )
+            np.testing.assert_allclose(got, want, atol=1e-5)

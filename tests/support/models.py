@@ -69,3 +69,13 @@ def chunked_sequences(draw, features: int, max_length: int = 24, max_chunk: int 
 
 def split(sequence: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
     return np.split(sequence, np.cumsum(cuts)[:-1])
+
+
+def triton_named(seed: int):
+    """A model that names its tensors as Triton's example models do, with an INT32 input:
+    ``INPUT`` [batch, time, 1] -> GRU 4 -> Dense ``OUTPUT`` 1 per step."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(None, 1), dtype="int32", name="INPUT")
+    x = keras.layers.Rescaling(1.0, name="to_float")(inputs)  # int32 -> float32
+    x = keras.layers.GRU(4, return_sequences=True, name="gru")(x)
+    return keras.Model(inputs, keras.layers.Dense(1, name="OUTPUT")(x))

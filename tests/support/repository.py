@@ -21,7 +21,13 @@ def save_version(
 ):
     """Write a random recurrent model as ``root/name/version/model.keras`` (written aside and
     moved in, as a deploy would); returns the Keras model, the reference for its sessions."""
-    model = Architecture(features, layers, per_step, head, seed).build()
+    return publish(
+        root, name, version, Architecture(features, layers, per_step, head, seed).build()
+    )
+
+
+def publish(root: Path, name: str, version: int, model):
+    """Write ``model`` as ``root/name/version/model.keras``, written aside and moved in."""
     staging = root.parent / f".staging-{name}-{version}"
     staging.mkdir(parents=True, exist_ok=True)
     model.save(staging / "model.keras")

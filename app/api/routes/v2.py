@@ -50,13 +50,16 @@ async def infer(request: Request) -> Response:
     header, tail = _split(body, request.headers.get(HEADER_LENGTH))
     inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)
     if not isinstance(inputs, list) or len(inputs) != 1:
-        raise BadRequest(f"model {name} takes exactly one input, {inference.INPUT!r}")
+        raise BadRequest(f"model {name} takes exactly one input")
     sequence = inference.Sequence.of(header.get("parameters"))
-    binary = _binary_output(header)
-    result, rank = await inference.infer(
-        sessions, caller, name, version, sequence, inputs[0], raws[0], limits.steps, "v2"
+    outputs = _outputs(header)
+    binary = _binary_output(header, outputs)
+    result, rank, output = await inference.infer(
+        sessions, caller, name, version, sequence, inputs[0], raws[0], outputs, limits.steps, "v2"
     )
-    return _answer(name, header.get("id"), result, rank, binary, sequence.sequence_id is not None)
+    return _answer(
+        name, output, header.get("id"), result, rank, binary, sequence.sequence_id is not None
+    )
 
 
 @router.get("", summary="Server metadata", responses=ERRORS)
@@ -274,18 +277,24 @@ def _binary_inputs(inputs: Any, tail: bytes) -> list[bytes | None]:
     return found
 
 
-def _binary_output(header: dict[str, Any]) -> bool:
+def _outputs(header: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """The requested outputs' names and parameters."""
+    found = header.get("outputs") or []
+    if not isinstance(found, list) or not all(isinstance(o, dict) for o in found):
+        raise BadRequest('"outputs" must be a list of objects, each with a name')
+    return [(o.get("name"), o.get("parameters")) for o in found]
+
+
+def _binary_output(header: dict[str, Any], outputs: list[tuple[Any, Any]]) -> bool:
     """Whether the output goes back binary: asked per output, or for all (tritonclient's default)."""
-    for output in header.get("outputs") or []:
-        if not isinstance(output, dict):
-            raise BadRequest(f"unexpected output {output!r}: each output is an object with a name")
-        inference.check_tensor("output", output.get("name"), output.get("parameters"))
-        return bool((output.get("parameters") or {}).get("binary_data", False))
+    for _, parameters in outputs:
+        return bool((parameters or {}).get("binary_data", False))
     return bool((header.get("parameters") or {}).get("binary_data_output", False))
 
 
 def _answer(
     name: str,
+    output: str,
     request_id: Any,
     result: ChunkResult,
     rank: int,
@@ -294,7 +303,7 @@ def _answer(
 ) -> Response:
     outputs = result.outputs
     tensor: dict[str, Any] = {
-        "name": inference.OUTPUT,
+        "name": output,
         "datatype": inference.DATATYPE,
         "shape": inference.output_shape(outputs, rank),
     }
