@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.sessions import ModelSpec, SessionRecord, split_key
+from app.sessions import ModelSpec, SessionRecord, TensorSpec, split_key
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -67,6 +67,10 @@ def state_document(
     }
 
 
+def tensor(found: TensorSpec) -> dict[str, Any]:
+    return {"name": found.name, "dtype": found.dtype, "width": found.width}
+
+
 def layout(spec: ModelSpec | None) -> dict[str, Any]:
     """What a version takes and gives; nulls for a version never loaded here."""
     if spec is None:
@@ -75,6 +79,8 @@ def layout(spec: ModelSpec | None) -> dict[str, Any]:
             "runtime": None,
             "input_features": None,
             "output": None,
+            "inputs": None,
+            "outputs": None,
             "recurrent_layers": None,
         }
     return {
@@ -82,6 +88,8 @@ def layout(spec: ModelSpec | None) -> dict[str, Any]:
         "runtime": spec.runtime,
         "input_features": spec.input_features,
         "output": {"per_step": spec.per_step, "size": spec.output_size},
+        "inputs": [tensor(t) for t in spec.inputs],
+        "outputs": [tensor(t) for t in spec.outputs],
         "recurrent_layers": [
             {"name": r.name, "kind": r.kind, "units": r.units, "state_tensors": r.state_tensors}
             for r in spec.recurrent

@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from app.api.auth import Caller
 from app.api.parsing import has_bool
 from app.errors import BadRequest, Conflict, InvalidInput, NotFound, ServiceError, Unavailable
-from app.sessions import Duration, ModelSpec, Tally, parse_version
+from app.sessions import Duration, ModelSpec, Tally, TensorSpec, parse_version
 from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
 
 INPUT, OUTPUT = "inputs", "outputs"  # the generic names, which every model answers to
@@ -89,21 +89,23 @@ async def infer(
     name: str,
     version: int | None,
     sequence: Sequence,
-    tensor: Any,
-    raw: bytes | None,
-    outputs: list[tuple[Any, Any]],
+    given: list[tuple[Any, bytes | None]],
+    asked: list[tuple[Any, Any]],
     max_steps: int,
     transport: str,
-) -> tuple[ChunkResult, int, str]:
+) -> tuple[ChunkResult, list[tuple[str, list[int], np.ndarray]]]:
     """Apply one request's chunk to its sequence (HTTP and gRPC alike), or a stateless batch to
-    fresh states: its answer, the rank of its input (2 or 3) for the output's shape, and the name
-    its output goes by (see :func:`output_name`; ``outputs``: the requested outputs' names and
-    parameters). The one place that decides which version a chunk is checked against: a new sequence's, the named version (default: the newest ready); a running
-    sequence's, the version it runs, whatever is newest now (a sequence started before a rollout
-    finishes on its version, even when the newer one takes other inputs). That version's input
-    size is checked when the chunk's turn comes, with the session as the store has it
-    (:mod:`app.sessions.rules`): nothing is read here, so nothing is awaited before the chunk
-    takes its place in its session's line, and a gRPC stream's requests keep their order."""
+    fresh states. ``given``: the request's input tensors, each with its bytes when they came
+    binary; ``asked``: the requested outputs' names and parameters. Answers the result and each
+    output to send: its name, shape and float32 values.
+
+    The one place that decides which version a chunk is checked against: a new sequence's, the
+    named version (default: the newest ready); a running sequence's, the version it runs, whatever
+    is newest now (a sequence started before a rollout finishes on its version, even when the
+    newer one takes other inputs). That version's input size is checked when the chunk's turn
+    comes, with the session as the store has it (:mod:`app.sessions.rules`): nothing is read here,
+    so nothing is awaited before the chunk takes its place in its session's line, and a gRPC
+    stream's requests keep their order."""
     if sequence.sequence_id is None:  # fresh states, kept for nothing
         session_id, start, end = new_session_id(), True, True
     else:
@@ -112,14 +114,27 @@ async def infer(
     try:
         spec = await sessions.model_spec(name, version)  # an unknown model: said first
     except (Conflict, Unavailable):
-        if start:
+        if start or len(given) != 1:
             raise
         spec = None  # none to start a sequence on (unloaded, loading): a running one goes on
-    answered_as = output_name(name, spec, tensor, outputs)
     stateless = sequence.sequence_id is None
-    array, rank = input_array(tensor, raw, spec if start else None, max_steps, stateless)
+    parts, generic = [], False
+    for (tensor, raw), declared in _inputs_in_order(name, spec, given):
+        generic = generic or (isinstance(tensor, dict) and tensor.get("name") == INPUT)
+        width = declared.width if start and declared is not None else None
+        parts.append(input_array(tensor, raw, spec, width, max_steps, stateless))
+    arrays = [array for array, _ in parts]
+    if len({array.shape[:2] for array in arrays}) > 1 or len({rank for _, rank in parts}) > 1:
+        raise BadRequest(
+            "the inputs disagree on the batch or the time steps: "
+            + ", ".join(str(list(array.shape[:2])) for array in arrays)
+        )
+    array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=2)
+    rank = parts[0][1]
+    answers = _outputs_asked(name, spec, asked, generic)
     if len(array) > 1:
-        return await _batch(sessions, caller, name, version, array, transport), 2, answered_as
+        result = await _batch(sessions, caller, name, version, array, transport)
+        return result, _split(spec, result.outputs, answers, [])
     with _live(sequence):
         result = await sessions.sequence(
             session_id,
@@ -133,7 +148,71 @@ async def infer(
             version=version,
             transport=transport,
         )
-    return result, rank, answered_as
+    return result, _split(spec, result.outputs, answers, [1] if rank == 3 else [])
+
+
+def _inputs_in_order(
+    model: str, spec: ModelSpec | None, given: list[tuple[Any, bytes | None]]
+) -> list[tuple[tuple[Any, bytes | None], TensorSpec | None]]:
+    """The request's inputs in the model's order, each with the input it is: by the model's names,
+    or (a model of one input) by the generic ``inputs``. Each is given once, and all of them.
+    (``spec`` None: no version to start a sequence on; a running one's chunk, one input, is taken
+    under any name.)"""
+    for tensor, _ in given:
+        if not isinstance(tensor, dict):
+            raise BadRequest("each input must be an object with name, shape, datatype")
+        _no_shared_memory(tensor.get("parameters"))
+    if spec is None:
+        return [(given[0], None)]
+    declared = spec.inputs
+    names = [t.name for t in declared]
+    by_name = {tensor.get("name"): (tensor, raw) for tensor, raw in given}
+    if len(declared) == 1 and len(given) == 1 and given[0][0].get("name") == INPUT:
+        return [(given[0], declared[0])]
+    unknown = [n for n in by_name if n not in names]
+    if unknown or len(by_name) != len(given) or len(given) != len(declared):
+        also = f" (or {INPUT!r})" if len(declared) == 1 else ""
+        raise BadRequest(
+            f"model {model} takes {len(declared)} input(s), {', '.join(map(repr, names))}{also}, "
+            f"each once; got {', '.join(repr(t.get('name')) for t, _ in given) or 'none'}"
+        )
+    return [(by_name[t.name], t) for t in declared]
+
+
+def _outputs_asked(
+    model: str, spec: ModelSpec | None, asked: list[tuple[Any, Any]], generic: bool
+) -> list[str]:
+    """The names of the outputs to send, in order: those asked (each by the model's name, or, for
+    a model of one output, by the generic ``outputs``), else every one. A model of one input and
+    one output answers as the request named its input: after ``inputs``, ``outputs``."""
+    declared = spec.outputs if spec is not None else (TensorSpec(OUTPUT, "float32", 0),)
+    names = [t.name for t in declared]
+    for asked_name, parameters in asked:
+        _no_shared_memory(parameters)
+        if asked_name not in names and not (len(names) == 1 and asked_name == OUTPUT):
+            also = f" (or {OUTPUT!r})" if len(names) == 1 else ""
+            raise BadRequest(
+                f"unexpected output {asked_name!r}: model {model} gives "
+                f"{', '.join(map(repr, names))}{also}"
+            )
+    if asked:
+        return [a for a, _ in asked]
+    if len(names) == 1 and (generic or spec is None):
+        return [OUTPUT]
+    return names
+
+
+def _split(
+    spec: ModelSpec | None, values: np.ndarray, answers: list[str], lead: list[int]
+) -> list[tuple[str, list[int], np.ndarray]]:
+    """The answer's outputs, side by side in ``values``, cut apart and named; each shape with
+    ``lead`` before it (batch 1, when the request's input had it)."""
+    declared = spec.outputs if spec is not None else ()
+    if len(declared) <= 1:
+        return [(answers[0], lead + list(values.shape), values)]
+    edges = np.cumsum([t.width for t in declared])[:-1]
+    by_name = dict(zip((t.name for t in declared), np.split(values, edges, axis=-1)))
+    return [(n, lead + list(by_name[n].shape), by_name[n]) for n in answers]
 
 
 async def _batch(
@@ -164,35 +243,6 @@ async def _batch(
     )
     outputs = np.stack([result.outputs for result in results])
     return ChunkResult("", 0, array.shape[1], outputs, version=results[0].version)
-
-
-def output_name(
-    model: str, spec: ModelSpec | None, tensor: Any, outputs: list[tuple[Any, Any]]
-) -> str:
-    """The input must go by the model's name or the generic ``inputs``, and each requested output
-    by the model's output name or ``outputs`` (shared memory refused, never ignored). The answer's
-    output is named as asked, else as the request named its input: the model's output name after
-    the model's input name, ``outputs`` after ``inputs``. (``spec`` None: no version to start a
-    sequence on, so a running one's chunk is taken under any name.)"""
-    given = tensor.get("name") if isinstance(tensor, dict) else None
-    if isinstance(tensor, dict):
-        _no_shared_memory(tensor.get("parameters"))
-    own_input, own_output = (spec.input_name, spec.output_name) if spec else (given, OUTPUT)
-    if given not in (own_input, INPUT):
-        raise BadRequest(
-            f"unexpected input {given!r}: model {model} takes one input, {own_input!r} "
-            f"(or {INPUT!r})"
-        )
-    answered_as = own_output if given == own_input else OUTPUT
-    for asked, parameters in outputs:
-        _no_shared_memory(parameters)
-        if asked not in (own_output, OUTPUT):
-            raise BadRequest(
-                f"unexpected output {asked!r}: model {model} gives one output, {own_output!r} "
-                f"(or {OUTPUT!r})"
-            )
-        answered_as = asked
-    return answered_as
 
 
 def _no_shared_memory(parameters: Any) -> None:
@@ -226,25 +276,25 @@ def version_of(text: str | None) -> int | None:
     return number
 
 
-def datatype(spec: ModelSpec) -> str:
-    """The model's input datatype as Triton names it (FP32 for one it has no name for)."""
-    return DATATYPE_OF.get(spec.input_dtype, DATATYPE)
+def datatype(tensor: TensorSpec) -> str:
+    """An input's datatype as Triton names it (FP32 for one it has no name for)."""
+    return DATATYPE_OF.get(tensor.dtype, DATATYPE)
 
 
 def metadata(spec: ModelSpec, versions: list[int]) -> dict[str, Any]:
-    output_shape = [-1, -1, spec.output_size] if spec.per_step else [-1, spec.output_size]
+    time = [-1] if spec.per_step else []
     return {
         "name": spec.name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORM,
         "inputs": [
-            {
-                "name": spec.input_name,
-                "datatype": datatype(spec),
-                "shape": [-1, -1, spec.input_features],
-            }
+            {"name": t.name, "datatype": datatype(t), "shape": [-1, -1, t.width]}
+            for t in spec.inputs
         ],
-        "outputs": [{"name": spec.output_name, "datatype": DATATYPE, "shape": output_shape}],
+        "outputs": [
+            {"name": t.name, "datatype": DATATYPE, "shape": [-1, *time, t.width]}
+            for t in spec.outputs
+        ],
     }
 
 
@@ -266,17 +316,17 @@ def config(spec: ModelSpec, *, session_ttl: float, keep_versions: int) -> mc.Mod
         ),
         input=[
             mc.ModelInput(
-                name=spec.input_name,
-                data_type=mc.DataType.Value(f"TYPE_{datatype(spec)}"),
-                dims=[-1, spec.input_features],
+                name=t.name, data_type=mc.DataType.Value(f"TYPE_{datatype(t)}"), dims=[-1, t.width]
             )
+            for t in spec.inputs
         ],
         output=[
             mc.ModelOutput(
-                name=spec.output_name,
+                name=t.name,
                 data_type=mc.TYPE_FP32,
-                dims=[-1, spec.output_size] if spec.per_step else [spec.output_size],
+                dims=[-1, t.width] if spec.per_step else [t.width],
             )
+            for t in spec.outputs
         ],
         sequence_batching=mc.ModelSequenceBatching(
             max_sequence_idle_microseconds=(
@@ -354,14 +404,19 @@ def load_failure(name: str) -> Iterator[None]:
 
 
 def input_array(
-    tensor: Any, raw: bytes | None, spec: ModelSpec | None, max_steps: int, stateless: bool = False
+    tensor: Any,
+    raw: bytes | None,
+    spec: ModelSpec | None,
+    width: int | None,
+    max_steps: int,
+    stateless: bool = False,
 ) -> tuple[np.ndarray, int]:
     """The request's input tensor as float32 ``[B, T, F]``, and its rank (2 or 3). ``raw``: its
     bytes, when they came binary (the binary tensor extension, or gRPC's raw contents). A
     sequence's chunk is ``[1, T, F]`` (or ``[T, F]``, read as batch 1); ``stateless`` (no
     sequence): ``[B, T, F]``, B independent sequences, together at most ``max_steps`` steps.
-    ``F`` is checked against ``spec``, the version a new sequence starts on; None for a running
-    sequence, whose own version checks it when the chunk's turn comes. Any numeric datatype is taken whose values are
+    ``F`` is checked against ``width``, that input's in ``spec``, the version a new sequence
+    starts on; None for a running sequence, whose own version checks it when its turn comes. Any numeric datatype is taken whose values are
     exactly float32 values (integers up to 2**24, FP64 values that are float32 ones, FP16, BOOL)."""
     if not isinstance(tensor, dict):
         raise BadRequest("each input must be an object with name, shape, datatype")
@@ -371,30 +426,30 @@ def input_array(
             f"input {name!r} has datatype {kind!r}; the model takes numbers: {', '.join(DTYPES)}"
         )
     shape = tensor.get("shape")
-    width = "F" if spec is None else spec.input_features
+    shown = "F" if width is None else width
     if (
         not isinstance(shape, list)
         or not all(type(d) is int and d >= 0 for d in shape)
         or len(shape) not in (2, 3)
     ):
-        raise BadRequest(f"input {name!r} must have shape [B, T, {width}]; got {shape!r}")
+        raise BadRequest(f"input {name!r} must have shape [B, T, {shown}]; got {shape!r}")
     if stateless and len(shape) == 2:
         # [B, F] or [T, F]? Never guessed: a stateless caller's rows would be read as time steps.
         raise BadRequest(
-            f"input {name!r} has shape {shape!r}: without a sequence_id send [B, T, {width}], B "
-            f"independent sequences of T steps ([T, {width}] is a sequence's chunk, with its id)"
+            f"input {name!r} has shape {shape!r}: without a sequence_id send [B, T, {shown}], B "
+            f"independent sequences of T steps ([T, {shown}] is a sequence's chunk, with its id)"
         )
     if not stateless and len(shape) == 3 and shape[0] != 1:
         raise BadRequest(
             f"input {name!r} has shape {shape!r}: a sequence's request carries its one chunk, "
-            f"[1, T, {width}]; independent sequences go together without a sequence_id"
+            f"[1, T, {shown}]; independent sequences go together without a sequence_id"
         )
     rows = shape[0] if len(shape) == 3 else 1
     steps, features = shape[-2], shape[-1]
-    if spec is not None and features != spec.input_features:
+    if width is not None and spec is not None and features != width:
         raise BadRequest(
             f"input {name!r} has {features} features; model {spec.name} version {spec.version} "
-            f"takes {spec.input_features}"
+            f"takes {width}"
         )
     if not steps or not rows:
         raise BadRequest(
@@ -451,11 +506,6 @@ def _json_values(data: Any, name: Any, kind: str, shape: list[int], count: int) 
     if kind[0] in "IU" and not (values == np.floor(values)).all():
         raise BadRequest(f"input {name!r} holds something other than {kind} values")
     return values.reshape(-1)
-
-
-def output_shape(outputs: np.ndarray, rank: int) -> list[int]:
-    """The output's shape as the request's input had its rank: batch 1 first when it had one."""
-    return ([1] if rank == 3 else []) + list(outputs.shape)
 
 
 def statistics(found: list[tuple[ModelSpec, Tally]]) -> dict[str, Any]:

@@ -259,58 +259,48 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request, peer: Peer):
         caller = self._caller(peer)
         name, version = request.model_name, inference.version_of(request.model_version)
-        if len(request.inputs) != 1:
-            raise BadRequest(f"model {name} takes exactly one input")
-        if len(request.raw_input_contents) > len(request.inputs):
+        raws = list(request.raw_input_contents)
+        if raws and len(raws) != len(request.inputs):
             raise BadRequest(
-                f"{len(request.raw_input_contents)} raw_input_contents for "
-                f"{len(request.inputs)} input: each belongs to one input, in order"
+                f"{len(raws)} raw_input_contents for {len(request.inputs)} input(s): each "
+                "belongs to one input, in order"
             )
-        given = request.inputs[0]
-        tensor = {
-            "name": given.name,
-            "datatype": given.datatype,
-            "shape": list(given.shape),
-            "parameters": dict(given.parameters),
-        }
-        raw = None
-        if request.raw_input_contents:
-            raw = request.raw_input_contents[0]
-        else:
-            # FP16 has no contents field: its data come raw only.
-            tensor["data"] = list(getattr(given.contents, CONTENTS.get(given.datatype, ""), ()))
+        given = []
+        for index, tensor in enumerate(request.inputs):
+            found = {
+                "name": tensor.name,
+                "datatype": tensor.datatype,
+                "shape": list(tensor.shape),
+                "parameters": dict(tensor.parameters),
+            }
+            if not raws:  # FP16 has no contents field: its data come raw only
+                found["data"] = list(
+                    getattr(tensor.contents, CONTENTS.get(tensor.datatype, ""), ())
+                )
+            given.append((found, raws[index] if raws else None))
         parameters = {
             key: getattr(value, value.WhichOneof("parameter_choice"))
             for key, value in request.parameters.items()
             if value.WhichOneof("parameter_choice")
         }
         sequence = inference.Sequence.of(parameters)
-        outputs = [(output.name, dict(output.parameters)) for output in request.outputs]
-        result, rank, output = await inference.infer(
-            self.sessions,
-            caller,
-            name,
-            version,
-            sequence,
-            tensor,
-            raw,
-            outputs,
-            self.limits.steps,
-            "grpc",
+        asked = [(output.name, dict(output.parameters)) for output in request.outputs]
+        result, outputs = await inference.infer(
+            self.sessions, caller, name, version, sequence, given, asked, self.limits.steps, "grpc"
         )
-        values = result.outputs
         response = pb.ModelInferResponse(
             model_name=name,
             model_version=str(result.version),
             id=request.id,
             outputs=[
                 pb.ModelInferResponse.InferOutputTensor(
-                    name=output,
-                    datatype=inference.DATATYPE,
-                    shape=inference.output_shape(values, rank),
+                    name=output, datatype=inference.DATATYPE, shape=shape
                 )
+                for output, shape, _ in outputs
             ],
-            raw_output_contents=[values.astype("<f4", copy=False).tobytes()],
+            raw_output_contents=[
+                values.astype("<f4", copy=False).tobytes() for _, _, values in outputs
+            ],
         )
         if sequence.sequence_id is not None:
             response.parameters["session_id"].string_param = result.session_id

@@ -111,6 +111,18 @@ class OutputInfo(BaseModel):
     size: int
 
 
+class TensorInfo(BaseModel):
+    name: str = Field(description="As the model declares it: the Input's name, the output layer's")
+    dtype: str = Field(description="Keras's dtype name (the step computes in float32)")
+    width: int = Field(description="Features of an input, size of an output")
+
+
+TENSORS = (
+    "{kind}, in the model's order: a chunk's rows hold the inputs' features side by side, an "
+    "answer's the outputs'"
+)
+
+
 class RecurrentLayerInfo(BaseModel):
     name: str
     kind: str
@@ -131,6 +143,8 @@ class ModelInfo(BaseModel):
     runtime: Literal["onnx", "tensorflow"] = Field(description=RUNTIME)
     input_features: int
     output: OutputInfo
+    inputs: list[TensorInfo] = Field(description=TENSORS.format(kind="The inputs"))
+    outputs: list[TensorInfo] = Field(description=TENSORS.format(kind="The outputs"))
     recurrent_layers: list[RecurrentLayerInfo]
     capacity: int
     max_chunk_steps: int
@@ -158,6 +172,8 @@ class ModelVersion(BaseModel):
     )
     input_features: int | None
     output: OutputInfo | None
+    inputs: list[TensorInfo] | None = Field(description=TENSORS.format(kind="The inputs"))
+    outputs: list[TensorInfo] | None = Field(description=TENSORS.format(kind="The outputs"))
     recurrent_layers: list[RecurrentLayerInfo] | None
 
 

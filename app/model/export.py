@@ -282,9 +282,18 @@ def export(graph: StreamGraph) -> bytes:
     from onnx import TensorProto, helper
 
     writer = _Writer()
-    values: dict[int, _Value] = {
-        graph.input_id: _Value(writer.node("Transpose", [INPUTS], "input", perm=[1, 0, 2]), True)
-    }
+    timed = writer.node("Transpose", [INPUTS], "input", perm=[1, 0, 2])  # [T, n, F]
+    values: dict[int, _Value] = {}
+    at = 0
+    for key, tensor in zip(graph.input_ids, graph.inputs):  # each input's features, in order
+        if len(graph.inputs) == 1:
+            values[key] = _Value(timed, True)
+            break
+        bounds = [
+            writer.constant("bound", np.array([edge], np.int64)) for edge in (at, at + tensor.width)
+        ]
+        values[key] = _Value(writer.node("Slice", [timed, *bounds, writer.axes(2)], "part"), True)
+        at += tensor.width
     state_names = [state_name(k) for k in range(len(graph.state_units))]
     finals: list[str] = []
     for step in graph.steps:
@@ -307,7 +316,12 @@ def export(graph: StreamGraph) -> bytes:
         else:
             raise Unsupported(f"{_name(layer)} is not written to ONNX")
         values[step.outputs[0]] = out
-    result = values[graph.output_id]
+    parts = [values[key] for key in graph.output_ids]
+    result = parts[0]
+    if len(parts) > 1:  # side by side, on the last axis ([T, n, size] or [n, size] alike)
+        result = _Value(
+            writer.node("Concat", [p.name for p in parts], "outputs", axis=-1), result.timed
+        )
     if result.timed:
         writer.nodes.append(helper.make_node("Transpose", [result.name], [OUTPUTS], perm=[1, 0, 2]))
     else:

@@ -14,7 +14,7 @@ from typing import Any
 
 from app.errors import ModelError
 from app.model.framework import keras
-from app.model.spec import RecurrentLayer
+from app.model.spec import RecurrentLayer, TensorSpec
 
 RECURRENT_KINDS = {
     "GRU": keras.layers.GRU,
@@ -145,19 +145,20 @@ def _recurrent_runner(layer: Any, input_shape: tuple) -> Any:
     return runner
 
 
-def _operations(model: Any) -> tuple[list[tuple[Any, list[Any], list[Any]]], Any]:
+def _operations(model: Any) -> tuple[list[tuple[Any, list[Any], list[Any]]], list[Any], list[Any]]:
     """Each layer with the symbolic tensors it reads and writes, in the order they run, and the
-    model's output tensor."""
+    model's input and output tensors, as that chain names them."""
     if isinstance(model, keras.Sequential):
         # A Sequential is a chain; its layers' node lists also hold calls from earlier builds.
-        tensor, chain = model.inputs[0], []
+        source = model.inputs[0]
+        tensor, chain = source, []
         for layer in model.layers:
             output = layer.compute_output_spec(tensor)
             if not isinstance(output, keras.KerasTensor):
                 raise ModelError(f"{_layer_name(layer)} returns several tensors; one is supported")
             chain.append((layer, [tensor], [output]))
             tensor = output
-        return chain, tensor
+        return chain, [source], [tensor]
     chain = []
     for layer in model.layers:
         if type(layer).__name__ == "InputLayer":
@@ -198,49 +199,66 @@ def _operations(model: Any) -> tuple[list[tuple[Any, list[Any], list[Any]]], Any
                     "for streaming (use a layer such as Rescaling, Add or Activation)"
                 )
         chain.append((layer, inputs, list(node.output_tensors)))
-    return chain, model.outputs[0]
+    return chain, list(model.inputs), list(model.outputs)
+
+
+def _input_tensor(source: Any) -> Any:
+    if len(source.shape) != 3 or source.shape[-1] is None:
+        raise ModelError(
+            f"the model's input {source.name!r} has shape {tuple(source.shape)}; every input must "
+            "be a sequence, (batch, time, features) with a known number of features"
+        )
+    return source
+
+
+def _input(source: Any) -> TensorSpec:
+    # The Input layer's name, as the file keeps it (an unnamed one's tensor is renamed per load).
+    layer = getattr(getattr(source, "_keras_history", None), "operation", None)
+    name = getattr(layer, "name", None) or source.name
+    return TensorSpec(str(name), str(source.dtype), int(source.shape[-1]))
+
+
+def _output(out: Any, made_by: Any) -> tuple[TensorSpec, bool]:
+    """An output (made by the layer ``made_by``), and whether it has a time axis."""
+    producer = getattr(getattr(out, "_keras_history", None), "operation", None)
+    if producer is not None and not isinstance(producer, keras.layers.Layer):
+        raise ModelError(
+            f"the model's output comes from {producer.name!r} ({type(producer).__name__}), a bare "
+            "keras.ops call; only layers can be checked for streaming"
+        )
+    if len(out.shape) not in (2, 3) or out.shape[-1] is None:
+        raise ModelError(
+            f"the model's output has shape {tuple(out.shape)}; expected (batch, size) or "
+            "(batch, time, size)"
+        )
+    name = getattr(made_by, "name", None) or getattr(producer, "name", None) or "outputs"
+    return TensorSpec(str(name), str(out.dtype), int(out.shape[-1])), len(out.shape) == 3
 
 
 class StreamGraph:
     """The model's operations in order, checked for streaming; :meth:`forward` runs one chunk."""
 
     def __init__(self, model: Any):
-        if len(model.inputs) != 1:
+        # Several inputs are read as one chunk, their features side by side in the model's order
+        # (and several outputs given as one, side by side): sessions, the engine and the store see
+        # one [T, F] chunk and one [T, size] answer whatever the model's signature.
+        sources = [_input_tensor(source) for source in model.inputs]  # refused before the walk
+        operations, sources, outs = _operations(model)
+        self._tensors = (sources, outs)  # held: their ids name them below
+        self.inputs = [_input(source) for source in sources]
+        self.input_features = sum(t.width for t in self.inputs)
+        self.input_ids = [id(source) for source in sources]
+        made_by = {id(t): layer for layer, _, written in operations for t in written}
+        found = [_output(out, made_by.get(id(out))) for out in outs]
+        self.outputs = [tensor for tensor, _ in found]
+        if len({timed for _, timed in found}) > 1:
             raise ModelError(
-                f"the model has {len(model.inputs)} inputs; only models with exactly one input "
-                "(a sequence of feature vectors) can be streamed"
+                "the model's outputs mix per-step outputs (batch, time, size) with last-step ones "
+                "(batch, size); all must be one or the other"
             )
-        if len(model.outputs) != 1:
-            raise ModelError(
-                f"the model has {len(model.outputs)} outputs; exactly one is supported"
-            )
-        source = model.inputs[0]
-        if len(source.shape) != 3 or source.shape[-1] is None:
-            raise ModelError(
-                f"the model's input has shape {tuple(source.shape)}; expected (batch, time, "
-                "features) with a known number of features"
-            )
-        self.input_features = int(source.shape[-1])
-        # The Input layer's name, as the file keeps it (an unnamed one's tensor is renamed per load).
-        layer = getattr(getattr(source, "_keras_history", None), "operation", None)
-        self.input_name = str(getattr(layer, "name", None) or getattr(source, "name", "inputs"))
-        self.input_dtype = str(getattr(source, "dtype", None) or "float32")
-        self.input_id = id(source)
-        operations, out = _operations(model)
-        producer = getattr(getattr(out, "_keras_history", None), "operation", None)
-        if producer is not None and not isinstance(producer, keras.layers.Layer):
-            raise ModelError(
-                f"the model's output comes from {producer.name!r} ({type(producer).__name__}), a bare "
-                "keras.ops call; only layers can be checked for streaming"
-            )
-        if len(out.shape) not in (2, 3) or out.shape[-1] is None:
-            raise ModelError(
-                f"the model's output has shape {tuple(out.shape)}; expected (batch, size) or (batch, time, size)"
-            )
-        self.output_id = id(out)
-        self.output_name = str(getattr(producer, "name", None) or "outputs")
-        self.per_step = len(out.shape) == 3
-        self.output_size = int(out.shape[-1])
+        self.output_ids = [id(out) for out in outs]
+        self.per_step = found[0][1]
+        self.output_size = sum(t.width for t in self.outputs)
         self.steps: list[_Step] = []
         self.recurrent: list[RecurrentLayer] = []
         for layer, inputs, outputs in operations:
@@ -301,7 +319,11 @@ class StreamGraph:
         """
         import tensorflow as tf
 
-        values: dict[int, tuple[Any, Any]] = {self.input_id: (x, None)}
+        values: dict[int, tuple[Any, Any]] = {}
+        at = 0
+        for key, tensor in zip(self.input_ids, self.inputs):
+            values[key] = (x[:, :, at : at + tensor.width], None)
+            at += tensor.width
         new_states: list[Any] = []
         cursor = 0
         for step in self.steps:
@@ -336,7 +358,8 @@ class StreamGraph:
                     step.layer.compute_mask(inputs, mask) if step.layer.supports_masking else None
                 )
             values[step.outputs[0]] = (output, out_mask)
-        return values[self.output_id][0], new_states
+        outputs = [values[key][0] for key in self.output_ids]
+        return (outputs[0] if len(outputs) == 1 else tf.concat(outputs, -1)), new_states
 
 
 def _each_time_step(layer: Any, inputs: Any) -> Any:

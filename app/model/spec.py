@@ -16,6 +16,15 @@ class RecurrentLayer:
 
 
 @dataclass(frozen=True)
+class TensorSpec:
+    """One of the model's inputs or outputs as clients see it."""
+
+    name: str
+    dtype: str  # Keras's name: "float32", "int32", ...
+    width: int  # features (an input) or size (an output)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     fingerprint: str
@@ -25,11 +34,24 @@ class ModelSpec:
     recurrent: tuple[RecurrentLayer, ...]
     version: int = 1
     runtime: str = "tensorflow"  # what computes it: "onnx" (ONNX Runtime) or "tensorflow"
-    # The tensors as the model declares them: its input's name (``keras.Input(name=...)``) and
-    # dtype, and the name of the layer its output comes from. The step computes in float32.
-    input_name: str = "inputs"
-    input_dtype: str = "float32"
-    output_name: str = "outputs"
+    # The tensors as the model declares them: each input's name (``keras.Input(name=...)``), dtype
+    # and features, and each output's name (the layer it comes from) and size. A chunk holds the
+    # inputs' features side by side in this order, and an answer the outputs'. The step computes
+    # in float32.
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A spec written without them (a benchmark's, an older process's) has one of each, named
+        # generically.
+        if not self.inputs:
+            object.__setattr__(
+                self, "inputs", (TensorSpec("inputs", "float32", self.input_features),)
+            )
+        if not self.outputs:
+            object.__setattr__(
+                self, "outputs", (TensorSpec("outputs", "float32", self.output_size),)
+            )
 
     @property
     def key(self) -> str:

@@ -94,9 +94,8 @@ class StreamingModel:
             output_size=self._graph.output_size,
             recurrent=tuple(self._graph.recurrent),
             version=version,
-            input_name=self._graph.input_name,
-            input_dtype=self._graph.input_dtype,
-            output_name=self._graph.output_name,
+            inputs=tuple(self._graph.inputs),
+            outputs=tuple(self._graph.outputs),
         )
         signature = [
             tf.TensorSpec([None, None, self.spec.input_features], tf.float32, name="inputs"),

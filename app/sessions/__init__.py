@@ -4,7 +4,15 @@ The types the API layer needs from the layers below are named here too, so that 
 this layer and nothing under it."""
 
 from app.engine.tally import Duration, Tally
-from app.model.spec import ModelSpec, parse_version, split_key
+from app.model.spec import ModelSpec, TensorSpec, parse_version, split_key
 from app.store.records import SessionRecord
 
-__all__ = ["Duration", "ModelSpec", "SessionRecord", "Tally", "parse_version", "split_key"]
+__all__ = [
+    "Duration",
+    "ModelSpec",
+    "SessionRecord",
+    "Tally",
+    "TensorSpec",
+    "parse_version",
+    "split_key",
+]

@@ -89,7 +89,7 @@ def _dumps(value: Any) -> bytes:
 ALLOWED = {
     "app.engine.core": {"ChunkResult"},
     "app.engine.tally": {"Duration", "Tally"},
-    "app.model.spec": {"ModelSpec", "RecurrentLayer"},
+    "app.model.spec": {"ModelSpec", "RecurrentLayer", "TensorSpec"},
     "app.store.records": {"LastChunk", "SessionRecord"},
     "numpy": {"dtype", "ndarray"},
     "numpy._core.numeric": {"_frombuffer"},

@@ -58,15 +58,39 @@ def test_unstreamable_models_are_refused_with_the_layer_and_the_reason(case):
         assert phrase in str(refused.value)
 
 
-def test_attention_and_two_inputs_are_refused():
+def test_attention_an_input_that_is_not_a_sequence_and_mixed_outputs_are_refused():
     x = keras.Input(shape=(None, 4))
     attended = keras.layers.MultiHeadAttention(2, 2, name="attend")(x, x)
     with pytest.raises(ModelError, match="attend.*attention mixes time steps"):
         StreamingModel(keras.Model(x, keras.layers.GRU(2)(attended)), "attention")
-    a, b = keras.Input(shape=(None, 1)), keras.Input(shape=(None, 1))
-    two = keras.Model([a, b], keras.layers.GRU(2)(keras.layers.Concatenate()([a, b])))
-    with pytest.raises(ModelError, match="2 inputs"):
-        StreamingModel(two, "two")
+    a, static = keras.Input(shape=(None, 1)), keras.Input(shape=(3,), name="static")
+    joined = keras.layers.Concatenate()([keras.layers.GRU(2)(a), static])
+    with pytest.raises(ModelError, match="input 'static' has shape \\(None, 3\\); every input"):
+        StreamingModel(keras.Model([a, static], joined), "static")
+    hidden = keras.layers.GRU(2, return_sequences=True)(a)
+    mixed = keras.Model(a, [hidden, keras.layers.GRU(2)(hidden)])
+    with pytest.raises(ModelError, match="mix per-step outputs"):
+        StreamingModel(mixed, "mixed")
+
+
+def test_two_inputs_and_two_outputs_stream_exactly_on_each_runtime():
+    from tests.support.models import two_inputs
+
+    model = two_inputs(7)
+    chunks = [
+        np.random.default_rng(k).uniform(-2, 2, (n, 4)).astype(np.float32)
+        for k, n in enumerate((3, 1, 4))
+    ]
+    for runtime in ("onnx", "tensorflow"):
+        served = StreamingModel(model, "pair", runtime=runtime)
+        assert served.spec.runtime == runtime and served.spec.input_features == 4
+        assert [(t.name, t.width) for t in served.spec.inputs] == [("features", 3), ("gate", 1)]
+        assert [(t.name, t.width) for t in served.spec.outputs] == [("level", 2), ("alarm", 1)]
+        reference = StatefulReference(model)
+        states = [np.zeros((1, units), np.float32) for units in served.spec.state_units]
+        for chunk in chunks:
+            outputs, states = served.run(chunk[None], np.array([len(chunk)], np.int32), states)
+            np.testing.assert_allclose(outputs[0], reference.feed(chunk), atol=1e-5)
 
 
 def test_every_supported_layer_kind_streams_exactly():

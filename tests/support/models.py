@@ -79,3 +79,39 @@ def triton_named(seed: int):
     x = keras.layers.Rescaling(1.0, name="to_float")(inputs)  # int32 -> float32
     x = keras.layers.GRU(4, return_sequences=True, name="gru")(x)
     return keras.Model(inputs, keras.layers.Dense(1, name="OUTPUT")(x))
+
+
+def two_inputs(seed: int):
+    """A feature tensor and a mask-like signal in, two named outputs per step: ``features`` [T, 3]
+    and ``gate`` [T, 1] -> Concatenate -> GRU 4 -> Dense ``level`` 2 and Dense ``alarm`` 1."""
+    keras.utils.set_random_seed(seed)
+    features = keras.Input(shape=(None, 3), name="features")
+    gate = keras.Input(shape=(None, 1), name="gate")
+    x = keras.layers.Concatenate(name="joined")([features, gate])
+    x = keras.layers.GRU(4, return_sequences=True, name="gru")(x)
+    outputs = [keras.layers.Dense(2, name="level")(x), keras.layers.Dense(1, name="alarm")(x)]
+    return keras.Model([features, gate], outputs)
+
+
+def simple_sequence():
+    """What Triton's example sequence programs expect of their ``simple_sequence`` model, as a
+    Keras recurrent model: ``INPUT`` (INT32, one value a step) -> ``OUTPUT``, the input plus 1 on a
+    sequence's first step and the input itself after. A linear SimpleRNN of two units keeps "a step
+    came before": the first unit is always 1, the second is the first's previous value (0 at the
+    start of a sequence, 1 after), and ``OUTPUT`` = input + 1 - that. Exact in float32."""
+    inputs = keras.Input(shape=(None, 1), dtype="int32", name="INPUT")
+    x = keras.layers.Rescaling(1.0, name="to_float")(inputs)
+    rnn = keras.layers.SimpleRNN(2, activation="linear", return_sequences=True, name="started")
+    seen = rnn(x)
+    rnn.set_weights(
+        [
+            np.zeros((1, 2), np.float32),
+            np.array([[0, 1], [0, 0]], np.float32),  # unit 2 <- unit 1's previous value
+            np.array([1, 0], np.float32),  # unit 1 = 1 at every step
+        ]
+    )
+    joined = keras.layers.Concatenate(name="joined")([x, seen])
+    head = keras.layers.Dense(1, name="OUTPUT")
+    out = head(joined)
+    head.set_weights([np.array([[1], [0], [-1]], np.float32), np.array([1], np.float32)])
+    return keras.Model(inputs, out, name="simple_sequence")

@@ -13,7 +13,8 @@ class StatefulReference:
     sequences side by side: :func:`states_after`)."""
 
     def __init__(self, model, batch: int = 1):
-        features = model.inputs[0].shape[-1]
+        self.widths = [source.shape[-1] for source in model.inputs]
+        inputs = [keras.Input(batch_shape=(batch, None, f)) for f in self.widths]
 
         def clone(layer):
             config = layer.get_config()
@@ -23,15 +24,20 @@ class StatefulReference:
 
         self.model = keras.models.clone_model(
             model,
-            input_tensors=keras.Input(batch_shape=(batch, None, features)),
+            input_tensors=inputs if len(inputs) > 1 else inputs[0],
             clone_function=clone,
         )
         self.model.set_weights(model.get_weights())
         self.recurrent = [layer for layer in self.model.layers if isinstance(layer, RECURRENT)]
 
     def feed(self, chunk: np.ndarray) -> np.ndarray:
-        """Outputs for ``chunk`` [T, F]: [T, size] per step, else [size]."""
-        return np.asarray(self.model(np.asarray(chunk, np.float32)[None], training=False))[0]
+        """Outputs for ``chunk`` [T, F]: [T, size] per step, else [size]. A model of several
+        inputs takes their features side by side in ``chunk`` and gives its outputs so too."""
+        chunk = np.asarray(chunk, np.float32)[None]
+        parts = np.split(chunk, np.cumsum(self.widths)[:-1], axis=-1)
+        found = self.model(parts if len(parts) > 1 else parts[0], training=False)
+        found = found if isinstance(found, (list, tuple)) else [found]
+        return np.concatenate([np.asarray(f) for f in found], axis=-1)[0]
 
     def states(self, row: int = 0) -> list[np.ndarray]:
         """This sequence's row of every recurrent layer's ``layer.states``, in model order."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from google.protobuf import json_format
@@ -49,16 +50,24 @@ async def infer(request: Request) -> Response:
     body = await read_body(request, limits.request_bytes, json_only=False)
     header, tail = _split(body, request.headers.get(HEADER_LENGTH))
     inputs, raws = header.get("inputs"), _binary_inputs(header.get("inputs"), tail)
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        raise BadRequest(f"model {name} takes exactly one input")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest('"inputs" must be a list of the model\'s input tensors')
     sequence = inference.Sequence.of(header.get("parameters"))
-    outputs = _outputs(header)
-    binary = _binary_output(header, outputs)
-    result, rank, output = await inference.infer(
-        sessions, caller, name, version, sequence, inputs[0], raws[0], outputs, limits.steps, "v2"
+    asked = _outputs(header)
+    binary = _binary_output(header, asked)
+    result, outputs = await inference.infer(
+        sessions,
+        caller,
+        name,
+        version,
+        sequence,
+        list(zip(inputs, raws)),
+        asked,
+        limits.steps,
+        "v2",
     )
     return _answer(
-        name, output, header.get("id"), result, rank, binary, sequence.sequence_id is not None
+        name, outputs, header.get("id"), result, binary, sequence.sequence_id is not None
     )
 
 
@@ -294,28 +303,25 @@ def _binary_output(header: dict[str, Any], outputs: list[tuple[Any, Any]]) -> bo
 
 def _answer(
     name: str,
-    output: str,
+    outputs: list[tuple[str, list[int], np.ndarray]],
     request_id: Any,
     result: ChunkResult,
-    rank: int,
     binary: bool,
     kept: bool,
 ) -> Response:
-    outputs = result.outputs
-    tensor: dict[str, Any] = {
-        "name": output,
-        "datatype": inference.DATATYPE,
-        "shape": inference.output_shape(outputs, rank),
-    }
-    raw = outputs.astype("<f4", copy=False).tobytes()
-    if binary:
-        tensor["parameters"] = {"binary_data_size": len(raw)}
-    else:
-        tensor["data"] = outputs.reshape(-1)
+    tensors, raws = [], []
+    for output, shape, values in outputs:
+        tensor: dict[str, Any] = {"name": output, "datatype": inference.DATATYPE, "shape": shape}
+        if binary:
+            raws.append(values.astype("<f4", copy=False).tobytes())
+            tensor["parameters"] = {"binary_data_size": len(raws[-1])}
+        else:
+            tensor["data"] = values.reshape(-1)
+        tensors.append(tensor)
     document: dict[str, Any] = {
         "model_name": name,
         "model_version": str(result.version),  # the sequence's: not always the newest
-        "outputs": [tensor],
+        "outputs": tensors,
     }
     if kept:  # the sequence's session, as /v1 knows it (its state: GET /v1/sessions/{id}/state)
         document["parameters"] = {"session_id": result.session_id, "seq": result.seq}
@@ -325,5 +331,7 @@ def _answer(
     if not binary:
         return Response(head, media_type="application/json")
     return Response(
-        head + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(head))}
+        head + b"".join(raws),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(head))},
     )
