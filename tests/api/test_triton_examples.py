@@ -75,22 +75,32 @@ def test_the_sequence_sync_examples(served, module):
 
 
 def test_the_sequence_stream_example(served):
-    """simple_grpc_sequence_stream_infer_client.py: two sequences interleaved on one stream, the
-    answers read from the callback in the order sent."""
+    """simple_grpc_sequence_stream_infer_client.py: three sequences (two integer ids, a UUID) sent
+    one after another on one stream, each request with a request id ``{sequence}_{count}`` by which
+    the answers, read from the callback, are told apart."""
     client = served[grpcclient]
     answers: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put(error or result))
-    sequences = {1000: [0, *VALUES], 1001: [100, *(-v for v in VALUES)]}
+    negated = [-v for v in VALUES]
+    sequences = {1000: [0, *VALUES], 1001: [100, *negated], str(uuid.uuid4()): [20, *negated]}
     try:
-        for count in range(1, len(VALUES) + 2):
-            for sequence_id, values in sequences.items():
-                client.async_stream_infer(**step(grpcclient, values, count, sequence_id))
-        got = [answers.get(timeout=10) for _ in range(2 * (len(VALUES) + 1))]
+        for sequence_id, values in sequences.items():
+            for count in range(1, len(values) + 1):
+                client.async_stream_infer(
+                    **step(grpcclient, values, count, sequence_id),
+                    request_id=f"{sequence_id}_{count}",
+                )
+        got = [answers.get(timeout=10) for _ in range(3 * (len(VALUES) + 1))]
     finally:
         client.stop_stream()
     assert not [g for g in got if isinstance(g, InferenceServerException)], got
-    values = [g.as_numpy("OUTPUT")[0][0] for g in got]
-    assert values[0::2] == [1, *VALUES] and values[1::2] == [101, *(-v for v in VALUES)]
+    by_sequence: dict[str, list] = {}
+    for answer in got:
+        sequence_id = answer.get_response().id.rsplit("_", 1)[0]
+        by_sequence.setdefault(sequence_id, []).append(answer.as_numpy("OUTPUT")[0][0])
+    assert by_sequence == {
+        str(key): [values[0] + 1, *values[1:]] for key, values in sequences.items()
+    }
 
 
 @pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
