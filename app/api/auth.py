@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
 from app.config import Settings
-from app.errors import StartupError, Unauthorized
+from app.errors import Forbidden, StartupError, Unauthorized
 
 TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -31,6 +31,11 @@ class Caller:
     def scope(self) -> str | None:
         """The tenant whose sessions this caller may touch; None: all of them."""
         return None if self.admin else self.tenant
+
+    def require_admin(self, doing: str) -> None:
+        """Model control is for admins (403 otherwise), on every protocol."""
+        if not self.admin:
+            raise Forbidden(f"{doing} takes an admin key")
 
 
 OPEN = Caller(tenant=None, admin=True)

@@ -152,7 +152,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelLoad(self, request, context):
         async def load(peer: Peer):
-            self._admin(peer, "loading a model")
+            self._caller(peer).require_admin("loading a model")
             inference.plain_load(request.model_name, dict(request.parameters))
             with inference.load_failure(request.model_name):
                 await self.sessions.load_model(request.model_name)
@@ -162,15 +162,11 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelUnload(self, request, context):
         async def unload(peer: Peer):
-            self._admin(peer, "unloading a model")
+            self._caller(peer).require_admin("unloading a model")
             await self.sessions.unload_model(request.model_name)
             return pb.RepositoryModelUnloadResponse()
 
         return await self._guard(context, unload, "RepositoryModelUnload")
-
-    def _admin(self, peer: Peer, doing: str) -> None:
-        if not self._caller(peer).admin:
-            raise Forbidden(f"{doing} takes an admin key")
 
     async def SystemSharedMemoryStatus(self, request, context):
         await self._unsupported(context, "systemsharedmemory")

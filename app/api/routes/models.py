@@ -6,12 +6,11 @@ from fastapi import APIRouter, Path, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from app.api.auth import Caller
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.documents import model_document
 from app.api.parsing import load_json, read_body
 from app.api.schemas import ModelDocument, ModelList, Retirement, RetireResult, json_body, problems
-from app.errors import Forbidden, InvalidInput
+from app.errors import InvalidInput
 from app.sessions.names import MODEL_NAME, anchored
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -46,7 +45,7 @@ async def get_model(sessions: Sessions, caller: CurrentCaller, name: str = Model
     summary="Read the repository now and load the model's new versions (admin); answered once loaded",
 )
 async def load_model(sessions: Sessions, caller: CurrentCaller, name: str = ModelName) -> Response:
-    _admin(caller, "loading a model")
+    caller.require_admin("loading a model")
     return json_response(model_document(await sessions.load_model(name), admin=True))
 
 
@@ -65,7 +64,7 @@ async def retire_version(
     version: int = Path(ge=1),
     name: str = ModelName,
 ) -> Response:
-    _admin(caller, "retiring a version")
+    caller.require_admin("retiring a version")
     try:
         retirement = Retirement.model_validate(
             load_json(await read_body(request, settings.max_body_bytes))
@@ -76,8 +75,3 @@ async def retire_version(
             f'the body must be {{"mode": "drain" | "reset" | "carry"}}: {where}'
         ) from None
     return json_response(await sessions.retire(name, version, retirement.mode))
-
-
-def _admin(caller: Caller, doing: str) -> None:
-    if not caller.admin:
-        raise Forbidden(f"{doing} takes an admin key")

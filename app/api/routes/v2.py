@@ -188,7 +188,7 @@ async def repository_index(request: Request, sessions: Sessions, caller: Current
 async def repository_load(
     request: Request, name: str, sessions: Sessions, caller: CurrentCaller
 ) -> Response:
-    _admin(caller, "loading a model")
+    caller.require_admin("loading a model")
     inference.plain_load(name, (await _options(request)).get("parameters"))
     with inference.load_failure(name):
         await sessions.load_model(name)
@@ -203,7 +203,7 @@ async def repository_load(
 async def repository_unload(
     request: Request, name: str, sessions: Sessions, caller: CurrentCaller
 ) -> Response:
-    _admin(caller, "unloading a model")
+    caller.require_admin("unloading a model")
     await _options(request)
     await sessions.unload_model(name)
     return json_response({})
@@ -235,11 +235,6 @@ async def _options(request: Request) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise BadRequest("the request body must be a JSON object")
     return found
-
-
-def _admin(caller: Any, doing: str) -> None:
-    if not caller.admin:
-        raise Forbidden(f"{doing} takes an admin key")
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
