@@ -1,14 +1,17 @@
 """The Open Inference Protocol (KServe v2) with Triton's sequence extension, apart from its transport:
-what a request asks (model, sequence, the input tensor) and how outputs are written back.
+what a request asks (model, sequence, input tensors) and how outputs are written back, the model
+configuration, the repository index, and the errors as Triton's clients expect them.
 
-A served model version has one input, named and typed as the model declares it (``[-1, -1, F]``:
-batch, time, features; FP32 unless the ``keras.Input`` says otherwise), and one output, named after
-the layer it comes from (FP32, ``[-1, -1, size]`` per time step, else ``[-1, size]``); every model
-also answers to the generic names ``inputs`` and ``outputs``. A request carries one sequence's
-chunk: batch 1 (``[1, T, F]``; ``[T, F]`` is taken too), in any numeric datatype whose values are
-exactly float32 values (the model computes in float32). The sequence
-parameters map onto sessions (:func:`app.sessions.service.sequence_session_id`). Written by hand:
-no maintained Python library implements the server side of this protocol.
+A served model version's inputs and outputs are named and typed as the model declares them
+(``[-1, -1, F]``: batch, time, features, FP32 unless a ``keras.Input`` says otherwise; outputs FP32,
+``[-1, -1, size]`` per time step, else ``[-1, size]``); a model of one input and one output also
+answers to the generic names ``inputs`` and ``outputs``. A request with a ``sequence_id`` carries
+one sequence's chunk (batch 1: ``[1, T, F]``, or ``[T, F]``); one without is a stateless batch of
+independent sequences (``[B, T, F]``). Values come in any numeric datatype whose values are exactly
+float32 ones (the model computes in float32). Several inputs are joined side by side into the one
+chunk the sessions layer takes, and the answer cut apart into the outputs. The sequence parameters
+map onto sessions (:func:`app.sessions.service.sequence_session_id`). Written by hand: no
+maintained Python library implements the server side of this protocol.
 """
 
 from __future__ import annotations
