@@ -11,15 +11,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import uvicorn
 
-from app.config import Settings
-from app.main import create_app, server_config
-from app.model.step import StreamingModel
 from harness.waiting import free_port, wait_for  # noqa: F401 (free_port: for the tests)
+
+if TYPE_CHECKING:  # TensorFlow: imported by the in-thread server only, not by process tests
+    from app.model.step import StreamingModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +38,11 @@ def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None
 def serve_in_thread(model: StreamingModel | None, **settings) -> Iterator[str]:
     """uvicorn serving ``model`` (None: what ``settings`` name, a repository say) on a free port, in
     a thread: real HTTP, without a new process."""
+    import uvicorn
+
+    from app.config import Settings
+    from app.main import create_app, server_config
+
     config = Settings(port=free_port(), log_level="warning", **settings)
     server = uvicorn.Server(server_config(create_app(config, model), config))
     thread = threading.Thread(target=server.run, daemon=True)
