@@ -21,6 +21,7 @@ from harness.servers import serve_in_thread
 from tests.support.models import triton_named, two_inputs
 from tests.support.reference import StatefulReference
 from tests.support.repository import publish, save_version
+from tests.support.triton import refused_outputs
 
 KEYS = {"alpha": "alpha-key-triton", "beta": "beta-key-triton"}
 ADMIN = auth("root-key-triton")
@@ -599,12 +600,7 @@ def test_model_control_is_for_admins_and_what_is_not_supported_says_so(served):
         with pytest.raises(InferenceServerException, match=match):
             call()
     chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
-    in_shared = triton.InferRequestedOutput("outputs")
-    in_shared.set_shared_memory("region", 64)
-    for output, match in (
-        (in_shared, "shared memory"),
-        (triton.InferRequestedOutput("OUTPUT0"), "unexpected output"),
-    ):
+    for output, match in refused_outputs(triton):
         with pytest.raises(InferenceServerException, match=match):
             http.infer("speech", request(chunk), outputs=[output], headers=headers())
 

@@ -24,6 +24,7 @@ from harness.servers import serve_in_thread
 from harness.waiting import free_port
 from tests.support.reference import StatefulReference
 from tests.support.repository import save_version
+from tests.support.triton import refused_outputs
 
 KEYS = {"alpha": "alpha-key-grpc", "beta": "beta-key-grpc"}
 RNG = np.random.default_rng(17)
@@ -417,12 +418,7 @@ def test_model_control_is_for_admins_and_what_is_not_supported_says_so(served):
             call()
         assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
     chunk = RNG.uniform(-2, 2, (2, 2)).astype(np.float32)
-    in_shared = triton.InferRequestedOutput("outputs")
-    in_shared.set_shared_memory("region", 64)
-    for output, match in (
-        (in_shared, "shared memory"),
-        (triton.InferRequestedOutput("OUTPUT0"), "unexpected output"),
-    ):
+    for output, match in refused_outputs(triton):
         with pytest.raises(InferenceServerException, match=match):
             client.infer("speech", tensor(chunk), outputs=[output], headers=metadata())
 
