@@ -123,7 +123,7 @@ async def infer(
     stateless = sequence.sequence_id is None
     parts, generic = [], False
     for (tensor, raw), declared in _inputs_in_order(name, spec, given):
-        generic = generic or (isinstance(tensor, dict) and tensor.get("name") == INPUT)
+        generic = generic or tensor.get("name") == INPUT
         width = declared.width if start and declared is not None else None
         parts.append(input_array(tensor, raw, spec, width, max_steps, stateless))
     arrays = [array for array, _ in parts]
@@ -135,22 +135,32 @@ async def infer(
     array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=2)
     rank = parts[0][1]
     answers = _outputs_asked(name, spec, asked, generic)
-    if len(array) > 1:
-        result = await _batch(sessions, caller, name, version, array, transport)
-        return result, _split(spec, result.outputs, answers, [])
-    with _live(sequence):
-        result = await sessions.sequence(
+
+    def apply(session_id: str, rows: np.ndarray, start: bool, end: bool, seq: int | None):
+        return sessions.sequence(
             session_id,
-            array[0],
+            rows,
             tenant=caller.tenant,
             scope=caller.scope,
             start=start,
             end=end,
-            seq=sequence.seq,
+            seq=seq,
             model=name,
             version=version,
             transport=transport,
         )
+
+    if len(array) > 1:
+        # B independent sequences from fresh states, kept for nothing: each its own session for
+        # its one chunk, all in the engine's lines at once, so they share its model calls.
+        results = await asyncio.gather(
+            *(apply(new_session_id(), rows, True, True, None) for rows in array)
+        )
+        outputs = np.stack([r.outputs for r in results])
+        result = ChunkResult("", 0, array.shape[1], outputs, version=results[0].version)
+        return result, _split(spec, outputs, answers, [])
+    with _live(sequence):
+        result = await apply(session_id, array[0], start, end, sequence.seq)
     return result, _split(spec, result.outputs, answers, [1] if rank == 3 else [])
 
 
@@ -216,36 +226,6 @@ def _split(
     edges = np.cumsum([t.width for t in declared])[:-1]
     by_name = dict(zip((t.name for t in declared), np.split(values, edges, axis=-1)))
     return [(n, lead + list(by_name[n].shape), by_name[n]) for n in answers]
-
-
-async def _batch(
-    sessions: Any,
-    caller: Caller,
-    name: str,
-    version: int | None,
-    array: np.ndarray,
-    transport: str,
-) -> ChunkResult:
-    """B independent sequences from fresh states, kept for nothing: each its own session for its
-    one chunk, all in the engine's lines at once, so they share its model calls."""
-    results = await asyncio.gather(
-        *(
-            sessions.sequence(
-                new_session_id(),
-                rows,
-                tenant=caller.tenant,
-                scope=caller.scope,
-                start=True,
-                end=True,
-                model=name,
-                version=version,
-                transport=transport,
-            )
-            for rows in array
-        )
-    )
-    outputs = np.stack([result.outputs for result in results])
-    return ChunkResult("", 0, array.shape[1], outputs, version=results[0].version)
 
 
 def _no_shared_memory(parameters: Any) -> None:

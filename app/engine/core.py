@@ -239,11 +239,12 @@ class Engine:
 
     def _add(self, work: Work) -> None:
         self.lines.add(work)
-        self._seen.add(work.session_id)
-        if len(self.lines) >= self.max_batch or (
-            not self.batch_delay and self._everyone_waits()  # a delay is asked for, come what may
-        ):
+        if len(self.lines) >= self.max_batch:
             self._full.set()
+        elif self.batch_interval:
+            self._seen.add(work.session_id)
+            if not self.batch_delay and self._everyone_waits():  # a delay is asked: come what may
+                self._full.set()
         self._wakeup.set()
 
     def _everyone_waits(self) -> bool:
@@ -466,7 +467,7 @@ class Engine:
                 self._fail(row, outcome)
             elif outcome is Outcome.APPLIED:
                 applied.append(row)
-                version = self.runners[row.checkout.model].model.spec.version
+                version = self.runners[row.checkout.model].version
                 self._finish(
                     work,
                     ChunkResult(

@@ -21,6 +21,7 @@ class RowResult:
 class BatchRunner:
     def __init__(self, model: StreamingModel):
         self.model = model
+        self.version = model.spec.version  # what answers name as having computed them
         self.features = model.spec.input_features
         self.per_step = model.spec.per_step
 

@@ -9,6 +9,7 @@ bidirectional or backwards recurrence) is refused by name before the server star
 from __future__ import annotations
 
 import inspect
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,13 +203,12 @@ def _operations(model: Any) -> tuple[list[tuple[Any, list[Any], list[Any]]], lis
     return chain, list(model.inputs), list(model.outputs)
 
 
-def _input_tensor(source: Any) -> Any:
+def _check_input(source: Any) -> None:
     if len(source.shape) != 3 or source.shape[-1] is None:
         raise ModelError(
             f"the model's input {source.name!r} has shape {tuple(source.shape)}; every input must "
             "be a sequence, (batch, time, features) with a known number of features"
         )
-    return source
 
 
 def _input(source: Any) -> TensorSpec:
@@ -242,7 +242,8 @@ class StreamGraph:
         # Several inputs are read as one chunk, their features side by side in the model's order
         # (and several outputs given as one, side by side): sessions, the engine and the store see
         # one [T, F] chunk and one [T, size] answer whatever the model's signature.
-        sources = [_input_tensor(source) for source in model.inputs]  # refused before the walk
+        for source in model.inputs:  # refused before the walk
+            _check_input(source)
         operations, sources, outs = _operations(model)
         self._tensors = (sources, outs)  # held: their ids name them below
         self.inputs = [_input(source) for source in sources]
@@ -319,11 +320,11 @@ class StreamGraph:
         """
         import tensorflow as tf
 
-        values: dict[int, tuple[Any, Any]] = {}
-        at = 0
-        for key, tensor in zip(self.input_ids, self.inputs):
-            values[key] = (x[:, :, at : at + tensor.width], None)
-            at += tensor.width
+        values: dict[int, tuple[Any, Any]] = {self.input_ids[0]: (x, None)}
+        if len(self.inputs) > 1:  # each input's features, side by side in the chunk
+            edges = [0, *itertools.accumulate(t.width for t in self.inputs)]
+            for key, at, end in zip(self.input_ids, edges, edges[1:]):
+                values[key] = (x[:, :, at:end], None)
         new_states: list[Any] = []
         cursor = 0
         for step in self.steps:

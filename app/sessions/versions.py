@@ -197,10 +197,8 @@ class Versions:
             raise ModelNotFound(name, hint=f"the models are {', '.join(names)}")
         if version is None:
             ready = [e for e in self.entries.values() if e.name == name and e.state == "ready"]
-            known = set(self.sources.get(name, {})) | {
-                e.version for e in self.entries.values() if e.name == name
-            }
-            if not ready and known and all(model_key(name, v) in self.retired for v in known):
+            known = self._numbers(name) if not ready else set()
+            if known and all(model_key(name, v) in self.retired for v in known):
                 raise Conflict(
                     f"every version of model {name!r} is retired (or unloaded): running sessions "
                     "finish, and a newly published version serves new ones"
@@ -240,6 +238,12 @@ class Versions:
     def _scan(self, found: dict[str, dict[int, Source]] | None = None) -> None:
         self.sources = self.repository.scan() if found is None else found
         self._scanned = time.monotonic()
+
+    def _numbers(self, name: str) -> set[int]:
+        """Every version of ``name`` known here: in the repository, or loaded (or once loaded)."""
+        return set(self.sources.get(name, {})) | {
+            e.version for e in self.entries.values() if e.name == name
+        }
 
     def _newest(self, name: str, besides: int | None = None) -> int | None:
         ready = [
@@ -407,9 +411,7 @@ class Versions:
         return [self._document(n) for n in names]
 
     def _document(self, name: str) -> dict[str, Any]:
-        numbers = set(self.sources.get(name, {})) | {
-            e.version for e in self.entries.values() if e.name == name
-        }
+        numbers = self._numbers(name)
         versions = []
         wanted = self._wanted()
         for number in sorted(numbers, reverse=True):
@@ -457,9 +459,7 @@ class Versions:
         """Retire every version of ``name`` not retired yet, draining (the Open Inference Protocol's
         unload): new sequences are refused, running ones finish on their versions. As a retirement
         it holds on every replica and for good: a newly published version serves the model again."""
-        numbers = set(self.sources.get(name, {})) | {
-            e.version for e in self.entries.values() if e.name == name
-        }
+        numbers = self._numbers(name)
         if not numbers:
             raise ModelNotFound(name)
         for number in sorted(numbers):
