@@ -3,7 +3,8 @@ way they use tritonclient, against a repository holding a Keras model that does 
 ``simple_sequence`` model does (:func:`tests.support.models.simple_sequence`): the sequence
 examples over HTTP, gRPC and a gRPC stream, with integer and string ids, and the checks their
 health, metadata and config programs make. docs/triton.md's table of the examples is kept true
-here."""
+here. One in-thread server for the module, of its own: the programs check the repository's index
+and name their model, so it holds that model alone."""
 
 from __future__ import annotations
 
