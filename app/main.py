@@ -29,7 +29,7 @@ from app.errors import StartupError
 from app.logs import log_config
 from app.model.repository import Repository, Source
 from app.model.spec import model_key, split_key
-from app.sessions import rules
+from app.sessions import Sessions
 from app.sessions.remote import RemoteSessions
 from app.sessions.service import SessionService
 from app.sessions.versions import Versions
@@ -142,10 +142,8 @@ class Service:
         self.store = create_store(settings)
         # Every session of a batch holds a slot while it runs, so a batch never outgrows the table.
         self.max_batch = min(settings.max_batch, settings.capacity)
-        # The session rules ask the versions, which need the engine: bound once both exist.
         self.engine = Engine(
             self.store,
-            admit=lambda *args: admit(*args),
             max_batch=self.max_batch,
             max_queue=settings.max_queue,
             max_session_queue=settings.max_session_queue,
@@ -168,7 +166,6 @@ class Service:
                 self.store, self.versions.fingerprints, settings.snapshot, legacy
             )
             log.info("restored %d sessions from %s", restored, settings.snapshot)
-        admit = rules.admission(self.versions)
         self.sessions = SessionService(
             self.engine, self.versions, default_ttl_s=settings.session_ttl
         )
@@ -263,7 +260,7 @@ def create_app(
                     await rpc.stop()
                 await service.stop()
 
-        api: SessionService | RemoteSessions = service.sessions
+        api: Sessions = service.sessions
     else:
 
         @asynccontextmanager

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import tritonclient.grpc as triton
 
 from app.model.builtin import DEFAULT_MODEL_FILE
 from app.model.loader import load_keras_file
 from harness.servers import ROOT, ServerProcess, running, serve_process
 from harness.waiting import free_port
+
+pytestmark = pytest.mark.process  # the command line, as its own process
 
 
 def test_flags_override_environment_and_environment_overrides_defaults():

@@ -49,6 +49,7 @@ def test_the_readme_is_a_front_page_with_the_two_commands():
         assert f"(docs/{page}.md)" in readme and (DOCS / f"{page}.md").exists(), page
 
 
+@pytest.mark.process
 def test_the_docs_site_builds_strictly():
     if importlib.util.find_spec("mkdocs") is None:
         pytest.skip("mkdocs is not installed (the test extra installs it)")

@@ -22,6 +22,8 @@ from harness.metrics import metric
 from harness.servers import ServerProcess, running, wait_for
 from tests.support.reference import StatefulReference, state_rows
 
+pytestmark = pytest.mark.process  # --workers: the engine process and its API workers
+
 CUTS = [2, 5, 6, 9]
 
 

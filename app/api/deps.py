@@ -1,4 +1,5 @@
-"""What route handlers get from the application: the session service and JSON responses."""
+"""What route handlers get from the application: the sessions layer (as its contract), the caller,
+the settings, the admin-only dependency, and JSON responses."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from starlette.responses import Response
 
 from app.api.auth import Caller, caller_of
 from app.config import Settings
-from app.sessions.service import ChunkResult, SessionService
+from app.sessions import Sessions as SessionsContract
 
 
 # Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop per
 # request on the hot path.
-async def _sessions(request: Request) -> SessionService:
+async def _sessions(request: Request) -> SessionsContract:
     return request.app.state.sessions
 
 
@@ -27,8 +28,25 @@ async def _caller(request: Request) -> Caller:
     return caller_of(request)
 
 
-Sessions = Annotated[SessionService, Depends(_sessions)]
+# The sessions layer (this process's service, or the engine process's through a worker's
+# RemoteSessions): routes see only the contract.
+Sessions = Annotated[SessionsContract, Depends(_sessions)]
 CurrentCaller = Annotated[Caller, Depends(_caller)]
+
+
+def admin(doing: str) -> Any:
+    """The dependency of a route for admins only: the caller, once :meth:`Caller.require_admin`
+    has let it through (403 otherwise, before anything else of the request is read). Use as
+    ``caller: Annotated[Caller, admin("listing sessions")]``."""
+
+    async def admin_caller(request: Request) -> Caller:
+        caller = caller_of(request)
+        caller.require_admin(doing)
+        return caller
+
+    return Depends(admin_caller)
+
+
 CurrentSettings = Annotated[Settings, Depends(_settings)]
 
 
@@ -37,17 +55,3 @@ def json_response(
 ) -> Response:
     body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, status, headers=headers, media_type="application/json")
-
-
-def chunk_body(result: ChunkResult) -> bytes:
-    """A chunk's answer as JSON: the same bytes for the same answer, so a replay is byte for byte
-    what the first answer was (outputs are float32, written in float32's shortest form)."""
-    return orjson.dumps(
-        {
-            "session_id": result.session_id,
-            "seq": result.seq,
-            "steps": result.steps,
-            "outputs": result.outputs,
-        },
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )

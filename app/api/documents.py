@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import orjson
 
-from app.sessions import ModelSpec, SessionRecord, TensorSpec, split_key
+from app.sessions import ChunkResult, ModelSpec, SessionRecord, TensorSpec, split_key
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -37,7 +38,7 @@ def session_info(record: SessionRecord, with_tenant: bool = False) -> dict[str, 
         "created_at": rfc3339(record.created_at),
         "last_active_at": rfc3339(record.last_active_at),
         "expires_at": rfc3339(record.expires_at),
-        "model": model_ref(record.model),
+        "model": model_ref(record.model_key),
     }
     if with_tenant:
         info["tenant"] = record.tenant
@@ -109,6 +110,13 @@ def model_document(found: dict[str, Any], admin: bool) -> dict[str, Any]:
     return {**found, "versions": versions}
 
 
+def retirement_document(found: dict[str, Any]) -> dict[str, Any]:
+    """RetireResult: what a retirement did (the version's state now, the sessions it moved and
+    where, the sessions still on it)."""
+    fields = ("name", "version", "mode", "moved", "moved_to", "state", "live_sessions")
+    return {field: found[field] for field in fields}
+
+
 def stats_document(
     replica: str, spec: ModelSpec | None, overview: dict[str, Any]
 ) -> dict[str, Any]:
@@ -120,3 +128,27 @@ def stats_document(
         else {"name": None, "version": None, "fingerprint": None}
     )
     return {"replica": replica, "model": model, **overview}
+
+
+def last_outputs_document(record: SessionRecord, outputs: np.ndarray | None) -> dict[str, Any]:
+    """LastOutputs: the session's seq and steps, and its last chunk's outputs (None before one)."""
+    return {
+        "session_id": record.session_id,
+        "seq": record.seq,
+        "steps": record.steps,
+        "outputs": outputs,
+    }
+
+
+def chunk_body(result: ChunkResult) -> bytes:
+    """A chunk's answer as JSON: the same bytes for the same answer, so a replay is byte for byte
+    what the first answer was (outputs are float32, written in float32's shortest form)."""
+    return orjson.dumps(
+        {
+            "session_id": result.session_id,
+            "seq": result.seq,
+            "steps": result.steps,
+            "outputs": result.outputs,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from app.api.parsing import invalid_fields
 from app.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -84,27 +85,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {
-                "loc": list(error.get("loc", ())),
-                "msg": error.get("msg", ""),
-                "type": error.get("type"),
-            }
-            for error in exc.errors()
-        ]
-        if any(error["type"] == "json_invalid" for error in errors):
+        if any(error.get("type") == "json_invalid" for error in exc.errors()):
             return problem(
                 400, "the body is not valid JSON", slug="bad-request", path=request.url.path
             )
-        where = ", ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors)
-        return problem(
-            422,
-            f"invalid request: {where}",
-            slug="invalid-input",
-            title="Invalid input",
-            path=request.url.path,
-            errors=errors,
-        )
+        error = invalid_fields("invalid request", list(exc.errors()))
+        return service_error_response(error, request.url.path)
 
     @app.exception_handler(ClientDisconnect)
     async def on_disconnect(request: Request, exc: ClientDisconnect) -> Response:

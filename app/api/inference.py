@@ -10,7 +10,7 @@ one sequence's chunk (batch 1: ``[1, T, F]``, or ``[T, F]``); one without is a s
 independent sequences (``[B, T, F]``). Values come in any numeric datatype whose values are exactly
 float32 ones (the model computes in float32). Several inputs are joined side by side into the one
 chunk the sessions layer takes, and the answer cut apart into the outputs. The sequence parameters
-map onto sessions (:func:`app.sessions.service.sequence_session_id`). Written by hand: no
+map onto sessions (:func:`app.sessions.names.sequence_session_id`). Written by hand: no
 maintained Python library implements the server side of this protocol.
 """
 
@@ -28,8 +28,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 from app.api.auth import Caller
 from app.api.parsing import has_bool
 from app.errors import BadRequest, Conflict, InvalidInput, NotFound, ServiceError, Unavailable
-from app.sessions import Duration, ModelSpec, Tally, TensorSpec, parse_version
-from app.sessions.service import ChunkResult, new_session_id, sequence_session_id
+from app.sessions import (
+    ChunkResult,
+    Duration,
+    ModelSpec,
+    Sessions,
+    Tally,
+    TensorSpec,
+    parse_version,
+)
+from app.sessions.names import new_session_id, sequence_session_id
 
 INPUT, OUTPUT = "inputs", "outputs"  # the generic names, which every model answers to
 DATATYPE = "FP32"  # what the model computes in, and answers with
@@ -51,6 +59,8 @@ DTYPES = {
 DATATYPE_OF = {np.dtype(code).name: name for name, code in DTYPES.items()}  # "int32" -> "INT32"
 PLATFORM, BACKEND = "keras_stateful_rnn", "stateful_rnn"
 EXTENSIONS = ["binary_tensor_data", "sequence", "model_repository", "statistics"]
+# The statistics are for admins (on HTTP and gRPC alike): they count every tenant's requests.
+READING_STATISTICS = "reading the statistics (they count every tenant's requests)"
 
 
 @dataclass
@@ -87,7 +97,7 @@ class Sequence:
 
 
 async def infer(
-    sessions: Any,
+    sessions: Sessions,
     caller: Caller,
     name: str,
     version: int | None,

@@ -12,10 +12,11 @@ import json
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from app.errors import (
@@ -27,6 +28,8 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.sessions import ModelSpec
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass
@@ -169,6 +172,22 @@ def _require_type(content_type: str | None, json_only: bool) -> None:
         f"the body must be JSON sent with Content-Type: application/json (this one is "
         f"{media or 'untyped'}); with curl, use --json"
     )
+
+
+def invalid_fields(what: str, errors: list[dict[str, Any]], where: tuple = ()) -> InvalidInput:
+    """Pydantic's errors as the one 422 every validation gives: ``what: field: why; ...``, each
+    field also in ``errors`` (``loc`` prefixed with ``where``, e.g. ``("body",)``)."""
+    found = [{"loc": [*where, *e.get("loc", ())], "msg": e.get("msg", "")} for e in errors]
+    said = "; ".join(".".join(map(str, e["loc"][len(where) :])) + ": " + e["msg"] for e in found)
+    return InvalidInput(f"{what}: {said or 'expected a JSON object'}", errors=found)
+
+
+def validated(schema: type[Model], document: Any, what: str) -> Model:
+    """A JSON document read as a pydantic ``schema``, or :func:`invalid_fields`."""
+    try:
+        return schema.model_validate(document)
+    except ValidationError as exc:
+        raise invalid_fields(what, exc.errors(), ("body",)) from None
 
 
 def load_json(body: bytes) -> Any:

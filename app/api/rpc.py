@@ -18,7 +18,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -32,7 +31,8 @@ from app.api.middleware import access, request_id
 from app.api.parsing import ChunkLimits
 from app.api.shares import Shares
 from app.config import Settings
-from app.errors import BadRequest, Forbidden, ServiceError, Unavailable
+from app.errors import BadRequest, ServiceError, Unavailable
+from app.sessions import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,12 @@ STREAMS_PER_CONNECTION = 100  # HTTP/2's advised least (RFC 9113); calls beyond 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
-        self, sessions: Any, keys: KeyRing, limits: ChunkLimits, shares: Shares, settings: Settings
+        self,
+        sessions: Sessions,
+        keys: KeyRing,
+        limits: ChunkLimits,
+        shares: Shares,
+        settings: Settings,
     ):
         self.sessions, self.keys, self.limits, self.shares = sessions, keys, limits, shares
         self.settings = settings
@@ -189,10 +194,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStatistics(self, request, context):
         async def read(peer: Peer):
-            if not self._caller(peer).admin:
-                raise Forbidden(
-                    "the statistics take an admin key: they count every tenant's requests"
-                )
+            self._caller(peer).require_admin(inference.READING_STATISTICS)
             found = await self.sessions.model_stats(
                 request.name or None, inference.version_of(request.version)
             )
@@ -392,7 +394,7 @@ class GrpcServer:
 
     def __init__(
         self,
-        sessions: Any,
+        sessions: Sessions,
         keys: KeyRing,
         limits: ChunkLimits,
         shares: Shares,

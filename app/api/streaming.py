@@ -47,8 +47,7 @@ from picows import (
 
 from app import metrics
 from app.api.auth import KeyRing, bearer_key
-from app.api.deps import chunk_body
-from app.api.documents import session_info, state_document
+from app.api.documents import chunk_body, session_info, state_document
 from app.api.errors import service_error_response
 from app.api.middleware import access, request_id
 from app.api.origins import Origins
@@ -61,7 +60,7 @@ from app.errors import (
     TooLarge,
     Unauthorized,
 )
-from app.sessions.service import ChunkResult, Reply
+from app.sessions import ChunkResult, Reply, Sessions
 
 log = logging.getLogger(__name__)
 # picows logs each connection at INFO and a client's malformed frame at ERROR; neither is the
@@ -86,7 +85,7 @@ class StreamContext:
         self.origins = Origins(settings.allowed_origin_list)
 
     @property
-    def sessions(self) -> Any:
+    def sessions(self) -> Sessions:
         return self.app.state.sessions
 
     @property
@@ -440,7 +439,7 @@ class Stream(WSListener):
             if isinstance(document, dict) and "op" in document:
                 return "text", await self._command(document["op"])
             chunk = chunk_from_document(document, None, self.limits.steps, payload)
-            result = await self.sessions.push(
+            result = await self.sessions.submit(
                 self.session_id, chunk.inputs, chunk.seq, self.scope, transport="websocket"
             )
         except ServiceError as exc:

@@ -43,7 +43,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -89,12 +89,26 @@ class _Row:
     steps: int
 
 
+@dataclass(eq=False)
+class _Step:
+    """One batch through the step: what each phase found, for the next and for the bookkeeping."""
+
+    batch: list[Work]
+    rows: list[_Row] = field(default_factory=list)  # checked out and admitted
+    computed: list[tuple[_Row, RowResult]] = field(default_factory=list)  # with finite results
+    applied: list[_Row] = field(default_factory=list)  # committed and answered
+    calls: list[tuple[str, int, float]] = field(default_factory=list)  # version, rows, seconds
+    started: float = 0.0  # the model call (perf_counter)
+    ended: float = 0.0
+    answered: float = 0.0
+    now: float = 0.0  # the commit's time (wall clock)
+
+
 class Engine:
     def __init__(
         self,
         store: StateStore,
         *,
-        admit: AdmitRule,
         max_batch: int,
         max_queue: int,
         max_session_queue: int = 32,
@@ -104,7 +118,8 @@ class Engine:
         self.runners: dict[str, BatchRunner] = {}  # by model version, ``name/version``
         self.tallies: defaultdict[str, Tally] = defaultdict(Tally)  # by model version, since start
         self.store = store
-        self.admit = admit
+        # The session rules: the sessions layer sets them (SessionService) before the engine starts.
+        self.admit: AdmitRule | None = None
         self.max_batch = max_batch
         self.batch_delay = batch_delay
         self.batch_interval = batch_interval
@@ -134,6 +149,8 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.admit is None:
+            raise RuntimeError("the engine starts only once the sessions layer has set its rules")
         self._event_loop = asyncio.get_running_loop()
         self._loop_task = self._event_loop.create_task(self._loop(), name="engine")
 
@@ -179,18 +196,6 @@ class Engine:
     def depth(self) -> int:
         return len(self.lines)
 
-    async def push(
-        self,
-        session_id: str,
-        inputs: np.ndarray,
-        seq: int | None = None,
-        scope: str | None = None,
-        transport: str = "http",
-    ) -> ChunkResult:
-        """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work.
-        With ``scope``, only a session of that tenant (another's is 'not found')."""
-        return await self.submit(session_id, inputs, seq, scope, transport)
-
     def submit(
         self,
         session_id: str,
@@ -201,10 +206,11 @@ class Engine:
         model: str | None = None,
         reply: Reply | None = None,
     ) -> asyncio.Future[ChunkResult] | Reply:
-        """``push``, without a coroutine: the chunk takes its place in its session's line now, and
-        the future is its answer (for callers that handle many chunks and await none of them), or
-        ``reply``, given, which is settled instead. ``model``: the model the caller named, which
-        the session must run."""
+        """Apply one chunk ``inputs`` [T, F] to a session's state, after its earlier work: the
+        chunk takes its place in its session's line now, and the future is its answer (await it,
+        or not: a caller may place many chunks before awaiting any), or ``reply``, given, which is
+        settled instead. With ``scope``, only a session of that tenant (another's is 'not
+        found'). ``model``: the model the caller named, which the session must run."""
         if not self.ready:
             raise Unavailable("the model is still warming up", retry_after=1)
         work = Work(
@@ -270,14 +276,45 @@ class Engine:
             await self._wakeup.wait()
             self._wakeup.clear()
             try:
+                # One batch executes at a time (the model thread); the last one's update overlaps.
                 while len(self.lines) and not self._computing:
-                    await self._wait_for_company()
-                    batch = self._schedule()
+                    batch = await self._schedule()
                     if not batch:
                         break  # what is left waits for actions or batches under way, which wake us
-                    self._start(batch)
+                    self._launch(_Step(batch))
             except Exception:
                 log.exception("the engine's loop failed; it carries on")
+
+    async def _step(self, step: _Step) -> None:
+        """One batch, once scheduled: execute, then update while the next batch executes; then
+        its bookkeeping, once."""
+        try:
+            try:
+                await self._execute(step)
+            finally:
+                self._computing = False  # the model thread is free: the next batch may start
+                self._wakeup.set()
+            if step.computed:
+                await self._update(step)
+        finally:
+            self._in_flight.subtract(row.checkout.model_key for row in step.rows)
+            self._account(step)
+
+    # -- schedule -------------------------------------------------------------------------------
+
+    async def _schedule(self) -> list[Work]:
+        """The next batch: each free session's first waiting chunk, in arrival order (up to
+        ``max_batch``, and the slots free), once company has had its chance to come; actions that
+        reached the head of their session's line start."""
+        await self._wait_for_company()
+        # Every session of a batch in flight holds a slot, so together they never outgrow the table.
+        limit = min(self.max_batch, self.store.capacity - len(self.lines.running))
+        batch, actions, abandoned = self.lines.take(limit)
+        for work in abandoned:
+            self._finish(work)
+        for work in actions:
+            self._act(work)
+        return batch
 
     async def _wait_for_company(self) -> None:
         """Hold a batch that is not full until ``batch_interval`` after the last batch started,
@@ -302,29 +339,21 @@ class Engine:
             except asyncio.TimeoutError:
                 pass
 
-    def _schedule(self) -> list[Work]:
-        # Every session of a batch in flight holds a slot, so together they never outgrow the table.
-        limit = min(self.max_batch, self.store.capacity - len(self.lines.running))
-        batch, actions, abandoned = self.lines.take(limit)
-        for work in abandoned:
-            self._finish(work)
-        for work in actions:
-            self._act(work)
-        return batch
-
-    def _start(self, batch: list[Work]) -> None:
+    def _launch(self, step: _Step) -> None:
+        """Run a scheduled batch as a task of its own (the loop goes on to the next)."""
         self._last_start = time.perf_counter()
         self._idle.clear()
         self._computing = True
-        self.lines.running.update(w.session_id for w in batch)
-        task = self._event_loop.create_task(self._step(batch))
+        sessions = [work.session_id for work in step.batch]
+        self.lines.running.update(sessions)
+        task = self._event_loop.create_task(self._step(step))
         self._batches.add(task)
 
         def finished(task: asyncio.Task) -> None:
             self._batches.discard(task)
-            self.lines.running.difference_update(w.session_id for w in batch)
+            self.lines.running.difference_update(sessions)
             if not task.cancelled() and task.exception() is not None:
-                log.error("a batch of %d failed", len(batch), exc_info=task.exception())
+                log.error("a batch of %d failed", len(sessions), exc_info=task.exception())
             if not self._batches:
                 self._idle.set()
             self._wakeup.set()
@@ -350,20 +379,55 @@ class Engine:
         task = asyncio.create_task(run())
         self._actions.add(task)  # the loop keeps only weak references to tasks
 
-    async def _step(self, batch: list[Work]) -> None:
-        rows: list[_Row] = []
+    # -- execute --------------------------------------------------------------------------------
+
+    async def _execute(self, step: _Step) -> None:
+        """Check the batch's sessions out, admit each chunk by the session rules (replays and
+        refusals are answered here), and run the rest: one model call per version, all in one hop
+        to the model thread. Sets ``step.computed``: each row kept, with its result."""
+        step.rows = await self._checkout(step.batch)
+        self._in_flight.update(row.checkout.model_key for row in step.rows)
+        if not step.rows:
+            return
+        groups: dict[str, list[_Row]] = defaultdict(list)  # one model call per version
+        for row in step.rows:
+            groups[row.checkout.model_key].append(row)
+        calls = []
+        for key, group in groups.items():
+            slots = np.fromiter((row.checkout.slot for row in group), np.intp, len(group))
+            calls.append(
+                (
+                    self.runners[key],
+                    [row.work.inputs for row in group],
+                    self.store.tables[key].gather(slots),
+                )
+            )
+        step.rows = rows = [row for group in groups.values() for row in group]
+        step.started = time.perf_counter()
         try:
-            try:
-                rows = await self._checkout(batch)
-                self._in_flight.update(row.checkout.model for row in rows)
-                computed = await self._execute(rows) if rows else None
-            finally:
-                self._computing = False  # the model thread is free: the next batch may start
-                self._wakeup.set()
-            if computed:
-                await self._update(*computed)
-        finally:
-            self._in_flight.subtract(row.checkout.model for row in rows)
+            results, seconds = await self._event_loop.run_in_executor(
+                self._executor, _run_all, calls
+            )
+        except Exception:
+            log.exception("model call failed for a batch of %d", len(rows))
+            for row in rows:
+                self._fail(row, ServiceError("the model call failed"))
+            return
+        step.ended = time.perf_counter()
+        step.calls = [
+            (key, len(group), spent) for (key, group), spent in zip(groups.items(), seconds)
+        ]
+        for row, result in zip(rows, results):
+            if result is None:
+                self._fail(
+                    row,
+                    InvalidInput(
+                        "this chunk would make the session's state or outputs NaN or infinite (its state "
+                        "or inputs are too large for the model); nothing was applied"
+                    ),
+                )
+            else:
+                step.computed.append((row, result))
 
     async def _checkout(self, batch: list[Work]) -> list[_Row]:
         try:
@@ -381,7 +445,9 @@ class Engine:
                 self._finish(work, error=checkout)
                 continue
             verdict = self.admit(work, None if checkout is None else checkout.record, now)
-            if verdict is None and (checkout.slot is None or checkout.model not in self.runners):
+            if verdict is None and (
+                checkout.slot is None or checkout.model_key not in self.runners
+            ):
                 # The rules admit only sessions of a version served here, which the store places.
                 verdict = ServiceError(
                     f"session {work.session_id!r} could not be placed for its model version"
@@ -395,79 +461,31 @@ class Engine:
                 rows.append(_Row(work, checkout, record.seq + 1, record.steps + len(work.inputs)))
         return rows
 
-    def _fail(self, row: _Row, error: ServiceError) -> None:
-        """Refuse a chunk whose version is known (counted in that version's tally)."""
-        self.tallies[row.checkout.model].fail.add(time.perf_counter() - row.work.arrived)
-        self._finish(row.work, error=error)
+    # -- update ---------------------------------------------------------------------------------
 
-    async def _execute(self, rows: list[_Row]):
-        groups: dict[str, list[_Row]] = defaultdict(list)  # one model call per version
-        for row in rows:
-            groups[row.checkout.model].append(row)
-        calls = []
-        for key, group in groups.items():
-            slots = np.fromiter((row.checkout.slot for row in group), np.intp, len(group))
-            calls.append(
-                (
-                    self.runners[key],
-                    [row.work.inputs for row in group],
-                    self.store.tables[key].gather(slots),
-                )
-            )
-        rows = [row for group in groups.values() for row in group]
-        metrics.BATCH_SIZE.observe(len(rows))
-        started = time.perf_counter()
-        try:
-            results, seconds = await self._event_loop.run_in_executor(
-                self._executor, _run_all, calls
-            )
-        except Exception:
-            log.exception("model call failed for a batch of %d", len(rows))
-            for row in rows:
-                self._fail(row, ServiceError("the model call failed"))
-            return None
-        ended = time.perf_counter()
-        metrics.MODEL_SECONDS.observe(ended - started)
-        for (key, group), spent in zip(groups.items(), seconds):
-            self.tallies[key].called(len(group), spent)
-        kept = []
-        for row, result in zip(rows, results):
-            if result is None:
-                self._fail(
-                    row,
-                    InvalidInput(
-                        "this chunk would make the session's state or outputs NaN or infinite (its state "
-                        "or inputs are too large for the model); nothing was applied"
-                    ),
-                )
-            else:
-                kept.append((row, result))
-        return (kept, started, ended) if kept else None
-
-    async def _update(
-        self, computed: list[tuple[_Row, RowResult]], started: float, ended: float
-    ) -> None:
-        now = time.time()
+    async def _update(self, step: _Step) -> None:
+        """Commit each session's new state (only if nobody changed it meanwhile: else its chunk
+        goes back to the head of its line, to be computed again) and answer each waiter."""
+        step.now = now = time.time()
         commits = [
             Commit(row.checkout, row.seq, row.steps, now, result.outputs.tobytes(), result.states)
-            for row, result in computed
+            for row, result in step.computed
         ]
         try:
             outcomes = await self.store.commit(commits)
         except Exception as exc:
-            for row, _ in computed:
+            for row, _ in step.computed:
                 self._fail(row, _as_service_error(exc, "writing the sessions"))
             return
         retry = []
-        applied: list[_Row] = []
-        answered = time.perf_counter()
-        for (row, result), outcome in zip(computed, outcomes):
+        step.answered = time.perf_counter()
+        for (row, result), outcome in zip(step.computed, outcomes):
             work = row.work
             if isinstance(outcome, ServiceError):
                 self._fail(row, outcome)
             elif outcome is Outcome.APPLIED:
-                applied.append(row)
-                version = self.runners[row.checkout.model].version
+                step.applied.append(row)
+                version = self.runners[row.checkout.model_key].version
                 self._finish(
                     work,
                     ChunkResult(
@@ -482,23 +500,37 @@ class Engine:
                 metrics.COMMIT_RACES.inc()
                 work.conflicts += 1
                 retry.append(work)
-        if applied:
-            self._account(applied, started, answered, now)
         if retry:  # back to the heads of their sessions' lines, in order
             self.lines.put_back(retry)
 
-    def _account(self, applied: list[_Row], started: float, answered: float, now: float) -> None:
-        """The metrics and tallies of a batch's applied chunks, once per batch (per transport and
-        per version), not once per chunk: each Prometheus observation takes a lock."""
+    def _fail(self, row: _Row, error: ServiceError) -> None:
+        """Refuse a chunk whose version is known (counted in that version's tally)."""
+        self.tallies[row.checkout.model_key].fail.add(time.perf_counter() - row.work.arrived)
+        self._finish(row.work, error=error)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _account(self, step: _Step) -> None:
+        """A batch's metrics and tallies, once per batch (per transport and per version), not
+        once per chunk: each Prometheus observation takes a lock."""
+        if step.rows:
+            metrics.BATCH_SIZE.observe(len(step.rows))
+        if step.calls:
+            metrics.MODEL_SECONDS.observe(step.ended - step.started)
+            for key, rows, spent in step.calls:
+                self.tallies[key].called(rows, spent)
+        applied = step.applied
+        if not applied:
+            return
         arrived = np.fromiter((row.work.arrived for row in applied), float, len(applied))
-        queued, total = started - arrived, answered - arrived
+        queued, total = step.started - arrived, step.answered - arrived
         metrics.CHUNKS.inc(len(applied))
         metrics.TIME_STEPS.inc(sum(len(row.work.inputs) for row in applied))
         for transport, rows in _groups(row.work.transport for row in applied).items():
             queue_timer, total_timer = metrics.chunk_timers(transport)
             metrics.observe_many(queue_timer, queued[rows])
             metrics.observe_many(total_timer, total[rows])
-        for key, rows in _groups(row.checkout.model for row in applied).items():
+        for key, rows in _groups(row.checkout.model_key for row in applied).items():
             waits, times = queued[rows], total[rows]
             metrics.observe_many(metrics.version_timer(key), times)
             metrics.version_chunks(key).inc(len(times))
@@ -506,7 +538,7 @@ class Engine:
             tally.queue.add(float(waits.sum()), len(waits))
             tally.success.add(float(times.sum()), len(times))
             tally.inferences += len(times)
-            tally.last_inference_ms = int(now * 1000)
+            tally.last_inference_ms = int(step.now * 1000)
 
 
 def _groups(keys) -> dict[Any, np.ndarray | slice]:

@@ -3,7 +3,9 @@ API's schemas and path parameters (which show them in the OpenAPI document)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 
 from app.model.repository import MODEL_NAME
 
@@ -25,7 +27,25 @@ __all__ = [
     "SEQUENCE_PREFIX",
     "SESSION_ID",
     "anchored",
+    "new_session_id",
+    "sequence_session_id",
 ]
+
+
+def sequence_session_id(tenant: str | None, sequence_id: int | str) -> str:
+    """The session of a tenant's Open Inference Protocol sequence. Clients pick small ids (1000),
+    so the tenant is part of the name (two tenants' sequence 1000 are two sessions); an id that is
+    not a valid session id itself is hashed."""
+    owner = hashlib.sha256((tenant or "").encode()).hexdigest()[:12]
+    name = str(sequence_id)
+    if not SEQUENCE_NAME.fullmatch(name):
+        name = "h" + hashlib.sha256(name.encode()).hexdigest()[:40]
+    return f"{SEQUENCE_PREFIX}{owner}.{name}"
+
+
+def new_session_id() -> str:
+    """128 random bits in URL-safe text (22 characters)."""
+    return secrets.token_urlsafe(16)
 
 
 def anchored(pattern: re.Pattern[str]) -> str:

@@ -2,9 +2,10 @@
 
 With ``--workers N`` one process owns the state and runs the model (the engine process: one owner
 per session, as the memory backend needs) and N worker processes serve HTTP and WebSockets. A
-worker's routes get a :class:`RemoteSessions`, which offers what :class:`SessionService` offers
-and forwards each call to the :class:`SessionServer` in the engine process, which calls the real
-service and sends the answer (or the ServiceError) back.
+worker's routes get a :class:`RemoteSessions`, which implements the same contract as
+:class:`SessionService` (:class:`app.sessions.contract.Sessions`; its methods are made from the
+contract's, not written out) and forwards each call to the :class:`SessionServer` in the engine
+process, which calls the real service and sends the answer (or the ServiceError) back.
 
 pyzmq carries the messages (a DEALER per worker, a ROUTER in the engine process, over an ``ipc://``
 socket in a directory only this user may enter). What is written here is the few lines no library
@@ -19,6 +20,8 @@ unpickled by an unpickler that can name only the few classes a call or an answer
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import io
 import itertools
 import logging
@@ -33,44 +36,12 @@ import zmq.asyncio
 
 from app import errors
 from app.engine import ChunkResult, Reply
-from app.engine.tally import Tally
 from app.errors import ServiceError, Unavailable
-from app.model.spec import ModelSpec
+from app.sessions.contract import CALLS, Sessions
 from app.sessions.service import SessionService
-from app.store.records import SessionRecord
 
 log = logging.getLogger(__name__)
 
-# What a worker may call: the service's public methods, and a description of it.
-CALLS = frozenset(
-    {
-        "create",
-        "get",
-        "delete",
-        "reset",
-        "page",
-        "last_outputs",
-        "push",
-        "state",
-        "set_state",
-        "count",
-        "unready",
-        "overview",
-        "describe",
-        "models",
-        "default_model",
-        "load_model",
-        "unload_model",
-        "retire",
-        "session_model",
-        "model_spec",
-        "model_stats",
-        "sequence",
-    }
-)
-
-
-KEYWORD_CALLS = frozenset({"sequence"})
 ENGINE_GONE = "the engine process has stopped; this server is going down to be restarted"
 
 
@@ -161,38 +132,37 @@ class SessionServer(_Endpoint):
             try:
                 identity, payload = await self._socket.recv_multipart()
                 calls = _loads(payload)
-                for call_id, name, args in calls:
-                    self._call(identity, call_id, name, args)
+                for call_id, name, args, keywords in calls:
+                    self._call(identity, call_id, name, args, keywords)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # not a worker's: dropped, and the server goes on reading
                 log.error("dropped a message on the engine's socket that is no call: %r", exc)
 
-    def _call(self, identity: bytes, call_id: int, name: str, args: tuple) -> None:
+    def _call(self, identity: bytes, call_id: int, name: str, args: tuple, keywords: dict) -> None:
         if name == "describe":
             return self._answer(identity, call_id, True, self.describe())
         if name not in CALLS:
             return self._answer(identity, call_id, False, ServiceError(f"no such call {name!r}"))
-        if name == "push" and not self._unstarted:  # the hot one: straight into its session's line
+        if (
+            name == "submit" and not self._unstarted
+        ):  # the hot one: straight into its session's line
             try:
-                future = self.service.submit(*args)
+                future = self.service.submit(*args, **keywords)
             except ServiceError as exc:
                 return self._answer(identity, call_id, False, exc)
         else:
             # A task starts on the next turn; until it has, later pushes take one too, so that
             # calls take their places in their sessions' lines in the order they were made.
             self._unstarted += 1
-            future = asyncio.ensure_future(self._started(name, args))
+            future = asyncio.ensure_future(self._started(name, args, keywords))
             self._tasks.add(future)
         future.add_done_callback(lambda done: self._finished(identity, call_id, name, done))
 
-    async def _started(self, name: str, args: tuple) -> Any:
+    async def _started(self, name: str, args: tuple, keywords: dict) -> Any:
         self._unstarted -= 1
-        # The service's changes and pushes take their place in line before their first suspension.
-        if name in KEYWORD_CALLS:  # the last argument holds its keywords
-            *positional, keywords = args
-            return await getattr(self.service, name)(*positional, **keywords)
-        return await getattr(self.service, name)(*args)
+        # The service's changes and chunks take their place in line before their first suspension.
+        return await getattr(self.service, name)(*args, **keywords)
 
     def _finished(self, identity: bytes, call_id: int, name: str, task: asyncio.Future) -> None:
         self._tasks.discard(task)
@@ -241,7 +211,7 @@ def describe(
         poller.register(alive, zmq.POLLIN)
     try:
         socket.connect(address)
-        socket.send(_dumps([(0, "describe", ())]))
+        socket.send(_dumps([(0, "describe", (), {})]))
         ready = dict(poller.poll(int(timeout_s * 1000)))
         if alive is not None and alive in ready:
             raise EngineGone(ENGINE_GONE)
@@ -257,8 +227,9 @@ def describe(
         socket.close()
 
 
-class RemoteSessions(_Endpoint):
-    """In a worker: the engine process's session service, as routes use it.
+class RemoteSessions(_Endpoint, Sessions):
+    """In a worker: the engine process's session service, as routes use it (the contract's methods
+    not written here are added below, each forwarding its call).
 
     ``alive``: a pipe's read end whose only write end the engine process holds; it reads as ended
     the moment that process is gone, however it went (SIGKILL included). Then every call waiting
@@ -279,7 +250,7 @@ class RemoteSessions(_Endpoint):
         self.gone = False
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
-        self._outbox: list[tuple[int, str, tuple]] = []
+        self._outbox: list[tuple[int, str, tuple, dict]] = []
         self._flushing = False
 
     async def start(self) -> None:
@@ -304,10 +275,7 @@ class RemoteSessions(_Endpoint):
         if self.on_gone is not None:
             self.on_gone()
 
-    async def _call(self, name: str, *args: Any) -> Any:
-        return await self._send(name, *args)
-
-    def _send(self, name: str, *args: Any) -> asyncio.Future:
+    def _send(self, name: str, args: tuple, keywords: dict) -> asyncio.Future:
         """The call goes out with this turn's others; the future is its answer."""
         future = self._loop.create_future()
         if self.gone:
@@ -315,7 +283,7 @@ class RemoteSessions(_Endpoint):
             return future
         call_id = next(self._ids)
         self._pending[call_id] = future  # until its answer comes, even if its caller has gone
-        self._outbox.append((call_id, name, args))
+        self._outbox.append((call_id, name, args, keywords))
         if not self._flushing:
             self._flushing = True
             self._loop.call_soon(self._flush)
@@ -344,42 +312,7 @@ class RemoteSessions(_Endpoint):
                 else:
                     future.set_exception(value)
 
-    # -- the service's calls, as SessionService has them --------------------------------------
-
-    async def create(
-        self,
-        session_id: str | None = None,
-        ttl_s: float | None = None,
-        tenant: str | None = None,
-        model: str | None = None,
-        version: int | None = None,
-    ) -> SessionRecord:
-        return await self._call("create", session_id, ttl_s, tenant, model, version)
-
-    async def get(self, session_id: str, scope: str | None = None) -> SessionRecord:
-        return await self._call("get", session_id, scope)
-
-    async def delete(self, session_id: str, scope: str | None = None) -> None:
-        return await self._call("delete", session_id, scope)
-
-    async def reset(self, session_id: str, scope: str | None = None) -> SessionRecord:
-        return await self._call("reset", session_id, scope)
-
-    async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
-        return await self._call("page", limit, cursor)
-
-    async def last_outputs(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
-        return await self._call("last_outputs", session_id, scope)
-
-    async def push(
-        self,
-        session_id: str,
-        inputs: np.ndarray,
-        seq: int | None = None,
-        scope: str | None = None,
-        transport: str = "http",
-    ) -> ChunkResult:
-        return await self._call("push", session_id, inputs, seq, scope, transport)
+    # -- the contract's calls: each sent as made (see _forwarder), the hot one by hand ---------
 
     def submit(
         self,
@@ -391,65 +324,35 @@ class RemoteSessions(_Endpoint):
         reply: Reply | None = None,
     ) -> asyncio.Future[ChunkResult] | Reply:
         # In line at the engine in the order sent: calls leave in the order they are made.
-        future = self._send("push", session_id, inputs, seq, scope, transport)
+        future = self._send("submit", (session_id, inputs, seq, scope, transport), {})
         if reply is None:
             return future
         reply.follow(future)
         return reply
 
-    async def state(
-        self, session_id: str, scope: str | None = None
-    ) -> tuple[SessionRecord, ModelSpec, list[np.ndarray]]:
-        return await self._call("state", session_id, scope)
-
-    async def set_state(
-        self,
-        session_id: str,
-        values: list[np.ndarray],
-        scope: str | None = None,
-        model: str | None = None,
-    ) -> SessionRecord:
-        return await self._call("set_state", session_id, values, scope, model)
-
-    async def count(self) -> int:
-        return await self._call("count")
-
     async def unready(self) -> str | None:
         if self.gone:
             return ENGINE_GONE
-        return await self._call("unready")
+        return await self._send("unready", (), {})
 
-    async def overview(self) -> dict[str, Any]:
-        return await self._call("overview")
 
-    async def models(self, name: str | None = None) -> list[dict[str, Any]]:
-        return await self._call("models", name)
+def _forwarder(name: str) -> Callable[..., Any]:
+    """A contract method that sends its call to the engine process: a coroutine function where the
+    contract's is one, else a plain function returning the answer's future (``sequence``: sent
+    when called, so the engine process places it in line in the order it was made)."""
+    declared = getattr(Sessions, name)
+    if inspect.iscoroutinefunction(declared):
 
-    async def default_model(self) -> ModelSpec:
-        return await self._call("default_model")
+        async def forward(self: RemoteSessions, *args: Any, **keywords: Any) -> Any:
+            return await self._send(name, args, keywords)
 
-    async def model_stats(
-        self, name: str | None = None, version: int | None = None
-    ) -> list[tuple[ModelSpec, Tally]]:
-        return await self._call("model_stats", name, version)
+    else:
 
-    async def load_model(self, name: str) -> dict[str, Any]:
-        return await self._call("load_model", name)
+        def forward(self: RemoteSessions, *args: Any, **keywords: Any) -> Any:
+            return self._send(name, args, keywords)
 
-    async def unload_model(self, name: str) -> dict[str, Any]:
-        return await self._call("unload_model", name)
+    return functools.wraps(declared)(forward)
 
-    async def retire(self, name: str, version: int, mode: str) -> dict[str, Any]:
-        return await self._call("retire", name, version, mode)
 
-    async def session_model(self, session_id: str, scope: str | None = None) -> ModelSpec:
-        return await self._call("session_model", session_id, scope)
-
-    async def model_spec(self, name: str, version: int | None = None) -> ModelSpec:
-        return await self._call("model_spec", name, version)
-
-    def sequence(
-        self, session_id: str, inputs: np.ndarray, **options: Any
-    ) -> asyncio.Future[ChunkResult]:
-        # Sent now, so that the engine process places it in line in the order it was made.
-        return self._send("sequence", session_id, inputs, options)
+for _name in CALLS - vars(RemoteSessions).keys():
+    setattr(RemoteSessions, _name, _forwarder(_name))

@@ -33,7 +33,7 @@ def admission(versions: Versions) -> AdmitRule:
             return SessionNotFound(work.session_id)
         if (problem := versions.problem(record)) is not None:
             return problem
-        spec = versions.entries[record.model].spec
+        spec = versions.entries[record.model_key].spec
         if work.model is not None and work.model != spec.name:
             return wrong_model(work.session_id, spec, work.model)
         if work.seq == record.seq and record.last_chunk is not None:

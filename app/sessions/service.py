@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import hashlib
 import logging
 import math
-import secrets
 import time
 from collections import OrderedDict
 from typing import Any
@@ -20,8 +18,9 @@ from app.engine.lines import Reply
 from app.engine.tally import Tally
 from app.errors import InvalidInput, SessionNotFound, TooManyRequests, Unavailable
 from app.model.spec import ModelSpec
-from app.sessions import periodic
-from app.sessions.names import MAX_TTL_S, PATH_STEPS, SEQUENCE_NAME, SEQUENCE_PREFIX, SESSION_ID
+from app.sessions import periodic, rules
+from app.sessions.contract import Sessions
+from app.sessions.names import MAX_TTL_S, PATH_STEPS, SEQUENCE_PREFIX, SESSION_ID, new_session_id
 from app.sessions.rules import last_answer, wrong_model
 from app.sessions.versions import Versions
 from app.stats import RollingStats
@@ -34,25 +33,10 @@ ENDED_KEEP_S, ENDED_BYTES = 60.0, 64 * 2**20
 ENTRY_BYTES = 512  # what an entry costs beside its outputs (its objects), about
 
 
-def sequence_session_id(tenant: str | None, sequence_id: int | str) -> str:
-    """The session of a tenant's Open Inference Protocol sequence. Clients pick small ids (1000),
-    so the tenant is part of the name (two tenants' sequence 1000 are two sessions); an id that is
-    not a valid session id itself is hashed."""
-    owner = hashlib.sha256((tenant or "").encode()).hexdigest()[:12]
-    name = str(sequence_id)
-    if not SEQUENCE_NAME.fullmatch(name):
-        name = "h" + hashlib.sha256(name.encode()).hexdigest()[:40]
-    return f"{SEQUENCE_PREFIX}{owner}.{name}"
-
-
-def new_session_id() -> str:
-    """128 random bits in URL-safe text (22 characters)."""
-    return secrets.token_urlsafe(16)
-
-
-class SessionService:
-    """Everything the API does with sessions goes through here: routes never reach the engine or
-    the store themselves (so the service can live in another process, app.sessions.remote)."""
+class SessionService(Sessions):
+    """The sessions layer in the process that runs the engine: the contract's methods (documented
+    there, app.sessions.contract) over the engine, the store and the model versions. Routes never
+    reach those themselves, so the service can live in another process (app.sessions.remote)."""
 
     def __init__(
         self,
@@ -64,6 +48,7 @@ class SessionService:
         self.engine = engine
         self.store = engine.store
         self.versions = versions
+        engine.admit = rules.admission(versions)  # what a chunk meets in its turn
         self.default_ttl_s = default_ttl_s
         self.stats = stats or RollingStats()
         self._sweeper: asyncio.Task | None = None
@@ -209,11 +194,15 @@ class SessionService:
             )
         key = self.versions.choose(model, version)
         try:
-            return await self.store.create(session_id, float(ttl_s), time.time(), tenant, model=key)
+            return await self.store.create(
+                session_id, float(ttl_s), time.time(), tenant, model_key=key
+            )
         except (Unavailable, TooManyRequests):
             if not await self.sweep():  # expired sessions may still hold slots: free them, retry
                 raise
-            return await self.store.create(session_id, float(ttl_s), time.time(), tenant, model=key)
+            return await self.store.create(
+                session_id, float(ttl_s), time.time(), tenant, model_key=key
+            )
 
     async def get(self, session_id: str, scope: str | None = None) -> SessionRecord:
         """The session, if it exists for a caller of tenant ``scope`` (None: any caller)."""
@@ -243,7 +232,7 @@ class SessionService:
     async def reset(self, session_id: str, scope: str | None = None) -> SessionRecord:
         async def reset() -> SessionRecord:
             key = self.versions.spec_of(await self.get(session_id, scope)).key
-            record = await self.store.reset(session_id, time.time(), model=key)
+            record = await self.store.reset(session_id, time.time(), model_key=key)
             if record is None:
                 raise SessionNotFound(session_id)
             return record
@@ -264,34 +253,17 @@ class SessionService:
         )
         return records, next_cursor
 
-    async def last_outputs(self, session_id: str, scope: str | None = None) -> dict[str, Any]:
-        """The outputs of the session's last chunk: what a retry of it would be answered. Read
-        from the answer kept for replays, so watching a session costs its chunks nothing."""
-        record = self._visible(session_id, await self.store.get(session_id, last=True), scope)
+    async def last_outputs(
+        self, session_id: str, scope: str | None = None
+    ) -> tuple[SessionRecord, np.ndarray | None]:
+        # Read from the answer kept for replays, so watching a session costs its chunks nothing.
         # After a reset the kept answer still answers a retry of the last chunk, so it is shown.
-        outputs = (
-            last_answer(record, self.versions.spec_of(record)).outputs
-            if record.last_chunk
-            else None
-        )
-        return {
-            "session_id": record.session_id,
-            "seq": record.seq,
-            "steps": record.steps,
-            "outputs": outputs,
-        }
+        record = self._visible(session_id, await self.store.get(session_id, last=True), scope)
+        if not record.last_chunk:
+            return record, None
+        return record, last_answer(record, self.versions.spec_of(record)).outputs
 
     # -- chunks and state ---------------------------------------------------------------------
-
-    async def push(
-        self,
-        session_id: str,
-        inputs: np.ndarray,
-        seq: int | None = None,
-        scope: str | None = None,
-        transport: str = "http",
-    ) -> ChunkResult:
-        return await self.engine.push(session_id, inputs, seq, scope, transport)
 
     def submit(
         self,
@@ -302,8 +274,6 @@ class SessionService:
         transport: str = "http",
         reply: Reply | None = None,
     ) -> asyncio.Future[ChunkResult] | Reply:
-        """``push`` without a coroutine: the chunk is in its session's line when this returns;
-        its answer is the future returned, or settles ``reply`` when given."""
         return self.engine.submit(session_id, inputs, seq, scope, transport, reply=reply)
 
     async def sequence(
@@ -380,14 +350,14 @@ class SessionService:
                 await self.store.delete(session_id)
             key = self.versions.choose(model, version)
             return await self.store.create(
-                session_id, self.default_ttl_s, time.time(), tenant, model=key
+                session_id, self.default_ttl_s, time.time(), tenant, model_key=key
             )
         spec = self.versions.spec_of(record)
         if model is not None and spec.name != model:
             raise wrong_model(session_id, spec, model)
         if seq is not None and record.seq >= seq:
             return record
-        return await self.store.reset(session_id, time.time(), model=spec.key)
+        return await self.store.reset(session_id, time.time(), model_key=spec.key)
 
     async def _end(self, session_id: str, scope: str | None, chunk: asyncio.Future) -> None:
         # The chunk is ahead in the session's line, so it is answered by now.
@@ -463,7 +433,7 @@ class SessionService:
         async def write() -> SessionRecord:
             runs = self.versions.spec_of(await self.get(session_id, scope)).key
             record = await self.store.write_state(
-                session_id, values, time.time(), model=model or runs
+                session_id, values, time.time(), model_key=model or runs
             )
             if record is None:
                 raise SessionNotFound(session_id)

@@ -28,8 +28,10 @@ class Checkout:
 
     record: SessionRecord
     slot: int | None
-    version: str
-    model: str | None = None  # the version it ran on at checkout (its commit must find it there)
+    revision: str
+    model_key: str | None = (
+        None  # the version it ran on at checkout (its commit must find it there)
+    )
 
 
 @dataclass(eq=False)
@@ -58,7 +60,10 @@ class StateStore(Protocol):
     (``tables``, by ``name/version``: versions differ in their state's shape)."""
 
     kind: str
+    """``"memory"`` or ``"redis"``."""
     tables: dict[str, SlotTable]
+    """Each served version's state rows, by ``name/version``: the engine gathers a batch's rows
+    from them and the store writes the new rows back at commit."""
 
     @property
     def capacity(self) -> int:
@@ -78,32 +83,52 @@ class StateStore(Protocol):
         """Take version ``key``'s table away (no session of this replica may hold a row of it)."""
         ...
 
-    async def ping(self) -> bool: ...
+    async def ping(self) -> bool:
+        """Whether the store answers now (readiness)."""
+        ...
 
-    async def count(self) -> int: ...
+    async def count(self) -> int:
+        """Live sessions (on Redis: every replica's, a count up to a few seconds old)."""
+        ...
 
     async def create(
-        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None, *, model: str
-    ) -> SessionRecord: ...
+        self,
+        session_id: str,
+        ttl_s: float,
+        now: float,
+        tenant: str | None = None,
+        *,
+        model_key: str,
+    ) -> SessionRecord:
+        """A new session of version ``model_key``, its state zeroed, owned by ``tenant``, idle
+        ``ttl_s`` at most (0: forever). Conflict if the id is taken; 503 when no slot is free
+        (memory), 429 beyond the tenant's quota."""
+        ...
 
     async def get(self, session_id: str, last: bool = False) -> SessionRecord | None:
         """The session; with ``last``, its ``last_chunk`` filled too (None before its first)."""
         ...
 
-    async def delete(self, session_id: str) -> bool: ...
+    async def delete(self, session_id: str) -> bool:
+        """Delete the session and free its slot; False if there was none."""
+        ...
 
     # A reset or a state write names the version the caller checked the session runs: one that
     # has moved to another meanwhile is refused (Conflict), never given the wrong shape of state.
 
-    async def reset(self, session_id: str, now: float, *, model: str) -> SessionRecord | None: ...
+    async def reset(self, session_id: str, now: float, *, model_key: str) -> SessionRecord | None:
+        """Zero the session's state and its steps (seq goes on); None if it is gone."""
+        ...
 
-    async def read_state(
-        self, session_id: str
-    ) -> tuple[SessionRecord, list[np.ndarray]] | None: ...
+    async def read_state(self, session_id: str) -> tuple[SessionRecord, list[np.ndarray]] | None:
+        """The session and its row of each state tensor, in model order; None if it is gone."""
+        ...
 
     async def write_state(
-        self, session_id: str, values: list[np.ndarray], now: float, *, model: str
-    ) -> SessionRecord | None: ...
+        self, session_id: str, values: list[np.ndarray], now: float, *, model_key: str
+    ) -> SessionRecord | None:
+        """Replace the session's row of each state tensor; None if it is gone."""
+        ...
 
     async def migrate(
         self, session_id: str, source: str, target: str, keep_state: bool
@@ -131,9 +156,11 @@ class StateStore(Protocol):
         """Every retired version, with its mode."""
         ...
 
-    async def page(
-        self, limit: int, cursor: str | None
-    ) -> tuple[list[SessionRecord], str | None]: ...
+    async def page(self, limit: int, cursor: str | None) -> tuple[list[SessionRecord], str | None]:
+        """Up to ``limit`` sessions after the session id ``cursor`` (None: from the start), and the
+        id to continue after (None: this was the last page). Every session present throughout a
+        listing is listed exactly once."""
+        ...
 
     async def checkout(
         self, requests: list[tuple[str, int | None]], pinned: set[str]
@@ -146,10 +173,16 @@ class StateStore(Protocol):
         """
         ...
 
-    async def commit(self, commits: list[Commit]) -> list[Outcome | ServiceError]: ...
+    async def commit(self, commits: list[Commit]) -> list[Outcome | ServiceError]:
+        """Write each checked-out session's new state, seq, steps and last answer, atomically per
+        session and only if it is still at the revision it was checked out at (else CONFLICT: the
+        engine computes the chunk again); GONE if it was deleted or expired meanwhile."""
+        ...
 
     async def expire(self, now: float, busy: set[str]) -> int:
         """Delete sessions idle past their TTL, except ``busy`` ones; how many were deleted."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections (Redis); the memory store has nothing to release."""
+        ...

@@ -68,7 +68,7 @@ class MemoryStore:
         return {key: count for key, count in self._per_model.items() if count}
 
     async def sessions_of(self, key: str) -> list[str]:
-        return [sid for sid, record in self._records.items() if record.model == key]
+        return [sid for sid, record in self._records.items() if record.model_key == key]
 
     async def mark_retired(self, key: str, mode: str) -> None:
         self._retired[key] = mode
@@ -91,7 +91,13 @@ class MemoryStore:
     # -- sessions -----------------------------------------------------------------------------
 
     async def create(
-        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None, *, model: str
+        self,
+        session_id: str,
+        ttl_s: float,
+        now: float,
+        tenant: str | None = None,
+        *,
+        model_key: str,
     ) -> SessionRecord:
         existing = self._records.get(session_id)
         if existing is not None and existing.expired(now):
@@ -104,21 +110,26 @@ class MemoryStore:
             and self._per_tenant[tenant] >= self.tenant_quota
         ):
             raise tenant_full(tenant, self.tenant_quota)
-        slot = self.tables[model].allocate() if len(self._records) < self._capacity else None
+        slot = self.tables[model_key].allocate() if len(self._records) < self._capacity else None
         if slot is None:
             raise Unavailable(
                 f"all {self.capacity} session slots are in use; delete an idle session or retry later",
                 retry_after=5,
             )
         record = SessionRecord(
-            session_id, created_at=now, last_active_at=now, ttl_s=ttl_s, tenant=tenant, model=model
+            session_id,
+            created_at=now,
+            last_active_at=now,
+            ttl_s=ttl_s,
+            tenant=tenant,
+            model_key=model_key,
         )
         self.insert(record, slot)
         return record
 
     def insert(self, record: SessionRecord, slot: int) -> None:
         """Add ``record``, its state in ``slot`` of its version's table (a snapshot's restore)."""
-        self._per_model[record.model] += 1
+        self._per_model[record.model_key] += 1
         if self._sorted_ids is not None and record.session_id not in self._records:
             bisect.insort(self._sorted_ids, record.session_id)
         self._records[record.session_id] = record
@@ -140,16 +151,16 @@ class MemoryStore:
             self._per_tenant[record.tenant] -= 1
             if not self._per_tenant[record.tenant]:
                 del self._per_tenant[record.tenant]
-        self.tables[record.model].release(self._slot_of.pop(session_id))
-        self._per_model[record.model] -= 1
+        self.tables[record.model_key].release(self._slot_of.pop(session_id))
+        self._per_model[record.model_key] -= 1
         if self._due.pop(session_id, None) is not None:
             self._compact()
         return True
 
-    async def reset(self, session_id: str, now: float, *, model: str) -> SessionRecord | None:
-        record = self._on(session_id, model)
+    async def reset(self, session_id: str, now: float, *, model_key: str) -> SessionRecord | None:
+        record = self._on(session_id, model_key)
         if record is not None:
-            self.tables[model].zero(self._slot_of[session_id])
+            self.tables[model_key].zero(self._slot_of[session_id])
             record.steps = 0
             self._touch(record, now)
         return record
@@ -158,22 +169,22 @@ class MemoryStore:
         record = self._records.get(session_id)
         if record is None:
             return None
-        return record, self.tables[record.model].row(self._slot_of[session_id])
+        return record, self.tables[record.model_key].row(self._slot_of[session_id])
 
     async def write_state(
-        self, session_id: str, values: list[np.ndarray], now: float, *, model: str
+        self, session_id: str, values: list[np.ndarray], now: float, *, model_key: str
     ) -> SessionRecord | None:
-        record = self._on(session_id, model)
+        record = self._on(session_id, model_key)
         if record is not None:
-            self.tables[model].set_row(self._slot_of[session_id], values)
+            self.tables[model_key].set_row(self._slot_of[session_id], values)
             self._touch(record, now)
         return record
 
-    def _on(self, session_id: str, model: str) -> SessionRecord | None:
+    def _on(self, session_id: str, model_key: str) -> SessionRecord | None:
         record = self._records.get(session_id)
-        if record is not None and record.model != model:
+        if record is not None and record.model_key != model_key:
             raise Conflict(
-                f"session {session_id!r} moved to model version {record.model} meanwhile; retry"
+                f"session {session_id!r} moved to model version {record.model_key} meanwhile; retry"
             )
         return record
 
@@ -183,8 +194,8 @@ class MemoryStore:
         record = self._records.get(session_id)
         if record is None:
             return None
-        if record.model != source:
-            return record.model == target
+        if record.model_key != source:
+            return record.model_key == target
         old, new = self.tables[source], self.tables[target]
         slot = new.allocate()  # never None: every table has a row for every session there is
         if keep_state:
@@ -193,7 +204,7 @@ class MemoryStore:
             record.steps = 0
         old.release(self._slot_of[session_id])
         self._slot_of[session_id] = slot
-        record.model = target
+        record.model_key = target
         self._per_model[source] -= 1
         self._per_model[target] += 1
         return True
@@ -223,7 +234,7 @@ class MemoryStore:
             found.append(
                 None
                 if record is None
-                else Checkout(record, self._slot_of[session_id], "", record.model)
+                else Checkout(record, self._slot_of[session_id], "", record.model_key)
             )
         return found
 
@@ -235,10 +246,12 @@ class MemoryStore:
             if self._records.get(record.session_id) is not record:
                 outcomes.append(Outcome.GONE)
                 continue
-            if record.model != commit.checkout.model:  # moved to another version: run it there
+            if (
+                record.model_key != commit.checkout.model_key
+            ):  # moved to another version: run it there
                 outcomes.append(Outcome.CONFLICT)
                 continue
-            self.tables[record.model].set_row(commit.checkout.slot, commit.states)
+            self.tables[record.model_key].set_row(commit.checkout.slot, commit.states)
             record.seq, record.steps = commit.seq, commit.steps
             record.last_chunk = LastChunk(commit.steps, commit.outputs)
             self._touch(record, commit.now)

@@ -43,12 +43,10 @@ class SessionRecord:
     last_chunk: LastChunk | None = None  # the answer to chunk ``seq``, for its retries
     tenant: str | None = None
     fingerprint: str | None = None  # of the model whose state this is; None: this process's
-    model: str | None = (
-        None  # the model version it runs, ``name/version``; None: written before versions
-    )
-    version: str = (
-        ""  # new with every change (shared stores); a commit applies only on the one it read
-    )
+    # The model version it runs, as a key, ``name/version``; None: written before versions.
+    model_key: str | None = None
+    # New with every change (shared stores): a commit applies only on the revision it read.
+    revision: str = ""
 
     @property
     def expires_at(self) -> float | None:

@@ -30,7 +30,7 @@ def capture(store: MemoryStore, fingerprints: dict[str, str]) -> bytes:
     """The store as snapshot bytes (``fingerprints``: of each version it holds sessions of); runs
     on the event loop, so it sees no half-applied chunk."""
     items = store.items()
-    keys = sorted({record.model for record, _ in items})
+    keys = sorted({record.model_key for record, _ in items})
     meta = {
         "models": {key: fingerprints[key] for key in keys},
         "sessions": [
@@ -42,7 +42,7 @@ def capture(store: MemoryStore, fingerprints: dict[str, str]) -> bytes:
                 "seq": r.seq,
                 "steps": r.steps,
                 "tenant": r.tenant,
-                "model": r.model,
+                "model": r.model_key,
                 "last": base64.b64encode(r.last_chunk.pack()).decode() if r.last_chunk else None,
             }
             for r, _ in items
@@ -50,7 +50,7 @@ def capture(store: MemoryStore, fingerprints: dict[str, str]) -> bytes:
     }
     arrays = {}
     for index, key in enumerate(keys):
-        slots = np.array([slot for record, slot in items if record.model == key], np.intp)
+        slots = np.array([slot for record, slot in items if record.model_key == key], np.intp)
         for i, tensor in enumerate(store.tables[key].tensors):
             arrays[f"m{index}s{i}"] = tensor[slots]
     buffer = io.BytesIO()
@@ -132,7 +132,7 @@ def restore(store: MemoryStore, fingerprints: dict[str, str], path: Path, legacy
                 steps=entry["steps"],
                 tenant=entry["tenant"],
                 last_chunk=_last_chunk(entry),
-                model=key,
+                model_key=key,
             )
             slot = table.allocate()
             table.set_row(slot, [arrays[name][row] for name in names])

@@ -34,6 +34,7 @@ def batch_sizes(metrics_text: str) -> tuple[float, float]:
     return count, total
 
 
+@pytest.mark.slow
 def test_64_concurrent_sessions_each_get_what_they_get_alone(lstm_stack):
     rng = np.random.default_rng(11)
     sequences = [

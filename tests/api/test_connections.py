@@ -19,6 +19,8 @@ from harness.servers import ServerProcess
 from harness.waiting import free_port
 from tests.support.attacks import drain
 
+pytestmark = pytest.mark.process  # servers of their own: descriptor limits, each HTTP parser
+
 HEADER_TIMEOUT = 1.0
 
 

@@ -76,6 +76,7 @@ def test_stats_move_as_chunks_are_served(url):
         admin.delete(f"/v1/sessions/{sid}")
 
 
+@pytest.mark.process
 def test_stats_without_redis_still_serve_this_replicas_figures():
     with own_redis(appendonly=False) as redis_server:
         options = {

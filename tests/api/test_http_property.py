@@ -16,6 +16,7 @@ from tests.support.models import architectures, chunked_sequences, split
 from tests.support.reference import assert_streamed_like_keras
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 @settings(max_examples=8)
 @given(architecture=architectures, data=st.data())

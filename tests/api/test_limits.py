@@ -38,6 +38,8 @@ def assert_shed_properly(answers):
         assert answer.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.process
+@pytest.mark.serial
 @needs_wrk
 def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency():
     # The flood is the issue's: far more connections than the flooding tenant's share, each sending
@@ -100,6 +102,8 @@ def test_a_tenants_flood_is_shed_while_other_tenants_keep_their_latency():
     assert re.search(r"^srnn_requests_in_flight 0\.0$", metrics, re.M), "a slot leaked"
 
 
+@pytest.mark.process
+@pytest.mark.serial
 @needs_wrk
 def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency():
     with (
@@ -125,6 +129,7 @@ def test_one_session_flooded_is_shed_while_other_sessions_keep_their_latency():
     assert flooded < max(3 * alone, alone + 0.02), (alone, flooded)
 
 
+@pytest.mark.serial
 @needs_wrk
 def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers():
     with (
@@ -154,6 +159,7 @@ def test_a_flood_beyond_the_in_flight_limit_is_shed_and_the_service_recovers():
     assert statistics.median(t for _, t in after) < max(0.02, 5 * typical)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("level", ["info", "debug"])
 def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tmp_path, level):
     # At debug, the WebSocket library's own trace used to log every handshake header (the key in
@@ -214,6 +220,7 @@ def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tm
         assert secret not in text, secret
 
 
+@pytest.mark.slow
 def test_a_stalled_body_is_answered_408_and_frees_its_slot():
     with serve_in_thread(load_model("seed"), max_in_flight=1) as url:
         sid = httpx.post(f"{url}/v1/sessions").json()["session_id"]

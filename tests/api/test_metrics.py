@@ -60,6 +60,7 @@ def test_metrics_count_what_was_served(redis_url, redis_prefix):
     assert after["srnn_connections"] >= 1
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_the_exposition_is_clean_for_promtool_and_has_only_its_backends_series(
     backend, redis_url, redis_prefix

@@ -246,6 +246,7 @@ def test_the_docs_grpc_example_works_as_written():
     np.testing.assert_allclose(np.asarray(printed[0]).reshape(-1), whole, atol=1e-5)
 
 
+@pytest.mark.process
 def test_with_api_workers_the_engine_process_serves_grpc():
     from app.model.builtin import build_seed_model
     from harness.servers import ServerProcess, running

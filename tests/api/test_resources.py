@@ -20,6 +20,8 @@ from harness.servers import ROOT, ServerProcess
 from harness.waiting import free_port
 from tests.support.attacks import close_code, deflate, drain, frame, handshake
 
+pytestmark = pytest.mark.process  # a server process under attack from attacker processes
+
 KEYS = {"attacker": "attacker-key-0001", "other": "other-key-00001"}
 FEATURES, MAX_STEPS, MAX_BODY = 1, 512, 4 * 2**20  # the default model, the default limits
 # The in-flight limits as a replica on 2 cores would have them (docs/security.md): the shares are
@@ -192,6 +194,7 @@ def measure(server: ServerProcess, other: httpx.Client, kind: str, count: int):
     return alone, under
 
 
+@pytest.mark.serial
 def test_attacks_on_connections_and_messages_leave_another_tenants_latency(server):
     results = {}
 

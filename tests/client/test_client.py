@@ -15,6 +15,8 @@ from harness.servers import ROOT, ServerProcess, serve_in_thread
 from stateful_rnn_client import Client, SeqConflict, SessionGone
 from tests.support.reference import StatefulReference, state_rows
 
+pytestmark = pytest.mark.process  # a server process killed and restarted
+
 
 @pytest.fixture(scope="module")
 def seed_url():

@@ -8,11 +8,17 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from app.model.builtin import build_seed_model
 from app.model.loader import load_model
 from harness.servers import serve_in_thread
 from tests.support.reference import StatefulReference
+
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.process,
+]  # a generator installed from the package index
 
 KEY = "acme-key-generated"
 SEQUENCE = np.arange(-4, 5, dtype=np.float32).reshape(9, 1)  # the notebook's

@@ -19,7 +19,10 @@ from harness.redis import RedisServer
 from harness.servers import ServerProcess
 from tests.support.reference import outputs_at_every_step, state_rows, states_after
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+pytestmark = [
+    pytest.mark.deploy,  # nginx, Redis Cluster, replicas or the deploy files
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+]
 
 SESSIONS, STEPS = 40, 240
 RETRY = (502, 503, 504)

@@ -6,8 +6,12 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
+import pytest
+
 from app.model.loader import load_model
 from harness.servers import ROOT, free_port, serve_in_thread
+
+pytestmark = pytest.mark.deploy  # nginx, Redis Cluster, replicas or the deploy files
 
 
 def probe(path: str, port: int) -> subprocess.CompletedProcess:

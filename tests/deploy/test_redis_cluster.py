@@ -20,6 +20,8 @@ from tests.api.test_http_property import check_random_model_over_http
 from tests.support.models import architectures
 from tests.support.reference import StatefulReference, state_rows
 
+pytestmark = pytest.mark.deploy  # nginx, Redis Cluster, replicas or the deploy files
+
 ADMIN = {"Authorization": "Bearer admin-key-0"}
 ALPHA = {"Authorization": "Bearer alpha-key-1"}
 BETA = {"Authorization": "Bearer beta-key-22"}

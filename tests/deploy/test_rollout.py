@@ -11,10 +11,13 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from harness.servers import ServerProcess, running
 from tests.support.reference import StatefulReference, state_rows
 from tests.support.repository import save_version
+
+pytestmark = pytest.mark.deploy  # nginx, Redis Cluster, replicas or the deploy files
 
 OLD, NEW = 8, 4
 

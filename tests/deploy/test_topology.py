@@ -16,10 +16,13 @@ from app.model.builtin import build_seed_model
 from harness.topology import Topology
 from tests.support.reference import StatefulReference, state_rows
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("nginx") is None or shutil.which("redis-server") is None,
-    reason="needs nginx and redis-server (apt-get install nginx-light redis-server)",
-)
+pytestmark = [
+    pytest.mark.deploy,  # nginx, Redis Cluster, replicas or the deploy files
+    pytest.mark.skipif(
+        shutil.which("nginx") is None or shutil.which("redis-server") is None,
+        reason="needs nginx and redis-server (apt-get install nginx-light redis-server)",
+    ),
+]
 
 CUTS = [3, 4, 9]  # chunks of 3, 1, 5 and 3 steps
 LENGTH = 12

@@ -41,13 +41,11 @@ def chunk(*values):
 
 def test_a_sessions_chunks_and_reset_apply_in_arrival_order(seed):
     async def scenario(engine, store):
-        record = await store.create("s", 0, 0.0, model=only_model(store))
-        first = asyncio.ensure_future(engine.push("s", chunk(1, 2)))
-        second = asyncio.ensure_future(engine.push("s", chunk(3)))
-        reset = asyncio.ensure_future(
-            engine.exclusive("s", lambda: store.reset("s", 0.0, model=only_model(store)))
-        )
-        third = asyncio.ensure_future(engine.push("s", chunk(4, 5)))
+        record = await store.create("s", 0, 0.0, model_key=only_model(store))
+        first = asyncio.ensure_future(engine.submit("s", chunk(1, 2)))
+        second = asyncio.ensure_future(engine.submit("s", chunk(3)))
+        reset = engine.enqueue("s", lambda: store.reset("s", 0.0, model_key=only_model(store)))
+        third = asyncio.ensure_future(engine.submit("s", chunk(4, 5)))
         await asyncio.gather(first, second, reset, third)
         return (await first), (await third), (await store.read_state("s"))[1], record
 
@@ -62,12 +60,12 @@ def test_a_sessions_chunks_and_reset_apply_in_arrival_order(seed):
 
 def test_chunks_that_arrive_after_a_delete_get_404(seed):
     async def scenario(engine, store):
-        await store.create("gone", 0, 0.0, model=only_model(store))
-        before = [asyncio.ensure_future(engine.push("gone", chunk(1))) for _ in range(2)]
+        await store.create("gone", 0, 0.0, model_key=only_model(store))
+        before = [asyncio.ensure_future(engine.submit("gone", chunk(1))) for _ in range(2)]
         await asyncio.sleep(0)  # they arrive, and the first is already running
         delete = asyncio.ensure_future(engine.exclusive("gone", lambda: store.delete("gone")))
         await asyncio.sleep(0)
-        after = [asyncio.ensure_future(engine.push("gone", chunk(1))) for _ in range(2)]
+        after = [asyncio.ensure_future(engine.submit("gone", chunk(1))) for _ in range(2)]
         return await asyncio.gather(*before, delete, *after, return_exceptions=True)
 
     first, second, deleted, *late = run(seed, scenario)
@@ -79,8 +77,8 @@ def test_a_cancelled_waiter_leaves_the_session_consistent(seed):
     values = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5]
 
     async def scenario(engine, store):
-        record = await store.create("c", 0, 0.0, model=only_model(store))
-        pushes = [asyncio.ensure_future(engine.push("c", chunk(v))) for v in values]
+        record = await store.create("c", 0, 0.0, model_key=only_model(store))
+        pushes = [asyncio.ensure_future(engine.submit("c", chunk(v))) for v in values]
         await asyncio.sleep(0)
         pushes[2].cancel()
         pushes[4].cancel()
@@ -104,15 +102,14 @@ def test_a_cancelled_waiter_leaves_the_session_consistent(seed):
 
 def test_overload_and_warm_up_are_503(seed):
     async def scenario(engine, store):
-        await store.create("q", 0, 0.0, model=only_model(store))
+        await store.create("q", 0, 0.0, model_key=only_model(store))
         engine.ready = False
         with pytest.raises(Unavailable):
-            await engine.push("q", chunk(1))
+            await engine.submit("q", chunk(1))
         engine.ready = True
-        pushes = [asyncio.ensure_future(engine.push("q", chunk(1))) for _ in range(4)]
-        await asyncio.sleep(0)
+        pushes = [engine.submit("q", chunk(1)) for _ in range(4)]  # in line at once: queue full
         with pytest.raises(Unavailable) as shed:
-            await engine.push("q", chunk(1))
+            await engine.submit("q", chunk(1))
         await asyncio.gather(*pushes)
         return shed.value
 
@@ -122,12 +119,12 @@ def test_overload_and_warm_up_are_503(seed):
 
 def test_seq_checks_happen_in_order(seed):
     async def scenario(engine, store):
-        await store.create("o", 0, 0.0, model=only_model(store))
-        a = asyncio.ensure_future(engine.push("o", chunk(1), seq=1))
+        await store.create("o", 0, 0.0, model_key=only_model(store))
+        a = asyncio.ensure_future(engine.submit("o", chunk(1), seq=1))
         b = asyncio.ensure_future(
-            engine.push("o", chunk(1), seq=1)
+            engine.submit("o", chunk(1), seq=1)
         )  # a retry of a, queued behind it
-        c = asyncio.ensure_future(engine.push("o", chunk(2), seq=3))
+        c = asyncio.ensure_future(engine.submit("o", chunk(2), seq=3))
         return await asyncio.gather(a, b, c, return_exceptions=True)
 
     a, b, c = run(seed, scenario)
@@ -157,12 +154,12 @@ def test_a_chunk_that_would_overflow_is_refused_alone_and_its_batch_goes_on():
 
     async def scenario(engine, store):
         for sid in ("huge", "plain"):
-            await store.create(sid, 0, 0.0, model=only_model(store))
-        await engine.push("huge", chunk(0.5))
+            await store.create(sid, 0, 0.0, model_key=only_model(store))
+        await engine.submit("huge", chunk(0.5))
         before = (await store.read_state("huge"))[1][0].copy()
         results = await asyncio.gather(
-            engine.push("huge", chunk(3.4e38, 1.0)),
-            engine.push("plain", chunk(0.5)),
+            engine.submit("huge", chunk(3.4e38, 1.0)),
+            engine.submit("plain", chunk(0.5)),
             return_exceptions=True,
         )
         return results, before, await store.read_state("huge"), await store.read_state("plain")
@@ -185,16 +182,16 @@ def test_a_reply_is_settled_once_by_the_engine_in_place_of_a_future(seed):
 
     async def scenario(engine, store):
         for sid in ("a", "b"):
-            await store.create(sid, 0, 0.0, model=only_model(store))
+            await store.create(sid, 0, 0.0, model_key=only_model(store))
         delivered = []
         good = Reply(delivered.append)
         bad = Reply(lambda reply: 1 / 0)
         assert engine.submit("a", chunk(0.5), reply=good) is good
         engine.submit("b", chunk(0.5), reply=bad)
-        alone = await engine.push("a", chunk(0.25))  # after both, in a's line
+        alone = await engine.submit("a", chunk(0.25))  # after both, in a's line
         missing = Reply(delivered.append)
         engine.submit("nobody", chunk(0.5), reply=missing)
-        await engine.push("b", chunk(0.25))
+        await engine.submit("b", chunk(0.25))
         return delivered, good, bad, alone, missing
 
     delivered, good, bad, alone, missing = run(seed, scenario)
@@ -214,14 +211,14 @@ def test_calls_start_an_interval_apart_under_load_and_at_once_when_idle(seed):
         engine.batch_interval = 0.3
         key = only_model(store)
         for sid in "abcde":
-            await store.create(sid, 0, 0.0, model=key)
-        await engine.push("e", chunk(0.5))  # seen lately, and sends nothing more
+            await store.create(sid, 0, 0.0, model_key=key)
+        await engine.submit("e", chunk(0.5))  # seen lately, and sends nothing more
         await asyncio.sleep(0.35)  # idle for longer than the interval
         started = time.perf_counter()
-        await engine.push("a", chunk(0.5))
+        await engine.submit("a", chunk(0.5))
         alone = time.perf_counter() - started
         calls = engine.tallies[key].executions
-        await asyncio.gather(*(engine.push(sid, chunk(0.5)) for sid in "bcd"))
+        await asyncio.gather(*(engine.submit(sid, chunk(0.5)) for sid in "bcd"))
         behind = time.perf_counter() - started
         return alone, behind, engine.tallies[key].executions - calls
 
@@ -238,11 +235,11 @@ def test_the_interval_holds_no_call_when_every_session_seen_lately_is_waiting(se
         engine.batch_interval = 0.3
         key = only_model(store)
         for sid in "abc":
-            await store.create(sid, 0, 0.0, model=key)
-        await asyncio.gather(*(engine.push(sid, chunk(0.5)) for sid in "abc"))
+            await store.create(sid, 0, 0.0, model_key=key)
+        await asyncio.gather(*(engine.submit(sid, chunk(0.5)) for sid in "abc"))
         calls = engine.tallies[key].executions
         started = time.perf_counter()
-        answers = await asyncio.gather(*(engine.push(sid, chunk(0.5)) for sid in "abc"))
+        answers = await asyncio.gather(*(engine.submit(sid, chunk(0.5)) for sid in "abc"))
         return time.perf_counter() - started, engine.tallies[key].executions - calls, answers
 
     elapsed, calls, answers = run(seed, scenario)

@@ -145,6 +145,7 @@ def test_corrupt_or_missing_files_are_refused(tmp_path):
         load_model(str(tmp_path / "missing.keras"))
 
 
+@pytest.mark.process
 def test_serve_refuses_an_unstreamable_file_at_start(tmp_path):
     path = tmp_path / "bidi.keras"
     UNSTREAMABLE["bidirectional"][0]().save(path)

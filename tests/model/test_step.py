@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,7 @@ def test_fingerprint_survives_saving_and_tells_weights_apart(tmp_path):
     assert StreamingModel(a, "a").spec.fingerprint != StreamingModel(b, "b").spec.fingerprint
 
 
+@pytest.mark.slow
 @settings(max_examples=4)
 @given(architecture=architectures, seed=st.integers(0, 2**16))
 def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
@@ -75,6 +77,7 @@ def test_the_xla_programs_give_what_the_plain_graph_gives(architecture, seed):
             np.testing.assert_allclose(got, want.numpy(), atol=ATOL)
 
 
+@pytest.mark.slow
 def test_a_chunk_length_first_seen_has_its_programs_compiled_for_every_batch_size():
     # A load that grows later must find its bigger batches' programs ready, not compile them then.
     streaming = StreamingModel(GRU.build(), name="gru", xla=True, runtime="tensorflow")
@@ -88,6 +91,7 @@ def test_a_chunk_length_first_seen_has_its_programs_compiled_for_every_batch_siz
         assert streaming._xla.run(*zeros(streaming, n, 5)) is not None
 
 
+@pytest.mark.slow
 def test_only_the_first_chunk_lengths_have_programs_compiled_ahead():
     # A client of many lengths must not fill memory with programs for batch sizes it never sends.
     streaming = StreamingModel(GRU.build(), name="gru", xla=True, runtime="tensorflow")

@@ -44,6 +44,7 @@ def test_full_table_is_503_until_a_delete_frees_a_slot(client):
     assert active(client) == 0
 
 
+@pytest.mark.slow
 def test_idle_session_expires_after_its_ttl_and_frees_its_slot(client):
     short = client.post("/v1/sessions", json={"ttl_s": 2}).json()
     forever = client.post("/v1/sessions", json={"ttl_s": 0}).json()

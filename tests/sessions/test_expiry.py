@@ -30,11 +30,11 @@ def test_a_chunk_for_an_expired_session_is_not_found_before_the_sweep_removes_it
         sessions = SessionService(engine, versions, default_ttl_s=0)
         try:
             record = await sessions.create("brief", ttl_s=0.05)
-            await sessions.push("brief", np.ones((2, 1), np.float32))
+            await sessions.submit("brief", np.ones((2, 1), np.float32))
             await asyncio.sleep(0.1)
             for attempt in (
                 sessions.get("brief"),
-                sessions.push("brief", np.ones((2, 1), np.float32)),
+                sessions.submit("brief", np.ones((2, 1), np.float32)),
                 sessions.reset("brief"),
                 sessions.state("brief"),
                 sessions.get("brief"),

@@ -15,6 +15,8 @@ from app.model.builtin import build_seed_model
 from harness.servers import ServerProcess
 from tests.support.reference import StatefulReference, state_rows
 
+pytestmark = pytest.mark.process  # SIGTERM to server processes
+
 
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("backend", ["redis", "memory"])

@@ -32,6 +32,7 @@ async def list_all(store, limit: int, between=None) -> list[str]:
             await between()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("backend", ["redis", "memory"])
 def test_sessions_present_throughout_are_listed_exactly_once_while_others_churn(backend):
     async def main(url):
@@ -39,14 +40,14 @@ def test_sessions_present_throughout_are_listed_exactly_once_while_others_churn(
         rng = random.Random(3)
         stable = {f"s{i:03d}" for i in range(60)}  # fewer than one SCAN step: every page splits it
         for sid in stable:
-            await store.create(sid, 0.0, 1.0, model=KEY)
+            await store.create(sid, 0.0, 1.0, model_key=KEY)
         made = 0
 
         async def churn():
             nonlocal made
             for _ in range(3):  # ids that sort before and after the pages' last keys
                 made += 1
-                await store.create(f"{rng.choice('ay')}-churn{made}", 0.0, 1.0, model=KEY)
+                await store.create(f"{rng.choice('ay')}-churn{made}", 0.0, 1.0, model_key=KEY)
             await store.delete(f"{rng.choice('ay')}-churn{rng.randint(1, made)}")
 
         try:
@@ -92,17 +93,18 @@ def test_a_malformed_cursor_is_invalid_input_not_a_crash(cursor, redis_url, redi
     asyncio.run(main())
 
 
+@pytest.mark.process
 def test_the_count_is_cached_and_taken_by_one_caller_at_a_time():
     async def main(url):
         store = redis_store(url, "count")
         try:
-            await store.create("one", 0.0, 1.0, model=KEY)
+            await store.create("one", 0.0, 1.0, model_key=KEY)
             admin = redis.Redis.from_url(url)
             scans_before = admin.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
             assert await asyncio.gather(*(store.count() for _ in range(20))) == [1] * 20
             scans = admin.info("commandstats")["cmdstat_scan"]["calls"] - scans_before
             assert scans == 1, "one walk of the keyspace for twenty callers"
-            await store.create("two", 0.0, 1.0, model=KEY)
+            await store.create("two", 0.0, 1.0, model_key=KEY)
             assert await store.count() == 2, "this replica's own creates show at once"
             admin.hset("count:{elsewhere}", "ver", "x")  # another replica's create
             assert await store.count() == 2, "within the cache's age, the count is the one taken"

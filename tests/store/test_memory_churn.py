@@ -16,13 +16,13 @@ def test_creating_and_deleting_100k_sessions_with_a_ttl_leaves_no_memory_behind(
     # leave its expiry entry in the heap until the TTL ran out: +14.8 MiB per 100,000.
     async def churn(store: MemoryStore, start: int, count: int) -> None:
         for i in range(start, start + count):
-            await store.create(f"churn-{i}", TEN_YEARS_S, 1000.0, model=KEY)
+            await store.create(f"churn-{i}", TEN_YEARS_S, 1000.0, model_key=KEY)
             assert await store.delete(f"churn-{i}")
 
     async def main() -> int:
         store = memory_store(16, [4])
         await store.create(
-            "keeper", TEN_YEARS_S, 1000.0, model=KEY
+            "keeper", TEN_YEARS_S, 1000.0, model_key=KEY
         )  # one live session with a TTL throughout
         await churn(store, 0, 2_000)  # warm: the structures reach their working size
         gc.collect()

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 import redis
 import websockets
 
@@ -18,6 +19,7 @@ from tests.support.reference import StatefulReference
 from tests.support.stores import KEY, memory_store
 
 
+@pytest.mark.process
 def test_redis_refusing_writes_is_503_without_a_hang_and_then_recovers():
     with own_redis(appendonly=False) as server:
         with serve_in_thread(load_model("seed"), backend="redis", redis_url=server.url) as url:
@@ -65,6 +67,7 @@ def test_commands_on_a_stream_keep_their_place_between_chunks(redis_url, redis_p
         asyncio.run(rounds())
 
 
+@pytest.mark.process
 def test_another_models_session_is_refused_alone_and_left_intact(redis_url, redis_prefix):
     options = {"backend": "redis", "redis_url": redis_url, "redis_prefix": redis_prefix}
     with serve_in_thread(load_model("default"), **options) as default_url:
@@ -113,9 +116,9 @@ def test_the_memory_expiry_heap_does_not_grow_with_re_created_sessions():
     async def run():
         store = memory_store(4, [3])
         for _ in range(1000):
-            await store.create("same", 60.0, 0.0, model=KEY)
+            await store.create("same", 60.0, 0.0, model_key=KEY)
             await store.delete("same")
-        await store.create("same", 60.0, 0.0, model=KEY)
+        await store.create("same", 60.0, 0.0, model_key=KEY)
         for now in range(0, 600, 30):  # many sweeps while the session stays in use
             store._records["same"].last_active_at = float(now)
             await store.expire(float(now), set())

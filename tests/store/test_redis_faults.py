@@ -23,6 +23,7 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.process
 def test_redis_stopped_mid_run_gives_503_then_the_same_sessions_continue_exactly():
     data = np.random.default_rng(5).uniform(-3, 3, (24, 1)).astype(np.float32)
     chunks = np.split(data, range(3, 24, 3))
@@ -117,6 +118,7 @@ def test_put_state_forks_a_session_on_both_backends(backend, redis_url, redis_pr
         assert a.json()["outputs"] == b.json()["outputs"]
 
 
+@pytest.mark.slow
 def test_capacity_8_serves_100_live_sessions_by_evicting_and_reloading(redis_url, redis_prefix):
     rng = np.random.default_rng(8)
     sequences = [rng.uniform(-3, 3, (12, 1)).astype(np.float32) for _ in range(100)]

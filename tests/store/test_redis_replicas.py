@@ -13,6 +13,8 @@ from harness.redis import delete_prefix, new_prefix
 from harness.servers import serve_processes
 from tests.support.reference import StatefulReference, state_rows
 
+pytestmark = pytest.mark.process  # replica processes, one killed
+
 
 def redis_args(url: str, prefix: str, *extra: str) -> tuple[str, ...]:
     return (

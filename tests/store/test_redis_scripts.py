@@ -5,11 +5,14 @@ can serve."""
 import asyncio
 
 import httpx
+import pytest
 import redis
 
 from harness.redis import own_redis
 from harness.servers import ServerProcess, wait_for
 from tests.support.proxy import BreakingProxy
+
+pytestmark = pytest.mark.process  # replica processes starting together
 
 SCRIPT_LOAD = b"SCRIPT\r\n$4\r\nLOAD"
 

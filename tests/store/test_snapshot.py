@@ -4,10 +4,13 @@ import signal
 
 import httpx
 import numpy as np
+import pytest
 
 from app.model.builtin import build_seed_model
 from harness.servers import ServerProcess
 from tests.support.reference import StatefulReference, state_rows
+
+pytestmark = pytest.mark.process  # a server process stopped and started again
 
 
 def test_sigterm_then_restart_with_the_same_snapshot_continues_every_session_exactly(tmp_path):

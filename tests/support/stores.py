@@ -23,14 +23,12 @@ async def start_engine(
 ) -> tuple[Engine, Versions]:
     """An engine serving ``model`` (warmed) from ``store``, with the session rules; stop it with
     ``engine.stop()``."""
-    engine = Engine(
-        store, admit=lambda *args: admit(*args), max_batch=max_batch, max_queue=max_queue
-    )
+    engine = Engine(store, max_batch=max_batch, max_queue=max_queue)
     versions = Versions(
         Repository(single=model.spec.name), engine, loader=None, warm_shapes=warm, poll_s=0
     )
     versions.preload([model])
-    admit = admission(versions)
+    engine.admit = admission(versions)  # as SessionService sets them
     engine.start()
     await versions.start()
     return engine, versions

@@ -7,6 +7,8 @@ from app.model.loader import load_model
 from harness.servers import serve_in_thread
 from tests.support.browser import unplug
 
+pytestmark = pytest.mark.browser  # Chromium, through Playwright
+
 
 @pytest.fixture(scope="module")
 def url():

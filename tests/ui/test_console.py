@@ -18,6 +18,8 @@ from harness.keys import auth
 from harness.redis import own_redis
 from harness.servers import serve_in_thread
 
+pytestmark = pytest.mark.browser  # Chromium, through Playwright
+
 ADMIN = "admin-key-console-ui"
 KEYS = {"alpha": "alpha-key-console", "beta": "beta-key-console"}
 PUMPS = [f"pump-{i:02d}" for i in range(1, 7)]
@@ -222,7 +224,7 @@ def many_sessions(seed, count: int, path) -> float:
         now = time.time()
         for i in range(count):
             record = await store.create(
-                f"stream-{i:05d}", 0.0, now - i, tenant=f"t{i % 7}", model=seed.spec.key
+                f"stream-{i:05d}", 0.0, now - i, tenant=f"t{i % 7}", model_key=seed.spec.key
             )
             record.seq = record.steps = int(rng.integers(0, 1000))
 

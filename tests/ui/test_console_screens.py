@@ -13,6 +13,8 @@ from harness.keys import auth
 from harness.servers import serve_in_thread
 from tests.support.browser import unplug
 
+pytestmark = pytest.mark.browser  # Chromium, through Playwright
+
 ADMIN = "admin-key-console-screens"
 TENANT = "tenant-key-console-screens"
 # As long as the ids a call centre or a trading desk would use; on a phone the id gets a line.

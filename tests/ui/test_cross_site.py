@@ -11,6 +11,8 @@ import pytest
 from app.model.loader import load_model
 from harness.servers import serve_in_thread
 
+pytestmark = pytest.mark.browser  # Chromium, through Playwright
+
 ATTACK = """<!doctype html><script>
 const target = "%(target)s";
 async function attack() {

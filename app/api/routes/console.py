@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from app.api.deps import CurrentCaller, Sessions, json_response
+from app.api.auth import Caller
+from app.api.deps import Sessions, admin, json_response
 from app.api.documents import stats_document
 from app.api.errors import problem
 from app.api.schemas import Stats, problems
-from app.errors import Forbidden, ServiceError
+from app.errors import ServiceError
 
 router = APIRouter()
 
@@ -54,9 +56,9 @@ SECURITY_HEADERS = {
     responses=problems(401, 403, 503),
     summary="Model, backend, sessions, chunks/s and chunk latency over the last minute (admin)",
 )
-async def stats(request: Request, sessions: Sessions, caller: CurrentCaller) -> Response:
-    if not caller.admin:
-        raise Forbidden("the stats take an admin key")
+async def stats(
+    request: Request, sessions: Sessions, caller: Annotated[Caller, admin("reading the stats")]
+) -> Response:
     try:
         spec = await sessions.default_model()
     except ServiceError:  # several models (none is the default), or none ready yet

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Path, Request
-from pydantic import ValidationError
 from starlette.responses import Response
 
-from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
-from app.api.documents import model_document
-from app.api.parsing import load_json, read_body
+from app.api.auth import Caller
+from app.api.deps import CurrentCaller, CurrentSettings, Sessions, admin, json_response
+from app.api.documents import model_document, retirement_document
+from app.api.parsing import load_json, read_body, validated
 from app.api.schemas import ModelDocument, ModelList, Retirement, RetireResult, json_body, problems
-from app.errors import InvalidInput
 from app.sessions.names import MODEL_NAME, anchored
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -44,8 +45,11 @@ async def get_model(sessions: Sessions, caller: CurrentCaller, name: str = Model
     responses=problems(401, 403, 404, 503),
     summary="Read the repository now and load the model's new versions (admin); answered once loaded",
 )
-async def load_model(sessions: Sessions, caller: CurrentCaller, name: str = ModelName) -> Response:
-    caller.require_admin("loading a model")
+async def load_model(
+    sessions: Sessions,
+    caller: Annotated[Caller, admin("loading a model")],
+    name: str = ModelName,
+) -> Response:
     return json_response(model_document(await sessions.load_model(name), admin=True))
 
 
@@ -60,18 +64,13 @@ async def retire_version(
     request: Request,
     sessions: Sessions,
     settings: CurrentSettings,
-    caller: CurrentCaller,
+    caller: Annotated[Caller, admin("retiring a version")],
     version: int = Path(ge=1),
     name: str = ModelName,
 ) -> Response:
-    caller.require_admin("retiring a version")
-    try:
-        retirement = Retirement.model_validate(
-            load_json(await read_body(request, settings.max_body_bytes))
-        )
-    except ValidationError as exc:
-        where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in exc.errors())
-        raise InvalidInput(
-            f'the body must be {{"mode": "drain" | "reset" | "carry"}}: {where}'
-        ) from None
-    return json_response(await sessions.retire(name, version, retirement.mode))
+    retirement = validated(
+        Retirement,
+        load_json(await read_body(request, settings.max_body_bytes)),
+        'the body must be {"mode": "drain" | "reset" | "carry"}',
+    )
+    return json_response(retirement_document(await sessions.retire(name, version, retirement.mode)))

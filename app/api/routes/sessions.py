@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request
-from pydantic import ValidationError
 from starlette.responses import Response
 
-from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
+from app.api.auth import Caller
+from app.api.deps import CurrentCaller, CurrentSettings, Sessions, admin, json_response
 from app.api.documents import session_info
-from app.api.parsing import load_json, read_body
+from app.api.parsing import load_json, read_body, validated
 from app.api.schemas import CreateSession, SessionInfo, SessionList, json_body, problems
-from app.errors import Forbidden, InvalidInput
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -43,12 +44,10 @@ async def create_session(
 )
 async def list_sessions(
     sessions: Sessions,
-    caller: CurrentCaller,
+    caller: Annotated[Caller, admin("listing sessions")],
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None, max_length=512),
 ) -> Response:
-    if not caller.admin:
-        raise Forbidden("listing sessions takes an admin key")
     records, next_cursor = await sessions.page(limit, cursor)
     return json_response(
         {
@@ -95,11 +94,4 @@ def _create_options(body: bytes) -> CreateSession:
     """The optional body (JSON, as ``read_body`` made sure)."""
     if not body.strip():
         return CreateSession()
-    try:
-        return CreateSession.model_validate(load_json(body))
-    except ValidationError as exc:
-        errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-        where = "; ".join(".".join(map(str, e["loc"][1:])) + ": " + e["msg"] for e in errors)
-        raise InvalidInput(
-            f"invalid session options: {where or 'expected a JSON object'}", errors=errors
-        ) from None
+    return validated(CreateSession, load_json(body), "invalid session options")

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
-from app.api.documents import session_info, state_document
+from app.api.documents import last_outputs_document, session_info, state_document
 from app.api.parsing import load_json, parse_state, read_body
 from app.api.schemas import (
     LastOutputs,
@@ -61,4 +61,6 @@ async def put_state(
     summary="The outputs of the session's last chunk (the response kept for its retries)",
 )
 async def last_outputs(session_id: str, sessions: Sessions, caller: CurrentCaller) -> Response:
-    return json_response(await sessions.last_outputs(session_id, caller.scope))
+    return json_response(
+        last_outputs_document(*await sessions.last_outputs(session_id, caller.scope))
+    )

@@ -5,7 +5,7 @@ Triton's sequence extension, its tensors as JSON ``data`` or in the binary tenso
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -14,12 +14,12 @@ from google.protobuf import json_format
 from starlette.responses import Response
 
 from app.api import inference
-from app.api.auth import caller_of
-from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
+from app.api.auth import Caller, caller_of
+from app.api.deps import CurrentCaller, CurrentSettings, Sessions, admin, json_response
 from app.api.parsing import ChunkLimits, load_json, read_body
 from app.api.schemas import NO_KEY, inference_errors
-from app.errors import BadRequest, Forbidden, ServiceError, Unavailable
-from app.sessions.service import ChunkResult
+from app.errors import BadRequest, ServiceError, Unavailable
+from app.sessions import ChunkResult
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -110,10 +110,11 @@ async def ready(sessions: Sessions) -> Response:
     responses=ERRORS,
 )
 async def model_statistics(
-    sessions: Sessions, caller: CurrentCaller, name: str | None = None, version: str | None = None
+    sessions: Sessions,
+    caller: Annotated[Caller, admin(inference.READING_STATISTICS)],
+    name: str | None = None,
+    version: str | None = None,
 ) -> Response:
-    if not caller.admin:
-        raise Forbidden("the statistics take an admin key: they count every tenant's requests")
     return json_response(
         inference.statistics(await sessions.model_stats(name, inference.version_of(version)))
     )
@@ -186,9 +187,11 @@ async def repository_index(request: Request, sessions: Sessions, caller: Current
     responses=ERRORS,
 )
 async def repository_load(
-    request: Request, name: str, sessions: Sessions, caller: CurrentCaller
+    request: Request,
+    name: str,
+    sessions: Sessions,
+    caller: Annotated[Caller, admin("loading a model")],
 ) -> Response:
-    caller.require_admin("loading a model")
     inference.plain_load(name, (await _options(request)).get("parameters"))
     with inference.load_failure(name):
         await sessions.load_model(name)
@@ -201,9 +204,11 @@ async def repository_load(
     responses=ERRORS,
 )
 async def repository_unload(
-    request: Request, name: str, sessions: Sessions, caller: CurrentCaller
+    request: Request,
+    name: str,
+    sessions: Sessions,
+    caller: Annotated[Caller, admin("unloading a model")],
 ) -> Response:
-    caller.require_admin("unloading a model")
     await _options(request)
     await sessions.unload_model(name)
     return json_response({})

@@ -46,7 +46,7 @@ from app.store.slots import SlotTable
 log = logging.getLogger(__name__)
 
 
-def new_version() -> str:
+def new_revision() -> str:
     return secrets.token_hex(8)
 
 
@@ -210,8 +210,8 @@ class RedisStore:
             last_chunk=_last_chunk(last),
             tenant=tenant.decode() if tenant else None,
             fingerprint=fingerprint,
-            model=model.decode() if model else self._by_fingerprint.get(fingerprint or ""),
-            version=ver.decode(),
+            model_key=model.decode() if model else self._by_fingerprint.get(fingerprint or ""),
+            revision=ver.decode(),
         )
 
     async def count(self) -> int:
@@ -226,13 +226,19 @@ class RedisStore:
 
     @unreachable
     async def create(
-        self, session_id: str, ttl_s: float, now: float, tenant: str | None = None, *, model: str
+        self,
+        session_id: str,
+        ttl_s: float,
+        now: float,
+        tenant: str | None = None,
+        *,
+        model_key: str,
     ) -> SessionRecord:
-        layout = self._layouts[model]
+        layout = self._layouts[model_key]
         counted = await self._admit_tenant(tenant, session_id, now)
-        version = new_version()
+        revision = new_revision()
         fields = {
-            "ver": version,
+            "ver": revision,
             "seq": 0,
             "steps": 0,
             "created": repr(now),
@@ -240,7 +246,7 @@ class RedisStore:
             "ttl": repr(ttl_s),
             "fp": layout.fingerprint,
             "tenant": tenant or "",
-            "model": model,
+            "model": model_key,
             "last": b"",
         }
         pairs = [x for item in fields.items() for x in item] + layout.pairs(layout.zeros)
@@ -258,8 +264,8 @@ class RedisStore:
             ttl_s=ttl_s,
             tenant=tenant,
             fingerprint=layout.fingerprint,
-            model=model,
-            version=version,
+            model_key=model_key,
+            revision=revision,
         )
 
     def _tenant_key(self, tenant: str) -> str:
@@ -317,34 +323,34 @@ class RedisStore:
         return deleted
 
     @unreachable
-    async def reset(self, session_id: str, now: float, *, model: str) -> SessionRecord | None:
-        layout = self._layouts[model]
+    async def reset(self, session_id: str, now: float, *, model_key: str) -> SessionRecord | None:
+        layout = self._layouts[model_key]
         return await self._overwrite(
             session_id,
-            model,
-            ["ver", new_version(), "steps", 0, "active", repr(now), *layout.pairs(layout.zeros)],
+            model_key,
+            ["ver", new_revision(), "steps", 0, "active", repr(now), *layout.pairs(layout.zeros)],
         )
 
     @unreachable
     async def write_state(
-        self, session_id: str, values: list[np.ndarray], now: float, *, model: str
+        self, session_id: str, values: list[np.ndarray], now: float, *, model_key: str
     ) -> SessionRecord | None:
         blobs = [np.ascontiguousarray(v, np.float32).tobytes() for v in values]
         return await self._overwrite(
             session_id,
-            model,
-            ["ver", new_version(), "active", repr(now), *self._layouts[model].pairs(blobs)],
+            model_key,
+            ["ver", new_revision(), "active", repr(now), *self._layouts[model_key].pairs(blobs)],
         )
 
     async def _overwrite(
-        self, session_id: str, model: str, pairs: list[Any]
+        self, session_id: str, model_key: str, pairs: list[Any]
     ) -> SessionRecord | None:
         self._drop(session_id)  # the cached row is stale from now on
-        runs = [model, self._layouts[model].fingerprint]
+        runs = [model_key, self._layouts[model_key].fingerprint]
         meta = await self._run_one("overwrite", self.key(session_id), [*runs, *pairs])
         if meta == 0:
             raise Conflict(
-                f"session {session_id!r} no longer runs model version {model} (it was moved meanwhile); retry"
+                f"session {session_id!r} no longer runs model version {model_key} (it was moved meanwhile); retry"
             )
         return None if meta is None else self._record(session_id, meta)
 
@@ -355,10 +361,10 @@ class RedisStore:
             return None
         meta, _, states = found
         record = self._record(session_id, meta)
-        layout = self._layouts.get(record.model or "")
+        layout = self._layouts.get(record.model_key or "")
         if layout is None or layout.fingerprint != record.fingerprint:
             raise Unavailable(
-                f"session {session_id!r} runs model version {record.model}, which this replica has not loaded",
+                f"session {session_id!r} runs model version {record.model_key}, which this replica has not loaded",
                 retry_after=2,
             )
         return record, self._decode(session_id, states, layout)
@@ -374,7 +380,7 @@ class RedisStore:
             old.fingerprint,
             target,
             new.fingerprint,
-            new_version(),
+            new_revision(),
             "1" if keep_state else "0",
         ]
         if not keep_state:
@@ -480,29 +486,29 @@ class RedisStore:
             return None
         meta, last, states = result
         record = self._record(session_id, meta, last)
-        layout = self._layouts.get(record.model or "")
+        layout = self._layouts.get(record.model_key or "")
         if layout is None or layout.fingerprint != record.fingerprint:
             # Not placed: a version this replica does not run (yet), or another model's state
             # under its name; the session rules answer for it.
             self._drop(session_id)
-            return Checkout(record, None, record.version, record.model)
+            return Checkout(record, None, record.revision, record.model_key)
         rows = self._decode(session_id, states, layout) if states else None
-        slot = self._hot_slot(session_id, record.model, pinned)
+        slot = self._hot_slot(session_id, record.model_key, pinned)
         if rows is not None:  # the cached row is missing or stale
-            self.tables[record.model].set_row(slot, rows)
-        self._hot[session_id] = (record.model, slot, record.version)
-        return Checkout(record, slot, record.version, record.model)
+            self.tables[record.model_key].set_row(slot, rows)
+        self._hot[session_id] = (record.model_key, slot, record.revision)
+        return Checkout(record, slot, record.revision, record.model_key)
 
     @unreachable
     async def commit(self, commits: list[Commit]) -> list[Outcome | ServiceError]:
-        calls, versions = [], []
+        calls, revisions = [], []
         for commit in commits:
             record = commit.checkout.record
             blobs = [np.ascontiguousarray(s, np.float32).tobytes() for s in commit.states]
-            versions.append(new_version())
+            revisions.append(new_revision())
             pairs = [
                 "ver",
-                versions[-1],
+                revisions[-1],
                 "seq",
                 commit.seq,
                 "steps",
@@ -519,7 +525,7 @@ class RedisStore:
                 (
                     "commit",
                     self.key(record.session_id),
-                    [commit.checkout.version, ttl_ms(record.ttl_s), *pairs],
+                    [commit.checkout.revision, ttl_ms(record.ttl_s), *pairs],
                 )
             )
         try:
@@ -529,7 +535,7 @@ class RedisStore:
                 self._drop(commit.checkout.record.session_id)
             raise
         outcomes: list[Outcome | ServiceError] = []
-        for commit, version, result in zip(commits, versions, results):
+        for commit, revision, result in zip(commits, revisions, results):
             session_id = commit.checkout.record.session_id
             if isinstance(result, Exception):  # this session's outcome is unknown
                 self._drop(session_id)
@@ -539,10 +545,10 @@ class RedisStore:
                     else ServiceError(f"writing session {session_id!r} failed: {result}")
                 )
             elif result == 1:
-                model = commit.checkout.model
+                model = commit.checkout.model_key
                 if model in self.tables and self._hot.get(session_id, (None,))[0] == model:
                     self.tables[model].set_row(commit.checkout.slot, commit.states)
-                    self._hot[session_id] = (model, commit.checkout.slot, version)
+                    self._hot[session_id] = (model, commit.checkout.slot, revision)
                 else:  # its version was unloaded here meanwhile
                     self._drop(session_id)
                 outcomes.append(Outcome.APPLIED)

@@ -1,23 +1,6 @@
-"""Model versions: which are served, new ones loaded off the hot path, old ones retired.
-
-The policy is TF Serving's: of each model in the repository, the newest ``keep`` versions that are
-not retired are served, and so is any version that still has live sessions. A session runs the
-version it was created on until it ends, or until an operator retires that version and moves it:
-
-- ``drain``: its sessions go on where they are until they end or expire; then it is unloaded;
-- ``reset``: each session moves to the newest ready version with a zeroed state (as a reset);
-- ``carry``: each moves with its state, only when the two versions' state layouts are identical.
-
-A move is an action in the session's line (:meth:`Engine.exclusive`), so every chunk before it ran
-on the old version and every chunk after it runs on the new one. Loading (reading the file,
-building the graph, warming it) runs on a thread of its own, never the model thread: serving goes
-on meanwhile, and a version is offered to sessions only once it is warm. A file that fails to load
-is marked ``failed`` (the versions serving already keep serving) and is tried again when it changes.
-
-With Redis every replica reads the same repository and the same retirements (kept in Redis); a
-replica asked for a session of a version it has not loaded loads it and answers 503 with
-Retry-After meanwhile.
-"""
+"""The model versions of one replica: the repository as last read, an entry per version, the
+retirements every replica shares (in the store), and the live sessions per version; the rules a
+session's model meets in its turn; what operators ask. See the package's docstring."""
 
 from __future__ import annotations
 
@@ -26,8 +9,6 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from app import __version__, metrics
@@ -43,38 +24,19 @@ from app.errors import (
 from app.model.repository import Repository, Source
 from app.model.spec import ModelSpec, model_key
 from app.sessions import periodic
+from app.sessions.versions import loading, policy
+from app.sessions.versions.entry import LOADING_RETRY_S, MODES, STATES, Version, unavailable
+from app.sessions.versions.moves import check_target, move_all
 from app.store.records import SessionRecord
 
-log = logging.getLogger(__name__)
-
-MODES = ("drain", "reset", "carry")
-STATES = ("loading", "ready", "retiring", "failed", "unloaded", "retired")
-MOVES_AT_ONCE = 256
+log = logging.getLogger("app.sessions.versions")
 RESCAN_S = 0.1
-LOADING_RETRY_S = 2
-
-
-@dataclass(eq=False)
-class Version:
-    name: str
-    version: int
-    state: str = "unloaded"
-    model: Any = None  # the StreamingModel, while loaded
-    spec: ModelSpec | None = None  # kept after unloading, to describe it
-    error: str | None = None
-    failed_stamp: tuple[int, int] | None = None  # the file that failed; tried again once it changes
-    loading: asyncio.Task | None = None
-
-    @property
-    def key(self) -> str:
-        return model_key(self.name, self.version)
-
-    @property
-    def serving(self) -> bool:
-        return self.model is not None
 
 
 class Versions:
+    """The model versions of this replica: which are served, the rules a session's model meets,
+    and what operators ask (describe, load, unload, retire)."""
+
     def __init__(
         self,
         repository: Repository,
@@ -150,18 +112,18 @@ class Versions:
         """Why the session cannot run here now (its version is loading, failed, not in the
         repository, or another model's state is under its name), or None. Asking starts the load
         of a version in the repository that this replica has not loaded."""
-        entry = self.entries.get(record.model) if record.model else None
+        entry = self.entries.get(record.model_key) if record.model_key else None
         if entry is not None and entry.serving:
             if record.fingerprint is not None and record.fingerprint != entry.spec.fingerprint:
                 metrics.CONFLICTS.labels("model").inc()
                 return ModelMismatch(record.session_id, record.fingerprint, entry.spec.fingerprint)
             return None
-        if record.model is None:  # written before versions, by a model served nowhere here
+        if record.model_key is None:  # written before versions, by a model served nowhere here
             metrics.CONFLICTS.labels("model").inc()
             return ModelMismatch(
                 record.session_id, record.fingerprint, ", ".join(self.fingerprints.values())
             )
-        name, _, number = record.model.rpartition("/")
+        name, _, number = record.model_key.rpartition("/")
         source = self.sources.get(name, {}).get(int(number))
         if source is None and time.monotonic() - self._scanned >= RESCAN_S:
             # Another replica may have seen a version this one has not read yet: look now (a
@@ -175,14 +137,14 @@ class Versions:
                 f"session {record.session_id!r} runs model {name} version {number}, which this "
                 "server's model repository does not have (put it back, or delete the session)"
             )
-        return self._unavailable(self._load_soon(source))
+        return unavailable(self._load_soon(source))
 
     def spec_of(self, record: SessionRecord) -> ModelSpec:
         """The spec of the version the session runs, or the error :meth:`problem` gives."""
         problem = self.problem(record)
         if problem is not None:
             raise problem
-        return self.entries[record.model].spec
+        return self.entries[record.model_key].spec
 
     def choose(self, name: str | None, version: int | None) -> str:
         """The version a new session runs: ``name``'s ``version``, or its newest ready one."""
@@ -220,7 +182,7 @@ class Versions:
         source = self.sources.get(name, {}).get(version)
         if source is None or key not in self._wanted():
             raise ModelNotFound(name, version, f"see GET /v1/models/{name}")
-        raise self._unavailable(self._load_soon(source))
+        raise unavailable(self._load_soon(source))
 
     def serving(self, name: str | None, version: int | None) -> list[Version]:
         """The versions served now: every model's (``name`` None), ``name``'s, or that one version."""
@@ -253,17 +215,6 @@ class Versions:
         ]
         return max(ready, default=None)
 
-    def _unavailable(self, entry: Version) -> ServiceError:
-        if entry.state == "failed":
-            return Unavailable(
-                f"model {entry.name} version {entry.version} failed to load on this replica: {entry.error}",
-                retry_after=30,
-            )
-        return Unavailable(
-            f"model {entry.name} version {entry.version} is loading on this replica; retry",
-            retry_after=LOADING_RETRY_S,
-        )
-
     # -- loading and unloading ----------------------------------------------------------------
 
     def _entry(self, name: str, version: int) -> Version:
@@ -282,40 +233,12 @@ class Versions:
         return entry
 
     async def _load(self, entry: Version, source: Source) -> None:
-        started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(self._build, source)
-        except Exception as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            # Callers see the file by its place in the repository; the log has the server's path.
-            shown = (
-                message.replace(str(Path(source.location)), _in_repository(source))
-                if Path(source.location).suffix == ".keras"  # a file, not a built-in's name
-                else message
-            )
-            entry.state, entry.error, entry.failed_stamp = "failed", shown, source.stamp
-            log.error(
-                "model %s version %d failed to load, and is not served: %s",
-                entry.name,
-                entry.version,
-                message,
-            )
-            return
+            model = await loading.load(entry, source, self.loader, self.warm_shapes)
         finally:
             entry.loading = None
-        self._serve(entry, model)
-        log.info(
-            "model %s version %d loaded, compiled and warmed in %.1f s",
-            entry.name,
-            entry.version,
-            time.perf_counter() - started,
-        )
-
-    def _build(self, source: Source) -> Any:
-        """On a thread of its own: read the file, build the step, warm it."""
-        model = self.loader(source)
-        model.warm(*self.warm_shapes)
-        return model
+        if model is not None:
+            self._serve(entry, model)
 
     def _serve(self, entry: Version, model: Any) -> None:
         self.engine.add_model(model)
@@ -330,14 +253,7 @@ class Versions:
         log.info("model %s version %d unloaded", entry.name, entry.version)
 
     def _wanted(self) -> set[str]:
-        """The newest ``keep`` unretired versions of each model, and every version with sessions."""
-        wanted = {key for key, count in self.counts.items() if count}
-        for name, versions in self.sources.items():
-            live = [
-                v for v in sorted(versions, reverse=True) if model_key(name, v) not in self.retired
-            ]
-            wanted.update(model_key(name, v) for v in live[: self.keep])
-        return wanted
+        return policy.wanted(self.sources, self.retired, self.counts, self.keep)
 
     async def poll(self) -> None:
         """Read the repository, the retirements and the sessions per version; load what is wanted,
@@ -359,8 +275,11 @@ class Versions:
             if entry.serving and mode in ("reset", "carry") and self.counts.get(entry.key):
                 target = self._newest(entry.name, besides=entry.version)
                 if target is not None:
-                    await self._move_all(
-                        entry, self.entries[model_key(entry.name, target)], mode == "carry"
+                    await move_all(
+                        self.engine,
+                        entry,
+                        self.entries[model_key(entry.name, target)],
+                        mode == "carry",
                     )
             if entry.serving and entry.key in self.retired:
                 entry.state = "retiring"
@@ -478,12 +397,17 @@ class Versions:
         self.counts = await self.store.count_by_model(fresh=True)
         target = None
         if mode != "drain" and self.counts.get(key):
-            target = self._target(entry, mode)
+            newest = self._newest(name, besides=version)
+            target = check_target(
+                entry, None if newest is None else self.entries[model_key(name, newest)], mode
+            )
         await self.store.mark_retired(key, mode)
         self.retired[key] = mode
         if entry.serving:
             entry.state = "retiring"
-        moved = await self._move_all(entry, target, mode == "carry") if target is not None else 0
+        moved = 0
+        if target is not None:
+            moved = await move_all(self.engine, entry, target, mode == "carry")
         self.counts = await self.store.count_by_model(fresh=True)
         await self._settle(entry, self._wanted())
         self._publish()
@@ -497,56 +421,3 @@ class Versions:
             "state": entry.state,
             "live_sessions": self.counts.get(key, 0),
         }
-
-    def _target(self, entry: Version, mode: str) -> Version:
-        """Where ``reset`` or ``carry`` moves ``entry``'s sessions: the newest other ready version,
-        if its streams look the same to clients (and, to carry, its state rows are the same)."""
-        newest = self._newest(entry.name, besides=entry.version)
-        if newest is None:
-            raise Conflict(
-                f"model {entry.name!r} has no other ready version to move the sessions of "
-                f"version {entry.version} to: load one first, or retire with drain"
-            )
-        target = self.entries[model_key(entry.name, newest)]
-        if not entry.serving:
-            raise Unavailable(
-                f"version {entry.version} of {entry.name!r} is not loaded on this replica; retry once it is",
-                retry_after=LOADING_RETRY_S,
-            )
-        if entry.spec.streams_like != target.spec.streams_like:
-            raise Conflict(
-                f"version {newest} of {entry.name!r} takes other inputs or gives other outputs than "
-                f"version {entry.version}: its streams cannot move there; retire with drain"
-            )
-        if mode == "carry" and entry.spec.layout != target.spec.layout:
-            raise Conflict(
-                f"version {newest} of {entry.name!r} has another state layout than version "
-                f"{entry.version}: a state cannot be carried over; retire with reset or drain"
-            )
-        return target
-
-    async def _move_all(self, entry: Version, target: Version, keep_state: bool) -> int:
-        """Move every session of ``entry`` to ``target``, each in its turn in its line."""
-        moved = 0
-        ids = await self.store.sessions_of(entry.key)
-        for start in range(0, len(ids), MOVES_AT_ONCE):
-            results = await asyncio.gather(
-                *(
-                    self._move(session_id, entry.key, target.key, keep_state)
-                    for session_id in ids[start : start + MOVES_AT_ONCE]
-                )
-            )
-            moved += sum(1 for result in results if result)
-        return moved
-
-    async def _move(
-        self, session_id: str, source: str, target: str, keep_state: bool
-    ) -> bool | None:
-        return await self.engine.exclusive(
-            session_id, lambda: self.store.migrate(session_id, source, target, keep_state)
-        )
-
-
-def _in_repository(source: Source) -> str:
-    """A version's file as the repository names it (``lstm/2/model.keras``), not as a server path."""
-    return f"{source.name}/{source.version}/{Path(source.location).name}"
