@@ -2,19 +2,35 @@
 # Build: docker build -t stateful-rnn .    Run: docker run -p 127.0.0.1:8000:8000 stateful-rnn
 # A model file: mount it and point SRNN_MODEL at it (-v ./m.keras:/models/m.keras -e SRNN_MODEL=/models/m.keras).
 
-FROM python:3.11-slim AS build
+# The base pinned to a patch release, the same in both stages (a digest would pin it further; see
+# docs/deployment.md). Every Python package at the version constraints.txt names.
+ARG BASE=python:3.11.11-slim-bookworm
+
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# The packages alone (no test extras, not editable), so the venv is all the runtime needs: the
-# server and the client it depends on (its stream and demo commands). One TensorFlow (the PyPI
-# build, which runs on the CPU here); for a GPU image install ".[gpu]" on a CUDA base instead.
-COPY pyproject.toml README.md LICENSE ./
+# The dependencies first, from the two pyproject.toml files and constraints.txt alone: a change to
+# the code reuses this layer (TensorFlow is most of the image) and only the layers below run again.
+# Runtime dependencies only (no test extras); one TensorFlow (the PyPI build, which runs on the CPU
+# here); for a GPU image install ".[gpu]" on a CUDA base instead.
+COPY pyproject.toml constraints.txt ./
+COPY client/pyproject.toml ./client/
+RUN python -c 'import tomllib; [print(d) for f in ("pyproject.toml", "client/pyproject.toml") \
+        for d in tomllib.load(open(f, "rb"))["project"]["dependencies"] \
+        if not d.startswith("stateful-rnn")]' > /tmp/dependencies.txt \
+    && /opt/venv/bin/pip install -c constraints.txt -r /tmp/dependencies.txt
+# Then the two packages themselves (not editable), their dependencies already there.
+COPY README.md LICENSE ./
 COPY client ./client
 COPY app ./app
-RUN /opt/venv/bin/pip install ./client .
+RUN /opt/venv/bin/pip install --no-deps ./client .
 
-FROM python:3.11-slim
+FROM ${BASE}
+LABEL org.opencontainers.image.title="stateful-rnn" \
+      org.opencontainers.image.description="Real-time inference for recurrent Keras models that keeps each client stream's state" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0"
 RUN useradd --system --uid 10001 --home-dir /srv --create-home --shell /usr/sbin/nologin srnn
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \

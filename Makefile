@@ -2,27 +2,45 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: the runtime (the server and its client: all make serve needs), then the test, lint
+# and docs tools besides (make test).
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
+# Every install takes its versions from constraints.txt (CI and the Dockerfile too).
+PIP := $(BIN)/pip install --quiet -c constraints.txt
 ARGS ?=
 
-.PHONY: install serve test test-fast lint docs bench model topology clean
+.PHONY: install runtime serve test test-fast lint docs bench model topology constraints clean
 
 install: $(STAMP)
+runtime: $(RUNTIME)
 
-$(STAMP): pyproject.toml client/pyproject.toml
+$(RUNTIME): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ./client -e ".[test]"
+	$(PIP) -e ./client -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	$(PIP) -e ./client -e ".[test]"
 	touch $(STAMP)
 
-serve: install  ## start the server on the default model (flags: make serve ARGS="--model seed")
+serve: runtime  ## start the server on the default model (flags: make serve ARGS="--model seed")
 	$(BIN)/stateful-rnn serve $(ARGS)
 
-test: install  ## run the whole test suite (both tiers)
-	$(BIN)/pytest $(ARGS)
+# Three workers on two cores: most tests wait on a server, a subprocess or Redis, not on the CPU.
+# A module's tests stay on one worker (its servers are shared). The tests that measure latency
+# (marker serial) run afterwards, alone. pytest's status 5 is "nothing selected" (ARGS="-k ...").
+XDIST := -n 3 --dist loadfile
+FAST := not (process or deploy or browser or network or serial or slow)
 
-test-fast: install  ## the in-process tier only: route contracts, errors and schemas (under a minute)
-	$(BIN)/pytest tests/routes $(ARGS)
+test: install  ## the whole suite, every tier (CI runs this; ARGS go to pytest)
+	@$(BIN)/pytest $(XDIST) -m "not serial" $(ARGS); parallel=$$?; \
+	$(BIN)/pytest -p no:xdist -m serial $(ARGS); serial=$$?; \
+	for status in $$parallel $$serial; do [ $$status -eq 0 ] || [ $$status -eq 5 ] || exit $$status; done
+
+test-fast: install  ## the fast tier (under a minute): no process, deploy, browser, network, serial or slow test
+	$(BIN)/pytest $(XDIST) -m "$(FAST)" $(ARGS)
 
 docs: install  ## the docs site (MkDocs, Material) at http://127.0.0.1:8001, rebuilt as docs/ changes
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001
@@ -32,7 +50,7 @@ lint: install  ## ruff: the lint rules and the formatting (pyproject.toml)
 	$(BIN)/ruff format --check .
 
 bench: install  ## the benchmark against its ceilings and the naive baseline (needs wrk; ARGS="--quick")
-	$(BIN)/pip install --quiet -e ".[bench]"
+	$(PIP) -e ".[bench]"
 	$(BIN)/python -m bench.run $(ARGS)
 
 topology: install  ## redis-server, 3 replicas and nginx on :8080, as local processes (flags: ARGS="--replicas 2")
@@ -40,6 +58,11 @@ topology: install  ## redis-server, 3 replicas and nginx on :8080, as local proc
 
 model: install  ## retrain the built-in default model (app/model/default.keras)
 	$(BIN)/python scripts/train_default_model.py
+
+constraints: install  ## pin every package again at what .venv holds (after changing a dependency)
+	$(PIP) -e ".[bench]"
+	( sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '@ file' ) > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

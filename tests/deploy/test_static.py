@@ -10,11 +10,14 @@ import time
 
 import httpx
 import pytest
+import tomllib
 import yaml
 
 from app.config import Settings
 from harness.servers import ROOT, free_port
 from harness.topology import write_nginx_conf
+
+pytestmark = pytest.mark.deploy  # nginx, Redis Cluster, replicas or the deploy files
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -30,10 +33,13 @@ def instructions(name: str) -> list[str]:
 
 def test_dockerfile_is_multi_stage_slim_non_root_with_exec_form_entrypoint():
     stages = instructions("FROM")
-    assert len(stages) == 2 and all(s.startswith("python:3.11-slim") for s in stages)
+    assert stages == ["${BASE} AS build", "${BASE}"]
+    # One base, pinned to a patch release (python:3.11.11-slim-bookworm), not a moving tag.
+    (base,) = instructions("ARG")
+    assert re.fullmatch(r"BASE=python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
     assert any("--from=build /opt/venv /opt/venv" in c for c in instructions("COPY"))
     assert (
-        "[test]" not in DOCKERFILE and "pip install ./client ." in DOCKERFILE
+        "[test]" not in DOCKERFILE and "pip install --no-deps ./client ." in DOCKERFILE
     )  # runtime dependencies only
     (user,) = instructions("USER")
     assert user not in ("root", "0")
@@ -55,6 +61,42 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_exec_form_entrypoint():
     assert {".venv", ".git", "tests", "docs", "test-artifacts", "bench"} <= ignored
 
 
+def test_dependencies_install_from_the_constraints_before_the_code_is_copied():
+    # A change to app/ or client/ must not reinstall TensorFlow: every COPY of code comes after
+    # the RUN that installs the dependencies, which sees only the pyproject files and the pins.
+    steps = [line.split()[0] + " " + line for line in _steps()]
+    install = next(i for i, step in enumerate(steps) if "pip install -c constraints.txt" in step)
+    copied_before = " ".join(s for s in steps[:install] if s.startswith("COPY"))
+    assert "app" not in copied_before.split() and "./client" not in copied_before.split()
+    assert "client/pyproject.toml" in copied_before and "constraints.txt" in copied_before
+    assert any(s.startswith("COPY") and " app " in s + " " for s in steps[install:])
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', DOCKERFILE))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert labels["org.opencontainers.image.version"] == project["version"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    assert {"title", "description"} <= {key.rsplit(".", 1)[1] for key in labels}
+
+
+def test_constraints_pin_every_dependency_of_the_server_and_the_client():
+    pinned = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    for path in ("pyproject.toml", "client/pyproject.toml"):
+        project = tomllib.loads((ROOT / path).read_text())["project"]
+        wanted = project["dependencies"] + project.get("optional-dependencies", {}).get("test", [])
+        for requirement in wanted:
+            name = re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+            assert name.startswith("stateful-rnn") or name in pinned, (path, requirement)
+
+
+def _steps() -> list[str]:
+    """The Dockerfile's instructions in order, continuation lines joined."""
+    text = DOCKERFILE.replace("\\\n", " ")
+    return [line for line in text.splitlines() if line and not line.startswith((" ", "#"))]
+
+
 def test_the_build_context_is_the_runtime_files_only():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if tracked.returncode != 0:
@@ -65,7 +107,7 @@ def test_the_build_context_is_the_runtime_files_only():
         if line and line[0] != "#"
     }
     tops = {path.split("/")[0] for path in tracked.stdout.split()} | {"test-artifacts"}
-    runtime = {"pyproject.toml", "README.md", "LICENSE", "client", "app"}
+    runtime = {"pyproject.toml", "constraints.txt", "README.md", "LICENSE", "client", "app"}
     assert not runtime & ignored
     assert tops - runtime <= ignored, f"would go into the build context: {tops - runtime - ignored}"
 
