@@ -257,8 +257,14 @@ def parse_inputs(
             f'"inputs" is ragged: every row must have {features or "the same count of"} numbers'
         ) from None
     if array.dtype.kind not in "iuf":
+        if _holds_null(inputs):
+            # JSON has no NaN or infinity: JavaScript's JSON.stringify and orjson write them null.
+            raise InvalidInput(
+                '"inputs" holds null where a number should be: NaN and infinity (which JSON '
+                "encoders write as null) are not inputs; send finite numbers"
+            )
         raise InvalidInput(
-            '"inputs" must hold numbers only; found a string, null, object or an integer too long'
+            '"inputs" must hold numbers only; found a string, object or an integer too long'
         )
     if array.ndim == 1 and features in (1, None):
         array = array[:, None]
@@ -283,12 +289,20 @@ def parse_inputs(
 
 
 def has_bool(value: Any) -> bool:
+    return _holds(value, lambda item: isinstance(item, bool))
+
+
+def _holds_null(value: Any) -> bool:
+    return _holds(value, lambda item: item is None)
+
+
+def _holds(value: Any, found: Any) -> bool:
     pending = [value]  # a loop, not recursion: the nesting depth is the client's to choose
     while pending:
         item = pending.pop()
         if isinstance(item, list):
             pending.extend(item)
-        elif isinstance(item, bool):
+        elif found(item):
             return True
     return False
 

@@ -12,7 +12,13 @@ with Client("http://127.0.0.1:8000") as client:
 from importlib.metadata import PackageNotFoundError, version
 
 from stateful_rnn_client.aio import AsyncClient, AsyncSession, AsyncStream
-from stateful_rnn_client.errors import SeqConflict, ServerError, SessionGone
+from stateful_rnn_client.errors import (
+    ClientError,
+    ConnectionFailed,
+    SeqConflict,
+    ServerError,
+    SessionGone,
+)
 from stateful_rnn_client.sync import Client, Session, Stream
 
 try:
@@ -25,6 +31,8 @@ __all__ = [
     "AsyncSession",
     "AsyncStream",
     "Client",
+    "ClientError",
+    "ConnectionFailed",
     "Session",
     "Stream",
     "ServerError",

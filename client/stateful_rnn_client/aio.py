@@ -21,7 +21,13 @@ import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from stateful_rnn_client.errors import SeqConflict, ServerError, SessionGone
+from stateful_rnn_client.errors import (
+    ClientError,
+    ConnectionFailed,
+    SeqConflict,
+    ServerError,
+    SessionGone,
+)
 
 log = logging.getLogger("stateful_rnn_client")
 
@@ -125,7 +131,7 @@ class AsyncClient:
                 if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
                     attempt.uncertain = True  # sent, perhaps applied, answer lost
                 if not await retrying.again(_reason(exc)):
-                    raise
+                    raise ConnectionFailed(self.url, _reason(exc)) from exc
                 continue
             if response.status_code == 503:
                 problem = _problem(response)
@@ -188,7 +194,7 @@ class AsyncSession:
                 content=body,
                 headers={"Content-Type": "application/json"},
             )
-        except (httpx.TransportError, ServerError):
+        except ClientError:
             if attempt.uncertain:
                 self.uncertain_seq = seq  # a later push of this chunk may meet its own replay
             raise
@@ -276,7 +282,9 @@ class AsyncStream:
                 return
             except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
                 if not await retrying.again(_reason(exc)):
-                    raise
+                    if isinstance(exc, websockets.InvalidHandshake):  # refused: classified as such
+                        raise
+                    raise ConnectionFailed(url, _reason(exc)) from exc
 
     @property
     def client(self) -> AsyncClient:
@@ -359,8 +367,12 @@ class AsyncStream:
                     raise SessionGone(404, {"detail": closed.rcvd.reason}) from None
                 if code == 4401:
                     raise ServerError(401, {"detail": closed.rcvd.reason}) from None
-                if not resend or not await retrying.again("the connection closed"):
-                    raise
+                if not resend:  # a binary chunk carries no seq: sent again, it could apply twice
+                    raise ConnectionFailed(
+                        self.client.url, "the connection closed with a binary chunk unanswered"
+                    ) from exc
+                if not await retrying.again("the connection closed"):
+                    raise ConnectionFailed(self.client.url, "the connection kept closing") from exc
                 continue
             if isinstance(reply, str) and '"status":503' in reply and await retrying.again("503"):
                 continue
@@ -397,7 +409,10 @@ class Attempt:
 
 
 def _floats(chunk: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(chunk, np.float32)  # orjson writes C-ordered arrays only
+    array = np.ascontiguousarray(chunk, np.float32)  # orjson writes C-ordered arrays only
+    if not np.isfinite(array).all():  # orjson would send NaN and infinity as null
+        raise ValueError("the chunk holds NaN or infinity: a model's inputs are finite numbers")
+    return array
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

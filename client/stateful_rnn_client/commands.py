@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import os
 import time
 from pathlib import Path
@@ -115,17 +116,33 @@ def read_rows(path: Path) -> np.ndarray:
 
 
 def _read_csv(path: Path) -> np.ndarray:
-    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    if not lines:
-        return np.empty((0, 1), np.float32)
+    """The numbers of a CSV file (an optional header line first); a value that is not a number,
+    or a row of another width, is reported at its line in the file (as an editor numbers it)."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        numbered = [
+            (n, row) for n, row in enumerate(csv.reader(file), 1) if any(c.strip() for c in row)
+        ]
+    if numbered and not _number(numbered[0][1][0]):
+        numbered = numbered[1:]  # a header line
+    rows = []
+    for line, cells in numbered:
+        for column, cell in enumerate(cells, 1):
+            if not _number(cell):
+                raise ValueError(f"line {line}, column {column}: {cell.strip()!r} is not a number")
+        if rows and len(cells) != len(rows[0]):
+            raise ValueError(
+                f"line {line} has {len(cells)} values, the lines before it {len(rows[0])}"
+            )
+        rows.append([float(cell) for cell in cells])
+    return np.array(rows, np.float64).reshape(len(rows), -1) if rows else np.empty((0, 1))
+
+
+def _number(text: str) -> bool:
     try:
-        float(lines[0].split(",")[0])
-        skip = 0
+        float(text)
     except ValueError:
-        skip = 1  # a header line
-    if len(lines) == skip:
-        return np.empty((0, 1), np.float32)
-    return np.loadtxt(lines[skip:], delimiter=",", ndmin=2, dtype=np.float64)
+        return False
+    return True
 
 
 def write_rows(path: Path, rows: np.ndarray) -> None:
@@ -177,7 +194,8 @@ async def stream_file(args: argparse.Namespace) -> int:
         try:
             console.print(
                 f"session [bold]{session.id}[/] (seq {session.seq}), {len(rows)} rows in "
-                f"{len(chunks)} chunks of {args.chunk}, over {args.transport}"
+                f"{len(chunks)} chunk{'s' if len(chunks) != 1 else ''} of {args.chunk}, "
+                f"over {args.transport}"
             )
             started = time.perf_counter()
             async with contextlib.AsyncExitStack() as stack:

@@ -1,11 +1,26 @@
-"""Errors the client raises for the server's problem documents."""
+"""The errors the client raises: every one a :class:`ClientError`. The server's refusals are
+:class:`ServerError` (its problem document attached); a server that cannot be reached, or a
+connection lost for good, after the call's retries, is :class:`ConnectionFailed`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-class ServerError(Exception):
+class ClientError(Exception):
+    """Anything this client raises for a call that did not succeed."""
+
+
+class ConnectionFailed(ClientError):
+    """The server at ``url`` could not be reached, or the connection kept dropping, until the
+    call's retries (``retries``, ``timeout``) ran out; ``reason`` is the last failure's."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"cannot reach the server at {url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+class ServerError(ClientError):
     """The server refused a call; ``status`` and ``problem`` (the problem document) say why."""
 
     def __init__(self, status: int, problem: dict[str, Any]):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import httpx
 import websockets
 
-from stateful_rnn_client.errors import ServerError, SessionGone
+from stateful_rnn_client.errors import ConnectionFailed, ServerError, SessionGone
 
 DIFFERENT = 1  # demo: the chunked and the whole states differ
 USAGE = 2  # argparse's own
@@ -64,6 +64,8 @@ def classify(exc: BaseException) -> Failure:
         return _refusal(
             exc.response.status_code, f"the WebSocket was refused with {exc.response.status_code}"
         )
+    if isinstance(exc, ConnectionFailed):
+        return Failure(UNREACHABLE, str(exc))
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError)):
         return Failure(UNREACHABLE, f"cannot reach the server: {exc or type(exc).__name__}")
     if isinstance(exc, (httpx.TransportError, websockets.ConnectionClosed, OSError, TimeoutError)):

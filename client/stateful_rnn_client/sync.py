@@ -35,7 +35,22 @@ class _Loop:
 class Client:
     """A connection to one stateful-rnn server; see :class:`AsyncClient` for the options."""
 
-    def __init__(self, url: str, api_key: str | None = None, **options: Any):
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 10,
+        backoff: float = 0.05,
+        max_backoff: float = 5.0,
+    ):
+        options = {
+            "timeout": timeout,
+            "retries": retries,
+            "backoff": backoff,
+            "max_backoff": max_backoff,
+        }
         self._loop = _Loop()
         self._async = self._loop.run(_make(url, api_key, options))
         self._closed = False

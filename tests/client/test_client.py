@@ -45,6 +45,15 @@ def test_push_stream_reset_state_delete(seed_url):
             session.push(data[:1])
 
 
+def test_a_chunk_with_nan_is_refused_before_it_is_sent(seed_url):
+    with Client(seed_url) as client:
+        session = client.create_session()
+        for bad in (np.nan, np.inf):
+            with pytest.raises(ValueError, match="NaN or infinity"):
+                session.push(np.array([[0.5], [bad]]))
+        assert client.session(session.id).seq == 0  # nothing reached the server
+
+
 def test_a_second_writer_is_reported_as_a_seq_conflict(seed_url):
     with Client(seed_url) as client:
         mine = client.create_session()

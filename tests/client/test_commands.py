@@ -19,7 +19,7 @@ from app.model.loader import load_model
 from harness.keys import auth
 from harness.servers import ROOT, serve_in_thread
 from harness.waiting import free_port
-from stateful_rnn_client import failures
+from stateful_rnn_client import Client, ClientError, ConnectionFailed, failures
 
 KEY, ADMIN = "tenant-key-commands", "admin-key-commands"
 
@@ -79,7 +79,8 @@ def test_a_file_with_a_bad_value_or_no_rows_is_code_4(url, tmp_path):
     one_line(
         client("stream", str(bad), "--url", url),
         failures.BAD_INPUT,
-        "bad.csv is not a table of numbers",
+        # Where an editor shows it: line 3 (the header is line 1).
+        r"bad.csv is not a table of numbers: line 3, column 1: 'seven' is not a number",
     )
     empty = tmp_path / "empty.csv"
     empty.write_text("x\n")
@@ -113,8 +114,9 @@ def test_no_key_or_a_wrong_key_is_code_5(url, rows):
 
 def test_a_server_that_is_down_is_code_6_within_the_timeout(rows):
     started = time.monotonic()
-    done = client("stream", str(rows), "--url", f"http://127.0.0.1:{free_port()}", "--timeout", "2")
-    one_line(done, failures.UNREACHABLE, "cannot reach the server")
+    down = f"http://127.0.0.1:{free_port()}"
+    done = client("stream", str(rows), "--url", down, "--timeout", "2")
+    one_line(done, failures.UNREACHABLE, f"cannot reach the server at {down}: ")
     assert time.monotonic() - started < 10
 
 
@@ -186,6 +188,7 @@ def test_debug_shows_the_traceback_and_the_key_comes_from_the_environment(url, r
     )  # the seed model answers a chunk with its last step
 
 
+@pytest.mark.process
 def test_versions_print_and_the_server_command_runs_the_same_commands(tmp_path):
     from stateful_rnn_client import __version__
 
@@ -223,14 +226,21 @@ def test_the_librarys_retries_are_logged_and_end_at_its_timeout(caplog):
 
     from stateful_rnn_client import AsyncClient
 
+    down = f"http://127.0.0.1:{free_port()}"
+
     async def run() -> None:
-        async with AsyncClient(f"http://127.0.0.1:{free_port()}", timeout=1.5) as client:
+        async with AsyncClient(down, timeout=1.5) as client:
             await client.models()
 
     caplog.set_level(logging.INFO, logger="stateful_rnn_client")
     started = time.monotonic()
-    with pytest.raises(httpx.ConnectError):
+    # The client's own error (a ClientError), naming the server; httpx's is its cause.
+    with pytest.raises(ConnectionFailed, match=f"cannot reach the server at {down}: ") as failed:
         asyncio.run(run())
+    assert isinstance(failed.value, ClientError) and failed.value.url == down
+    assert isinstance(failed.value.__cause__, httpx.ConnectError)
+    with Client(down, timeout=0.5, retries=1) as client, pytest.raises(ConnectionFailed):
+        client.models()
     assert time.monotonic() - started < 3
     retries = [r.getMessage() for r in caplog.records if r.name == "stateful_rnn_client"]
     assert retries and all(re.match(r"GET /v1/models: .*; retry \d+ in \d", m) for m in retries), (

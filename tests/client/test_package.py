@@ -18,6 +18,11 @@ from app.model.loader import load_model
 from harness.servers import ROOT, serve_in_thread
 from tests.support.reference import StatefulReference
 
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.process,
+]  # virtual environments built from the package index
+
 CLIENT = ROOT / "client"
 # The lower bounds in client/pyproject.toml, each at its oldest.
 OLDEST = ["httpx==0.27.0", "numpy==1.26.0", "orjson==3.9.0", "websockets==13.1", "rich==13.0.0"]
@@ -69,6 +74,8 @@ def test_the_client_installs_alone_under_100_mb_and_works_beside_a_project_app_p
     ).stdout
     names = {entry["name"].lower() for entry in json.loads(installed)}
     assert not {name for name in names if "tensorflow" in name or name == "keras"}
+    # Typed (PEP 561): the marker is installed with the package, not only in the source tree.
+    assert list((tmp_path / "env").glob("lib/python*/site-packages/stateful_rnn_client/py.typed"))
     project = tmp_path / "project"
     (project / "app").mkdir(parents=True)
     (project / "app" / "__init__.py").write_text("NAME = 'their own app'\n")

@@ -99,3 +99,18 @@ def test_taken_id_is_409_and_unknown_route_is_a_problem_too(client):
         client.post("/v1/sessions", content=b"{nope", headers={"content-type": "application/json"}),
         400,
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"inputs": [1.0, NaN]}', b'{"inputs": [[Infinity]]}', b'{"inputs": [1.0, null]}'],
+)
+def test_nan_and_infinity_are_named_as_such_even_when_an_encoder_wrote_them_null(
+    client, session, body
+):
+    # orjson and JavaScript's JSON.stringify write NaN and infinity as null.
+    answer = client.post(
+        f"/v1/sessions/{session}/chunks", content=body, headers={"content-type": "application/json"}
+    )
+    assert_problem(answer, 422)
+    assert "NaN" in answer.json()["detail"] and "infinity" in answer.json()["detail"]
