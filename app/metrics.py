@@ -108,16 +108,30 @@ MODEL_SESSIONS = Gauge(
 )
 MODEL_STATE = Gauge(
     "srnn_model_version_state",
-    "1 for the state each model version is in on this replica (loading, ready, retiring, failed, unloaded)",
+    "1 for the state each model version is in on this replica "
+    "(loading, ready, retiring, failed, unloaded, retired)",
     ["model", "version", "state"],
     multiprocess_mode="livemax",
 )
 BUILD_INFO = Gauge(
     "srnn_build_info",
-    "1 for each model version this replica serves, with the server's version and the model's fingerprint",
-    ["version", "model", "fingerprint"],
+    "Always 1: a series for each model version this replica serves (none once unloaded), with "
+    "the server's version and the version's fingerprint",
+    ["server_version", "model", "version", "fingerprint"],
     multiprocess_mode="livemax",
 )
+
+
+def set_info(gauge: Gauge, labels: tuple[str, ...], present: bool) -> None:
+    """An info series: 1 while ``present``, else gone. (A worker process's copy is a file that
+    ``remove`` cannot delete: it is set to 0 first, and :func:`exposition` leaves zeros out.)"""
+    if present:
+        gauge.labels(*labels).set(1)
+    elif labels in gauge._metrics:
+        gauge.labels(*labels).set(0)
+        gauge.remove(*labels)
+
+
 CAPACITY = Gauge("srnn_capacity", "State slots", multiprocess_mode="livesum")
 HOT_SESSIONS = Gauge(
     "srnn_hot_sessions",
@@ -232,5 +246,18 @@ def exposition() -> bytes:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    registry.register(_InfoWhilePresent(multiprocess.MultiProcessCollector(None)))
     return generate_latest(registry)
+
+
+class _InfoWhilePresent:
+    """Every process's metrics, but an info series only while it is 1 (see :func:`set_info`)."""
+
+    def __init__(self, collector: multiprocess.MultiProcessCollector):
+        self.collector = collector
+
+    def collect(self):
+        for metric in self.collector.collect():
+            if metric.name == BUILD_INFO._name:
+                metric.samples = [sample for sample in metric.samples if sample.value]
+            yield metric

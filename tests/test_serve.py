@@ -100,6 +100,8 @@ def test_stats_and_metrics_come_from_every_process(server):
     text = httpx.get(f"{server.url}/metrics").text
     for name in ("srnn_request_seconds_count", "srnn_chunk_seconds_bucket", "srnn_capacity 1024.0"):
         assert name in text, name
+    (info,) = [line for line in text.splitlines() if line.startswith("srnn_build_info{")]
+    assert 'model="seed"' in info and 'version="1"' in info and info.endswith(" 1.0")
 
 
 def test_the_workers_never_load_tensorflow(server):

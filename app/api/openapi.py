@@ -35,6 +35,33 @@ PROBLEM = {"$ref": "#/components/schemas/Problem"}
 FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
 
+# The operations' groups, in the order the docs pages show them.
+TAGS = [
+    {
+        "name": "sessions",
+        "description": "Create, read, list, reset and delete sessions: one state row each.",
+    },
+    {
+        "name": "chunks",
+        "description": "The hot path: a chunk of time steps continues a session's sequence.",
+    },
+    {
+        "name": "state",
+        "description": "A session's state and its last outputs, read and written as Keras shows them.",
+    },
+    {
+        "name": "models",
+        "description": "The models served, their versions, loading and retiring them (admin).",
+    },
+    {"name": "operations", "description": "Health, readiness, metrics and the console's figures."},
+    {
+        "name": "open inference protocol",
+        "description": "KServe's v2 protocol with Triton's sequence, repository and statistics "
+        "extensions: what Triton's clients speak (gRPC on --grpc-port).",
+    },
+]
+
+
 def create(**options: Any) -> FastAPI:
     """The FastAPI application, its docs pages served from package files."""
     app = FastAPIOffline(generate_unique_id_function=lambda route: route.name, **options)
@@ -51,6 +78,7 @@ def document(app: FastAPI) -> dict[str, Any]:
                 version=app.version,
                 description=app.description,
                 routes=app.routes,
+                tags=TAGS,
             )
         _security(schema)
         _nested_models(schema)
@@ -111,10 +139,12 @@ def _path_parameters(schema: dict[str, Any]) -> None:
 
 
 def _operation_ids(schema: dict[str, Any]) -> None:
-    """Each operation is named for its function; a function serving several paths gets the names
-    of the path parts its other paths lack."""
+    """Each operation is named for its function (``_head`` added for HEAD); a function serving
+    several paths gets the names of the path parts its other paths lack."""
     by_name: dict[str, list[tuple[str, dict]]] = defaultdict(list)
-    for path, _, operation in _operations(schema):
+    for path, method, operation in _operations(schema):
+        if method == "head":  # the probes answer HEAD too, by the same function
+            operation["operationId"] += "_head"
         by_name[operation["operationId"]].append((path, operation))
     for name, found in by_name.items():
         if len(found) == 1:

@@ -6,7 +6,7 @@ hot path pays nothing for documentation.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -272,6 +272,92 @@ def problems(*statuses: int) -> dict[int | str, dict]:
 
 class InferenceError(BaseModel):
     error: str = Field(description="What was wrong (the Open Inference Protocol's error document)")
+
+
+class Status(BaseModel):
+    status: str = Field(description='"alive" (/healthz) or "ready" (/readyz)')
+
+
+# The Open Inference Protocol's documents, as /v2 writes them (app/api/inference.py): described
+# here for the OpenAPI document (the routes write them by hand, so these are not checked per call).
+class V2Live(BaseModel):
+    live: bool
+
+
+class V2Ready(BaseModel):
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1: any length (the batch, the time steps)")
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str] = Field(description="The versions served")
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2OutputTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[float] | None = Field(None, description="Absent when sent as binary data")
+    parameters: dict[str, Any] | None = Field(
+        None, description='{"binary_data_size": n} when the tensor follows the JSON as bytes'
+    )
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str = Field(description="The version that computed it (a sequence's own)")
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="A sequence's session as /v1 knows it: session_id, seq"
+    )
+    outputs: list[V2OutputTensor]
+
+
+class V2ModelConfig(BaseModel):
+    """Triton's model configuration (a ModelConfig message as JSON); its main fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int
+    input: list[dict[str, Any]]
+    output: list[dict[str, Any]]
+    sequence_batching: dict[str, Any] | None = None
+
+
+class V2RepositoryEntry(BaseModel):
+    name: str
+    version: str
+    state: str = Field(description="READY, LOADING or UNAVAILABLE")
+    reason: str
+
+
+class V2Statistics(BaseModel):
+    model_stats: list[dict[str, Any]] = Field(
+        description="Per version: inference_count, execution_count, inference_stats, batch_stats"
+    )
 
 
 def inference_errors(*statuses: int) -> dict[int | str, dict]:

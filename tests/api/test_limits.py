@@ -213,6 +213,7 @@ def test_log_lines_carry_session_status_and_latency_but_no_inputs_and_no_keys(tm
     chunks = [line for line in requests if line["path"].endswith("/chunks")]
     assert [c["status"] for c in chunks] == [200, 422]
     assert all(c["session_id"] == sid and c["latency_ms"] > 0 for c in chunks)
+    assert all(c["tenant"] == "t" for c in chunks)  # whose requests they were
     assert any(line["path"].endswith("/stream") for line in requests)
     assert any(line["status"] == 401 for line in requests)
     frame = np.array([secret_value], "<f4").tobytes()

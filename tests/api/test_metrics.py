@@ -88,7 +88,8 @@ def test_the_exposition_is_clean_for_promtool_and_has_only_its_backends_series(
     else:
         assert redis_series <= names and "srnn_sessions" not in names
     info = (
-        f'srnn_build_info{{fingerprint="{fingerprint}",model="seed/1",version="{__version__}"}} 1.0'
+        f'srnn_build_info{{fingerprint="{fingerprint}",model="seed",'
+        f'server_version="{__version__}",version="1"}} 1.0'
     )
     assert info in text.splitlines()
     promtool = shutil.which("promtool")

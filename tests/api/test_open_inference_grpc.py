@@ -5,6 +5,7 @@ concurrent async clients, keys as metadata, the protocol's errors, health and me
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import time
 
@@ -55,6 +56,18 @@ def tensor(chunk: np.ndarray, module=triton):
     found = module.InferInput("inputs", [1, *chunk.shape], "FP32")
     found.set_data_from_numpy(chunk[None])
     return [found]
+
+
+def test_each_grpc_call_gets_an_access_line_with_its_tenant_and_status(served, caplog):
+    _, address, _ = served
+    client = triton.InferenceServerClient(address)
+    caplog.set_level(logging.INFO, logger="app.access")
+    assert client.is_model_ready("speech", headers=metadata("beta"))
+    with pytest.raises(InferenceServerException):
+        client.get_model_metadata("nope", headers=metadata("beta"))
+    lines = [r for r in caplog.records if r.name == "app.access" and r.method == "GRPC"]
+    found = {(r.path.rsplit("/", 1)[-1], r.status, r.tenant) for r in lines}
+    assert {("ModelReady", 200, "beta"), ("ModelMetadata", 404, "beta")} <= found, found
 
 
 def test_a_unary_sequence_equals_keras_and_its_session_is_the_same_over_v1(served):

@@ -26,6 +26,13 @@ def test_keys_are_bearer_tokens_on_every_operation_but_the_probes(document):
         assert operation["security"] == want, (method, path)
 
 
+def test_the_probes_and_the_scrape_answer_head_with_no_body(client, document):
+    for path in ("/healthz", "/readyz", "/metrics"):
+        answer = client.head(path)
+        assert answer.status_code == 200 and answer.content == b"", path
+        assert "head" in document["paths"][path], path
+
+
 def test_operation_ids_are_the_functions_names_unique(document):
     ids = [operation["operationId"] for _, _, operation in operations(document)]
     assert len(ids) == len(set(ids))
@@ -113,3 +120,23 @@ def test_the_document_says_which_operations_take_a_key_as_the_server_does(keyed)
     assert len(keyed_reads) >= 5
     for path in keyed_reads:
         assert keyed.get(path).status_code == 401, path
+
+
+def test_each_operation_documents_its_own_errors_and_a_200_schema(document):
+    v2 = {(m, p): op for p, m, op in operations(document) if p.startswith("/v2")}
+    errors = {key: {s for s in op["responses"] if s[0] in "45"} for key, op in v2.items()}
+    assert errors[("get", "/v2/health/live")] == set()  # no key, nothing to refuse
+    assert errors[("get", "/v2/health/ready")] == {"503"}
+    assert {"403", "413"} <= errors[("post", "/v2/models/{name}/infer")]
+    assert "403" in errors[("get", "/v2/models/stats")]
+    assert "403" not in errors[("get", "/v2/models/{name}")]
+    for path, method, operation in operations(document):
+        ok = operation["responses"].get("200") or {}
+        for media, content in ok.get("content", {}).items():
+            assert content["schema"] != {}, (method, path, media)
+
+
+def test_every_tag_has_a_description(document):
+    described = {tag["name"]: tag.get("description") for tag in document["tags"]}
+    used = {tag for _, _, operation in operations(document) for tag in operation["tags"]}
+    assert used <= set(described) and all(described.values()), (used, described)

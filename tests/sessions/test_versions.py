@@ -201,6 +201,11 @@ def test_a_new_version_rolls_out_beside_live_streams_then_each_retirement_mode(t
         metrics = http.get("/metrics").text
         assert 'srnn_model_chunks_total{model="speech",version="3"}' in metrics
         assert 'srnn_model_version_state{model="speech",state="retired",version="3"} 1.0' in metrics
+        # An info series exists while its version is served, and is 1 while it does.
+        info = [line for line in metrics.splitlines() if line.startswith("srnn_build_info{")]
+        assert any('model="speech"' in line and 'version="4"' in line for line in info), info
+        assert not any('model="speech"' in line and 'version="3"' in line for line in info), info
+        assert all(line.endswith(" 1.0") for line in info), info
 
 
 def test_bad_requests_to_retire_change_nothing(tmp_path):

@@ -9,7 +9,7 @@ from starlette.responses import PlainTextResponse, Response
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, json_response
 from app.api.documents import layout
 from app.api.errors import problem
-from app.api.schemas import NO_KEY, ModelInfo, problems
+from app.api.schemas import NO_KEY, ModelInfo, Status, problems
 from app.metrics import exposition
 
 router = APIRouter()
@@ -38,8 +38,10 @@ async def model_info(
     )
 
 
-@router.get(
+@router.api_route(
     "/healthz",
+    methods=["GET", "HEAD"],  # probes and monitors that ask with HEAD get the status alone
+    response_model=Status,
     tags=["operations"],
     summary="200 while the process is alive",
     openapi_extra=NO_KEY,
@@ -48,8 +50,10 @@ async def healthz() -> Response:
     return json_response({"status": "alive"})
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],  # probes and monitors that ask with HEAD get the status alone
+    response_model=Status,
     tags=["operations"],
     responses=problems(503),
     summary="200 once the model is warm and the state store answers",
@@ -62,8 +66,9 @@ async def readyz(sessions: Sessions) -> Response:
     return json_response({"status": "ready"})
 
 
-@router.get(
+@router.api_route(
     "/metrics",
+    methods=["GET", "HEAD"],  # probes and monitors that ask with HEAD get the status alone
     tags=["operations"],
     summary="Prometheus text exposition",
     openapi_extra=NO_KEY,

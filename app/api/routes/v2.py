@@ -17,7 +17,19 @@ from app.api import inference
 from app.api.auth import Caller, caller_of
 from app.api.deps import CurrentCaller, CurrentSettings, Sessions, admin, json_response
 from app.api.parsing import ChunkLimits, load_json, read_body
-from app.api.schemas import NO_KEY, inference_errors
+from app.api.schemas import (
+    NO_KEY,
+    V2InferResponse,
+    V2Live,
+    V2ModelConfig,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2Ready,
+    V2RepositoryEntry,
+    V2ServerMetadata,
+    V2Statistics,
+    inference_errors,
+)
 from app.errors import BadRequest, ServiceError, Unavailable
 from app.sessions import ChunkResult
 
@@ -25,7 +37,13 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-ERRORS = inference_errors(400, 401, 403, 404, 409, 413, 429, 503)  # 422 is 400 on /v2
+# Each operation's errors (422 is 400 on /v2). Any request with a key may meet 401 (a wrong key)
+# and 429 or 503 (its tenant's share, the in-flight limit, a replica not ready).
+KEYED = (401, 429, 503)
+INFER_ERRORS = inference_errors(400, 403, 404, 409, 413, *KEYED)
+MODEL_ERRORS = inference_errors(400, 404, *KEYED)  # a model's metadata, config, readiness
+STATS_ERRORS = inference_errors(400, 403, 404, *KEYED)
+CONTROL_ERRORS = inference_errors(400, 403, 404, 413, *KEYED)  # load, unload
 
 
 # Infer first: a request is matched against the routes in order, about 1.5 µs a candidate in this
@@ -34,9 +52,15 @@ ERRORS = inference_errors(400, 401, 403, 404, 409, 413, 429, 503)  # 422 is 400 
 @router.post(
     "/models/{name}/versions/{version}/infer",
     summary="Infer on a version: one chunk of a sequence",
-    responses=ERRORS,
+    response_model=V2InferResponse,
+    responses=INFER_ERRORS,
 )
-@router.post("/models/{name}/infer", summary="Infer: one chunk of a sequence", responses=ERRORS)
+@router.post(
+    "/models/{name}/infer",
+    summary="Infer: one chunk of a sequence",
+    response_model=V2InferResponse,
+    responses=INFER_ERRORS,
+)
 async def infer(request: Request) -> Response:
     # The path's parts and the application's state read directly, with no parameters or Depends for
     # FastAPI to solve: they were a tenth of this route's CPU (py-spy, 64 closed-loop sequences).
@@ -71,14 +95,24 @@ async def infer(request: Request) -> Response:
     )
 
 
-@router.get("", summary="Server metadata", responses=ERRORS)
+@router.get(
+    "",
+    summary="Server metadata",
+    response_model=V2ServerMetadata,
+    responses=inference_errors(*KEYED),
+)
 async def server_metadata(caller: CurrentCaller) -> Response:
     return json_response(
         {"name": "stateful-rnn", "version": "1", "extensions": inference.EXTENSIONS}
     )
 
 
-@router.get("/health/live", summary="200 while the process is alive", openapi_extra=NO_KEY)
+@router.get(
+    "/health/live",
+    summary="200 while the process is alive",
+    response_model=V2Live,
+    openapi_extra=NO_KEY,
+)
 async def live() -> Response:
     return json_response({"live": True})
 
@@ -86,7 +120,8 @@ async def live() -> Response:
 @router.get(
     "/health/ready",
     summary="200 once the models are warm and the state store answers",
-    responses=ERRORS,
+    response_model=V2Ready,
+    responses=inference_errors(503),
     openapi_extra=NO_KEY,
 )
 async def ready(sessions: Sessions) -> Response:
@@ -97,17 +132,22 @@ async def ready(sessions: Sessions) -> Response:
 
 
 @router.get(
-    "/models/stats", summary="Statistics of every model version served (admin)", responses=ERRORS
+    "/models/stats",
+    summary="Statistics of every model version served (admin)",
+    response_model=V2Statistics,
+    responses=STATS_ERRORS,
 )
 @router.get(
     "/models/{name}/stats",
     summary="Statistics of the model's versions served (admin)",
-    responses=ERRORS,
+    response_model=V2Statistics,
+    responses=STATS_ERRORS,
 )
 @router.get(
     "/models/{name}/versions/{version}/stats",
     summary="Statistics of one version (admin)",
-    responses=ERRORS,
+    response_model=V2Statistics,
+    responses=STATS_ERRORS,
 )
 async def model_statistics(
     sessions: Sessions,
@@ -123,12 +163,14 @@ async def model_statistics(
 @router.get(
     "/models/{name}/config",
     summary="Model configuration, as Triton shows it (its newest ready version)",
-    responses=ERRORS,
+    response_model=V2ModelConfig,
+    responses=MODEL_ERRORS,
 )
 @router.get(
     "/models/{name}/versions/{version}/config",
     summary="Model version configuration, as Triton shows it",
-    responses=ERRORS,
+    response_model=V2ModelConfig,
+    responses=MODEL_ERRORS,
 )
 async def model_config(
     name: str,
@@ -144,8 +186,18 @@ async def model_config(
     return json_response(json_format.MessageToDict(found, preserving_proto_field_name=True))
 
 
-@router.get("/models/{name}", summary="Model metadata (its newest ready version)", responses=ERRORS)
-@router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=ERRORS)
+@router.get(
+    "/models/{name}",
+    summary="Model metadata (its newest ready version)",
+    response_model=V2ModelMetadata,
+    responses=MODEL_ERRORS,
+)
+@router.get(
+    "/models/{name}/versions/{version}",
+    summary="Model version metadata",
+    response_model=V2ModelMetadata,
+    responses=MODEL_ERRORS,
+)
 async def model_metadata(
     name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None
 ) -> Response:
@@ -156,12 +208,16 @@ async def model_metadata(
 
 
 @router.get(
-    "/models/{name}/ready", summary="200 when a version of the model is ready", responses=ERRORS
+    "/models/{name}/ready",
+    summary="200 when a version of the model is ready",
+    response_model=V2ModelReady,
+    responses=MODEL_ERRORS,
 )
 @router.get(
     "/models/{name}/versions/{version}/ready",
     summary="200 when the version is ready",
-    responses=ERRORS,
+    response_model=V2ModelReady,
+    responses=MODEL_ERRORS,
 )
 async def model_ready(
     name: str, sessions: Sessions, caller: CurrentCaller, version: str | None = None
@@ -171,7 +227,10 @@ async def model_ready(
 
 
 @router.post(
-    "/repository/index", summary="Every version of every model, with its state", responses=ERRORS
+    "/repository/index",
+    summary="Every version of every model, with its state",
+    response_model=list[V2RepositoryEntry],
+    responses=inference_errors(400, 413, *KEYED),
 )
 async def repository_index(request: Request, sessions: Sessions, caller: CurrentCaller) -> Response:
     options = await _options(request)
@@ -184,7 +243,8 @@ async def repository_index(request: Request, sessions: Sessions, caller: Current
 @router.post(
     "/repository/models/{name}/load",
     summary="Read the repository now and load the model's new versions (admin)",
-    responses=ERRORS,
+    response_model=dict[str, Any],
+    responses=CONTROL_ERRORS,
 )
 async def repository_load(
     request: Request,
@@ -201,7 +261,8 @@ async def repository_load(
 @router.post(
     "/repository/models/{name}/unload",
     summary="Retire every version of the model, draining (admin)",
-    responses=ERRORS,
+    response_model=dict[str, Any],
+    responses=CONTROL_ERRORS,
 )
 async def repository_unload(
     request: Request,

@@ -304,9 +304,8 @@ class Versions:
         for entry in self.entries.values():
             name, version = entry.name, str(entry.version)
             if entry.spec is not None:
-                metrics.BUILD_INFO.labels(__version__, entry.key, entry.spec.fingerprint).set(
-                    1 if entry.serving else 0
-                )
+                labels = (__version__, name, version, entry.spec.fingerprint)
+                metrics.set_info(metrics.BUILD_INFO, labels, entry.serving)
             metrics.MODEL_SESSIONS.labels(name, version).set(self.counts.get(entry.key, 0))
             for state in STATES:
                 metrics.MODEL_STATE.labels(name, version, state).set(
