@@ -104,7 +104,7 @@ def test_find_a_session_and_reset_it(page, url, pumps, artifacts):
     expect(page.locator("#confirm")).to_be_visible()
     expect(page.locator("#confirm-text")).to_contain_text(target)
     page.click("#confirm-ok")
-    expect(page.locator("#session-meta")).to_have_text("seq 3, steps 0")
+    expect(page.locator("#session-meta")).to_have_text("model seed version 1, seq 3, steps 0")
     assert cell_values(page) == [0.0] * 5
     expect(page.locator(".heatmap figcaption")).to_contain_text("max |value| = 0.000")
     page.screenshot(path=str(artifacts / "console-after-reset.png"), full_page=True)
@@ -266,7 +266,7 @@ def test_ten_thousand_sessions_show_within_two_seconds(page, seed, tmp_path):
         page.click("th[data-sort='seq']")  # descending
         seqs = [
             int(t)
-            for t in page.locator("#session-table tbody tr td:nth-child(3)").all_text_contents()
+            for t in page.locator("#session-table tbody tr td:nth-child(4)").all_text_contents()
         ]
         assert seqs == sorted(seqs, reverse=True) and len(seqs) == 50
         page.fill("#filter", "stream-09999")

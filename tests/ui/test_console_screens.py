@@ -124,7 +124,8 @@ def test_the_console_fits_the_screen(page, url, http, screen, artifacts):
         # Charts one above the other; a table row is a card of labelled cells.
         assert second["y"] >= first["y"] + first["height"]
         assert cells.nth(1).evaluate("td => getComputedStyle(td).display") == "block"
-        assert cells.nth(2).evaluate("td => getComputedStyle(td, '::before').content") == '"seq"'
+        assert cells.nth(2).evaluate("td => getComputedStyle(td, '::before').content") == '"model"'
+        assert cells.nth(3).evaluate("td => getComputedStyle(td, '::before').content") == '"seq"'
     else:
         assert cells.nth(1).evaluate("td => getComputedStyle(td).display") == "table-cell"
     if screen == "wall":
@@ -153,7 +154,7 @@ def test_a_session_link_opens_it(page, url, http, screen, failures):
     expect(page.locator("#session")).to_be_visible()
     expect(page.locator("#session-id")).to_have_text(sid)
     expect(page).to_have_title(re.compile(f"^{sid} "))
-    expect(page.locator("#session-meta")).to_have_text("seq 2, steps 6")
+    expect(page.locator("#session-meta")).to_have_text("model seed version 1, seq 2, steps 6")
 
     page.click("#close-session")
     expect(page.locator("#session")).to_be_hidden()
@@ -173,8 +174,17 @@ def test_a_session_link_opens_it(page, url, http, screen, failures):
 
 def test_the_sessions_table_refreshes_while_open(page, url, http, screen):
     sign_in(page, f"{url}/ui")
-    seq = row(page, STREAMS[0]).locator("td").nth(2)
+    seq = row(page, STREAMS[0]).locator("td").nth(3)
     expect(seq).to_have_text("2")
+    # Each session's model version, and when it was last active in local time (UTC on hover).
+    expect(row(page, STREAMS[0]).locator("td").nth(2)).to_have_text("seed v1")
+    last = row(page, STREAMS[0]).locator("td").nth(5)
+    expect(last).not_to_contain_text("Z")
+    assert last.get_attribute("title").endswith("Z")
+    # Latencies in the unit that reads best: at most 3 significant digits (4.15 s, not 4146.67 ms).
+    expect(page.locator("#p99")).to_have_text(
+        re.compile(r"^(—|\d{1,3}(\.\d{1,2})? ms|\d+\.\d\d s)$")
+    )
     for n in (3, 4, 5):
         push(http, STREAMS[0], n)
     http.post("/v1/sessions", json={"session_id": "call-late"})

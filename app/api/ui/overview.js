@@ -2,7 +2,12 @@
 import { Chart, capacityBar, withGaps } from "./charts.js";
 import { byId } from "./dom.js";
 
-const ms = (value) => (value === null ? "—" : `${value.toFixed(2)} ms`);
+// A latency in the unit that reads best: 0.42 ms, 12.3 ms, 412 ms, 4.15 s.
+const ms = (value) => {
+  if (value === null) return "—";
+  if (value >= 1000) return `${(value / 1000).toFixed(2)} s`;
+  return `${value.toFixed(value < 10 ? 2 : value < 100 ? 1 : 0)} ms`;
+};
 
 export class Overview {
   constructor() {

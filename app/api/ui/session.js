@@ -76,7 +76,9 @@ export class SessionView {
         call("GET", sessionPath(sid, "/state")), call("GET", sessionPath(sid, "/outputs"))]);
       if (visit !== this.visit) return;
       byId("session-error").textContent = "";
-      byId("session-meta").textContent = `seq ${state.seq}, steps ${state.steps}`;
+      // The version it runs: watched during a rollout, it changes when the session is moved.
+      byId("session-meta").textContent =
+        `model ${state.model.name} version ${state.model.version}, seq ${state.seq}, steps ${state.steps}`;
       byId("heatmaps").replaceChildren(...state.layers.map(heatmap));
       this.addOutputs(outputs);
       // The table shows what this view has just read (it reads the listing only every few seconds).

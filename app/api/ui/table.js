@@ -10,7 +10,16 @@ const PAGE_ROWS = 50;
 const REDERIVE_MS = 400; // while loading, filter and sort again at most this often
 const REFRESH_MS = 5000;
 // Each cell's heading, for the narrow layout where a row is a card and headings sit in the cells.
-const LABELS = ["id", "tenant", "seq", "steps", "last active", "idle"];
+const LABELS = ["id", "tenant", "model", "seq", "steps", "last active", "idle"];
+
+// A session's version, as "name v2": during a rollout the table shows who has moved.
+const modelText = (r) => (r.model ? `${r.model.name} v${r.model.version}` : "—");
+
+// Local time, as the charts show it: the time alone today, the date too before that.
+function localTime(ms) {
+  const at = new Date(ms);
+  return at.toDateString() === new Date().toDateString() ? at.toLocaleTimeString() : at.toLocaleString();
+}
 
 function idleText(ms) {
   const s = Math.max(0, Math.round(ms / 1000));
@@ -22,6 +31,7 @@ function idleText(ms) {
 const KEYS = {
   session_id: (r) => r.session_id,
   tenant: (r) => r.tenant || "",
+  model: (r) => (r.model ? `${r.model.name}\u0000${String(r.model.version).padStart(12, "0")}` : ""),
   seq: (r) => r.seq,
   steps: (r) => r.steps,
   last_active: (r) => r.lastActive,
@@ -160,7 +170,7 @@ export class SessionTable {
     this.lastDerived = moment;
     const needle = this.filter;
     let view = needle
-      ? this.rows.filter((r) => r.session_id.toLowerCase().includes(needle) || (r.tenant || "").toLowerCase().includes(needle))
+      ? this.rows.filter((r) => [r.session_id, r.tenant || "", modelText(r)].some((text) => text.toLowerCase().includes(needle)))
       : this.rows.slice();
     const key = KEYS[this.sort.key], dir = this.sort.dir;
     view.sort((a, b) => {
@@ -182,13 +192,14 @@ export class SessionTable {
       link.className = "mono";
       link.href = sessionLink(r.session_id); // "#/sessions/…": opens it here, and can be shared
       link.textContent = r.session_id;
-      const cells = [link, r.tenant ?? "—", r.seq, r.steps, r.last_active_at, idleText(now - r.lastActive)];
+      const cells = [link, r.tenant ?? "—", modelText(r), r.seq, r.steps, localTime(r.lastActive), idleText(now - r.lastActive)];
       for (const [i, value] of cells.entries()) {
         const td = document.createElement("td");
         if (value instanceof Node) td.append(value);
         else td.textContent = String(value);
         td.dataset.label = LABELS[i];
-        if (i === 2 || i === 3 || i === 5) td.className = "num";
+        if (i === 3 || i === 4 || i === 6) td.className = "num";
+        if (i === 5) td.title = r.last_active_at; // the exact instant, in UTC
         tr.append(td);
       }
       return tr;
