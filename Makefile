@@ -42,8 +42,8 @@ test: install  ## the whole suite, every tier (CI runs this; ARGS go to pytest)
 test-fast: install  ## the fast tier (under a minute): no process, deploy, browser, network, serial or slow test
 	$(BIN)/pytest $(XDIST) -m "$(FAST)" $(ARGS)
 
-docs: install  ## the docs site (MkDocs, Material) at http://127.0.0.1:8001, rebuilt as docs/ changes
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001
+docs: install  ## the docs site (MkDocs, Material) at http://127.0.0.1:8800, rebuilt as docs/ changes
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8800
 
 lint: install  ## ruff: the lint rules and the formatting (pyproject.toml)
 	$(BIN)/ruff check .
