@@ -36,7 +36,9 @@ def test_metrics_count_what_was_served(redis_url, redis_prefix):
         after = scrape(url)
         # Levels (slots in use, connections) are sampled once a second.
         deadline = time.monotonic() + 10
-        while after.get("srnn_hot_sessions") != 2 and time.monotonic() < deadline:
+        while (
+            after.get("srnn_hot_sessions") != 2 or after.get("srnn_connections", 0) < 1
+        ) and time.monotonic() < deadline:
             time.sleep(0.1)
             after = scrape(url)
 
