@@ -270,6 +270,7 @@ def test_a_fragmented_message_is_one_chunk_and_fragments_over_the_limit_close_th
     assert whole == parts and text["seq"] == 2 and code == 1009
 
 
+@pytest.mark.slow
 def test_a_client_that_never_reads_its_answers_is_no_longer_read():
     """Answers the peer leaves unread fill the socket, then the server's write buffer; the server
     then stops reading that stream (else a client that only sends would grow the server's memory

@@ -72,6 +72,7 @@ def test_idle_session_expires_after_its_ttl_and_frees_its_slot(client):
     client.delete(f"/v1/sessions/{forever['session_id']}")
 
 
+@pytest.mark.slow
 def test_server_default_ttl_applies_when_a_session_asks_for_none():
     with serve_in_thread(load_model("seed"), session_ttl=1) as url:
         sid = httpx.post(f"{url}/v1/sessions").json()["session_id"]
