@@ -122,13 +122,14 @@ BUILD_INFO = Gauge(
 )
 
 
+INFO_SERIES = {"srnn_build_info"}  # present while 1 (set_info); the exposition drops zeros
+
+
 def set_info(gauge: Gauge, labels: tuple[str, ...], present: bool) -> None:
     """An info series: 1 while ``present``, else gone. (A worker process's copy is a file that
     ``remove`` cannot delete: it is set to 0 first, and :func:`exposition` leaves zeros out.)"""
-    if present:
-        gauge.labels(*labels).set(1)
-    elif labels in gauge._metrics:
-        gauge.labels(*labels).set(0)
+    gauge.labels(*labels).set(1 if present else 0)
+    if not present:
         gauge.remove(*labels)
 
 
@@ -258,6 +259,6 @@ class _InfoWhilePresent:
 
     def collect(self):
         for metric in self.collector.collect():
-            if metric.name == BUILD_INFO._name:
+            if metric.name in INFO_SERIES:
                 metric.samples = [sample for sample in metric.samples if sample.value]
             yield metric

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -296,7 +297,7 @@ def _holds_null(value: Any) -> bool:
     return _holds(value, lambda item: item is None)
 
 
-def _holds(value: Any, found: Any) -> bool:
+def _holds(value: Any, found: Callable[[Any], bool]) -> bool:
     pending = [value]  # a loop, not recursion: the nesting depth is the client's to choose
     while pending:
         item = pending.pop()

@@ -9,8 +9,9 @@ rather than queued without bound.
 
 Why not ASGI: a message through uvicorn's WebSocket protocol, Starlette and the route costs about
 84 µs of CPU, most of a live stream's budget; picows (a Cython WebSocket protocol) parses and
-frames one in about 17 µs (measured side by side; docs/performance.md has this server's figures). The HTTP server stays uvicorn's: its
-HTTP protocol parses the upgrade request, our connection guard has counted the connection, and
+frames one in about 17 µs (measured side by side; docs/performance.md has this server's figures).
+The HTTP server stays uvicorn's: its HTTP protocol parses the upgrade request, our connection
+guard has counted the connection, and
 :class:`Upgrade` (uvicorn's ``ws`` protocol class) hands the socket to picows, which answers the
 handshake. So the stream keeps the port, the connection cap, the header limits, and the checks
 the ASGI route had, done here in the same order: the Origin (403 before the upgrade), the key

@@ -144,9 +144,8 @@ class SessionServer(_Endpoint):
             return self._answer(identity, call_id, True, self.describe())
         if name not in CALLS:
             return self._answer(identity, call_id, False, ServiceError(f"no such call {name!r}"))
-        if (
-            name == "submit" and not self._unstarted
-        ):  # the hot one: straight into its session's line
+        if name == "submit" and not self._unstarted:
+            # The hot one: straight into its session's line, no task.
             try:
                 future = self.service.submit(*args, **keywords)
             except ServiceError as exc:
