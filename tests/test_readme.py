@@ -117,16 +117,23 @@ def _walkthrough_calls(text: str):
         )
 
 
-def test_the_walkthrough_prints_what_a_real_run_prints():
+@pytest.fixture(scope="module")
+def seed_url():
+    """One seed server for the walk-through and the stream example (their sessions differ)."""
     from app.model.loader import load_model
     from harness.servers import serve_in_thread
 
+    with serve_in_thread(load_model("seed")) as url:
+        yield url
+
+
+def test_the_walkthrough_prints_what_a_real_run_prints(seed_url):
     readme = (ROOT / "README.md").read_text()
     section = readme.split("[start:walkthrough]")[1].split("[end:walkthrough]")[0]
     assert 'make serve ARGS="--model seed"' in section
     calls = list(_walkthrough_calls(section))
     assert sum(printed is not None for *_, printed in calls) >= 5
-    with serve_in_thread(load_model("seed")) as url, httpx.Client(base_url=url) as http:
+    with httpx.Client(base_url=seed_url) as http:
         for method, path, body, printed in calls:
             answer = http.request(method, path, json=body)
             assert answer.status_code in (200, 201), (path, answer.text)
@@ -134,19 +141,14 @@ def test_the_walkthrough_prints_what_a_real_run_prints():
                 assert _same(printed, answer.json()), (path, printed, answer.json())
 
 
-def test_the_raw_websocket_example_runs_as_written():
-    from app.model.loader import load_model
-    from harness.servers import serve_in_thread
-
+def test_the_raw_websocket_example_runs_as_written(seed_url):
     page = (DOCS / "streaming.md").read_text()
     create = re.search(r"curl -s localhost:8000(\S+) --json '(.*)'", page)
     example = re.search(r"```python\n(import asyncio, json.*?)```", page, re.S).group(1)
-    with serve_in_thread(load_model("seed")) as url:
-        assert (
-            httpx.post(url + create.group(1), json=json.loads(create.group(2))).status_code == 201
-        )
-        printed = []
-        namespace = {"print": printed.append, "__name__": "docs"}
-        exec(example.replace("ws://127.0.0.1:8000", url.replace("http", "ws")), namespace)
+    answer = httpx.post(seed_url + create.group(1), json=json.loads(create.group(2)))
+    assert answer.status_code == 201
+    printed = []
+    namespace = {"print": printed.append, "__name__": "docs"}
+    exec(example.replace("ws://127.0.0.1:8000", seed_url.replace("http", "ws")), namespace)
     binary, answer, state = printed
     assert binary.shape == (5,) and answer["seq"] == 2 and state["steps"] == 3  # seed: GRU(5)
